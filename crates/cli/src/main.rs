@@ -1,0 +1,41 @@
+//! `bitnet`: run ternary (1.58-bit) LLMs on a CPU.
+
+mod inspect;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "bitnet",
+    version,
+    about = "Run ternary (1.58-bit) LLMs such as BitNet b1.58 on an ordinary CPU",
+    long_about = "Run ternary (1.58-bit) LLMs such as BitNet b1.58 on an ordinary CPU.\n\n\
+                  Models are GGUF files, including those written by bitnet.cpp (I2_S, TL1, TL2) \
+                  and llama.cpp (TQ1_0, TQ2_0)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show what a GGUF file holds: header, metadata and tensors.
+    Inspect(inspect::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => inspect::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
