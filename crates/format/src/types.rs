@@ -42,10 +42,15 @@ impl Dialect {
 pub enum Layout {
     /// `ne0` must be a multiple of `block`; every block of `block` elements takes `bytes` bytes.
     Blocks { block: u64, bytes: u64 },
-    /// bitnet.cpp I2_S and TL1: `numel / 4` bytes of 2-bit codes, then 32 bytes holding the f32 scale.
-    TwoBitPlusScale,
-    /// bitnet.cpp TL2: `(ne0 − 256)·ne1/3·5/8 + 256·ne1/2·4/8`, rounded up to 32, plus 32.
-    /// Defined for 2-D tensors with `ne0 ≥ 256`.
+    /// bitnet.cpp I2_S: `numel / 4` bytes of 2-bit codes, then 32 bytes whose first 4 hold the f32
+    /// scale.
+    I2s,
+    /// bitnet.cpp TL1: `numel / 4` bytes of 4-bit pair indices; the scale is a separate F32
+    /// tensor named `<name>_scale`. ggml's `ggml_nbytes` reports 32 bytes more than the file
+    /// stores (it reads them from whatever follows); see [`TensorType::ggml_nbytes`].
+    Tl1,
+    /// bitnet.cpp TL2: `(ne0 − 256)·ne1/3·5/8 + 256·ne1/2·4/8` bytes (index and sign planes,
+    /// zero-padded); the scale is a separate F32 tensor. Defined for 2-D tensors with `ne0 ≥ 256`.
     Tl2,
 }
 
@@ -120,9 +125,9 @@ tensor_types! {
     Q4_0_8_8 = 33, "q4_0_8x8", blocks(32, 18), "Interleaved Q4_0 (bitnet.cpp fork only).";
     TQ1_0 = 34, "tq1_0", blocks(256, 54), "Ternary, base-3 packed, 1.6875 bpw.";
     TQ2_0 = 35, "tq2_0", blocks(256, 66), "Ternary, 2-bit packed, 2.0625 bpw.";
-    I2_S = 36, "i2_s", Layout::TwoBitPlusScale, "bitnet.cpp ternary 2-bit codes + one f32 scale.";
+    I2_S = 36, "i2_s", Layout::I2s, "bitnet.cpp ternary 2-bit codes + one f32 scale.";
     I8_S = 37, "i8_s", blocks(1, 1), "bitnet.cpp int8 activations (never stored in files).";
-    TL1 = 38, "tl1", Layout::TwoBitPlusScale, "bitnet.cpp lookup-table ternary, pairs of weights.";
+    TL1 = 38, "tl1", Layout::Tl1, "bitnet.cpp lookup-table ternary, pairs of weights.";
     TL2 = 39, "tl2", Layout::Tl2, "bitnet.cpp lookup-table ternary, triples of weights.";
     MXFP4 = 39, "mxfp4", blocks(32, 17), "Microscaling FP4 (upstream only).";
     NVFP4 = 40, "nvfp4", blocks(64, 36), "NVIDIA FP4 (upstream only).";
@@ -154,7 +159,7 @@ impl TensorType {
     pub const fn block_size(self) -> u64 {
         match self.layout() {
             Layout::Blocks { block, .. } => block,
-            Layout::TwoBitPlusScale | Layout::Tl2 => 1,
+            Layout::I2s | Layout::Tl1 | Layout::Tl2 => 1,
         }
     }
 
@@ -164,20 +169,22 @@ impl TensorType {
     }
 
     /// The number of bytes a tensor of this type and shape (`ne`, fastest dimension first)
-    /// occupies, exactly as ggml computes it; an error names what is wrong with the shape.
+    /// occupies in a GGUF file; an error names what is wrong with the shape.
+    ///
+    /// Equal to ggml's `ggml_nbytes` except for TL1 and TL2, where bitnet.cpp's converter
+    /// stores fewer bytes than its runtime claims (see [`TensorType::ggml_nbytes`]).
     pub fn byte_size(self, ne: &[u64]) -> Result<u64, ShapeError> {
         let numel = ne.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).ok_or(ShapeError::Overflow)?;
-        // Byte counts must also fit the address space of the reader's machine.
-        let fits = |n: u64| usize::try_from(n).map(|_| n).map_err(|_| ShapeError::Overflow);
-        match self.layout() {
+        let n = match self.layout() {
             Layout::Blocks { block, bytes } => {
                 let ne0 = ne.first().copied().unwrap_or(1);
                 if ne0 % block != 0 {
                     return Err(ShapeError::NotBlockMultiple { ne0, block });
                 }
-                fits((numel / block).checked_mul(bytes).ok_or(ShapeError::Overflow)?)
+                (numel / block).checked_mul(bytes).ok_or(ShapeError::Overflow)?
             }
-            Layout::TwoBitPlusScale => fits(numel / 4 + 32),
+            Layout::I2s => numel / 4 + 32,
+            Layout::Tl1 => numel / 4,
             Layout::Tl2 => {
                 if ne.iter().skip(2).any(|&d| d != 1) {
                     return Err(ShapeError::NotTwoDimensional);
@@ -190,11 +197,26 @@ impl TensorType {
                 let three = (ne0 - 256).checked_mul(ne1).ok_or(ShapeError::Overflow)? / 3;
                 let three = three.checked_mul(5).ok_or(ShapeError::Overflow)? / 8;
                 let two = 256u64.checked_mul(ne1).ok_or(ShapeError::Overflow)? / 2 * 4 / 8;
-                let n = three.checked_add(two).ok_or(ShapeError::Overflow)?;
-                let n = n.checked_next_multiple_of(32).ok_or(ShapeError::Overflow)?;
-                fits(n.checked_add(32).ok_or(ShapeError::Overflow)?)
+                three.checked_add(two).ok_or(ShapeError::Overflow)?
             }
+        };
+        // Byte counts must also fit the address space of the reader's machine, with room for
+        // ggml's 64 extra bytes.
+        match usize::try_from(n) {
+            Ok(_) if n < u64::MAX / 2 => Ok(n),
+            _ => Err(ShapeError::Overflow),
         }
+    }
+
+    /// The byte count bitnet.cpp's runtime (`ggml_nbytes` in its llama.cpp fork) assigns: for TL1
+    /// 32 more than stored, for TL2 the stored count rounded up to 32 plus 32.
+    pub fn ggml_nbytes(self, ne: &[u64]) -> Result<u64, ShapeError> {
+        let stored = self.byte_size(ne)?;
+        Ok(match self.layout() {
+            Layout::Tl1 => stored + 32,
+            Layout::Tl2 => stored.next_multiple_of(32) + 32,
+            _ => stored,
+        })
     }
 }
 
@@ -245,15 +267,21 @@ mod tests {
     fn byte_sizes_match_ggml() {
         // I2_S: numel/4 + 32 (the fork's ggml_nbytes special case).
         assert_eq!(TensorType::I2_S.byte_size(&[2560, 6912]).unwrap(), 2560 * 6912 / 4 + 32);
-        assert_eq!(TensorType::TL1.byte_size(&[128, 3]).unwrap(), 96 + 32);
+        assert_eq!(TensorType::TL1.byte_size(&[128, 3]).unwrap(), 96);
+        assert_eq!(TensorType::TL1.ggml_nbytes(&[128, 3]).unwrap(), 96 + 32);
         assert_eq!(TensorType::TQ2_0.byte_size(&[512, 2]).unwrap(), 4 * 66);
         assert_eq!(TensorType::TQ1_0.byte_size(&[256]).unwrap(), 54);
         assert_eq!(TensorType::Q6_K.byte_size(&[256, 10]).unwrap(), 2100);
         assert_eq!(TensorType::F16.byte_size(&[3, 5, 7]).unwrap(), 210);
         // TL2 for a 2B-4T q projection, 2560 × 2560: (2304·2560/3·5/8) + 256·2560/2·4/8 = 1_228_800 + 163_840.
-        assert_eq!(TensorType::TL2.byte_size(&[2560, 2560]).unwrap(), 1_228_800 + 163_840 + 32);
-        // Rounded up to 32 before the trailing 32.
-        assert_eq!(TensorType::TL2.byte_size(&[259, 1]).unwrap(), 64 + 32);
+        assert_eq!(TensorType::TL2.byte_size(&[2560, 2560]).unwrap(), 1_228_800 + 163_840);
+        assert_eq!(TensorType::TL2.ggml_nbytes(&[2560, 2560]).unwrap(), 1_228_800 + 163_840 + 32);
+        // Integer division left to right: 3·1/3·5/8 = 0, 256·1/2·4/8 = 64.
+        assert_eq!(TensorType::TL2.byte_size(&[259, 1]).unwrap(), 64);
+        assert_eq!(TensorType::TL2.ggml_nbytes(&[259, 1]).unwrap(), 64 + 32);
+        // 24·1/3·5/8 = 5: ggml rounds 69 up to 96 before adding the trailing 32.
+        assert_eq!(TensorType::TL2.byte_size(&[280, 1]).unwrap(), 69);
+        assert_eq!(TensorType::TL2.ggml_nbytes(&[280, 1]).unwrap(), 96 + 32);
         assert_eq!(TensorType::TL2.byte_size(&[255, 1]), Err(ShapeError::Tl2TooNarrow { ne0: 255 }));
         assert_eq!(TensorType::TL2.byte_size(&[256, 1, 2]), Err(ShapeError::NotTwoDimensional));
         assert_eq!(TensorType::Q8_0.byte_size(&[33]), Err(ShapeError::NotBlockMultiple { ne0: 33, block: 32 }));
