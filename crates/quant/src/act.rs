@@ -1,0 +1,100 @@
+//! Per-token absmax int8 activation quantization.
+//!
+//! Two definitions exist and differ only at the edges:
+//!
+//! | | bitnet.cpp (`quantize_row_i8_s`) | transformers (`activation_quant`) |
+//! |---|---|---|
+//! | max | `max(1e-5, max |x|)` in f64 | `clamp(max |x|, min=1e-5)` in the tensor dtype |
+//! | scale | `127 / max` in f64, stored as f32 | `127 · (1 / max)` in f32 (torch's `__rtruediv__`) |
+//! | round | `nearest_int`: half to even | `torch.round`: half to even |
+//! | clamp | [-128, 127] | [-128, 127] |
+//! | output | int8 codes, scale, and Σ codes | the fake-quantized `round(x·s) / s` |
+//!
+//! For f32 input the differences are the epsilon (`1e-5` as f64 vs as f32) and the scale's
+//! rounding: bitnet.cpp's is the correctly rounded 127/max, torch's multiplies by a rounded
+//! reciprocal and is off by one ulp for about one row in three. A code differs only when `x·s` lies
+//! within that ulp of a rounding boundary. The code sum is bitnet.cpp's
+//! correction for its unsigned weight codes: Σ(w+1)·a − Σa = Σw·a.
+
+use crate::error::{QuantError, check_len};
+
+/// One quantized activation row's scale and code sum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActScale {
+    /// `127 / max|x|`: divide an integer dot product by this to get back to the float domain.
+    pub scale: f32,
+    /// Σ of the int8 codes.
+    pub sum: i32,
+}
+
+/// Quantizes one row exactly as bitnet.cpp's `quantize_row_i8_s` (I2_S activation path).
+pub fn quantize_row_i8s(x: &[f32], out: &mut [i8]) -> Result<ActScale, QuantError> {
+    check_len("activation output", x.len(), out.len())?;
+    let max = x.iter().fold(0.00001f64, |m, v| m.max(f64::from(v.abs())));
+    let scale = (127.0 / max) as f32;
+    let mut sum = 0i32;
+    for (o, &v) in out.iter_mut().zip(x) {
+        let q = (v * scale).round_ties_even().clamp(-128.0, 127.0) as i8;
+        sum += i32::from(q);
+        *o = q;
+    }
+    Ok(ActScale { scale, sum })
+}
+
+/// Quantizes one row as transformers' `activation_quant` does in f32, returning the codes' scale
+/// and sum like [`quantize_row_i8s`].
+pub fn quantize_row_hf(x: &[f32], out: &mut [i8]) -> Result<ActScale, QuantError> {
+    check_len("activation output", x.len(), out.len())?;
+    let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-5);
+    // torch evaluates `127 / t` as `reciprocal(t) * 127`: two roundings, reproduced here.
+    let scale = 127.0f32 * (1.0 / max);
+    let mut sum = 0i32;
+    for (o, &v) in out.iter_mut().zip(x) {
+        let q = (v * scale).round_ties_even().clamp(-128.0, 127.0) as i8;
+        sum += i32::from(q);
+        *o = q;
+    }
+    Ok(ActScale { scale, sum })
+}
+
+/// A batch of quantized activation rows (one per token), as the kernels take them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedActivations {
+    /// Elements per row.
+    pub cols: usize,
+    /// Row-major int8 codes.
+    pub codes: Vec<i8>,
+    /// Per-row scale and sum.
+    pub rows: Vec<ActScale>,
+}
+
+impl QuantizedActivations {
+    /// Quantizes `n = x.len() / cols` rows with bitnet.cpp's rule.
+    pub fn quantize(x: &[f32], cols: usize) -> Result<QuantizedActivations, QuantError> {
+        if cols == 0 || x.len() % cols != 0 {
+            return Err(QuantError::Length { what: "activation batch (a whole number of rows)", expected: cols, got: x.len() });
+        }
+        let mut codes = vec![0i8; x.len()];
+        let rows = x
+            .chunks_exact(cols)
+            .zip(codes.chunks_exact_mut(cols))
+            .map(|(xr, qr)| quantize_row_i8s(xr, qr))
+            .collect::<Result<_, _>>()?;
+        Ok(QuantizedActivations { cols, codes, rows })
+    }
+
+    /// Number of rows (tokens).
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Row `i`'s codes.
+    pub fn row(&self, i: usize) -> &[i8] {
+        &self.codes[i * self.cols..(i + 1) * self.cols]
+    }
+}

@@ -1,0 +1,107 @@
+//! bitnet.cpp's I2_S: 2-bit codes (code = ternary + 1) and one f32 scale in a 32-byte tail.
+//!
+//! Layouts of the codes (element index `i` over the row-major matrix):
+//! * [`I2sLayout::X86`] (QK_I2_S = 128, what the official GGUF files hold): block `i / 128` takes
+//!   32 bytes; `j = i % 128` goes to byte `j % 32` at bit shift `6 − 2·(j / 32)`.
+//! * [`I2sLayout::Arm`] (QK_I2_S = 64): block `i / 64` takes 16 bytes; `j` goes to byte `j % 16`
+//!   at shift `6 − 2·(j / 16)`.
+//! * [`I2sLayout::X86Interleaved4`] (bitnet.cpp's x86 variant without `ACT_PARALLEL`): byte
+//!   `(r / 4)·cols + c` holds column `c` of rows `4·(r/4) .. +4` at shifts 6, 4, 2, 0.
+//!
+//! Files do not say which layout they hold; the official ones are X86. Our converter writes X86
+//! and the loader repacks with [`repack`] when a kernel wants another.
+
+use crate::error::{QuantError, check_len, check_multiple};
+use crate::ternary::TernaryMatrix;
+
+/// The bytes after the codes: the f32 scale and padding.
+pub const TAIL_BYTES: usize = 32;
+
+/// How I2_S codes are ordered inside the tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum I2sLayout {
+    /// 128-element blocks of 32 bytes (bitnet.cpp x86 builds, the official files).
+    X86,
+    /// 64-element blocks of 16 bytes (bitnet.cpp ARM builds).
+    Arm,
+    /// Four rows interleaved per byte (bitnet.cpp x86 without ACT_PARALLEL).
+    X86Interleaved4,
+}
+
+impl I2sLayout {
+    /// Byte index and bit shift of element (`r`, `c`) of a `rows × cols` matrix.
+    pub fn position(self, r: usize, c: usize, cols: usize) -> (usize, u32) {
+        match self {
+            I2sLayout::X86 | I2sLayout::Arm => {
+                let block = if self == I2sLayout::X86 { 128 } else { 64 };
+                let group = block / 4;
+                let i = r * cols + c;
+                let (b, j) = (i / block, i % block);
+                (b * group + j % group, 6 - 2 * (j / group) as u32)
+            }
+            I2sLayout::X86Interleaved4 => ((r / 4) * cols + c, 6 - 2 * (r % 4) as u32),
+        }
+    }
+
+    fn check_shape(self, rows: usize, cols: usize) -> Result<(), QuantError> {
+        match self {
+            I2sLayout::X86 => check_multiple("I2_S (x86)", "rows·cols", rows * cols, 128),
+            I2sLayout::Arm => check_multiple("I2_S (ARM)", "rows·cols", rows * cols, 64),
+            I2sLayout::X86Interleaved4 => check_multiple("I2_S (interleaved)", "rows", rows, 4),
+        }
+    }
+}
+
+/// Bytes of an I2_S tensor with `numel` elements.
+pub fn i2s_bytes(numel: usize) -> usize {
+    numel / 4 + TAIL_BYTES
+}
+
+/// Packs ternary values and a scale into I2_S bytes.
+pub fn pack(m: &TernaryMatrix, scale: f32, layout: I2sLayout) -> Result<Vec<u8>, QuantError> {
+    layout.check_shape(m.rows(), m.cols())?;
+    let n = m.rows() * m.cols();
+    let mut out = vec![0u8; i2s_bytes(n)];
+    for r in 0..m.rows() {
+        for c in 0..m.cols() {
+            let (byte, shift) = layout.position(r, c, m.cols());
+            out[byte] |= ((m.get(r, c) + 1) as u8) << shift;
+        }
+    }
+    out[n / 4..n / 4 + 4].copy_from_slice(&scale.to_le_bytes());
+    Ok(out)
+}
+
+/// Unpacks I2_S bytes of a `rows × cols` matrix into ternary values and the scale.
+pub fn unpack(bytes: &[u8], rows: usize, cols: usize, layout: I2sLayout) -> Result<(TernaryMatrix, f32), QuantError> {
+    layout.check_shape(rows, cols)?;
+    let n = rows * cols;
+    check_len("I2_S bytes", i2s_bytes(n), bytes.len())?;
+    let mut values = vec![0i8; n];
+    for r in 0..rows {
+        for c in 0..cols {
+            let (byte, shift) = layout.position(r, c, cols);
+            let code = (bytes[byte] >> shift) & 3;
+            if code == 3 {
+                return Err(QuantError::InvalidCode { format: "I2_S", code, byte });
+            }
+            values[r * cols + c] = code as i8 - 1;
+        }
+    }
+    Ok((TernaryMatrix::new(rows, cols, values)?, scale_of(bytes, n)))
+}
+
+/// The scale stored after the codes of an `numel`-element I2_S tensor.
+pub fn scale_of(bytes: &[u8], numel: usize) -> f32 {
+    f32::from_le_bytes(bytes[numel / 4..numel / 4 + 4].try_into().expect("4 bytes"))
+}
+
+/// Converts I2_S bytes from one layout to another (e.g. an x86 file for an ARM kernel).
+pub fn repack(bytes: &[u8], rows: usize, cols: usize, from: I2sLayout, to: I2sLayout) -> Result<Vec<u8>, QuantError> {
+    if from == to {
+        check_len("I2_S bytes", i2s_bytes(rows * cols), bytes.len())?;
+        return Ok(bytes.to_vec());
+    }
+    let (m, scale) = unpack(bytes, rows, cols, from)?;
+    pack(&m, scale, to)
+}

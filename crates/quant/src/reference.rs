@@ -1,0 +1,171 @@
+//! The one kernel interface, and the scalar reference every fast kernel is tested against.
+//!
+//! A kernel multiplies a packed ternary matrix (`rows × cols`) by a batch of int8 activation rows
+//! and writes f32 outputs. The reference decodes the packing to ternary values and sums exact
+//! integer products, then rescales:
+//! * one scale per tensor (I2_S, TL1, TL2): `out = (Σ t·a) as f32 / act_scale · w_scale`;
+//! * one scale per 256-block (TQ1_0, TQ2_0): `out = Σ_b ((Σ_b t·a) as f32 · d_b) / act_scale`.
+//!
+//! Integer sums are exact, so a fast kernel that applies the same final float operations in the
+//! same order matches the reference bit for bit.
+
+use crate::act::{ActScale, QuantizedActivations};
+use crate::error::{QuantError, check_len};
+use crate::i2s::{self, I2sLayout};
+use crate::ternary::TernaryMatrix;
+use crate::tl::{self, TlTiling};
+use crate::tq::{self, QK_K, TqKind};
+
+/// A ternary packing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TernaryFormat {
+    /// bitnet.cpp I2_S in the given code order.
+    I2s(I2sLayout),
+    /// llama.cpp TQ1_0.
+    Tq1_0,
+    /// llama.cpp TQ2_0.
+    Tq2_0,
+    /// bitnet.cpp TL1 with its tiling.
+    Tl1(TlTiling),
+    /// bitnet.cpp TL2 with its tiling.
+    Tl2(TlTiling),
+}
+
+impl TernaryFormat {
+    /// Bytes of a `rows × cols` matrix in this format.
+    pub fn byte_size(self, rows: usize, cols: usize) -> Option<usize> {
+        Some(match self {
+            TernaryFormat::I2s(_) => i2s::i2s_bytes(rows * cols),
+            TernaryFormat::Tq1_0 => rows * cols / QK_K * tq::TQ1_0_BLOCK_BYTES,
+            TernaryFormat::Tq2_0 => rows * cols / QK_K * tq::TQ2_0_BLOCK_BYTES,
+            TernaryFormat::Tl1(_) => rows * cols / 4,
+            TernaryFormat::Tl2(_) => tl::tl2_bytes(rows, cols)?,
+        })
+    }
+}
+
+/// Dequantization scales of a packed matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WeightScales {
+    /// One scale for the whole tensor.
+    Tensor(f32),
+    /// One scale per `block` consecutive weights of a row, row-major.
+    Blocks { block: usize, values: Vec<f32> },
+}
+
+/// A packed ternary weight matrix, borrowed from a file or a buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct PackedTernary<'a> {
+    pub format: TernaryFormat,
+    /// Output features.
+    pub rows: usize,
+    /// Input features.
+    pub cols: usize,
+    pub data: &'a [u8],
+    /// The separate scale tensor of TL1/TL2 (I2_S and TQ carry their scales inside `data`).
+    pub scale: Option<f32>,
+}
+
+impl<'a> PackedTernary<'a> {
+    /// Wraps packed bytes, checking their length (and that TL formats have their scale).
+    pub fn new(format: TernaryFormat, rows: usize, cols: usize, data: &'a [u8], scale: Option<f32>) -> Result<Self, QuantError> {
+        let expected = format.byte_size(rows, cols).ok_or_else(|| QuantError::Unsupported {
+            format: "TL2",
+            reason: format!("needs at least 256 columns, got {cols}"),
+        })?;
+        check_len("packed bytes", expected, data.len())?;
+        if matches!(format, TernaryFormat::Tl1(_) | TernaryFormat::Tl2(_)) && scale.is_none() {
+            return Err(QuantError::Unsupported { format: "TL1/TL2", reason: "the separate scale tensor is required".into() });
+        }
+        Ok(PackedTernary { format, rows, cols, data, scale })
+    }
+
+    /// Decodes to ternary values and scales.
+    pub fn unpack(&self) -> Result<(TernaryMatrix, WeightScales), QuantError> {
+        let (rows, cols) = (self.rows, self.cols);
+        let tensor_scale = || self.scale.unwrap_or(1.0);
+        Ok(match self.format {
+            TernaryFormat::I2s(layout) => {
+                let (m, s) = i2s::unpack(self.data, rows, cols, layout)?;
+                (m, WeightScales::Tensor(s))
+            }
+            TernaryFormat::Tq1_0 | TernaryFormat::Tq2_0 => {
+                let kind = if self.format == TernaryFormat::Tq1_0 { TqKind::Tq1_0 } else { TqKind::Tq2_0 };
+                let (m, values) = tq::unpack(kind, self.data, rows, cols)?;
+                (m, WeightScales::Blocks { block: QK_K, values })
+            }
+            TernaryFormat::Tl1(t) => (tl::unpack_tl1(self.data, rows, cols, t)?, WeightScales::Tensor(tensor_scale())),
+            TernaryFormat::Tl2(t) => (tl::unpack_tl2(self.data, rows, cols, t)?, WeightScales::Tensor(tensor_scale())),
+        })
+    }
+}
+
+/// The interface every kernel implements (scalar, AVX2, AVX-512, NEON, LUT).
+pub trait TernaryKernel: Send + Sync {
+    /// A short name for logs and test reports ("scalar", "avx512-vnni", ...).
+    fn name(&self) -> &'static str;
+
+    /// Whether this kernel handles the format.
+    fn supports(&self, format: TernaryFormat) -> bool;
+
+    /// `out[n·rows + r] = Σ_c W[r, c] · x[n, c]` for every activation row `n`, dequantized.
+    fn gemm(&self, w: &PackedTernary<'_>, x: &QuantizedActivations, out: &mut [f32]) -> Result<(), QuantError>;
+
+    /// The one-token case: `out[r] = Σ_c W[r, c] · x[c]`.
+    fn gemv(&self, w: &PackedTernary<'_>, x: &[i8], act: ActScale, out: &mut [f32]) -> Result<(), QuantError> {
+        let batch = QuantizedActivations { cols: x.len(), codes: x.to_vec(), rows: vec![act] };
+        self.gemm(w, &batch, out)
+    }
+}
+
+/// Exact ternary × int8 dot product.
+pub fn dot(t: &[i8], a: &[i8]) -> i32 {
+    t.iter().zip(a).map(|(&t, &a)| i32::from(t) * i32::from(a)).sum()
+}
+
+/// The dot product as bitnet.cpp's I2_S kernels compute it: unsigned codes (t + 1) times
+/// activations, minus the activation sum. Equal to [`dot`]; kept to document the identity.
+pub fn dot_with_code_offset(t: &[i8], a: &[i8], act_sum: i32) -> i32 {
+    let biased: i32 = t.iter().zip(a).map(|(&t, &a)| i32::from((t + 1) as u8) * i32::from(a)).sum();
+    biased - act_sum
+}
+
+/// The scalar reference kernel: decodes the packing, then integer dot products.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScalarKernel;
+
+impl TernaryKernel for ScalarKernel {
+    fn name(&self) -> &'static str {
+        "scalar"
+    }
+
+    fn supports(&self, _format: TernaryFormat) -> bool {
+        true
+    }
+
+    fn gemm(&self, w: &PackedTernary<'_>, x: &QuantizedActivations, out: &mut [f32]) -> Result<(), QuantError> {
+        check_len("activation row length", w.cols, x.cols)?;
+        check_len("output", x.len() * w.rows, out.len())?;
+        let (m, scales) = w.unpack()?;
+        for n in 0..x.len() {
+            let (a, act) = (x.row(n), x.rows[n]);
+            for r in 0..w.rows {
+                let t = m.row(r);
+                out[n * w.rows + r] = match &scales {
+                    WeightScales::Tensor(s) => dot(t, a) as f32 / act.scale * s,
+                    WeightScales::Blocks { block, values } => {
+                        let per_row = w.cols / block;
+                        let sum: f32 = (0..per_row)
+                            .map(|b| {
+                                let range = b * block..(b + 1) * block;
+                                dot(&t[range.clone()], &a[range]) as f32 * values[r * per_row + b]
+                            })
+                            .sum();
+                        sum / act.scale
+                    }
+                };
+            }
+        }
+        Ok(())
+    }
+}

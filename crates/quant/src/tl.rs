@@ -1,0 +1,323 @@
+//! bitnet.cpp's lookup-table types TL1 and TL2, byte for byte as its converter
+//! (`utils/convert-hf-to-gguf-bitnet.py`, `preprocess_weights_tl1/tl2`) writes them.
+//!
+//! * TL1: pairs of weights along a row become a 4-bit index `3·w0 + w1 + 4` (0..8); indices are
+//!   permuted into tiles of `BM` rows × `BK` columns (sub-tiles `bm` × `256/bm`) and two indices
+//!   share a byte (first in the high nibble). `M·K/4` bytes.
+//! * TL2: triples become `9·w0 + 3·w1 + w2` (−13..13), stored as a 4-bit magnitude plane (two per
+//!   byte, tiled like TL1 with `bm = 32`, 6 columns per sub-tile, and byte groups 1 and 2 of each
+//!   32-byte row swapped) and a sign plane (1 bit per triple, 16 per little-endian u16). The last
+//!   `K mod BK` columns are packed as TL1-style pairs with tile 32 × 32. Zero padding brings the
+//!   total to `(K−256)·M/3·5/8 + 256·M/2·4/8` bytes.
+//!
+//! The tiling (`BM`, `BK`, `bm`) comes from bitnet.cpp's per-model code generation
+//! (`kernel_config.ini`); the same matrix packs differently under different tilings, so a TL file
+//! is only readable with the tiling it was made for. The scale is not in these bytes: bitnet.cpp
+//! writes it as a separate F32 tensor `<name>_scale`.
+//!
+//! The permutations are written as the converter's reshape/transpose chains over an index array
+//! ([`Nd`]), so that packing is a gather and unpacking the matching scatter.
+
+use crate::error::{QuantError, check_len, check_multiple};
+use crate::ternary::TernaryMatrix;
+
+/// A TL tile configuration (bitnet.cpp's `bm`, `bk`, `bmm` in kernel_config.ini).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TlTiling {
+    /// Rows per tile (`BM`).
+    pub bm: usize,
+    /// Columns per tile (`BK`, bitnet.cpp's `BY`).
+    pub bk: usize,
+    /// Rows per sub-tile (`bmm`, the converter's lower-case `bm`).
+    pub bmm: usize,
+}
+
+impl TlTiling {
+    /// The tiling bitnet.cpp's codegen uses for bitnet_b1_58-large's 1536 × 4096 matrices in TL1.
+    pub const TL1_EXAMPLE: TlTiling = TlTiling { bm: 256, bk: 128, bmm: 32 };
+    /// The TL2 tiling of the same model.
+    pub const TL2_EXAMPLE: TlTiling = TlTiling { bm: 256, bk: 96, bmm: 32 };
+}
+
+/// A row-major n-dimensional array of element indices, for replaying numpy reshape/transpose
+/// chains.
+#[derive(Debug, Clone)]
+struct Nd {
+    shape: Vec<usize>,
+    data: Vec<u32>,
+}
+
+impl Nd {
+    fn iota(len: usize) -> Nd {
+        Nd { shape: vec![len], data: (0..len as u32).collect() }
+    }
+
+    fn reshape(mut self, shape: &[usize]) -> Nd {
+        debug_assert_eq!(shape.iter().product::<usize>(), self.data.len(), "reshape {:?} -> {shape:?}", self.shape);
+        self.shape = shape.to_vec();
+        self
+    }
+
+    /// numpy's `transpose(axes)`, materialized in row-major order.
+    fn transpose(self, axes: &[usize]) -> Nd {
+        let nd = self.shape.len();
+        let mut strides = vec![1usize; nd];
+        for i in (0..nd.saturating_sub(1)).rev() {
+            strides[i] = strides[i + 1] * self.shape[i + 1];
+        }
+        let new_shape: Vec<usize> = axes.iter().map(|&a| self.shape[a]).collect();
+        let new_strides: Vec<usize> = axes.iter().map(|&a| strides[a]).collect();
+        let mut out = Vec::with_capacity(self.data.len());
+        let mut idx = vec![0usize; nd];
+        for _ in 0..self.data.len() {
+            let src: usize = idx.iter().zip(&new_strides).map(|(i, s)| i * s).sum();
+            out.push(self.data[src]);
+            for d in (0..nd).rev() {
+                idx[d] += 1;
+                if idx[d] < new_shape[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+        Nd { shape: new_shape, data: out }
+    }
+}
+
+/// The converter's tile permutation shared by TL1 and the TL2 planes, over `m × kg` group
+/// indices, up to the point where the chains diverge. Returns the array shaped
+/// `(M/BM, K/BK, BM/bm, BK/by, bm, by/g)` where `g` is the group size.
+fn tile_groups(m: usize, kg: usize, g: usize, bm: usize, bk: usize, bmm: usize, by: usize) -> Nd {
+    let k = kg * g;
+    Nd::iota(m * kg)
+        .reshape(&[m / bm, bm, kg])
+        .transpose(&[0, 2, 1])
+        .reshape(&[m / bm, k / bk, bk / g, bm])
+        .transpose(&[0, 1, 3, 2])
+        .reshape(&[m / bm, k / bk, bm / bmm, bmm, bk / g])
+        .transpose(&[0, 1, 2, 4, 3])
+        .reshape(&[m / bm, k / bk, bm / bmm, bk / by, by / g, bmm])
+        .transpose(&[0, 1, 2, 3, 5, 4])
+}
+
+/// TL1's byte order: for each output byte, the indices (into the `M × K/2` pair array) of its
+/// high and low nibble.
+fn tl1_order(m: usize, k: usize, t: TlTiling) -> Vec<[u32; 2]> {
+    let (bm, bk, bmm) = (t.bm, t.bk, t.bmm);
+    let by = 256 / bmm;
+    let w = tile_groups(m, k / 2, 2, bm, bk, bmm, by)
+        .reshape(&[m / bm, k / bk, bm / bmm, bk / by, bmm / 16, 16, by / 2])
+        .transpose(&[0, 1, 2, 3, 4, 6, 5])
+        .reshape(&[m / bm, k / bk, bm / bmm, bk / by, bmm / 16, by / 4, 2, 16])
+        .transpose(&[0, 1, 2, 3, 4, 5, 7, 6]);
+    w.data.chunks_exact(2).map(|p| [p[0], p[1]]).collect()
+}
+
+/// The magnitude/pair plane shared by TL2's two parts: 4-bit groups `(m, kg)` tiled with
+/// `bmm = 32` rows per sub-tile and two groups per sub-tile row, bytes 8..16 and 16..24 of each
+/// 32 swapped. Returns (high, low) nibble sources per byte.
+fn tl2_plane_order(m: usize, kg: usize, g: usize, bm: usize, bk: usize, bmm: usize, by: usize) -> Vec<[u32; 2]> {
+    let w = tile_groups(m, kg, g, bm, bk, bmm, by);
+    // Shape (..., bmm, by/g = 2): pairs along the last axis become bytes.
+    let pairs: Vec<[u32; 2]> = w.data.chunks_exact(2).map(|p| [p[0], p[1]]).collect();
+    // Rows of bmm bytes, viewed as (bmm/8, 8), rows 1 and 2 swapped.
+    let mut out = Vec::with_capacity(pairs.len());
+    for row in pairs.chunks_exact(bmm) {
+        for group in [0, 2, 1, 3] {
+            out.extend_from_slice(&row[group * 8..group * 8 + 8]);
+        }
+    }
+    out
+}
+
+/// TL2's sign plane: for each little-endian u16 (16 sign bits, bit 15 first), the triple indices.
+fn tl2_sign_order(m: usize, kt: usize, bm: usize, bk: usize, bmm: usize, by: usize) -> Vec<[u32; 16]> {
+    let kg = kt / 3;
+    let w = Nd::iota(m * kg)
+        .reshape(&[m / bm, bm, kg])
+        .transpose(&[0, 2, 1])
+        .reshape(&[m / bm, kt / bk, bk / 3, bm])
+        .transpose(&[0, 1, 3, 2])
+        .reshape(&[m / bm, kt / bk, bm / bmm, bmm, bk / 3])
+        .transpose(&[0, 1, 2, 4, 3])
+        .reshape(&[m / bm, kt / bk, bm / bmm, bk / (by * 4), by / 3 * 4, bmm])
+        .transpose(&[0, 1, 2, 3, 5, 4])
+        .reshape(&[m / bm, kt / bk, bm / bmm, bk / (by * 4), bmm, by / 3 * 4])
+        .transpose(&[0, 1, 2, 3, 5, 4])
+        .reshape(&[m / bm, kt / bk, bm / bmm, bk / (by * 4), by / 3 * 8, bmm / 2]);
+    // For each (outer, j): bits i = 0..16 from element [.., i, j], bit position 15 - i.
+    let inner = (by / 3 * 8) * (bmm / 2);
+    let mut out = Vec::with_capacity(w.data.len() / 16);
+    for outer in w.data.chunks_exact(inner) {
+        for j in 0..bmm / 2 {
+            let mut word = [0u32; 16];
+            for (i, slot) in word.iter_mut().enumerate() {
+                *slot = outer[i * (bmm / 2) + j];
+            }
+            out.push(word);
+        }
+    }
+    out
+}
+
+fn check_tl1(m: usize, k: usize, t: TlTiling) -> Result<(), QuantError> {
+    const F: &str = "TL1";
+    check_multiple(F, "sub-tile rows (bmm) dividing 256", 256, t.bmm)?;
+    let by = 256 / t.bmm;
+    check_multiple(F, "rows", m, t.bm)?;
+    check_multiple(F, "tile rows (BM)", t.bm, t.bmm)?;
+    check_multiple(F, "sub-tile rows (bmm)", t.bmm, 16)?;
+    check_multiple(F, "cols", k, t.bk)?;
+    check_multiple(F, "tile cols (BK)", t.bk, by)?;
+    check_multiple(F, "sub-tile cols (256/bmm)", by, 4)
+}
+
+/// Packs a ternary matrix into TL1 bytes (`M·K/4`).
+pub fn pack_tl1(w: &TernaryMatrix, t: TlTiling) -> Result<Vec<u8>, QuantError> {
+    let (m, k) = (w.rows(), w.cols());
+    check_tl1(m, k, t)?;
+    let idx = |p: u32| {
+        let (r, c) = (p as usize / (k / 2), p as usize % (k / 2));
+        (3 * w.get(r, 2 * c) + w.get(r, 2 * c + 1) + 4) as u8
+    };
+    Ok(tl1_order(m, k, t).into_iter().map(|[hi, lo]| (idx(hi) << 4) | idx(lo)).collect())
+}
+
+/// Unpacks TL1 bytes of an `m × k` matrix.
+pub fn unpack_tl1(bytes: &[u8], m: usize, k: usize, t: TlTiling) -> Result<TernaryMatrix, QuantError> {
+    check_tl1(m, k, t)?;
+    check_len("TL1 bytes", m * k / 4, bytes.len())?;
+    let mut values = vec![0i8; m * k];
+    for (byte, (&b, [hi, lo])) in bytes.iter().zip(tl1_order(m, k, t)).enumerate() {
+        for (nibble, p) in [(b >> 4, hi), (b & 15, lo)] {
+            let (w0, w1) = decode_pair(nibble).ok_or(QuantError::InvalidCode { format: "TL1", code: nibble, byte })?;
+            values[2 * p as usize] = w0;
+            values[2 * p as usize + 1] = w1;
+        }
+    }
+    TernaryMatrix::new(m, k, values)
+}
+
+fn decode_pair(nibble: u8) -> Option<(i8, i8)> {
+    (nibble <= 8).then(|| ((nibble / 3) as i8 - 1, (nibble % 3) as i8 - 1))
+}
+
+/// Columns packed as triples under tiling `t` (the rest, `K mod BK`, as pairs).
+fn tl2_split(k: usize, t: TlTiling) -> (usize, usize) {
+    (k - k % t.bk, k % t.bk)
+}
+
+fn check_tl2(m: usize, k: usize, t: TlTiling) -> Result<usize, QuantError> {
+    const F: &str = "TL2";
+    if t.bmm != 32 {
+        return Err(QuantError::Unsupported { format: F, reason: format!("sub-tile rows (bmm) must be 32, got {}", t.bmm) });
+    }
+    let total = tl2_bytes(m, k).ok_or_else(|| QuantError::Unsupported { format: F, reason: format!("needs at least 256 columns, got {k}") })?;
+    check_multiple(F, "rows", m, t.bm)?;
+    check_multiple(F, "tile rows (BM)", t.bm, 32)?;
+    check_multiple(F, "tile cols (BK)", t.bk, 24)?;
+    let (kt, k2) = tl2_split(k, t);
+    check_multiple(F, "cols mod BK", k2, 32)?;
+    let used = m * kt / 6 + m * kt / 24 + m * k2 / 4;
+    if used > total {
+        return Err(QuantError::Unsupported {
+            format: F,
+            reason: format!("{} remainder columns do not fit bitnet.cpp's byte count (at most 256 fit)", k2),
+        });
+    }
+    Ok(total)
+}
+
+/// Bytes of a TL2 tensor: `(K−256)·M/3·5/8 + 256·M/2·4/8` (integer arithmetic, left to right).
+pub fn tl2_bytes(m: usize, k: usize) -> Option<usize> {
+    Some((k.checked_sub(256)? * m / 3 * 5 / 8) + 256 * m / 2 * 4 / 8)
+}
+
+struct Tl2Order {
+    /// Bytes of the triple magnitude plane: (high, low) triple indices into `M × Kt/3`.
+    three: Vec<[u32; 2]>,
+    /// u16 words of the sign plane: triple indices, bit 15 first.
+    signs: Vec<[u32; 16]>,
+    /// Bytes of the pair plane: (high, low) pair indices into `M × K2/2`.
+    two: Vec<[u32; 2]>,
+}
+
+fn tl2_order(m: usize, k: usize, t: TlTiling) -> Tl2Order {
+    let (kt, k2) = tl2_split(k, t);
+    let by = 192 / t.bmm;
+    Tl2Order {
+        three: if kt > 0 { tl2_plane_order(m, kt / 3, 3, t.bm, t.bk, t.bmm, by) } else { vec![] },
+        signs: if kt > 0 { tl2_sign_order(m, kt, t.bm, t.bk, t.bmm, by) } else { vec![] },
+        two: if k2 > 0 { tl2_plane_order(m, k2 / 2, 2, t.bm, 32, 32, 4) } else { vec![] },
+    }
+}
+
+/// Packs a ternary matrix into TL2 bytes.
+pub fn pack_tl2(w: &TernaryMatrix, t: TlTiling) -> Result<Vec<u8>, QuantError> {
+    let (m, k) = (w.rows(), w.cols());
+    let total = check_tl2(m, k, t)?;
+    let (kt, k2) = tl2_split(k, t);
+    let triple = |p: u32| {
+        let (r, c) = (p as usize / (kt / 3), 3 * (p as usize % (kt / 3)));
+        9 * w.get(r, c) + 3 * w.get(r, c + 1) + w.get(r, c + 2)
+    };
+    let pair = |p: u32| {
+        let (r, c) = (p as usize / (k2 / 2), kt + 2 * (p as usize % (k2 / 2)));
+        (3 * w.get(r, c) + w.get(r, c + 1) + 4) as u8
+    };
+    let order = tl2_order(m, k, t);
+    let mut out = Vec::with_capacity(total);
+    out.extend(order.three.iter().map(|&[hi, lo]| (triple(hi).unsigned_abs() << 4) | triple(lo).unsigned_abs()));
+    for word in &order.signs {
+        let bits = word.iter().enumerate().fold(0u16, |acc, (i, &p)| acc | (u16::from(triple(p) < 0) << (15 - i)));
+        out.extend_from_slice(&bits.to_le_bytes());
+    }
+    out.extend(order.two.iter().map(|&[hi, lo]| (pair(hi) << 4) | pair(lo)));
+    out.resize(total, 0);
+    Ok(out)
+}
+
+/// Unpacks TL2 bytes of an `m × k` matrix.
+pub fn unpack_tl2(bytes: &[u8], m: usize, k: usize, t: TlTiling) -> Result<TernaryMatrix, QuantError> {
+    let total = check_tl2(m, k, t)?;
+    check_len("TL2 bytes", total, bytes.len())?;
+    let (kt, k2) = tl2_split(k, t);
+    let order = tl2_order(m, k, t);
+    let mut mags = vec![0u8; m * kt / 3];
+    for (byte, (&b, [hi, lo])) in bytes.iter().zip(&order.three).enumerate() {
+        for (nibble, p) in [(b >> 4, hi), (b & 15, lo)] {
+            if nibble > 13 {
+                return Err(QuantError::InvalidCode { format: "TL2", code: nibble, byte });
+            }
+            mags[*p as usize] = nibble;
+        }
+    }
+    let mut values = vec![0i8; m * k];
+    let sign_start = order.three.len();
+    for (wi, word) in order.signs.iter().enumerate() {
+        let at = sign_start + 2 * wi;
+        let bits = u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+        for (i, &p) in word.iter().enumerate() {
+            let negative = bits >> (15 - i) & 1 == 1;
+            let v = if negative { -i8::try_from(mags[p as usize]).unwrap_or(0) } else { mags[p as usize] as i8 };
+            // v = 9·w0 + 3·w1 + w2 with digits in {-1, 0, 1}: shift by 13 to base-3 digits.
+            let u = (v + 13) as u8;
+            let (r, c) = (p as usize / (kt / 3), 3 * (p as usize % (kt / 3)));
+            values[r * k + c] = (u / 9) as i8 - 1;
+            values[r * k + c + 1] = (u / 3 % 3) as i8 - 1;
+            values[r * k + c + 2] = (u % 3) as i8 - 1;
+        }
+    }
+    let two_start = sign_start + 2 * order.signs.len();
+    for (i, [hi, lo]) in order.two.iter().enumerate() {
+        let b = bytes[two_start + i];
+        for (nibble, p) in [(b >> 4, hi), (b & 15, lo)] {
+            let byte = two_start + i;
+            let (w0, w1) = decode_pair(nibble).ok_or(QuantError::InvalidCode { format: "TL2", code: nibble, byte })?;
+            let (r, c) = (*p as usize / (k2 / 2), kt + 2 * (*p as usize % (k2 / 2)));
+            values[r * k + c] = w0;
+            values[r * k + c + 1] = w1;
+        }
+    }
+    TernaryMatrix::new(m, k, values)
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Writes fixtures/reference/quant.json: transformers' own BitNet quantizers on deterministic inputs.
+
+Inputs are generated from a formula both this script and the Rust tests evaluate exactly
+(see `synthetic` below and crates/quant/tests/reference.rs), so the fixture stores only the
+results: SHA-256 of the ternary / int8 codes and the scales' f32 bit patterns.
+
+    python3 tools/reference/quant_fixture.py   (needs torch and transformers, see requirements.txt)
+"""
+import hashlib
+import json
+import os
+import struct
+
+import numpy as np
+import torch
+import transformers
+from transformers.integrations.bitnet import ActQuant, BitLinear, WeightQuant
+
+
+def synthetic(n, seed, amplitude):
+    i = np.arange(n, dtype=np.uint64)
+    u = ((i * np.uint64(2654435761) + np.uint64(seed * 97)) % np.uint64(2**32)).astype(np.float64) / 2.0**32
+    return ((u - 0.5) * amplitude).astype(np.float32)
+
+
+def f32_bits(x):
+    return struct.unpack("<I", struct.pack("<f", float(x)))[0]
+
+
+def sha(a):
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def main():
+    weights = []
+    for rows, cols, seed, amp in [(3, 5, 1, 2.0), (7, 129, 2, 0.1), (64, 256, 3, 0.05), (1, 1, 4, 1e-7),
+                                  (256, 512, 5, 0.02), (640, 2560, 6, 0.03)]:
+        w = torch.from_numpy(synthetic(rows * cols, seed, amp).reshape(rows, cols))
+        fake = WeightQuant.apply(w)  # (round(w·s).clamp(-1, 1)) / s, in f32
+        unit = fake.abs().max()  # 1 / s: the dequantized value of a +1 weight
+        t = torch.round(fake / unit).to(torch.int8).numpy()
+        weights.append({"rows": rows, "cols": cols, "seed": seed, "amplitude": amp, "ternary_sha256": sha(t),
+                        "scale_bits": f32_bits(unit), "counts": [int((t == v).sum()) for v in (-1, 0, 1)]})
+    acts = []
+    for rows, cols, seed, amp in [(1, 7, 11, 3.0), (4, 256, 12, 10.0), (2, 2560, 13, 0.5), (1, 16, 14, 1e-6)]:
+        x = torch.from_numpy(synthetic(rows * cols, seed, amp).reshape(rows, cols))
+        codes, scale = BitLinear.activation_quant(None, x)
+        fake = ActQuant.apply(x) + 0.0  # + 0.0 turns torch.round's -0.0 into 0.0
+        acts.append({"rows": rows, "cols": cols, "seed": seed, "amplitude": amp, "codes_sha256": sha(codes.numpy()),
+                     "scale_bits": [f32_bits(s) for s in scale.flatten().tolist()],
+                     "fake_quant_sha256": sha(fake.numpy())})
+    out = {"made_by": "tools/reference/quant_fixture.py", "torch": torch.__version__,
+           "transformers": transformers.__version__, "weights": weights, "activations": acts}
+    path = os.path.join(os.path.dirname(__file__), "../../fixtures/reference/quant.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+    print("wrote", os.path.normpath(path))
+
+
+if __name__ == "__main__":
+    main()
