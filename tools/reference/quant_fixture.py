@@ -7,9 +7,6 @@ results: SHA-256 of the ternary / int8 codes and the scales' f32 bit patterns.
 
     python3 tools/reference/quant_fixture.py   (needs torch and transformers, see requirements.txt)
 """
-import hashlib
-import json
-import os
 import struct
 
 import numpy as np
@@ -17,19 +14,11 @@ import torch
 import transformers
 from transformers.integrations.bitnet import ActQuant, BitLinear, WeightQuant
 
-
-def synthetic(n, seed, amplitude):
-    i = np.arange(n, dtype=np.uint64)
-    u = ((i * np.uint64(2654435761) + np.uint64(seed * 97)) % np.uint64(2**32)).astype(np.float64) / 2.0**32
-    return ((u - 0.5) * amplitude).astype(np.float32)
+from common import sha, synthetic, write_fixture
 
 
 def f32_bits(x):
     return struct.unpack("<I", struct.pack("<f", float(x)))[0]
-
-
-def sha(a):
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
 def main():
@@ -52,12 +41,7 @@ def main():
                      "fake_quant_sha256": sha(fake.numpy())})
     out = {"made_by": "tools/reference/quant_fixture.py", "torch": torch.__version__,
            "transformers": transformers.__version__, "weights": weights, "activations": acts}
-    path = os.path.join(os.path.dirname(__file__), "../../fixtures/reference/quant.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(out, f, indent=1)
-        f.write("\n")
-    print("wrote", os.path.normpath(path))
+    write_fixture("quant.json", out)
 
 
 if __name__ == "__main__":

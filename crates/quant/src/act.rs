@@ -72,7 +72,11 @@ impl QuantizedActivations {
     /// Quantizes `n = x.len() / cols` rows with bitnet.cpp's rule.
     pub fn quantize(x: &[f32], cols: usize) -> Result<QuantizedActivations, QuantError> {
         if cols == 0 || x.len() % cols != 0 {
-            return Err(QuantError::Length { what: "activation batch (a whole number of rows)", expected: cols, got: x.len() });
+            return Err(QuantError::Length {
+                what: "activation batch (a whole number of rows)",
+                expected: cols,
+                got: x.len(),
+            });
         }
         let mut codes = vec![0i8; x.len()];
         let rows = x

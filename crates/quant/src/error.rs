@@ -20,7 +20,12 @@ pub(crate) fn check_len(what: &'static str, expected: usize, got: usize) -> Resu
     if expected == got { Ok(()) } else { Err(QuantError::Length { what, expected, got }) }
 }
 
-pub(crate) fn check_multiple(format: &'static str, dim: &'static str, value: usize, multiple: usize) -> Result<(), QuantError> {
+pub(crate) fn check_multiple(
+    format: &'static str,
+    dim: &'static str,
+    value: usize,
+    multiple: usize,
+) -> Result<(), QuantError> {
     if multiple != 0 && value % multiple == 0 {
         Ok(())
     } else {

@@ -8,14 +8,19 @@
 //! * [`I2sLayout::X86Interleaved4`] (bitnet.cpp's x86 variant without `ACT_PARALLEL`): byte
 //!   `(r / 4)·cols + c` holds column `c` of rows `4·(r/4) .. +4` at shifts 6, 4, 2, 0.
 //!
-//! Files do not say which layout they hold; the official ones are X86. Our converter writes X86
-//! and the loader repacks with [`repack`] when a kernel wants another.
+//! bitnet.cpp's files do not say which layout they hold, and no byte pattern tells them apart; the
+//! official ones are X86. Files we write record it under [`LAYOUT_KEY`] (absent = X86), and the
+//! loader repacks with [`repack`] when a kernel wants another.
 
 use crate::error::{QuantError, check_len, check_multiple};
 use crate::ternary::TernaryMatrix;
 
 /// The bytes after the codes: the f32 scale and padding.
 pub const TAIL_BYTES: usize = 32;
+
+/// GGUF metadata key (string) naming the I2_S code order of a file: `"x86"`, `"arm"` or
+/// `"x86-interleaved4"`. Absent in bitnet.cpp's files, which are `"x86"`.
+pub const LAYOUT_KEY: &str = "bitnet_rs.i2_s.layout";
 
 /// How I2_S codes are ordered inside the tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,6 +34,33 @@ pub enum I2sLayout {
 }
 
 impl I2sLayout {
+    /// The value stored under [`LAYOUT_KEY`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            I2sLayout::X86 => "x86",
+            I2sLayout::Arm => "arm",
+            I2sLayout::X86Interleaved4 => "x86-interleaved4",
+        }
+    }
+
+    /// Parses a [`LAYOUT_KEY`] value.
+    pub fn parse(s: &str) -> Result<I2sLayout, QuantError> {
+        [I2sLayout::X86, I2sLayout::Arm, I2sLayout::X86Interleaved4].into_iter().find(|l| l.as_str() == s).ok_or_else(
+            || QuantError::Unsupported { format: "I2_S", reason: format!("unknown layout {s:?} in {LAYOUT_KEY}") },
+        )
+    }
+
+    /// The layout a GGUF file's I2_S tensors use: [`LAYOUT_KEY`] if present, else X86.
+    pub fn of_file(metadata: &bitnet_format::Metadata) -> Result<I2sLayout, QuantError> {
+        match metadata.get(LAYOUT_KEY) {
+            None => Ok(I2sLayout::X86),
+            Some(v) => v.as_str().map_or_else(
+                || Err(QuantError::Unsupported { format: "I2_S", reason: format!("{LAYOUT_KEY} must be a string") }),
+                I2sLayout::parse,
+            ),
+        }
+    }
+
     /// Byte index and bit shift of element (`r`, `c`) of a `rows × cols` matrix.
     pub fn position(self, r: usize, c: usize, cols: usize) -> (usize, u32) {
         match self {

@@ -68,14 +68,23 @@ pub struct PackedTernary<'a> {
 
 impl<'a> PackedTernary<'a> {
     /// Wraps packed bytes, checking their length (and that TL formats have their scale).
-    pub fn new(format: TernaryFormat, rows: usize, cols: usize, data: &'a [u8], scale: Option<f32>) -> Result<Self, QuantError> {
+    pub fn new(
+        format: TernaryFormat,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+        scale: Option<f32>,
+    ) -> Result<Self, QuantError> {
         let expected = format.byte_size(rows, cols).ok_or_else(|| QuantError::Unsupported {
             format: "TL2",
             reason: format!("needs at least 256 columns, got {cols}"),
         })?;
         check_len("packed bytes", expected, data.len())?;
         if matches!(format, TernaryFormat::Tl1(_) | TernaryFormat::Tl2(_)) && scale.is_none() {
-            return Err(QuantError::Unsupported { format: "TL1/TL2", reason: "the separate scale tensor is required".into() });
+            return Err(QuantError::Unsupported {
+                format: "TL1/TL2",
+                reason: "the separate scale tensor is required".into(),
+            });
         }
         Ok(PackedTernary { format, rows, cols, data, scale })
     }

@@ -210,9 +210,13 @@ fn tl2_split(k: usize, t: TlTiling) -> (usize, usize) {
 fn check_tl2(m: usize, k: usize, t: TlTiling) -> Result<usize, QuantError> {
     const F: &str = "TL2";
     if t.bmm != 32 {
-        return Err(QuantError::Unsupported { format: F, reason: format!("sub-tile rows (bmm) must be 32, got {}", t.bmm) });
+        return Err(QuantError::Unsupported {
+            format: F,
+            reason: format!("sub-tile rows (bmm) must be 32, got {}", t.bmm),
+        });
     }
-    let total = tl2_bytes(m, k).ok_or_else(|| QuantError::Unsupported { format: F, reason: format!("needs at least 256 columns, got {k}") })?;
+    let total = tl2_bytes(m, k)
+        .ok_or_else(|| QuantError::Unsupported { format: F, reason: format!("needs at least 256 columns, got {k}") })?;
     check_multiple(F, "rows", m, t.bm)?;
     check_multiple(F, "tile rows (BM)", t.bm, 32)?;
     check_multiple(F, "tile cols (BK)", t.bk, 24)?;

@@ -91,7 +91,7 @@ pub fn quantize_row(kind: TqKind, x: &[f32]) -> Result<Vec<u8>, QuantError> {
                 }
                 for (b, &v) in bytes.iter_mut().zip(&q) {
                     // Ceiling division by 243/256, so that trits read back with a multiply.
-                    *b = ((v * 256 + 242) / 243) as u8;
+                    *b = (v * 256).div_ceil(243) as u8;
                 }
             }
         }
@@ -140,7 +140,11 @@ pub fn unpack(kind: TqKind, bytes: &[u8], rows: usize, cols: usize) -> Result<(T
                 }
             };
             if code > 2 {
-                return Err(QuantError::InvalidCode { format: kind.name(), code, byte: bi * kind.block_bytes() + byte });
+                return Err(QuantError::InvalidCode {
+                    format: kind.name(),
+                    code,
+                    byte: bi * kind.block_bytes() + byte,
+                });
             }
             values.push(code as i8 - 1);
         }

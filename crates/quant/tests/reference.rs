@@ -2,41 +2,23 @@
 //! `BitLinear.activation_quant`, `ActQuant`), recorded in fixtures/reference/quant.json by
 //! tools/reference/quant_fixture.py on inputs both sides generate from the same formula.
 
+mod common;
+
 use bitnet_quant::{absmean_quantize, quantize_row_hf, quantize_row_i8s};
+use common::{dims, fixture, sha, synthetic};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-
-/// The inputs of tools/reference/quant_fixture.py: `(u − 0.5)·amplitude` with
-/// `u = ((i·2654435761 + 97·seed) mod 2³²) / 2³²`, in f64, rounded to f32.
-fn synthetic(n: usize, seed: u64, amplitude: f64) -> Vec<f32> {
-    (0..n as u64)
-        .map(|i| {
-            let u = ((i.wrapping_mul(2654435761) + seed * 97) % (1 << 32)) as f64 / 4294967296.0;
-            ((u - 0.5) * amplitude) as f32
-        })
-        .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn sha_i8(v: &[i8]) -> String {
-    hex(&v.iter().map(|&x| x as u8).collect::<Vec<_>>())
+    sha(&v.iter().map(|&x| x as u8).collect::<Vec<_>>())
 }
 
 fn sha_f32(v: &[f32]) -> String {
-    hex(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
-}
-
-fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/reference/quant.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    sha(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
 }
 
 fn case(c: &Value) -> (usize, usize, Vec<f32>) {
-    let (rows, cols) = (c["rows"].as_u64().unwrap() as usize, c["cols"].as_u64().unwrap() as usize);
-    let x = synthetic(rows * cols, c["seed"].as_u64().unwrap(), c["amplitude"].as_f64().unwrap());
+    let (rows, cols, seed) = dims(c);
+    let x = synthetic(rows * cols, seed, c["amplitude"].as_f64().unwrap());
     (rows, cols, x)
 }
 
@@ -46,7 +28,7 @@ fn case(c: &Value) -> (usize, usize, Vec<f32>) {
 #[test]
 fn absmean_matches_transformers() {
     let mut exact = 0;
-    for c in fixture()["weights"].as_array().unwrap() {
+    for c in fixture("quant.json")["weights"].as_array().unwrap() {
         let (rows, cols, w) = case(c);
         let q = absmean_quantize(&w, rows, cols).unwrap();
         assert_eq!(sha_i8(q.matrix.values()), c["ternary_sha256"], "ternary values, {rows}x{cols}");
@@ -65,7 +47,7 @@ fn absmean_matches_transformers() {
 
 #[test]
 fn activation_quant_matches_transformers() {
-    for c in fixture()["activations"].as_array().unwrap() {
+    for c in fixture("quant.json")["activations"].as_array().unwrap() {
         let (rows, cols, x) = case(c);
         let mut codes = vec![0i8; x.len()];
         let mut fake = Vec::with_capacity(x.len());
