@@ -89,6 +89,42 @@ impl<'a> PackedTernary<'a> {
         Ok(PackedTernary { format, rows, cols, data, scale })
     }
 
+    /// Decodes row `r` into `out` (length `cols`) without decoding the rest, for the formats whose
+    /// rows can be addressed on their own (I2_S, TQ1_0, TQ2_0); `None` for TL1/TL2, whose tiles
+    /// span rows. Returns the row's scales.
+    pub fn decode_row(&self, r: usize, out: &mut [i8]) -> Option<Result<WeightScales, QuantError>> {
+        let cols = self.cols;
+        let check = check_len("row", cols, out.len()).and_then(|_| {
+            if r < self.rows { Ok(()) } else { Err(QuantError::Length { what: "row index", expected: self.rows, got: r }) }
+        });
+        if let Err(e) = check {
+            return Some(Err(e));
+        }
+        match self.format {
+            TernaryFormat::I2s(layout) => Some((|| {
+                for (c, o) in out.iter_mut().enumerate() {
+                    let (byte, shift) = layout.position(r, c, cols);
+                    let code = (self.data[byte] >> shift) & 3;
+                    if code == 3 {
+                        return Err(QuantError::InvalidCode { format: "I2_S", code, byte });
+                    }
+                    *o = code as i8 - 1;
+                }
+                Ok(WeightScales::Tensor(i2s::scale_of(self.data, self.rows * cols)))
+            })()),
+            TernaryFormat::Tq1_0 | TernaryFormat::Tq2_0 => {
+                let kind = if self.format == TernaryFormat::Tq1_0 { TqKind::Tq1_0 } else { TqKind::Tq2_0 };
+                let row_bytes = cols / QK_K * kind.block_bytes();
+                let bytes = &self.data[r * row_bytes..(r + 1) * row_bytes];
+                Some(tq::unpack(kind, bytes, 1, cols).map(|(m, values)| {
+                    out.copy_from_slice(m.values());
+                    WeightScales::Blocks { block: QK_K, values }
+                }))
+            }
+            TernaryFormat::Tl1(_) | TernaryFormat::Tl2(_) => None,
+        }
+    }
+
     /// Decodes to ternary values and scales.
     pub fn unpack(&self) -> Result<(TernaryMatrix, WeightScales), QuantError> {
         let (rows, cols) = (self.rows, self.cols);
@@ -139,6 +175,17 @@ pub fn dot_with_code_offset(t: &[i8], a: &[i8], act_sum: i32) -> i32 {
     biased - act_sum
 }
 
+/// One output: a decoded ternary row times an activation row, rescaled as the module docs say.
+fn row_dot(t: &[i8], a: &[i8], act: ActScale, scales: &WeightScales) -> f32 {
+    match scales {
+        WeightScales::Tensor(s) => dot(t, a) as f32 / act.scale * s,
+        WeightScales::Blocks { block, values } => {
+            let sum: f32 = t.chunks(*block).zip(a.chunks(*block)).zip(values).map(|((t, a), d)| dot(t, a) as f32 * d).sum();
+            sum / act.scale
+        }
+    }
+}
+
 /// The scalar reference kernel: decodes the packing, then integer dot products.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ScalarKernel;
@@ -155,24 +202,19 @@ impl TernaryKernel for ScalarKernel {
     fn gemm(&self, w: &PackedTernary<'_>, x: &QuantizedActivations, out: &mut [f32]) -> Result<(), QuantError> {
         check_len("activation row length", w.cols, x.cols)?;
         check_len("output", x.len() * w.rows, out.len())?;
-        let (m, scales) = w.unpack()?;
-        for n in 0..x.len() {
-            let (a, act) = (x.row(n), x.rows[n]);
-            for r in 0..w.rows {
-                let t = m.row(r);
-                out[n * w.rows + r] = match &scales {
-                    WeightScales::Tensor(s) => dot(t, a) as f32 / act.scale * s,
-                    WeightScales::Blocks { block, values } => {
-                        let per_row = w.cols / block;
-                        let sum: f32 = (0..per_row)
-                            .map(|b| {
-                                let range = b * block..(b + 1) * block;
-                                dot(&t[range.clone()], &a[range]) as f32 * values[r * per_row + b]
-                            })
-                            .sum();
-                        sum / act.scale
-                    }
-                };
+        // Row by row where the format allows it; TL tiles span rows, so those decode whole.
+        let whole = if matches!(w.format, TernaryFormat::Tl1(_) | TernaryFormat::Tl2(_)) { Some(w.unpack()?) } else { None };
+        let mut row = vec![0i8; w.cols];
+        for r in 0..w.rows {
+            let scales = match &whole {
+                Some((m, scales)) => {
+                    row.copy_from_slice(m.row(r));
+                    scales.clone()
+                }
+                None => w.decode_row(r, &mut row).expect("row-addressable format")?,
+            };
+            for n in 0..x.len() {
+                out[n * w.rows + r] = row_dot(&row, x.row(n), x.rows[n], &scales);
             }
         }
         Ok(())

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Builds tiny random BitNet checkpoints with transformers itself and records its forward pass.
+
+For each architecture below this writes, under fixtures/models/NAME/:
+  config.json, model.safetensors, tokenizer.json, tokenizer_config.json   (a Hugging Face checkpoint)
+  reference.json   transformers' logits for a token sequence and its greedy continuation
+
+The tokenizer is a small byte-level BPE trained here with the `tokenizers` library, Llama 3 style
+(same split regex, byte-level alphabet, <|begin_of_text|>/<|end_of_text|>). The checkpoints are
+what `cargo xtask convert` / the model tests turn into GGUF and compare against.
+
+    python3 tools/reference/tiny_models.py   (requirements.txt in this folder)
+"""
+import glob
+import inspect
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import torch
+import transformers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, BitNetConfig, PreTrainedTokenizerFast
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.normpath(os.path.join(HERE, "../../fixtures/models"))
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
+
+
+def corpus():
+    """English text that ships with Python itself: the standard library's docstrings (PSF licence)."""
+    import collections, json as j, textwrap, argparse, functools, itertools, pathlib
+    texts = []
+    for mod in (collections, j, textwrap, argparse, functools, itertools, pathlib):
+        for _, obj in inspect.getmembers(mod):
+            doc = inspect.getdoc(obj)
+            if doc:
+                texts.append(doc)
+    return texts
+
+
+def make_tokenizer(vocab_size):
+    tok = Tokenizer(models.BPE(byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus(), trainer)
+    return tok
+
+
+ARCHS = {
+    # BitNet b1.58 2B-4T's graph scaled down: GQA, sub-norms, squared ReLU, tied embeddings,
+    # bf16-master-style checkpoint quantized online (AutoBitLinear, quantization_mode "online").
+    "tiny-bitnet-b1.58": dict(
+        config=dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5, hidden_act="relu2",
+                    rope_theta=500000.0, tie_word_embeddings=True),
+        vocab=384,
+    ),
+}
+
+
+def build(name, spec):
+    torch.manual_seed(1234)
+    out = os.path.join(OUT, name)
+    tok = make_tokenizer(spec["vocab"])
+    vocab = tok.get_vocab_size()
+    bos, eos = tok.token_to_id("<|begin_of_text|>"), tok.token_to_id("<|end_of_text|>")
+    cfg = BitNetConfig(vocab_size=vocab, bos_token_id=bos, eos_token_id=eos, **spec["config"])
+    with tempfile.TemporaryDirectory() as tmp:
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+        # Larger-than-default weights so that the tiny model's logits are not all near zero.
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() == 2:
+                    p.normal_(0.0, 0.5)
+        model.save_pretrained(tmp)
+        config = json.load(open(os.path.join(tmp, "config.json")))
+        config["quantization_config"] = {"quant_method": "bitnet", "linear_class": "autobitlinear",
+                                         "quantization_mode": "online"}
+        json.dump(config, open(os.path.join(tmp, "config.json"), "w"), indent=2)
+        model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+        shutil.rmtree(out, ignore_errors=True)
+        os.makedirs(out)
+        for f in ("config.json", "model.safetensors"):
+            shutil.copy(os.path.join(tmp, f), out)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
+    fast.save_pretrained(out)
+    for extra in glob.glob(os.path.join(out, "special_tokens_map.json")):
+        os.remove(extra)
+
+    text = "The function returns a new list of the items."
+    ids = [bos] + tok.encode(text).ids
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0]
+        gen = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, eos_token_id=None,
+                             pad_token_id=eos)[0].tolist()
+    ref = {
+        "made_by": "tools/reference/tiny_models.py",
+        "torch": torch.__version__, "transformers": transformers.__version__,
+        "text": text, "tokens": ids,
+        "logits": [[round(float(v), 6) for v in row] for row in logits],
+        "greedy": gen[len(ids):],
+        "tokenizer_cases": {s: tok.encode(s).ids for s in
+                            [text, "Hello, world!  It's 2026.\n\tTabs\tand   spaces", "über naïve café ✓ 日本",
+                             "<|begin_of_text|>special<|eot_id|>"]},
+    }
+    json.dump(ref, open(os.path.join(out, "reference.json"), "w"))
+    print(f"wrote {out}: vocab {vocab}, {sum(p.numel() for p in model.parameters())} parameters")
+
+
+if __name__ == "__main__":
+    for name, spec in ARCHS.items():
+        if len(sys.argv) < 2 or name in sys.argv[1:]:
+            build(name, spec)
