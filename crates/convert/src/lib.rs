@@ -123,7 +123,8 @@ impl HfConfig {
         let j = read_json(&path)?;
         let bad = |message: String| ConvertError::Checkpoint { path: path.clone(), message };
         let int = |k: &str| j[k].as_u64().ok_or_else(|| bad(format!("missing or non-integer {k:?}")));
-        let architecture = j["architectures"][0].as_str().ok_or_else(|| bad("missing \"architectures\"".into()))?.to_owned();
+        let architecture =
+            j["architectures"][0].as_str().ok_or_else(|| bad("missing \"architectures\"".into()))?.to_owned();
         let (hidden, heads) = (int("hidden_size")?, int("num_attention_heads")?);
         if heads == 0 || hidden % heads != 0 {
             return Err(bad(format!("hidden_size {hidden} is not a multiple of num_attention_heads {heads}")));
@@ -178,8 +179,10 @@ impl Checkpoint {
             // SAFETY: read-only private map of a checkpoint file we only read; concurrent truncation by
             // another process is outside our contract (as for every mmap-based loader).
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-            let st = SafeTensors::deserialize(&map)
-                .map_err(|e| ConvertError::Checkpoint { path: path.clone(), message: format!("not a valid safetensors file: {e}") })?;
+            let st = SafeTensors::deserialize(&map).map_err(|e| ConvertError::Checkpoint {
+                path: path.clone(),
+                message: format!("not a valid safetensors file: {e}"),
+            })?;
             for name in st.names() {
                 index.insert(name.to_owned(), maps.len());
             }
@@ -201,7 +204,10 @@ impl Checkpoint {
             Dtype::BF16 => bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             Dtype::F16 => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             other => {
-                return Err(ConvertError::Tensor { name: name.into(), message: format!("dtype {other:?} is not a float type") });
+                return Err(ConvertError::Tensor {
+                    name: name.into(),
+                    message: format!("dtype {other:?} is not a float type"),
+                });
             }
         };
         Ok((values, view.shape().to_vec()))
@@ -225,7 +231,8 @@ enum Kind {
 }
 
 fn plan(c: &HfConfig) -> Vec<Plan> {
-    let (h, ff, q, kv) = (c.hidden as usize, c.ff as usize, (c.heads * c.head_dim) as usize, (c.kv_heads * c.head_dim) as usize);
+    let (h, ff, q, kv) =
+        (c.hidden as usize, c.ff as usize, (c.heads * c.head_dim) as usize, (c.kv_heads * c.head_dim) as usize);
     let mut p = vec![Plan {
         gguf: "token_embd.weight".into(),
         hf: "model.embed_tokens.weight".into(),
@@ -249,9 +256,19 @@ fn plan(c: &HfConfig) -> Vec<Plan> {
         add("ffn_down", "mlp.down_proj", Kind::Ternary, vec![h, ff]);
         add("ffn_sub_norm", "mlp.ffn_sub_norm", Kind::Norm, vec![ff]);
     }
-    p.push(Plan { gguf: "output_norm.weight".into(), hf: "model.norm.weight".into(), kind: Kind::Norm, shape: vec![h] });
+    p.push(Plan {
+        gguf: "output_norm.weight".into(),
+        hf: "model.norm.weight".into(),
+        kind: Kind::Norm,
+        shape: vec![h],
+    });
     if !c.tied {
-        p.push(Plan { gguf: "output.weight".into(), hf: "lm_head.weight".into(), kind: Kind::Embedding, shape: vec![c.vocab as usize, h] });
+        p.push(Plan {
+            gguf: "output.weight".into(),
+            hf: "lm_head.weight".into(),
+            kind: Kind::Embedding,
+            shape: vec![c.vocab as usize, h],
+        });
     }
     p
 }
@@ -349,7 +366,8 @@ pub fn convert_dir(dir: &Path, out: &Path, opts: ConvertOptions) -> Result<Summa
             };
             w.write_tensor(&p.gguf, &bytes)?;
         }
-        let file = w.finish()?.into_inner().map_err(|e| ConvertError::Io { path: tmp.clone(), source: e.into_error() })?;
+        let file =
+            w.finish()?.into_inner().map_err(|e| ConvertError::Io { path: tmp.clone(), source: e.into_error() })?;
         file.sync_all().map_err(io(&tmp))?;
         Ok(file.metadata().map_err(io(&tmp))?.len())
     })();

@@ -84,7 +84,9 @@ impl TokenizerMetadata {
             .iter()
             .map(|m| match m {
                 Json::String(s) => Ok(s.clone()),
-                Json::Array(pair) if pair.len() == 2 => Ok(format!("{} {}", pair[0].as_str().unwrap_or(""), pair[1].as_str().unwrap_or(""))),
+                Json::Array(pair) if pair.len() == 2 => {
+                    Ok(format!("{} {}", pair[0].as_str().unwrap_or(""), pair[1].as_str().unwrap_or("")))
+                }
                 other => Err(bad(format!("malformed merge {other}"))),
             })
             .collect::<Result<Vec<_>>>()?;
@@ -99,7 +101,9 @@ impl TokenizerMetadata {
         let cfg = read_json(&dir.join("config.json")).unwrap_or(Json::Null);
         let id_of = |key: &str| -> Option<u32> {
             let text = token_text(&tc[key]);
-            text.and_then(|t| tokens.iter().position(|x| x == t)).map(|i| i as u32).or_else(|| cfg[format!("{key}_id")].as_u64().map(|v| v as u32))
+            text.and_then(|t| tokens.iter().position(|x| x == t))
+                .map(|i| i as u32)
+                .or_else(|| cfg[format!("{key}_id")].as_u64().map(|v| v as u32))
         };
         let bos = id_of("bos_token");
         let eos = id_of("eos_token");

@@ -1,1 +1,33 @@
+//! BitNet b1.58 and ternary Llama/Falcon3 models: load a GGUF file, run the forward pass with a
+//! KV cache, tokenize, sample.
+//!
+//! ```no_run
+//! use bitnet_model::{Model, LoadOptions, Tokenizer, Sampler, SamplingParams};
+//! let model = Model::load("model.gguf", LoadOptions::default())?;
+//! let tok = Tokenizer::from_metadata(model.metadata())?;
+//! let mut cache = model.new_cache(512);
+//! let mut ids = tok.encode("The capital of France is", true)?;
+//! let mut sampler = Sampler::new(SamplingParams::default());
+//! let mut logits = model.forward(&ids, &mut cache, false)?;
+//! for _ in 0..16 {
+//!     let next = sampler.sample(&logits, &ids);
+//!     ids.push(next);
+//!     logits = model.forward(&[next], &mut cache, false)?;
+//! }
+//! println!("{}", tok.decode(&ids, false)?);
+//! # Ok::<(), bitnet_model::ModelError>(())
+//! ```
 
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod sampling;
+pub mod threads;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{Activation, Config, RopeStyle};
+pub use error::{ModelError, Result};
+pub use model::{KvCache, LoadOptions, Model};
+pub use sampling::{Sampler, SamplingParams, argmax};
+pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -94,11 +94,11 @@ impl<'a> PackedTernary<'a> {
     /// span rows. Returns the row's scales.
     pub fn decode_row(&self, r: usize, out: &mut [i8]) -> Option<Result<WeightScales, QuantError>> {
         let cols = self.cols;
-        let check = check_len("row", cols, out.len()).and_then(|_| {
-            if r < self.rows { Ok(()) } else { Err(QuantError::Length { what: "row index", expected: self.rows, got: r }) }
-        });
-        if let Err(e) = check {
+        if let Err(e) = check_len("row", cols, out.len()) {
             return Some(Err(e));
+        }
+        if r >= self.rows {
+            return Some(Err(QuantError::Length { what: "row index", expected: self.rows, got: r }));
         }
         match self.format {
             TernaryFormat::I2s(layout) => Some((|| {
@@ -153,8 +153,21 @@ pub trait TernaryKernel: Send + Sync {
     /// Whether this kernel handles the format.
     fn supports(&self, format: TernaryFormat) -> bool;
 
+    /// Output rows `rows` only (so callers can split a matrix across threads):
+    /// `out[n·len + (r − rows.start)] = Σ_c W[r, c] · x[n, c]` for every activation row `n`,
+    /// where `len = rows.len()`.
+    fn gemm_rows(
+        &self,
+        w: &PackedTernary<'_>,
+        x: &QuantizedActivations,
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) -> Result<(), QuantError>;
+
     /// `out[n·rows + r] = Σ_c W[r, c] · x[n, c]` for every activation row `n`, dequantized.
-    fn gemm(&self, w: &PackedTernary<'_>, x: &QuantizedActivations, out: &mut [f32]) -> Result<(), QuantError>;
+    fn gemm(&self, w: &PackedTernary<'_>, x: &QuantizedActivations, out: &mut [f32]) -> Result<(), QuantError> {
+        self.gemm_rows(w, x, 0..w.rows, out)
+    }
 
     /// The one-token case: `out[r] = Σ_c W[r, c] · x[c]`.
     fn gemv(&self, w: &PackedTernary<'_>, x: &[i8], act: ActScale, out: &mut [f32]) -> Result<(), QuantError> {
@@ -180,7 +193,8 @@ fn row_dot(t: &[i8], a: &[i8], act: ActScale, scales: &WeightScales) -> f32 {
     match scales {
         WeightScales::Tensor(s) => dot(t, a) as f32 / act.scale * s,
         WeightScales::Blocks { block, values } => {
-            let sum: f32 = t.chunks(*block).zip(a.chunks(*block)).zip(values).map(|((t, a), d)| dot(t, a) as f32 * d).sum();
+            let sum: f32 =
+                t.chunks(*block).zip(a.chunks(*block)).zip(values).map(|((t, a), d)| dot(t, a) as f32 * d).sum();
             sum / act.scale
         }
     }
@@ -199,13 +213,24 @@ impl TernaryKernel for ScalarKernel {
         true
     }
 
-    fn gemm(&self, w: &PackedTernary<'_>, x: &QuantizedActivations, out: &mut [f32]) -> Result<(), QuantError> {
+    fn gemm_rows(
+        &self,
+        w: &PackedTernary<'_>,
+        x: &QuantizedActivations,
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) -> Result<(), QuantError> {
         check_len("activation row length", w.cols, x.cols)?;
-        check_len("output", x.len() * w.rows, out.len())?;
+        check_len("output", x.len() * rows.len(), out.len())?;
+        if rows.end > w.rows {
+            return Err(QuantError::Length { what: "row range end", expected: w.rows, got: rows.end });
+        }
         // Row by row where the format allows it; TL tiles span rows, so those decode whole.
-        let whole = if matches!(w.format, TernaryFormat::Tl1(_) | TernaryFormat::Tl2(_)) { Some(w.unpack()?) } else { None };
+        let whole =
+            if matches!(w.format, TernaryFormat::Tl1(_) | TernaryFormat::Tl2(_)) { Some(w.unpack()?) } else { None };
         let mut row = vec![0i8; w.cols];
-        for r in 0..w.rows {
+        let len = rows.len();
+        for (i, r) in rows.enumerate() {
             let scales = match &whole {
                 Some((m, scales)) => {
                     row.copy_from_slice(m.row(r));
@@ -214,7 +239,7 @@ impl TernaryKernel for ScalarKernel {
                 None => w.decode_row(r, &mut row).expect("row-addressable format")?,
             };
             for n in 0..x.len() {
-                out[n * w.rows + r] = row_dot(&row, x.row(n), x.rows[n], &scales);
+                out[n * len + i] = row_dot(&row, x.row(n), x.rows[n], &scales);
             }
         }
         Ok(())

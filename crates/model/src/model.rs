@@ -1,0 +1,344 @@
+//! The forward pass: BitNet b1.58 (with sub-norms) and Llama-style ternary models.
+//!
+//! Per layer, for a batch of tokens at positions `pos..pos+n`:
+//! ```text
+//! h   = RMSNorm(x) · attn_norm
+//! q,k,v = Wq·h, Wk·h, Wv·h        (int8 activations × ternary weights)
+//! q,k = RoPE(q, k)                 (NEOX pairs for bitnet, adjacent pairs for llama)
+//! a   = softmax(q·kᵀ/√d + causal mask)·v over the KV cache (grouped-query)
+//! a   = RMSNorm(a) · attn_sub_norm (bitnet only)
+//! x  += Wo·a
+//! h   = RMSNorm(x) · ffn_norm
+//! f   = act(Wg·h) ⊙ (Wu·h)          (squared ReLU for 2B-4T, SiLU otherwise)
+//! f   = RMSNorm(f) · ffn_sub_norm  (bitnet only)
+//! x  += Wd·f
+//! ```
+//! then `logits = head · (RMSNorm(x) · output_norm)`, the head being `output.weight` or the tied
+//! embedding table.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bitnet_format::{GgufFile, ReadOptions};
+use bitnet_quant::{I2sLayout, ScalarKernel, TernaryKernel};
+
+use crate::config::{Activation, Config, RopeStyle};
+use crate::error::{ModelError, Result};
+use crate::threads::Pool;
+use crate::weights::{Matrix, vector};
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: Matrix,
+    wk: Matrix,
+    wv: Matrix,
+    wo: Matrix,
+    attn_sub_norm: Option<Vec<f32>>,
+    ffn_norm: Vec<f32>,
+    w_gate: Matrix,
+    w_up: Matrix,
+    w_down: Matrix,
+    ffn_sub_norm: Option<Vec<f32>>,
+}
+
+/// Options for loading.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Threads for the matmuls (0: one per available CPU).
+    pub threads: usize,
+}
+
+/// A loaded model: weights stay in the memory-mapped file.
+pub struct Model {
+    pub config: Config,
+    file: GgufFile,
+    embed: Matrix,
+    layers: Vec<Layer>,
+    output_norm: Vec<f32>,
+    head: Matrix,
+    kernel: Box<dyn TernaryKernel>,
+    pool: Pool,
+    /// How long loading took.
+    pub load_time: Duration,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("config", &self.config).field("kernel", &self.kernel.name()).finish()
+    }
+}
+
+fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(w.len()) {
+        let ms = row.iter().map(|v| v * v).sum::<f32>() / w.len() as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for (v, g) in row.iter_mut().zip(w) {
+            *v = *v * inv * g;
+        }
+    }
+}
+
+impl Model {
+    /// Maps and validates a GGUF model.
+    pub fn load(path: impl AsRef<Path>, opts: LoadOptions) -> Result<Model> {
+        let start = Instant::now();
+        let file = GgufFile::open_with(path, ReadOptions::default())?;
+        let config = Config::from_metadata(file.metadata())?;
+        let layout = I2sLayout::of_file(file.metadata())?;
+        let c = &config;
+        let (q_dim, kv_dim) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let m = |name: &str, rows, cols| Matrix::load(&file, name, rows, cols, layout);
+        let embed = m("token_embd.weight", c.vocab_size, c.hidden)?;
+        let mut layers = Vec::with_capacity(c.layers);
+        for l in 0..c.layers {
+            let p = |n: &str| format!("blk.{l}.{n}.weight");
+            let sub = |n: &str, len| if c.sub_norms { vector(&file, &p(n), len).map(Some) } else { Ok(None) };
+            layers.push(Layer {
+                attn_norm: vector(&file, &p("attn_norm"), c.hidden)?,
+                wq: m(&p("attn_q"), q_dim, c.hidden)?,
+                wk: m(&p("attn_k"), kv_dim, c.hidden)?,
+                wv: m(&p("attn_v"), kv_dim, c.hidden)?,
+                wo: m(&p("attn_output"), c.hidden, q_dim)?,
+                attn_sub_norm: sub("attn_sub_norm", c.hidden)?,
+                ffn_norm: vector(&file, &p("ffn_norm"), c.hidden)?,
+                w_gate: m(&p("ffn_gate"), c.ff, c.hidden)?,
+                w_up: m(&p("ffn_up"), c.ff, c.hidden)?,
+                w_down: m(&p("ffn_down"), c.hidden, c.ff)?,
+                ffn_sub_norm: sub("ffn_sub_norm", c.ff)?,
+            });
+        }
+        let output_norm = vector(&file, "output_norm.weight", c.hidden)?;
+        let head = if file.tensor_info("output.weight").is_some() {
+            m("output.weight", c.vocab_size, c.hidden)?
+        } else {
+            embed.clone()
+        };
+        if let crate::weights::MatrixKind::Ternary { .. } = embed.kind {
+            return Err(ModelError::BadTensor {
+                name: "token_embd.weight".into(),
+                message: "ternary embeddings are not supported".into(),
+            });
+        }
+        let threads =
+            if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+        let kernel: Box<dyn TernaryKernel> = Box::new(ScalarKernel);
+        Ok(Model {
+            config,
+            file,
+            embed,
+            layers,
+            output_norm,
+            head,
+            kernel,
+            pool: Pool::new(threads),
+            load_time: start.elapsed(),
+        })
+    }
+
+    /// The model file's metadata (for the tokenizer and chat template).
+    pub fn metadata(&self) -> &bitnet_format::Metadata {
+        self.file.metadata()
+    }
+
+    /// Bytes of the mapped file.
+    pub fn file_size(&self) -> usize {
+        self.file.bytes().len()
+    }
+
+    /// The kernel in use.
+    pub fn kernel_name(&self) -> &'static str {
+        self.kernel.name()
+    }
+
+    /// Threads used per matmul.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// A fresh KV cache for `ctx` positions.
+    pub fn new_cache(&self, ctx: usize) -> KvCache {
+        let kv_dim = self.config.kv_heads * self.config.head_dim;
+        KvCache {
+            ctx,
+            len: 0,
+            k: vec![vec![0.0; ctx * kv_dim]; self.config.layers],
+            v: vec![vec![0.0; ctx * kv_dim]; self.config.layers],
+        }
+    }
+
+    fn matmul(&self, w: &Matrix, x: &[f32]) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; x.len() / w.cols * w.rows];
+        w.matmul(self.file.bytes(), self.kernel.as_ref(), &self.pool, x, &mut out)?;
+        Ok(out)
+    }
+
+    /// Runs `tokens` at the cache's next positions and returns their logits (`n × vocab`), or
+    /// only the last token's when `all_logits` is false.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let n = tokens.len();
+        if cache.len + n > cache.ctx {
+            return Err(ModelError::ContextFull { needed: cache.len + n, ctx: cache.ctx });
+        }
+        let bytes = self.file.bytes();
+        let mut x = vec![0f32; n * c.hidden];
+        for (row, &t) in x.chunks_exact_mut(c.hidden).zip(tokens) {
+            if t as usize >= c.vocab_size {
+                return Err(ModelError::BadToken { id: t, vocab: c.vocab_size });
+            }
+            self.embed.dense_row(bytes, t as usize, row);
+        }
+        let pos0 = cache.len;
+        let (hd, kv_dim, group) = (c.head_dim, c.kv_heads * c.head_dim, c.heads / c.kv_heads);
+        let rope = RopeTable::new(c, pos0, n);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let mut h = x.clone();
+            rms_norm(&mut h, &layer.attn_norm, c.rms_eps);
+            let mut q = self.matmul(&layer.wq, &h)?;
+            let mut k = self.matmul(&layer.wk, &h)?;
+            let v = self.matmul(&layer.wv, &h)?;
+            rope.apply(&mut q, c.heads, hd);
+            rope.apply(&mut k, c.kv_heads, hd);
+            cache.k[l][pos0 * kv_dim..(pos0 + n) * kv_dim].copy_from_slice(&k);
+            cache.v[l][pos0 * kv_dim..(pos0 + n) * kv_dim].copy_from_slice(&v);
+
+            let mut attn = vec![0f32; n * c.heads * hd];
+            let scale = 1.0 / (hd as f32).sqrt();
+            let mut scores = vec![0f32; pos0 + n];
+            for i in 0..n {
+                let len = pos0 + i + 1; // causal: positions 0..=pos0+i
+                for head in 0..c.heads {
+                    let qh = &q[(i * c.heads + head) * hd..][..hd];
+                    let kvh = head / group;
+                    for (p, s) in scores[..len].iter_mut().enumerate() {
+                        let kp = &cache.k[l][p * kv_dim + kvh * hd..][..hd];
+                        *s = qh.iter().zip(kp).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    }
+                    softmax(&mut scores[..len]);
+                    let out = &mut attn[(i * c.heads + head) * hd..][..hd];
+                    for (p, &s) in scores[..len].iter().enumerate() {
+                        let vp = &cache.v[l][p * kv_dim + kvh * hd..][..hd];
+                        for (o, vv) in out.iter_mut().zip(vp) {
+                            *o += s * vv;
+                        }
+                    }
+                }
+            }
+            if let Some(w) = &layer.attn_sub_norm {
+                rms_norm(&mut attn, w, c.rms_eps);
+            }
+            let o = self.matmul(&layer.wo, &attn)?;
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+
+            let mut h = x.clone();
+            rms_norm(&mut h, &layer.ffn_norm, c.rms_eps);
+            let gate = self.matmul(&layer.w_gate, &h)?;
+            let up = self.matmul(&layer.w_up, &h)?;
+            let mut f: Vec<f32> = gate
+                .iter()
+                .zip(&up)
+                .map(|(&g, &u)| {
+                    let a = match c.activation {
+                        Activation::Relu2 => g.max(0.0) * g.max(0.0),
+                        Activation::Silu => g / (1.0 + (-g).exp()),
+                    };
+                    a * u
+                })
+                .collect();
+            if let Some(w) = &layer.ffn_sub_norm {
+                rms_norm(&mut f, w, c.rms_eps);
+            }
+            let d = self.matmul(&layer.w_down, &f)?;
+            x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+        }
+        cache.len += n;
+        let mut last = if all_logits { x } else { x[(n - 1) * c.hidden..].to_vec() };
+        rms_norm(&mut last, &self.output_norm, c.rms_eps);
+        self.matmul(&self.head, &last)
+    }
+}
+
+fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    x.iter_mut().for_each(|v| *v /= sum);
+}
+
+/// cos/sin of every rotated pair at positions `pos0..pos0+n`, computed in f32 as transformers does.
+struct RopeTable {
+    style: RopeStyle,
+    dims: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl RopeTable {
+    fn new(c: &Config, pos0: usize, n: usize) -> RopeTable {
+        let half = c.rope_dims / 2;
+        let inv_freq: Vec<f32> =
+            (0..half).map(|i| 1.0 / c.rope_base.powf((2 * i) as f32 / c.rope_dims as f32)).collect();
+        let (mut cos, mut sin) = (Vec::with_capacity(n * half), Vec::with_capacity(n * half));
+        for p in pos0..pos0 + n {
+            for f in &inv_freq {
+                let angle = p as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        RopeTable { style: c.rope_style, dims: c.rope_dims, cos, sin }
+    }
+
+    /// Rotates each of the `heads` heads (size `hd`) of every row of `x`.
+    fn apply(&self, x: &mut [f32], heads: usize, hd: usize) {
+        let half = self.dims / 2;
+        for (t, row) in x.chunks_exact_mut(heads * hd).enumerate() {
+            let (cos, sin) = (&self.cos[t * half..][..half], &self.sin[t * half..][..half]);
+            for head in row.chunks_exact_mut(hd) {
+                for i in 0..half {
+                    let (a, b) = match self.style {
+                        RopeStyle::Neox => (i, i + half),
+                        RopeStyle::Normal => (2 * i, 2 * i + 1),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * cos[i] - x1 * sin[i];
+                    head[b] = x1 * cos[i] + x0 * sin[i];
+                }
+            }
+        }
+    }
+}
+
+/// Keys and values of every layer for the positions seen so far.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    ctx: usize,
+    len: usize,
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+}
+
+impl KvCache {
+    /// Positions filled.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Capacity in positions.
+    pub fn capacity(&self) -> usize {
+        self.ctx
+    }
+
+    /// Forgets positions from `len` on (e.g. to restart a conversation).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+}

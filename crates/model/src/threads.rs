@@ -1,0 +1,63 @@
+//! Splitting matmuls across threads by output rows.
+//!
+//! This uses scoped threads per call, which costs tens of microseconds per matmul: fine for the
+//! reference path, and replaced by a persistent spinning pool with the fast kernels.
+
+use std::ops::Range;
+
+/// How many threads work on each matmul.
+#[derive(Debug, Clone, Copy)]
+pub struct Pool {
+    threads: usize,
+}
+
+impl Pool {
+    /// A pool of `threads` (at least 1).
+    pub fn new(threads: usize) -> Pool {
+        Pool { threads: threads.max(1) }
+    }
+
+    /// Number of threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Computes an `n × rows` output (row-major) in row chunks: `f(range, part)` fills
+    /// `part[j·len + i]` for output row `range.start + i` of input `j`.
+    pub fn rows<E: Send>(
+        &self,
+        rows: usize,
+        n: usize,
+        out: &mut [f32],
+        f: impl Fn(Range<usize>, &mut [f32]) -> Result<(), E> + Sync,
+    ) -> Result<(), E> {
+        // Below this many rows per thread the spawn costs more than the work.
+        let threads = self.threads.min(rows / 64).max(1);
+        if threads == 1 {
+            return f(0..rows, out);
+        }
+        let chunk = rows.div_ceil(threads);
+        let ranges: Vec<Range<usize>> = (0..threads).map(|t| t * chunk..((t + 1) * chunk).min(rows)).collect();
+        let parts: Vec<Result<Vec<f32>, E>> = std::thread::scope(|s| {
+            let handles: Vec<_> = ranges
+                .iter()
+                .map(|r| {
+                    let (r, f) = (r.clone(), &f);
+                    s.spawn(move || {
+                        let mut part = vec![0f32; n * r.len()];
+                        f(r, &mut part).map(|_| part)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("matmul worker panicked")).collect()
+        });
+        for (range, part) in ranges.iter().zip(parts) {
+            let part = part?;
+            for j in 0..n {
+                out[j * rows + range.start..j * rows + range.end]
+                    .copy_from_slice(&part[j * range.len()..(j + 1) * range.len()]);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,173 @@
+//! The tokenizer described by a GGUF file's `tokenizer.ggml.*` metadata, built with the
+//! `tokenizers` crate (the same implementation Hugging Face's fast tokenizers use).
+//!
+//! Supported: `tokenizer.ggml.model = "gpt2"` (byte-level BPE) with the pre-tokenizers
+//! `llama-bpe` / `llama3` (Llama 3's split regex) and `gpt2` / `default` (GPT-2's). Control and
+//! user-defined tokens (token types 3 and 4) are matched as special tokens before BPE.
+
+use bitnet_format::{Metadata, Value};
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer as HfTokenizer};
+
+use crate::error::{ModelError, Result};
+
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// A tokenizer with the model's special tokens.
+pub struct Tokenizer {
+    inner: HfTokenizer,
+    /// Beginning-of-sequence token.
+    pub bos: Option<u32>,
+    /// End-of-sequence token.
+    pub eos: Option<u32>,
+    /// Tokens that end a generation (EOS and, where present, `<|eot_id|>` / `<|im_end|>`).
+    pub stop_tokens: Vec<u32>,
+    /// Whether prompts start with BOS.
+    pub add_bos: bool,
+    tokens: Vec<String>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab", &self.tokens.len())
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .finish()
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> ModelError {
+    ModelError::Tokenizer(e.to_string())
+}
+
+fn strings(m: &Metadata, key: &str) -> Result<Vec<String>> {
+    let a = m.get(key).and_then(Value::as_array).ok_or_else(|| ModelError::MissingMetadata(key.into()))?;
+    a.values()
+        .iter()
+        .map(|v| {
+            v.as_str().map(str::to_owned).ok_or_else(|| ModelError::BadMetadata(format!("{key} holds a non-string")))
+        })
+        .collect()
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer a GGUF file describes.
+    pub fn from_metadata(m: &Metadata) -> Result<Tokenizer> {
+        let model = m
+            .get_str("tokenizer.ggml.model")
+            .ok_or_else(|| ModelError::MissingMetadata("tokenizer.ggml.model".into()))?;
+        if model != "gpt2" {
+            return Err(ModelError::Tokenizer(format!(
+                "tokenizer model {model:?} is not supported yet (supported: \"gpt2\" byte-level BPE)"
+            )));
+        }
+        let tokens = strings(m, "tokenizer.ggml.tokens")?;
+        let merges = strings(m, "tokenizer.ggml.merges")?;
+        let types: Vec<i64> = match m.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
+            Some(a) => a.values().iter().map(|v| v.as_i64().unwrap_or(1)).collect(),
+            None => vec![1; tokens.len()],
+        };
+        let vocab: tokenizers::models::bpe::Vocab =
+            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let merges = merges
+            .iter()
+            .map(|s| {
+                s.split_once(' ')
+                    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                    .ok_or_else(|| err(format!("bad merge {s:?}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(err)?;
+        let mut inner = HfTokenizer::new(bpe);
+        let pre = m.get_str("tokenizer.ggml.pre").unwrap_or("default");
+        let pre: PreTokenizerWrapper = match pre {
+            "llama-bpe" | "llama3" | "llama-v3" => Sequence::new(vec![
+                Split::new(SplitPattern::Regex(LLAMA3_SPLIT.into()), SplitDelimiterBehavior::Isolated, false)
+                    .map_err(err)?
+                    .into(),
+                ByteLevel::new(false, true, false).into(),
+            ])
+            .into(),
+            "gpt2" | "default" => ByteLevel::new(false, true, true).into(),
+            other => {
+                return Err(ModelError::Tokenizer(format!(
+                    "pre-tokenizer {other:?} is not supported yet (supported: llama-bpe, gpt2, default)"
+                )));
+            }
+        };
+        inner.with_pre_tokenizer(Some(pre));
+        inner.with_decoder(Some(tokenizers::decoders::byte_level::ByteLevel::default()));
+        let specials: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, t)| matches!(t, 3 | 4))
+            .map(|(s, _)| AddedToken::from(s.clone(), true))
+            .collect();
+        inner.add_special_tokens(specials).map_err(err)?;
+        let id = |key: &str| m.get_u64(key).map(|v| v as u32);
+        let (bos, eos) = (id("tokenizer.ggml.bos_token_id"), id("tokenizer.ggml.eos_token_id"));
+        let mut stop_tokens: Vec<u32> = eos.into_iter().collect();
+        for name in ["<|eot_id|>", "<|im_end|>", "<|end_of_text|>"] {
+            if let Some(i) = tokens.iter().position(|t| t == name) {
+                if !stop_tokens.contains(&(i as u32)) {
+                    stop_tokens.push(i as u32);
+                }
+            }
+        }
+        let add_bos = m.get("tokenizer.ggml.add_bos_token").and_then(Value::as_bool).unwrap_or(bos.is_some());
+        Ok(Tokenizer { inner, bos, eos, stop_tokens, add_bos, tokens })
+    }
+
+    /// Token ids of `text` (special tokens in the text are recognised), with BOS first when the
+    /// model wants it and `with_bos` is set.
+    pub fn encode(&self, text: &str, with_bos: bool) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(err)?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        if with_bos && self.add_bos {
+            ids.extend(self.bos);
+        }
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// Text of `ids` (special tokens included verbatim when `keep_special`).
+    pub fn decode(&self, ids: &[u32], keep_special: bool) -> Result<String> {
+        self.inner.decode(ids, !keep_special).map_err(err)
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// A token's text as stored in the vocabulary.
+    pub fn token(&self, id: u32) -> Option<&str> {
+        self.tokens.get(id as usize).map(String::as_str)
+    }
+}
+
+/// Turns a stream of token ids into text pieces as soon as they form whole UTF-8 characters.
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    ids: Vec<u32>,
+    emitted: usize,
+}
+
+impl StreamDecoder {
+    /// Adds a token; returns the new text it completes, if any.
+    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let text = tok.decode(&self.ids, false)?;
+        // A multi-byte character split across tokens decodes to U+FFFD until it is whole.
+        if text.ends_with('\u{FFFD}') || text.len() < self.emitted {
+            return Ok(String::new());
+        }
+        let new = text[self.emitted..].to_owned();
+        self.emitted = text.len();
+        Ok(new)
+    }
+}
