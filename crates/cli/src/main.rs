@@ -1,5 +1,7 @@
 //! `bitnet`: run ternary (1.58-bit) LLMs on a CPU.
 
+mod convert;
+mod generate;
 mod inspect;
 
 use std::process::ExitCode;
@@ -22,6 +24,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate text from a prompt, streaming tokens as they come.
+    Run(generate::RunArgs),
+    /// Write the logits of every position of a prompt (or exact token ids) to JSON.
+    Logits(generate::LogitsArgs),
+    /// Measure a model's perplexity on a text file.
+    Perplexity(generate::PerplexityArgs),
+    /// Convert a Hugging Face checkpoint directory to GGUF.
+    Convert(convert::Args),
     /// Show what a GGUF file holds: header, metadata and tensors.
     Inspect(inspect::Args),
 }
@@ -29,6 +39,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => generate::run(&args),
+        Command::Logits(args) => generate::logits(&args),
+        Command::Perplexity(args) => generate::perplexity(&args),
+        Command::Convert(args) => convert::run(&args),
         Command::Inspect(args) => inspect::run(&args),
     };
     match result {

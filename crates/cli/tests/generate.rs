@@ -1,0 +1,96 @@
+//! `bitnet run`, `logits`, `perplexity` and `convert` end to end on the tiny fixture model.
+
+use std::process::Command;
+
+fn bitnet(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bitnet")).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn fixture(rel: &str) -> String {
+    format!("{}/../../fixtures/{rel}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tmp(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("bitnet-cli-gen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name).to_string_lossy().into_owned()
+}
+
+const MODEL: &str = "models/tiny-bitnet-b1.58.gguf";
+
+#[test]
+fn run_streams_text_and_prints_timings() {
+    let (ok, out, err) =
+        bitnet(&["run", "-m", &fixture(MODEL), "-p", "The function returns", "-n", "12", "--temp", "0"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("The function returns"), "{out}");
+    assert!(out.len() > "The function returns".len());
+    for needle in ["load:", "prompt:", "generation:", "tokens/s"] {
+        assert!(err.contains(needle), "{needle} missing from {err}");
+    }
+    insta::assert_snapshot!("greedy_tiny_bitnet", out);
+}
+
+#[test]
+fn same_seed_same_text() {
+    let args = ["run", "-m", &fixture(MODEL), "-p", "If the argument", "-n", "16", "--temp", "0.9", "--seed", "5"];
+    let (_, a, _) = bitnet(&args);
+    let (_, b, _) = bitnet(&args);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn logits_json_for_exact_tokens() {
+    let out = tmp("logits.json");
+    let (ok, _, err) = bitnet(&["logits", "-m", &fixture(MODEL), "--tokens", "0,54,263", "--out", &out]);
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(doc["tokens"], serde_json::json!([0, 54, 263]));
+    assert_eq!(doc["logits"].as_array().unwrap().len(), 3);
+    assert_eq!(doc["logits"][0].as_array().unwrap().len(), 384);
+}
+
+#[test]
+fn perplexity_reports_a_number() {
+    let (ok, out, err) =
+        bitnet(&["perplexity", "-m", &fixture(MODEL), "-f", &fixture("models/sample.txt"), "--ctx", "16", "--json"]);
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ppl = doc["perplexity"].as_f64().unwrap();
+    assert!(ppl.is_finite() && ppl > 1.0, "{ppl}");
+    assert!(doc["chunks"].as_u64().unwrap() > 1);
+}
+
+#[test]
+fn convert_writes_a_loadable_model() {
+    let out = tmp("converted.gguf");
+    let (ok, _, err) = bitnet(&["convert", &fixture("models/tiny-bitnet-b1.58"), "-o", &out]);
+    assert!(ok, "{err}");
+    let (ok, text, _) = bitnet(&["inspect", &out]);
+    assert!(ok && text.contains("I2_S") && text.contains("bitnet-b1.58"));
+    // Converting the same checkpoint twice gives the same bytes as the shipped fixture.
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(fixture(MODEL)).unwrap());
+}
+
+#[test]
+fn bad_input_gives_one_clear_line() {
+    let long_prompt = "word ".repeat(200);
+    for (args, needle) in [
+        (vec!["run", "-m", "/no/such.gguf", "-p", "x"], "does not exist"),
+        (vec!["run", "-m", &fixture("gguf/malformed/bad_magic.gguf"), "-p", "x"], "not a GGUF file"),
+        (vec!["run", "-m", &fixture(MODEL), "-p", "x", "-t", "0"], "--threads must be at least 1"),
+        (vec!["run", "-m", &fixture(MODEL), "-p", &long_prompt, "-c", "32"], "more than the context"),
+        (vec!["convert", &fixture("gguf"), "-o", &tmp("x.gguf")], "config.json"),
+    ] {
+        let (ok, _, err) = bitnet(&args);
+        assert!(!ok, "{args:?}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(err.trim_end().lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+    }
+}
