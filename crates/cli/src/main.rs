@@ -1,5 +1,6 @@
 //! `bitnet`: run ternary (1.58-bit) LLMs on a CPU.
 
+mod chat;
 mod convert;
 mod generate;
 mod inspect;
@@ -26,6 +27,8 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt, streaming tokens as they come.
     Run(generate::RunArgs),
+    /// Chat interactively, using the model's chat template.
+    Chat(chat::ChatArgs),
     /// Write the logits of every position of a prompt (or exact token ids) to JSON.
     Logits(generate::LogitsArgs),
     /// Measure a model's perplexity on a text file.
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => generate::run(&args),
+        Command::Chat(args) => chat::run(&args),
         Command::Logits(args) => generate::logits(&args),
         Command::Perplexity(args) => generate::perplexity(&args),
         Command::Convert(args) => convert::run(&args),

@@ -94,3 +94,48 @@ fn bad_input_gives_one_clear_line() {
         assert_eq!(err.trim_end().lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
     }
 }
+
+fn chat(args: &[&str], input: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bitnet"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn chat_runs_turns_and_commands() {
+    let model = fixture(MODEL);
+    let (ok, out, err) = chat(
+        &["chat", "-m", &model, "-n", "6", "--temp", "0", "-s", "Be brief."],
+        "Hello there\nHow are you?\n/clear\nAgain\n/exit\n",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("\n> ").count(), 5, "one prompt per line read: {out}");
+    assert!(err.contains("conversation cleared"), "{err}");
+    // EOF ends the program cleanly too.
+    let (ok, _, err) = chat(&["chat", "-m", &model, "-n", "4"], "Hi\n");
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn chat_slides_the_window_when_the_context_is_full() {
+    let model = fixture(MODEL);
+    let turns = "The function returns a new list.\n".repeat(6);
+    let (ok, _, err) = chat(&["chat", "-m", &model, "-n", "4", "--temp", "0", "-c", "48"], &turns);
+    assert!(ok, "{err}");
+    assert!(err.contains("context full: dropped the oldest message"), "{err}");
+    let long = format!("{}\n", "word ".repeat(100));
+    let (ok, _, err) = chat(&["chat", "-m", &model, "-c", "48"], &long);
+    assert!(!ok && err.contains("too long for the context"), "{err}");
+}

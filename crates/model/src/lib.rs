@@ -18,6 +18,7 @@
 //! # Ok::<(), bitnet_model::ModelError>(())
 //! ```
 
+pub mod chat;
 pub mod config;
 pub mod error;
 pub mod model;
@@ -26,6 +27,7 @@ pub mod threads;
 pub mod tokenizer;
 pub mod weights;
 
+pub use chat::{ChatTemplate, Message};
 pub use config::{Activation, Config, RopeStyle};
 pub use error::{ModelError, Result};
 pub use model::{KvCache, LoadOptions, Model};
