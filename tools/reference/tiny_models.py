@@ -22,7 +22,8 @@ import tempfile
 import torch
 import transformers
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, BitNetConfig, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, BitNetConfig, LlamaConfig, PreTrainedTokenizerFast
+from transformers.integrations.bitnet import pack_weights
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.normpath(os.path.join(HERE, "../../fixtures/models"))
@@ -56,16 +57,57 @@ def make_tokenizer(vocab_size):
     return tok
 
 
+ONLINE = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "online"}
+# Falcon3-*-1.58bit / Llama3-8B-1.58 style: packed uint8 weights, weight_scale divided (BitLinear).
+PACKED = {"quant_method": "bitnet", "linear_class": "bitlinear", "quantization_mode": "offline"}
+
 ARCHS = {
     # BitNet b1.58 2B-4T's graph scaled down: GQA, sub-norms, squared ReLU, tied embeddings,
     # bf16-master-style checkpoint quantized online (AutoBitLinear, quantization_mode "online").
     "tiny-bitnet-b1.58": dict(
+        config_class=BitNetConfig, quant=ONLINE,
         config=dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
                     num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5, hidden_act="relu2",
                     rope_theta=500000.0, tie_word_embeddings=True),
         vocab=384,
     ),
+    # The same graph with rows of 256, so that TQ1_0/TQ2_0 (256-element blocks) can hold it.
+    "tiny-bitnet-b1.58-256": dict(
+        config_class=BitNetConfig, quant=ONLINE,
+        config=dict(hidden_size=256, intermediate_size=512, num_hidden_layers=1, num_attention_heads=4,
+                    num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5, hidden_act="relu2",
+                    rope_theta=500000.0, tie_word_embeddings=True),
+        vocab=384,
+    ),
+    # A ternary Llama (Falcon3-1.58bit layout): packed weights, untied lm_head, SiLU, no sub-norms.
+    "tiny-llama-ternary": dict(
+        config_class=LlamaConfig, quant=PACKED,
+        config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-6, hidden_act="silu",
+                    rope_theta=1000042.0, tie_word_embeddings=False),
+        vocab=384,
+    ),
 }
+
+LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def pack_checkpoint(directory):
+    """Rewrites a float checkpoint as transformers' packed ternary one: each linear weight W becomes
+    pack_weights(round(W/mean|W|).clamp(-1, 1)) (uint8, [out/4, in]) plus weight_scale = 1/mean|W|."""
+    from safetensors.torch import load_file, save_file
+    path = os.path.join(directory, "model.safetensors")
+    tensors = load_file(path)
+    out = {}
+    for name, w in tensors.items():
+        if name.endswith(".weight") and name.split(".")[-2] in LINEARS:
+            mean = w.abs().mean().clamp(min=1e-5)
+            t = (w / mean).round().clamp(-1, 1)
+            out[name] = pack_weights(t.clone())
+            out[name[: -len("weight")] + "weight_scale"] = (1.0 / mean).reshape(1).to(torch.float32)
+        else:
+            out[name] = w
+    save_file(out, path, metadata={"format": "pt"})
 
 
 def build(name, spec):
@@ -74,7 +116,7 @@ def build(name, spec):
     tok = make_tokenizer(spec["vocab"])
     vocab = tok.get_vocab_size()
     bos, eos = tok.token_to_id("<|begin_of_text|>"), tok.token_to_id("<|end_of_text|>")
-    cfg = BitNetConfig(vocab_size=vocab, bos_token_id=bos, eos_token_id=eos, **spec["config"])
+    cfg = spec["config_class"](vocab_size=vocab, bos_token_id=bos, eos_token_id=eos, **spec["config"])
     with tempfile.TemporaryDirectory() as tmp:
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
         # Larger-than-default weights so that the tiny model's logits are not all near zero.
@@ -83,9 +125,10 @@ def build(name, spec):
                 if p.dim() == 2:
                     p.normal_(0.0, 0.5)
         model.save_pretrained(tmp)
+        if spec["quant"] is PACKED:
+            pack_checkpoint(tmp)
         config = json.load(open(os.path.join(tmp, "config.json")))
-        config["quantization_config"] = {"quant_method": "bitnet", "linear_class": "autobitlinear",
-                                         "quantization_mode": "online"}
+        config["quantization_config"] = spec["quant"]
         json.dump(config, open(os.path.join(tmp, "config.json"), "w"), indent=2)
         model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
         shutil.rmtree(out, ignore_errors=True)

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use bitnet_convert::{ConvertOptions, EmbeddingType, convert_dir};
+use bitnet_convert::{ConvertOptions, EmbeddingType, OutType, convert_dir};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Example:\n  bitnet convert ./bitnet-b1.58-2B-4T-bf16 -o model.gguf")]
@@ -13,9 +13,23 @@ pub struct Args {
     /// Output GGUF file.
     #[arg(short, long)]
     pub out: PathBuf,
+    /// Type of the ternary weights: bitnet.cpp's I2_S, or llama.cpp's TQ1_0 / TQ2_0 (rows must
+    /// be multiples of 256).
+    #[arg(long, value_enum, default_value = "i2_s")]
+    pub outtype: Out,
     /// Type of the embedding table (also the output head when tied).
     #[arg(long, value_enum, default_value = "f16")]
     pub embedding_type: Embedding,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Out {
+    #[value(name = "i2_s")]
+    I2s,
+    #[value(name = "tq1_0")]
+    Tq1_0,
+    #[value(name = "tq2_0")]
+    Tq2_0,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -29,7 +43,12 @@ pub fn run(args: &Args) -> Result<()> {
         Embedding::F16 => EmbeddingType::F16,
         Embedding::F32 => EmbeddingType::F32,
     };
-    let s = convert_dir(&args.dir, &args.out, ConvertOptions { embedding_type, ..Default::default() })
+    let outtype = match args.outtype {
+        Out::I2s => OutType::I2s,
+        Out::Tq1_0 => OutType::Tq1_0,
+        Out::Tq2_0 => OutType::Tq2_0,
+    };
+    let s = convert_dir(&args.dir, &args.out, ConvertOptions { outtype, embedding_type })
         .with_context(|| format!("cannot convert {}", args.dir.display()))?;
     eprintln!("wrote {} ({}, {} tensors, {} bytes)", args.out.display(), s.architecture, s.tensors, s.bytes);
     Ok(())

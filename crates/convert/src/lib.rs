@@ -1,10 +1,16 @@
 //! Hugging Face checkpoints → GGUF, in the layout bitnet.cpp writes.
 //!
-//! Supported today: `BitNetForCausalLM` with float (f32/bf16/f16) master weights and a
-//! `quantization_config` of `quant_method: "bitnet"`, `quantization_mode: "online"` (as
-//! microsoft/bitnet-b1.58-2B-4T-bf16): every linear weight is absmean-ternarized exactly as
-//! transformers does at run time and packed as I2_S (x86 block order). Other kinds are reported
-//! by name with what is supported.
+//! Supported checkpoint kinds (all with `quantization_config.quant_method == "bitnet"`):
+//! * `BitNetForCausalLM`, float master weights, `quantization_mode: "online"`
+//!   (microsoft/bitnet-b1.58-2B-4T-bf16): each linear weight is absmean-ternarized exactly as
+//!   transformers does at run time. Written as architecture `bitnet-b1.58`.
+//! * `BitNetForCausalLM` or `LlamaForCausalLM` with packed uint8 weights and `weight_scale`
+//!   (microsoft/bitnet-b1.58-2B-4T; Falcon3-*-1.58bit, Llama3-8B-1.58): unpacked as transformers
+//!   does (four rows per byte, blocks along the output dimension); the scale multiplies for
+//!   `linear_class: "autobitlinear"` and divides for `"bitlinear"`. Llama models are written as
+//!   architecture `llama` with Q/K rows permuted for llama.cpp's RoPE, as its converter does.
+//!
+//! Ternary weights go out as I2_S (x86 block order, the default), TQ1_0 or TQ2_0.
 //!
 //! The output is written to a temporary file beside the target, fsynced and renamed, so a failed
 //! conversion never leaves a half-written model.
@@ -15,7 +21,7 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use bitnet_format::{Array, GgufBuilder, TensorType, Value};
-use bitnet_quant::{I2sLayout, absmean_quantize, i2s};
+use bitnet_quant::{I2sLayout, TernaryMatrix, TqKind, absmean_quantize, i2s, tq};
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value as Json;
@@ -59,6 +65,37 @@ type Result<T, E = ConvertError> = std::result::Result<T, E>;
 pub enum OutType {
     /// bitnet.cpp's I2_S (x86 block order), the default.
     I2s,
+    /// llama.cpp's TQ1_0 (1.69 bits per weight; rows must be multiples of 256).
+    Tq1_0,
+    /// llama.cpp's TQ2_0 (2.06 bits per weight; rows must be multiples of 256).
+    Tq2_0,
+}
+
+impl OutType {
+    fn tensor_type(self) -> TensorType {
+        match self {
+            OutType::I2s => TensorType::I2_S,
+            OutType::Tq1_0 => TensorType::TQ1_0,
+            OutType::Tq2_0 => TensorType::TQ2_0,
+        }
+    }
+
+    /// `general.file_type`: bitnet.cpp's "mostly I2_S" (40), llama.cpp's "mostly TQ1_0/TQ2_0" (36/37).
+    fn file_type(self) -> u32 {
+        match self {
+            OutType::I2s => 40,
+            OutType::Tq1_0 => 36,
+            OutType::Tq2_0 => 37,
+        }
+    }
+
+    fn pack(self, m: &TernaryMatrix, scale: f32) -> Result<Vec<u8>> {
+        Ok(match self {
+            OutType::I2s => i2s::pack(m, scale, I2sLayout::X86)?,
+            OutType::Tq1_0 => tq::pack(TqKind::Tq1_0, m, scale)?,
+            OutType::Tq2_0 => tq::pack(TqKind::Tq2_0, m, scale)?,
+        })
+    }
 }
 
 /// Type of the embedding table (which is also the output head when tied).
@@ -191,15 +228,23 @@ impl Checkpoint {
         Ok(Checkpoint { maps, index })
     }
 
-    /// A tensor as f32 values with its shape (row-major, as in PyTorch).
-    fn f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+    /// A tensor's dtype, shape (row-major, as in PyTorch) and bytes.
+    fn raw(&self, name: &str) -> Result<(Dtype, Vec<usize>, &[u8])> {
         let missing = || ConvertError::Tensor { name: name.into(), message: "missing from the checkpoint".into() };
         let (path, map) = &self.maps[*self.index.get(name).ok_or_else(missing)?];
         let st = SafeTensors::deserialize(map)
             .map_err(|e| ConvertError::Checkpoint { path: path.clone(), message: e.to_string() })?;
         let view = st.tensor(name).map_err(|_| missing())?;
-        let bytes = view.data();
-        let values: Vec<f32> = match view.dtype() {
+        // The view borrows `map`, which lives as long as self; re-slice it from the map.
+        let data = view.data();
+        let start = data.as_ptr() as usize - map.as_ptr() as usize;
+        Ok((view.dtype(), view.shape().to_vec(), &map[start..start + data.len()]))
+    }
+
+    /// A float tensor as f32 values with its shape.
+    fn f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        let (dtype, shape, bytes) = self.raw(name)?;
+        let values: Vec<f32> = match dtype {
             Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             Dtype::BF16 => bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             Dtype::F16 => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
@@ -210,7 +255,7 @@ impl Checkpoint {
                 });
             }
         };
-        Ok((values, view.shape().to_vec()))
+        Ok((values, shape))
     }
 }
 
@@ -221,6 +266,8 @@ struct Plan {
     kind: Kind,
     /// Expected PyTorch shape.
     shape: Vec<usize>,
+    /// Permute rows for llama.cpp's RoPE with this many heads.
+    permute: Option<usize>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -230,83 +277,156 @@ enum Kind {
     Ternary,
 }
 
-fn plan(c: &HfConfig) -> Vec<Plan> {
+fn plan(c: &HfConfig, bitnet: bool) -> Vec<Plan> {
     let (h, ff, q, kv) =
         (c.hidden as usize, c.ff as usize, (c.heads * c.head_dim) as usize, (c.kv_heads * c.head_dim) as usize);
-    let mut p = vec![Plan {
-        gguf: "token_embd.weight".into(),
-        hf: "model.embed_tokens.weight".into(),
-        kind: Kind::Embedding,
-        shape: vec![c.vocab as usize, h],
-    }];
+    let (heads, kv_heads, vocab) = (c.heads as usize, c.kv_heads as usize, c.vocab as usize);
+    let plan = |gguf: String, hf: String, kind, shape, permute| Plan { gguf, hf, kind, shape, permute };
+    let mut p = vec![plan(
+        "token_embd.weight".into(),
+        "model.embed_tokens.weight".into(),
+        Kind::Embedding,
+        vec![vocab, h],
+        None,
+    )];
+    // llama.cpp's `llama` graph rotates adjacent pairs, so its converter permutes Q and K rows;
+    // the bitnet graphs use NEOX RoPE on the checkpoint's own order.
+    let (pq, pk) = if bitnet { (None, None) } else { (Some(heads), Some(kv_heads)) };
     for l in 0..c.layers {
-        let b = format!("model.layers.{l}");
-        let mut add = |gguf: &str, hf: &str, kind: Kind, shape: Vec<usize>| {
-            p.push(Plan { gguf: format!("blk.{l}.{gguf}.weight"), hf: format!("{b}.{hf}.weight"), kind, shape })
+        let mut add = |gguf: &str, hf: &str, kind: Kind, shape: Vec<usize>, permute: Option<usize>| {
+            p.push(plan(
+                format!("blk.{l}.{gguf}.weight"),
+                format!("model.layers.{l}.{hf}.weight"),
+                kind,
+                shape,
+                permute,
+            ))
         };
-        add("attn_norm", "input_layernorm", Kind::Norm, vec![h]);
-        add("attn_q", "self_attn.q_proj", Kind::Ternary, vec![q, h]);
-        add("attn_k", "self_attn.k_proj", Kind::Ternary, vec![kv, h]);
-        add("attn_v", "self_attn.v_proj", Kind::Ternary, vec![kv, h]);
-        add("attn_output", "self_attn.o_proj", Kind::Ternary, vec![h, q]);
-        add("attn_sub_norm", "self_attn.attn_sub_norm", Kind::Norm, vec![h]);
-        add("ffn_norm", "post_attention_layernorm", Kind::Norm, vec![h]);
-        add("ffn_gate", "mlp.gate_proj", Kind::Ternary, vec![ff, h]);
-        add("ffn_up", "mlp.up_proj", Kind::Ternary, vec![ff, h]);
-        add("ffn_down", "mlp.down_proj", Kind::Ternary, vec![h, ff]);
-        add("ffn_sub_norm", "mlp.ffn_sub_norm", Kind::Norm, vec![ff]);
+        add("attn_norm", "input_layernorm", Kind::Norm, vec![h], None);
+        add("attn_q", "self_attn.q_proj", Kind::Ternary, vec![q, h], pq);
+        add("attn_k", "self_attn.k_proj", Kind::Ternary, vec![kv, h], pk);
+        add("attn_v", "self_attn.v_proj", Kind::Ternary, vec![kv, h], None);
+        add("attn_output", "self_attn.o_proj", Kind::Ternary, vec![h, q], None);
+        if bitnet {
+            add("attn_sub_norm", "self_attn.attn_sub_norm", Kind::Norm, vec![h], None);
+        }
+        add("ffn_norm", "post_attention_layernorm", Kind::Norm, vec![h], None);
+        add("ffn_gate", "mlp.gate_proj", Kind::Ternary, vec![ff, h], None);
+        add("ffn_up", "mlp.up_proj", Kind::Ternary, vec![ff, h], None);
+        add("ffn_down", "mlp.down_proj", Kind::Ternary, vec![h, ff], None);
+        if bitnet {
+            add("ffn_sub_norm", "mlp.ffn_sub_norm", Kind::Norm, vec![ff], None);
+        }
     }
-    p.push(Plan {
-        gguf: "output_norm.weight".into(),
-        hf: "model.norm.weight".into(),
-        kind: Kind::Norm,
-        shape: vec![h],
-    });
+    p.push(plan("output_norm.weight".into(), "model.norm.weight".into(), Kind::Norm, vec![h], None));
     if !c.tied {
-        p.push(Plan {
-            gguf: "output.weight".into(),
-            hf: "lm_head.weight".into(),
-            kind: Kind::Embedding,
-            shape: vec![c.vocab as usize, h],
-        });
+        p.push(plan("output.weight".into(), "lm_head.weight".into(), Kind::Embedding, vec![vocab, h], None));
     }
     p
 }
 
-fn detect(c: &HfConfig) -> Result<()> {
-    const SUPPORTED: &str = "supported: BitNetForCausalLM with float weights and quantization_config \
-                             {quant_method: \"bitnet\", quantization_mode: \"online\"}";
-    if c.architecture != "BitNetForCausalLM" {
-        return Err(ConvertError::Unsupported(format!("architecture {:?}; {SUPPORTED}", c.architecture)));
-    }
+/// How the checkpoint stores its ternary linear weights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Source {
+    /// Float master weights, ternarized here (transformers' online mode).
+    Online,
+    /// Packed uint8 weights with a `weight_scale` that multiplies (`autobitlinear`) or divides
+    /// (`bitlinear`) the output.
+    Packed { divide: bool },
+}
+
+const SUPPORTED: &str = "supported: BitNetForCausalLM (float weights with quantization_mode \"online\", or packed \
+                         uint8 weights) and LlamaForCausalLM with packed weights, each with \
+                         quantization_config.quant_method \"bitnet\"";
+
+/// Decides the checkpoint kind: (written as a bitnet graph?, weight source).
+fn detect(c: &HfConfig) -> Result<(bool, Source)> {
+    let bitnet = match c.architecture.as_str() {
+        "BitNetForCausalLM" => true,
+        "LlamaForCausalLM" => false,
+        other => return Err(ConvertError::Unsupported(format!("architecture {other:?}; {SUPPORTED}"))),
+    };
     let Some(q) = &c.quant else {
         return Err(ConvertError::Unsupported(format!(
-            "BitNetForCausalLM without quantization_config is a full-precision model, not ternary; {SUPPORTED}"
+            "{} without quantization_config is a full-precision model, not ternary; {SUPPORTED}",
+            c.architecture
         )));
     };
-    if q["quant_method"] != "bitnet" || q["quantization_mode"] != "online" {
+    if q["quant_method"] != "bitnet" {
         return Err(ConvertError::Unsupported(format!("quantization_config {q}; {SUPPORTED}")));
     }
-    if c.hidden_act != "relu2" {
-        return Err(ConvertError::Unsupported(format!("hidden_act {:?} (BitNet b1.58 uses \"relu2\")", c.hidden_act)));
+    let class = q["linear_class"].as_str().unwrap_or("bitlinear");
+    let source = match (q["quantization_mode"].as_str().unwrap_or("offline"), class) {
+        ("online", "autobitlinear") => Source::Online,
+        ("offline", "autobitlinear") => Source::Packed { divide: false },
+        ("offline", "bitlinear") => Source::Packed { divide: true },
+        (mode, class) => {
+            return Err(ConvertError::Unsupported(format!(
+                "quantization_mode {mode:?} with linear_class {class:?}; {SUPPORTED}"
+            )));
+        }
+    };
+    if source == Source::Online && !bitnet {
+        return Err(ConvertError::Unsupported(format!("online quantization of {}; {SUPPORTED}", c.architecture)));
     }
-    Ok(())
+    let want_act = if bitnet { "relu2" } else { "silu" };
+    if c.hidden_act != want_act {
+        return Err(ConvertError::Unsupported(format!(
+            "hidden_act {:?} for {} (expected {want_act:?})",
+            c.hidden_act, c.architecture
+        )));
+    }
+    Ok((bitnet, source))
+}
+
+/// transformers' packed layout: uint8 `[out/4, in]`, `W[i·R + r, c] = ((P[r, c] >> 2i) & 3) − 1`.
+fn unpack_hf(name: &str, packed: &[u8], rows: usize, cols: usize) -> Result<TernaryMatrix> {
+    let r4 = rows / 4;
+    let mut values = vec![0i8; rows * cols];
+    for (i, chunk) in values.chunks_exact_mut(r4 * cols).enumerate() {
+        for (v, &p) in chunk.iter_mut().zip(packed) {
+            let code = (p >> (2 * i)) & 3;
+            if code == 3 {
+                return Err(ConvertError::Tensor {
+                    name: name.into(),
+                    message: "packed code 3 is not a ternary value".into(),
+                });
+            }
+            *v = code as i8 - 1;
+        }
+    }
+    Ok(TernaryMatrix::new(rows, cols, values)?)
+}
+
+/// llama.cpp's Q/K permutation: within each head, row `half·d/2 + j` moves to `2j + half`.
+fn permute_rows<T: Copy>(values: &[T], rows: usize, cols: usize, heads: usize) -> Vec<T> {
+    let hd = rows / heads;
+    let mut out = values.to_vec();
+    for h in 0..heads {
+        for half in 0..2 {
+            for j in 0..hd / 2 {
+                let (src, dst) = (h * hd + half * hd / 2 + j, h * hd + 2 * j + half);
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&values[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
 }
 
 /// Converts the Hugging Face checkpoint in `dir` to a GGUF file at `out`.
 pub fn convert_dir(dir: &Path, out: &Path, opts: ConvertOptions) -> Result<Summary> {
     let config = HfConfig::load(dir)?;
-    detect(&config)?;
+    let (bitnet, source) = detect(&config)?;
     let ckpt = Checkpoint::open(dir)?;
     let tok = TokenizerMetadata::load(dir)?;
-    let arch = ARCH_BITNET_B158;
-    let plans = plan(&config);
+    let arch = if bitnet { ARCH_BITNET_B158 } else { "llama" };
+    let plans = plan(&config, bitnet);
 
     let mut b = GgufBuilder::new();
     let m = b.metadata_mut();
     m.insert("general.architecture", arch);
     m.insert("general.name", dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-    m.insert("general.file_type", 40u32);
+    m.insert("general.file_type", opts.outtype.file_type());
     m.insert("general.quantization_version", 2u32);
     m.insert(format!("{arch}.vocab_size"), config.vocab as u32);
     m.insert(format!("{arch}.context_length"), config.ctx as u32);
@@ -318,7 +438,9 @@ pub fn convert_dir(dir: &Path, out: &Path, opts: ConvertOptions) -> Result<Summa
     m.insert(format!("{arch}.attention.layer_norm_rms_epsilon"), config.eps as f32);
     m.insert(format!("{arch}.rope.freq_base"), config.rope_theta as f32);
     m.insert(format!("{arch}.rope.dimension_count"), config.head_dim as u32);
-    m.insert(i2s::LAYOUT_KEY, I2sLayout::X86.as_str());
+    if opts.outtype == OutType::I2s {
+        m.insert(i2s::LAYOUT_KEY, I2sLayout::X86.as_str());
+    }
     tok.write(m);
 
     let emb_type = match opts.embedding_type {
@@ -330,9 +452,7 @@ pub fn convert_dir(dir: &Path, out: &Path, opts: ConvertOptions) -> Result<Summa
         let ty = match p.kind {
             Kind::Norm => TensorType::F32,
             Kind::Embedding => emb_type,
-            Kind::Ternary => match opts.outtype {
-                OutType::I2s => TensorType::I2_S,
-            },
+            Kind::Ternary => opts.outtype.tensor_type(),
         };
         b.add_tensor(&p.gguf, ty, &ne)?;
     }
@@ -346,22 +466,20 @@ pub fn convert_dir(dir: &Path, out: &Path, opts: ConvertOptions) -> Result<Summa
         let file = File::create(&tmp).map_err(io(&tmp))?;
         let mut w = b.start(BufWriter::new(file))?;
         for p in &plans {
-            let (values, shape) = ckpt.f32(&p.hf)?;
-            if shape != p.shape {
-                return Err(ConvertError::Tensor {
-                    name: p.hf.clone(),
-                    message: format!("shape {shape:?}, config.json implies {:?}", p.shape),
-                });
-            }
-            let bytes: Vec<u8> = match p.kind {
-                Kind::Norm => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                Kind::Embedding => match opts.embedding_type {
-                    EmbeddingType::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
-                    EmbeddingType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                },
+            let bytes = match p.kind {
                 Kind::Ternary => {
-                    let q = absmean_quantize(&values, shape[0], shape[1])?;
-                    i2s::pack(&q.matrix, q.scale(), I2sLayout::X86)?
+                    let (m, scale) = ternary(&ckpt, p, source)?;
+                    opts.outtype.pack(&m, scale)?
+                }
+                Kind::Norm | Kind::Embedding => {
+                    let (values, shape) = ckpt.f32(&p.hf)?;
+                    check_shape(p, &shape)?;
+                    match (p.kind, opts.embedding_type) {
+                        (Kind::Embedding, EmbeddingType::F16) => {
+                            values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect()
+                        }
+                        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    }
                 }
             };
             w.write_tensor(&p.gguf, &bytes)?;
@@ -380,6 +498,53 @@ pub fn convert_dir(dir: &Path, out: &Path, opts: ConvertOptions) -> Result<Summa
             let _ = std::fs::remove_file(&tmp);
             Err(e)
         }
+    }
+}
+
+fn check_shape(p: &Plan, shape: &[usize]) -> Result<()> {
+    if shape != p.shape {
+        return Err(ConvertError::Tensor {
+            name: p.hf.clone(),
+            message: format!("shape {shape:?}, config.json implies {:?}", p.shape),
+        });
+    }
+    Ok(())
+}
+
+/// The ternary values (rows permuted where the plan says) and dequantization scale of a linear.
+fn ternary(ckpt: &Checkpoint, p: &Plan, source: Source) -> Result<(TernaryMatrix, f32)> {
+    let (rows, cols) = (p.shape[0], p.shape[1]);
+    let (m, scale) = match source {
+        Source::Online => {
+            let (values, shape) = ckpt.f32(&p.hf)?;
+            check_shape(p, &shape)?;
+            let q = absmean_quantize(&values, rows, cols)?;
+            let scale = q.scale();
+            (q.matrix, scale)
+        }
+        Source::Packed { divide } => {
+            let (dtype, shape, bytes) = ckpt.raw(&p.hf)?;
+            if dtype != Dtype::U8 || shape != [rows / 4, cols] || rows % 4 != 0 {
+                return Err(ConvertError::Tensor {
+                    name: p.hf.clone(),
+                    message: format!("expected packed uint8 [{}, {cols}], found {dtype:?} {shape:?}", rows / 4),
+                });
+            }
+            let m = unpack_hf(&p.hf, bytes, rows, cols)?;
+            let scale_name = format!("{}_scale", p.hf);
+            let (s, sshape) = ckpt.f32(&scale_name)?;
+            if s.len() != 1 || sshape.len() > 1 {
+                return Err(ConvertError::Tensor {
+                    name: scale_name,
+                    message: format!("expected one value, found shape {sshape:?}"),
+                });
+            }
+            (m, if divide { 1.0 / s[0] } else { s[0] })
+        }
+    };
+    match p.permute {
+        Some(heads) => Ok((TernaryMatrix::new(rows, cols, permute_rows(m.values(), rows, cols, heads))?, scale)),
+        None => Ok((m, scale)),
     }
 }
 

@@ -44,7 +44,7 @@ pub enum GgufError {
     TooManyDims { tensor: String, offset: u64, n_dims: u32 },
     #[error("tensor {tensor:?} (info at offset {offset}) has unknown type id {type_id} for the {dialect} dialect")]
     UnknownTensorType { tensor: String, offset: u64, type_id: u32, dialect: &'static str },
-    #[error("tensor {tensor:?} (info at offset {offset}) has shape {shape:?} that cannot hold type {ty}: {source}")]
+    #[error("tensor {tensor:?} (info at offset {offset}) has shape {shape:?} that cannot hold type {ty}")]
     BadShape {
         tensor: String,
         offset: u64,

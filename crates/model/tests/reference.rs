@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bitnet_convert::{ConvertOptions, EmbeddingType, convert_dir};
+use bitnet_convert::{ConvertOptions, EmbeddingType, OutType, convert_dir};
 use bitnet_model::{LoadOptions, Model, Tokenizer, argmax};
 use serde_json::Value;
 
@@ -12,17 +12,20 @@ fn fixture_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models").join(name)
 }
 
-/// Converts a fixture checkpoint into a temporary GGUF and loads it.
+/// Converts a fixture checkpoint into a temporary GGUF (I2_S) and loads it.
 fn load(name: &str, embedding_type: EmbeddingType, threads: usize) -> (Model, Value) {
-    let dir = std::env::temp_dir()
-        .join(format!("bitnet-model-ref-{}-{name}-{embedding_type:?}-{threads}", std::process::id()));
+    load_as(name, OutType::I2s, embedding_type, threads)
+}
+
+fn load_as(name: &str, outtype: OutType, embedding_type: EmbeddingType, threads: usize) -> (Model, Value) {
+    let tag = format!("{}-{name}-{outtype:?}-{embedding_type:?}-{threads}", std::process::id());
+    let dir = std::env::temp_dir().join(format!("bitnet-model-ref-{tag}"));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("model.gguf");
-    convert_dir(&fixture_dir(name), &out, ConvertOptions { embedding_type, ..Default::default() }).unwrap();
+    convert_dir(&fixture_dir(name), &out, ConvertOptions { outtype, embedding_type }).unwrap();
     let model = Model::load(&out, LoadOptions { threads }).unwrap();
-    let reference: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture_dir(name).join("reference.json")).unwrap()).unwrap();
-    (model, reference)
+    let reference = std::fs::read_to_string(fixture_dir(name).join("reference.json")).unwrap();
+    (model, serde_json::from_str(&reference).unwrap())
 }
 
 fn ids(v: &Value) -> Vec<u32> {
@@ -34,39 +37,62 @@ fn ids(v: &Value) -> Vec<u32> {
 /// dot product visibly, and the change travels through the KV cache to later positions). So: most
 /// positions agree to 1e-4, every position to 5e-2, the argmax everywhere and the greedy
 /// continuation exactly.
+/// Runs the reference prompt through `model` and checks logits and greedy continuation.
+fn check_against_reference(model: &Model, reference: &Value, label: &str) {
+    let tokens = ids(&reference["tokens"]);
+    let mut cache = model.new_cache(64);
+    let logits = model.forward(&tokens, &mut cache, true).unwrap();
+    let vocab = model.config.vocab_size;
+    let (mut worst, mut close, mut total) = (0f32, 0, 0);
+    for (pos, want) in reference["logits"].as_array().unwrap().iter().enumerate() {
+        let want: Vec<f32> = want.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let got = &logits[pos * vocab..(pos + 1) * vocab];
+        let range = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / range;
+        worst = worst.max(err);
+        total += 1;
+        close += usize::from(err < 1e-4);
+        assert_eq!(argmax(got), argmax(&want), "{label}: argmax at position {pos}");
+    }
+    eprintln!("{label}: {close}/{total} positions within 1e-4, worst {worst:.2e} of the logit range");
+    assert!(worst < 5e-2, "{label}: worst relative logit error {worst}");
+    assert!(close * 10 >= total * 6, "{label}: only {close} of {total} positions within 1e-4");
+
+    // Greedy continuation, one token at a time through the KV cache.
+    let mut next = argmax(&logits[(tokens.len() - 1) * vocab..]);
+    let mut generated = vec![next];
+    for _ in 1..ids(&reference["greedy"]).len() {
+        let l = model.forward(&[next], &mut cache, false).unwrap();
+        next = argmax(&l);
+        generated.push(next);
+    }
+    assert_eq!(generated, ids(&reference["greedy"]), "{label}: greedy continuation");
+}
+
 #[test]
 fn tiny_bitnet_b158_matches_transformers() {
     for threads in [1, 3] {
         let (model, reference) = load("tiny-bitnet-b1.58", EmbeddingType::F32, threads);
-        let tokens = ids(&reference["tokens"]);
-        let mut cache = model.new_cache(64);
-        let logits = model.forward(&tokens, &mut cache, true).unwrap();
-        let vocab = model.config.vocab_size;
-        let (mut worst, mut close, mut total) = (0f32, 0, 0);
-        for (pos, want) in reference["logits"].as_array().unwrap().iter().enumerate() {
-            let want: Vec<f32> = want.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-            let got = &logits[pos * vocab..(pos + 1) * vocab];
-            let range = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / range;
-            worst = worst.max(err);
-            total += 1;
-            close += usize::from(err < 1e-4);
-            assert_eq!(argmax(got), argmax(&want), "argmax at position {pos}");
-        }
-        eprintln!("threads {threads}: {close}/{total} positions within 1e-4, worst {worst:.2e} of the logit range");
-        assert!(worst < 5e-2, "worst relative logit error {worst}");
-        assert!(close * 10 >= total * 6, "only {close} of {total} positions within 1e-4");
-
-        // Greedy continuation, one token at a time through the KV cache.
-        let mut next = argmax(&logits[(tokens.len() - 1) * vocab..]);
-        let mut generated = vec![next];
-        for _ in 1..ids(&reference["greedy"]).len() {
-            let l = model.forward(&[next], &mut cache, false).unwrap();
-            next = argmax(&l);
-            generated.push(next);
-        }
-        assert_eq!(generated, ids(&reference["greedy"]));
+        check_against_reference(&model, &reference, &format!("bitnet-b1.58 I2_S, {threads} threads"));
     }
+}
+
+/// The same BitNet graph stored as llama.cpp's TQ1_0 and TQ2_0 (per-block f16 scales).
+#[test]
+fn tq_formats_match_transformers() {
+    for outtype in [OutType::I2s, OutType::Tq1_0, OutType::Tq2_0] {
+        let (model, reference) = load_as("tiny-bitnet-b1.58-256", outtype, EmbeddingType::F32, 2);
+        check_against_reference(&model, &reference, &format!("bitnet-b1.58 {outtype:?}"));
+    }
+}
+
+/// A ternary Llama (Falcon3-1.58bit layout): packed weights with divided scales, untied head,
+/// Q/K permuted for llama.cpp's RoPE.
+#[test]
+fn tiny_ternary_llama_matches_transformers() {
+    let (model, reference) = load("tiny-llama-ternary", EmbeddingType::F32, 2);
+    assert_eq!(model.config.architecture, "llama");
+    check_against_reference(&model, &reference, "llama I2_S");
 }
 
 #[test]
