@@ -125,3 +125,19 @@ fn context_overflow_is_an_error() {
     let err = model.forward(&[100_000], &mut cache, false).unwrap_err();
     assert!(err.to_string().contains("outside the vocabulary"), "{err}");
 }
+
+/// Q8_0 and Q6_K rows (embeddings, output heads) dequantize exactly as llama.cpp does.
+#[test]
+fn dense_types_dequantize_like_llama_cpp() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/reference/dense.json");
+    let f: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for c in f["cases"].as_array().unwrap() {
+        let ty = bitnet_format::TensorType::from_name(c["type"].as_str().unwrap()).unwrap();
+        let hex = c["bytes"].as_str().unwrap();
+        let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let want: Vec<f32> = c["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let mut got = vec![0f32; want.len()];
+        bitnet_model::weights::dequantize_row(ty, &bytes, &mut got);
+        assert_eq!(got, want, "{ty}");
+    }
+}
