@@ -172,6 +172,45 @@ impl Model {
         Ok(out)
     }
 
+    /// Causal grouped-query attention of the `n` new tokens (queries `q`, `n × heads × hd`) over
+    /// the cached keys/values of positions `0..pos0+n`. Heads run in parallel when worth it.
+    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], pos0: usize, n: usize) -> Vec<f32> {
+        let c = &self.config;
+        let (hd, kv_dim, group) = (c.head_dim, c.kv_heads * c.head_dim, c.heads / c.kv_heads);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let one_head = |head: usize| {
+            let kvh = head / group;
+            let mut out = vec![0f32; n * hd];
+            let mut scores = vec![0f32; pos0 + n];
+            for i in 0..n {
+                let len = pos0 + i + 1; // causal: positions 0..=pos0+i
+                let qh = &q[(i * c.heads + head) * hd..][..hd];
+                for (p, s) in scores[..len].iter_mut().enumerate() {
+                    let kp = &k[p * kv_dim + kvh * hd..][..hd];
+                    *s = qh.iter().zip(kp).map(|(a, b)| a * b).sum::<f32>() * scale;
+                }
+                softmax(&mut scores[..len]);
+                let o = &mut out[i * hd..(i + 1) * hd];
+                for (p, &s) in scores[..len].iter().enumerate() {
+                    let vp = &v[p * kv_dim + kvh * hd..][..hd];
+                    o.iter_mut().zip(vp).for_each(|(o, vv)| *o += s * vv);
+                }
+            }
+            out
+        };
+        // Below ~64k multiply-adds a thread spawn costs more than it saves.
+        let work = n * (pos0 + n) * hd * c.heads;
+        let heads: Vec<Vec<f32>> =
+            if work < 1 << 16 { (0..c.heads).map(one_head).collect() } else { self.pool.map(c.heads, one_head) };
+        let mut attn = vec![0f32; n * c.heads * hd];
+        for (head, out) in heads.iter().enumerate() {
+            for i in 0..n {
+                attn[(i * c.heads + head) * hd..][..hd].copy_from_slice(&out[i * hd..(i + 1) * hd]);
+            }
+        }
+        attn
+    }
+
     /// Runs `tokens` at the cache's next positions and returns their logits (`n × vocab`), or
     /// only the last token's when `all_logits` is false.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> Result<Vec<f32>> {
@@ -189,7 +228,7 @@ impl Model {
             self.embed.dense_row(bytes, t as usize, row);
         }
         let pos0 = cache.len;
-        let (hd, kv_dim, group) = (c.head_dim, c.kv_heads * c.head_dim, c.heads / c.kv_heads);
+        let (hd, kv_dim) = (c.head_dim, c.kv_heads * c.head_dim);
         let rope = RopeTable::new(c, pos0, n);
         for (l, layer) in self.layers.iter().enumerate() {
             let mut h = x.clone();
@@ -202,28 +241,7 @@ impl Model {
             cache.k[l][pos0 * kv_dim..(pos0 + n) * kv_dim].copy_from_slice(&k);
             cache.v[l][pos0 * kv_dim..(pos0 + n) * kv_dim].copy_from_slice(&v);
 
-            let mut attn = vec![0f32; n * c.heads * hd];
-            let scale = 1.0 / (hd as f32).sqrt();
-            let mut scores = vec![0f32; pos0 + n];
-            for i in 0..n {
-                let len = pos0 + i + 1; // causal: positions 0..=pos0+i
-                for head in 0..c.heads {
-                    let qh = &q[(i * c.heads + head) * hd..][..hd];
-                    let kvh = head / group;
-                    for (p, s) in scores[..len].iter_mut().enumerate() {
-                        let kp = &cache.k[l][p * kv_dim + kvh * hd..][..hd];
-                        *s = qh.iter().zip(kp).map(|(a, b)| a * b).sum::<f32>() * scale;
-                    }
-                    softmax(&mut scores[..len]);
-                    let out = &mut attn[(i * c.heads + head) * hd..][..hd];
-                    for (p, &s) in scores[..len].iter().enumerate() {
-                        let vp = &cache.v[l][p * kv_dim + kvh * hd..][..hd];
-                        for (o, vv) in out.iter_mut().zip(vp) {
-                            *o += s * vv;
-                        }
-                    }
-                }
-            }
+            let mut attn = self.attention(&q, &cache.k[l], &cache.v[l], pos0, n);
             if let Some(w) = &layer.attn_sub_norm {
                 rms_norm(&mut attn, w, c.rms_eps);
             }

@@ -60,4 +60,22 @@ impl Pool {
         }
         Ok(())
     }
+
+    /// Runs `f(0..jobs)` spread over the threads and returns the results in order.
+    pub fn map<T: Send>(&self, jobs: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+        let threads = self.threads.min(jobs).max(1);
+        if threads == 1 {
+            return (0..jobs).map(f).collect();
+        }
+        let per = jobs.div_ceil(threads);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let f = &f;
+                    s.spawn(move || (t * per..((t + 1) * per).min(jobs)).map(f).collect::<Vec<T>>())
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("worker panicked")).collect()
+        })
+    }
 }
