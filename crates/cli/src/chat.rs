@@ -58,11 +58,7 @@ pub fn run(args: &ChatArgs) -> Result<()> {
     let mut sampler = Sampler::new(args.sampling.params());
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
-    eprintln!(
-        "chatting with {} ({} context tokens); /exit or Ctrl-D to quit, /clear to start over",
-        args.model.model.display(),
-        ctx
-    );
+    eprintln!("chatting ({ctx} context tokens); /exit or Ctrl-D to quit, /clear to start over");
     loop {
         write!(out, "\n> ")?;
         out.flush()?;

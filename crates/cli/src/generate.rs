@@ -11,8 +11,15 @@ use bitnet_model::{LoadOptions, Model, Sampler, SamplingParams, StreamDecoder, T
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
     /// Path to a GGUF model file.
-    #[arg(short, long, value_name = "FILE")]
-    pub model: PathBuf,
+    #[arg(short, long, value_name = "FILE", required_unless_present = "hf_repo", conflicts_with = "hf_repo")]
+    pub model: Option<PathBuf>,
+    /// A Hugging Face repository to take the model from (e.g. microsoft/bitnet-b1.58-2B-4T-gguf),
+    /// through the standard cache; cached files work offline.
+    #[arg(long, value_name = "ID")]
+    pub hf_repo: Option<String>,
+    /// The GGUF file in --hf-repo (default: its only .gguf file).
+    #[arg(long, value_name = "NAME", requires = "hf_repo")]
+    pub hf_file: Option<String>,
     /// Threads for the matrix multiplications (default: one per CPU).
     #[arg(short, long, value_name = "N")]
     pub threads: Option<usize>,
@@ -22,15 +29,25 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The model file's path (resolving --hf-repo).
+    pub fn path(&self) -> Result<PathBuf> {
+        match (&self.model, &self.hf_repo) {
+            (Some(path), _) => Ok(path.clone()),
+            (None, Some(repo)) => crate::hub::resolve(repo, self.hf_file.as_deref()),
+            (None, None) => bail!("give a model with -m FILE or --hf-repo ID"),
+        }
+    }
+
     pub fn load(&self) -> Result<(Model, Tokenizer, usize)> {
         if self.threads == Some(0) {
             bail!("--threads must be at least 1");
         }
-        if !self.model.exists() {
-            bail!("model file {} does not exist", self.model.display());
+        let path = self.path()?;
+        if !path.exists() {
+            bail!("model file {} does not exist", path.display());
         }
-        let model = Model::load(&self.model, LoadOptions { threads: self.threads.unwrap_or(0) })
-            .with_context(|| format!("cannot load {}", self.model.display()))?;
+        let model = Model::load(&path, LoadOptions { threads: self.threads.unwrap_or(0) })
+            .with_context(|| format!("cannot load {}", path.display()))?;
         let tok = Tokenizer::from_metadata(model.metadata()).context("cannot build the tokenizer")?;
         let ctx = self.ctx_size.unwrap_or(model.config.context_length.min(4096));
         if ctx == 0 {

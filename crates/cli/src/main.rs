@@ -3,6 +3,7 @@
 mod chat;
 mod convert;
 mod generate;
+mod hub;
 mod inspect;
 
 use std::process::ExitCode;

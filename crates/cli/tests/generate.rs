@@ -139,3 +139,55 @@ fn chat_slides_the_window_when_the_context_is_full() {
     let (ok, _, err) = chat(&["chat", "-m", &model, "-c", "48"], &long);
     assert!(!ok && err.contains("too long for the context"), "{err}");
 }
+
+/// A fake Hugging Face cache in the layout huggingface_hub writes:
+/// `models--ORG--NAME/refs/main` holding a revision, `snapshots/REV/FILE`.
+fn fake_hf_cache(files: &[&str]) -> String {
+    let root = std::path::PathBuf::from(tmp(&format!("hf-cache-{}", files.len())));
+    let repo = root.join("models--tester--tiny-bitnet");
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123456789abcdef").unwrap();
+    let snap = repo.join("snapshots/0123456789abcdef");
+    std::fs::create_dir_all(&snap).unwrap();
+    for f in files {
+        std::fs::copy(fixture(MODEL), snap.join(f)).unwrap();
+    }
+    root.to_string_lossy().into_owned()
+}
+
+fn bitnet_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bitnet")).args(args).envs(env.iter().copied()).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn hf_repo_works_offline_from_the_cache() {
+    let cache = fake_hf_cache(&["model-i2_s.gguf"]);
+    let env = [("HF_HUB_CACHE", cache.as_str()), ("HF_HUB_OFFLINE", "1")];
+    let args = ["run", "--hf-repo", "tester/tiny-bitnet", "-p", "The function", "-n", "4", "--temp", "0"];
+    let (ok, out, err) = bitnet_env(&args, &env);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("The function"));
+    let (ok, _, err) = bitnet_env(
+        &["run", "--hf-repo", "tester/tiny-bitnet", "--hf-file", "model-i2_s.gguf", "-p", "x", "-n", "1"],
+        &env,
+    );
+    assert!(ok, "{err}");
+    // Missing files give a clear error naming the cache, without touching the network.
+    let (ok, _, err) = bitnet_env(&["run", "--hf-repo", "tester/other", "-p", "x"], &env);
+    assert!(!ok && err.contains("HF_HUB_OFFLINE") && err.contains(&cache), "{err}");
+    let (ok, _, err) =
+        bitnet_env(&["run", "--hf-repo", "tester/tiny-bitnet", "--hf-file", "nope.gguf", "-p", "x"], &env);
+    assert!(!ok && err.contains("nope.gguf"), "{err}");
+    // Several GGUF files: the user must choose.
+    let cache2 = fake_hf_cache(&["a.gguf", "b.gguf"]);
+    let (ok, _, err) = bitnet_env(
+        &["run", "--hf-repo", "tester/tiny-bitnet", "-p", "x"],
+        &[("HF_HUB_CACHE", cache2.as_str()), ("HF_HUB_OFFLINE", "1")],
+    );
+    assert!(!ok && err.contains("--hf-file") && err.contains("a.gguf, b.gguf"), "{err}");
+}
