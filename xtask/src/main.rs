@@ -16,6 +16,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Convert a Hugging Face checkpoint directory to GGUF (the same code as `bitnet convert`).
+    Convert {
+        /// Directory with config.json, *.safetensors and tokenizer.json.
+        dir: PathBuf,
+        /// Output GGUF file.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Ternary weight type: i2_s, tq1_0 or tq2_0.
+        #[arg(long, default_value = "i2_s")]
+        outtype: String,
+        /// Embedding type: f16 or f32.
+        #[arg(long, default_value = "f16")]
+        embedding_type: String,
+    },
     /// Write the corpus of malformed GGUF files the format crate's tests and fuzzer use.
     MalformedCorpus {
         /// Output directory.
@@ -26,6 +40,23 @@ enum Command {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Convert { dir, out, outtype, embedding_type } => {
+            use bitnet_convert::{ConvertOptions, EmbeddingType, OutType};
+            let outtype = match outtype.as_str() {
+                "i2_s" => OutType::I2s,
+                "tq1_0" => OutType::Tq1_0,
+                "tq2_0" => OutType::Tq2_0,
+                other => anyhow::bail!("unknown --outtype {other:?} (i2_s, tq1_0, tq2_0)"),
+            };
+            let embedding_type = match embedding_type.as_str() {
+                "f16" => EmbeddingType::F16,
+                "f32" => EmbeddingType::F32,
+                other => anyhow::bail!("unknown --embedding-type {other:?} (f16, f32)"),
+            };
+            let s = bitnet_convert::convert_dir(&dir, &out, ConvertOptions { outtype, embedding_type })?;
+            println!("wrote {} ({}, {} tensors, {} bytes)", out.display(), s.architecture, s.tensors, s.bytes);
+            Ok(())
+        }
         Command::MalformedCorpus { out } => malformed::write_corpus(&root().join(out)),
     }
 }

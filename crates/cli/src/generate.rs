@@ -7,11 +7,18 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use bitnet_model::{LoadOptions, Model, Sampler, SamplingParams, StreamDecoder, Tokenizer};
 
+/// The demo model that ships in the source tree (used when no model is named).
+pub const DEMO_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/bitnet-demo.gguf");
+
+/// The prompt `bitnet run` uses when none is given.
+pub const DEMO_PROMPT: &str = "The Rust compiler";
+
 /// Where the model comes from.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Path to a GGUF model file.
-    #[arg(short, long, value_name = "FILE", required_unless_present = "hf_repo", conflicts_with = "hf_repo")]
+    /// Path to a GGUF model file (default, when --hf-repo is not given either: the small demo
+    /// model shipped in this repository's fixtures/).
+    #[arg(short, long, value_name = "FILE", conflicts_with = "hf_repo")]
     pub model: Option<PathBuf>,
     /// A Hugging Face repository to take the model from (e.g. microsoft/bitnet-b1.58-2B-4T-gguf),
     /// through the standard cache; cached files work offline.
@@ -34,7 +41,14 @@ impl ModelArgs {
         match (&self.model, &self.hf_repo) {
             (Some(path), _) => Ok(path.clone()),
             (None, Some(repo)) => crate::hub::resolve(repo, self.hf_file.as_deref()),
-            (None, None) => bail!("give a model with -m FILE or --hf-repo ID"),
+            (None, None) => {
+                let demo = PathBuf::from(DEMO_MODEL);
+                if !demo.exists() {
+                    bail!("no model given: pass -m FILE or --hf-repo ID");
+                }
+                eprintln!("no model given: using the demo model {}", demo.display());
+                Ok(demo)
+            }
         }
     }
 
@@ -99,9 +113,9 @@ impl SamplingArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The prompt.
+    /// The prompt (default: a demo prompt, which is announced).
     #[arg(short, long)]
-    pub prompt: String,
+    pub prompt: Option<String>,
     /// Tokens to generate.
     #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
     pub n_predict: usize,
@@ -121,7 +135,14 @@ pub fn resident_bytes() -> Option<u64> {
 
 pub fn run(args: &RunArgs) -> Result<()> {
     let (model, tok, ctx) = args.model.load()?;
-    let prompt = tok.encode(&args.prompt, true)?;
+    let text = match &args.prompt {
+        Some(p) => p.clone(),
+        None => {
+            eprintln!("no prompt given: using {DEMO_PROMPT:?} (pass -p TEXT)");
+            DEMO_PROMPT.to_owned()
+        }
+    };
+    let prompt = tok.encode(&text, true)?;
     if prompt.is_empty() {
         bail!("the prompt is empty");
     }
@@ -131,7 +152,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let mut cache = model.new_cache(ctx);
     let mut sampler = Sampler::new(args.sampling.params());
     let mut out = std::io::stdout().lock();
-    write!(out, "{}", args.prompt)?;
+    write!(out, "{text}")?;
     out.flush()?;
 
     let t0 = Instant::now();
