@@ -268,45 +268,23 @@ pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
     let (model, tok, _) = args.model.load()?;
     let text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
     let ids = tok.encode(&text, false)?;
-    let chunk = args.chunk;
-    if chunk < 2 {
+    if args.chunk < 2 {
         bail!("--ctx must be at least 2");
     }
-    let body = chunk - usize::from(tok.add_bos && tok.bos.is_some());
     if ids.len() < 2 {
         bail!("{} has fewer than 2 tokens", args.file.display());
     }
-    let (mut nll, mut count) = (0f64, 0usize);
-    let vocab = model.config.vocab_size;
-    let n_chunks = ids.len().div_ceil(body);
-    for (i, part) in ids.chunks(body).enumerate() {
-        let mut tokens = Vec::with_capacity(chunk);
-        if tok.add_bos {
-            tokens.extend(tok.bos);
+    let json = args.json;
+    let r = bitnet_model::perplexity(&model, &tok, &ids, args.chunk, |done, total, ppl| {
+        if !json {
+            eprint!("\rchunk {done}/{total}: perplexity so far {ppl:.4}");
         }
-        tokens.extend_from_slice(part);
-        if tokens.len() < 2 {
-            continue;
-        }
-        let mut cache = model.new_cache(tokens.len());
-        let logits = model.forward(&tokens, &mut cache, true)?;
-        for p in 0..tokens.len() - 1 {
-            let row = &logits[p * vocab..(p + 1) * vocab];
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let lse = max as f64 + row.iter().map(|&l| ((l - max) as f64).exp()).sum::<f64>().ln();
-            nll += lse - row[tokens[p + 1] as usize] as f64;
-            count += 1;
-        }
-        if !args.json {
-            eprint!("\rchunk {}/{n_chunks}: perplexity so far {:.4}", i + 1, (nll / count as f64).exp());
-        }
-    }
-    let ppl = (nll / count as f64).exp();
-    if args.json {
-        println!("{}", serde_json::json!({"perplexity": ppl, "tokens": count, "chunks": n_chunks, "ctx": chunk}));
+    })?;
+    if json {
+        println!("{}", serde_json::json!({"perplexity": r.perplexity, "tokens": r.tokens, "chunks": r.chunks, "ctx": args.chunk}));
     } else {
         eprintln!();
-        println!("perplexity: {ppl:.4} over {count} tokens ({n_chunks} chunks of up to {chunk})");
+        println!("perplexity: {:.4} over {} tokens ({} chunks of up to {})", r.perplexity, r.tokens, r.chunks, args.chunk);
     }
     Ok(())
 }

@@ -21,6 +21,7 @@
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod model;
 pub mod sampling;
 pub mod threads;
@@ -30,6 +31,7 @@ pub mod weights;
 pub use chat::{ChatTemplate, Message};
 pub use config::{Activation, Config, RopeStyle};
 pub use error::{ModelError, Result};
+pub use eval::{Perplexity, perplexity};
 pub use model::{KvCache, LoadOptions, Model};
 pub use sampling::{Sampler, SamplingParams, argmax};
 pub use tokenizer::{StreamDecoder, Tokenizer};
