@@ -281,10 +281,16 @@ pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
         }
     })?;
     if json {
-        println!("{}", serde_json::json!({"perplexity": r.perplexity, "tokens": r.tokens, "chunks": r.chunks, "ctx": args.chunk}));
+        println!(
+            "{}",
+            serde_json::json!({"perplexity": r.perplexity, "tokens": r.tokens, "chunks": r.chunks, "ctx": args.chunk})
+        );
     } else {
         eprintln!();
-        println!("perplexity: {:.4} over {} tokens ({} chunks of up to {})", r.perplexity, r.tokens, r.chunks, args.chunk);
+        println!(
+            "perplexity: {:.4} over {} tokens ({} chunks of up to {})",
+            r.perplexity, r.tokens, r.chunks, args.chunk
+        );
     }
     Ok(())
 }

@@ -44,15 +44,8 @@ pub enum GgufError {
     TooManyDims { tensor: String, offset: u64, n_dims: u32 },
     #[error("tensor {tensor:?} (info at offset {offset}) has unknown type id {type_id} for the {dialect} dialect")]
     UnknownTensorType { tensor: String, offset: u64, type_id: u32, dialect: &'static str },
-    #[error("tensor {tensor:?} (info at offset {offset}) has shape {shape:?} that cannot hold type {ty}")]
-    BadShape {
-        tensor: String,
-        offset: u64,
-        shape: Vec<u64>,
-        ty: String,
-        #[source]
-        source: ShapeError,
-    },
+    #[error("tensor {tensor:?} (info at offset {offset}) has shape {shape:?} that cannot hold type {ty}: {reason}")]
+    BadShape { tensor: String, offset: u64, shape: Vec<u64>, ty: String, reason: ShapeError },
     #[error("tensor {tensor:?} has data offset {data_offset}, not a multiple of the alignment {alignment}")]
     MisalignedTensor { tensor: String, data_offset: u64, alignment: u64 },
     #[error("tensor {tensor:?} data spans file bytes {start}..{end}, past the end of the file ({file_len} bytes)")]

@@ -265,12 +265,12 @@ impl<D: AsRef<[u8]>> Gguf<D> {
                 type_id: r.type_id,
                 dialect: dialect_name(dialect),
             })?;
-            let size = ty.byte_size(&r.shape).map_err(|source| GgufError::BadShape {
+            let size = ty.byte_size(&r.shape).map_err(|reason| GgufError::BadShape {
                 tensor: r.name.clone(),
                 offset: r.at,
                 shape: r.shape.clone(),
                 ty: ty.to_string(),
-                source,
+                reason,
             })?;
             if r.offset % alignment != 0 {
                 return Err(GgufError::MisalignedTensor { tensor: r.name, data_offset: r.offset, alignment });

@@ -91,12 +91,12 @@ impl GgufBuilder {
         if self.tensors.iter().any(|t| t.name == name) {
             return Err(GgufError::DuplicateTensor { tensor: name, offset: 0 });
         }
-        let size = ty.byte_size(shape).map_err(|source| GgufError::BadShape {
+        let size = ty.byte_size(shape).map_err(|reason| GgufError::BadShape {
             tensor: name.clone(),
             offset: 0,
             shape: shape.to_vec(),
             ty: ty.to_string(),
-            source,
+            reason,
         })?;
         self.tensors.push(Planned { name, shape: shape.to_vec(), ty, offset: 0, size });
         Ok(self)
