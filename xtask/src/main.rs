@@ -1,5 +1,6 @@
 //! Project automation: `cargo xtask <command>`.
 
+mod dummy;
 mod malformed;
 
 use std::path::PathBuf;
@@ -30,6 +31,18 @@ enum Command {
         #[arg(long, default_value = "f16")]
         embedding_type: String,
     },
+    /// Write a random-weight model of one of bitnet.cpp's benchmark shapes.
+    Dummy {
+        /// 125M, 350M, 1B, 1.5B, 2.7B, 3.8B, 7B, 13B, 30B, 70B, 100B or 2B-4T.
+        #[arg(long)]
+        size: String,
+        /// Ternary weight type: i2_s, tq1_0 or tq2_0.
+        #[arg(long, default_value = "i2_s")]
+        outtype: String,
+        /// Output file (default: target/dummy/dummy-SIZE-OUTTYPE.gguf).
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+    },
     /// Write the corpus of malformed GGUF files the format crate's tests and fuzzer use.
     MalformedCorpus {
         /// Output directory.
@@ -56,6 +69,13 @@ fn main() -> Result<()> {
             let s = bitnet_convert::convert_dir(&dir, &out, ConvertOptions { outtype, embedding_type })?;
             println!("wrote {} ({}, {} tensors, {} bytes)", out.display(), s.architecture, s.tensors, s.bytes);
             Ok(())
+        }
+        Command::Dummy { size, outtype, out } => {
+            let out = out.unwrap_or_else(|| root().join(format!("target/dummy/dummy-{size}-{outtype}.gguf")));
+            if let Some(dir) = out.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            dummy::write(&size, &outtype, &out)
         }
         Command::MalformedCorpus { out } => malformed::write_corpus(&root().join(out)),
     }

@@ -1,0 +1,189 @@
+//! `cargo xtask dummy`: random-weight models of bitnet.cpp's benchmark shapes
+//! (its `utils/generate-dummy-bitnet-model.py` sizes), for benchmarks of sizes nobody can
+//! download here. The graph is BitNet b1.58 2B-4T's (architecture `bitnet-b1.58`).
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use bitnet_format::{Array, GgufBuilder, TensorType, Value, ValueType};
+
+/// (name, hidden, ff, layers, heads, kv heads, vocab).
+const SIZES: &[(&str, u64, u64, u64, u64, u64, u64)] = &[
+    ("125M", 768, 3072, 11, 12, 12, 32000),
+    ("350M", 1024, 3072, 24, 16, 16, 32000),
+    ("1B", 2048, 3584, 24, 32, 32, 32000),
+    ("1.5B", 1536, 9216, 28, 32, 32, 32000),
+    ("2.7B", 3072, 7680, 24, 32, 32, 32000),
+    ("3.8B", 3840, 8192, 24, 32, 32, 32000),
+    ("7B", 4096, 12032, 32, 32, 32, 32000),
+    ("13B", 5120, 13824, 40, 40, 40, 32000),
+    ("30B", 6656, 16384, 60, 52, 52, 32000),
+    ("70B", 8192, 24576, 80, 64, 64, 32000),
+    ("100B", 8192, 45568, 72, 64, 64, 32000),
+    ("2B-4T", 2560, 6912, 30, 20, 5, 128256),
+];
+
+/// Names accepted by `--size`.
+pub fn size_names() -> Vec<&'static str> {
+    SIZES.iter().map(|s| s.0).collect()
+}
+
+/// SplitMix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// Writes a random model of `size` with ternary weights of `outtype` (i2_s or tq2_0).
+pub fn write(size: &str, outtype: &str, out: &Path) -> Result<()> {
+    let Some(&(_, hidden, ff, layers, heads, kv_heads, vocab)) = SIZES.iter().find(|s| s.0.eq_ignore_ascii_case(size))
+    else {
+        bail!("unknown size {size:?}; choose one of {}", size_names().join(", "));
+    };
+    let ty = match outtype {
+        "i2_s" => TensorType::I2_S,
+        "tq2_0" => TensorType::TQ2_0,
+        "tq1_0" => TensorType::TQ1_0,
+        other => bail!("unknown --outtype {other:?} (i2_s, tq1_0, tq2_0)"),
+    };
+    let arch = "bitnet-b1.58";
+    let head_dim = hidden / heads;
+    let mut b = GgufBuilder::new();
+    let m = b.metadata_mut();
+    m.insert("general.architecture", arch);
+    m.insert("general.name", format!("dummy-{size}"));
+    m.insert("general.file_type", if ty == TensorType::I2_S { 40u32 } else { 37 });
+    for (k, v) in [
+        ("vocab_size", vocab),
+        ("context_length", 4096),
+        ("embedding_length", hidden),
+        ("block_count", layers),
+        ("feed_forward_length", ff),
+        ("attention.head_count", heads),
+        ("attention.head_count_kv", kv_heads),
+        ("rope.dimension_count", head_dim),
+    ] {
+        m.insert(format!("{arch}.{k}"), v as u32);
+    }
+    m.insert(format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-5f32);
+    m.insert(format!("{arch}.rope.freq_base"), 500000.0f32);
+    // A byte-level vocabulary (no merges) padded to the vocab size, so the tokenizer builds.
+    let bytes = byte_level_alphabet();
+    let mut tokens: Vec<String> = bytes.clone();
+    tokens.extend(["<|begin_of_text|>", "<|end_of_text|>"].map(String::from));
+    tokens.extend((tokens.len() as u64..vocab).map(|i| format!("[PAD{i}]")));
+    let types: Vec<Value> = (0..vocab)
+        .map(|i| {
+            Value::I32(if i < 256 {
+                1
+            } else if i < 258 {
+                3
+            } else {
+                5
+            })
+        })
+        .collect();
+    m.insert("tokenizer.ggml.model", "gpt2");
+    m.insert("tokenizer.ggml.pre", "llama-bpe");
+    m.insert("tokenizer.ggml.tokens", Array::strings(tokens));
+    m.insert("tokenizer.ggml.token_type", Array::new(ValueType::I32, types).expect("all I32"));
+    m.insert("tokenizer.ggml.merges", Array::strings(Vec::<String>::new()));
+    m.insert("tokenizer.ggml.bos_token_id", 256u32);
+    m.insert("tokenizer.ggml.eos_token_id", 257u32);
+
+    let mut plan: Vec<(String, TensorType, Vec<u64>)> =
+        vec![("token_embd.weight".into(), TensorType::F16, vec![hidden, vocab])];
+    for l in 0..layers {
+        let (q, kv) = (heads * head_dim, kv_heads * head_dim);
+        for (n, t, shape) in [
+            ("attn_norm", TensorType::F32, vec![hidden]),
+            ("attn_q", ty, vec![hidden, q]),
+            ("attn_k", ty, vec![hidden, kv]),
+            ("attn_v", ty, vec![hidden, kv]),
+            ("attn_output", ty, vec![q, hidden]),
+            ("attn_sub_norm", TensorType::F32, vec![hidden]),
+            ("ffn_norm", TensorType::F32, vec![hidden]),
+            ("ffn_gate", ty, vec![hidden, ff]),
+            ("ffn_up", ty, vec![hidden, ff]),
+            ("ffn_down", ty, vec![ff, hidden]),
+            ("ffn_sub_norm", TensorType::F32, vec![ff]),
+        ] {
+            plan.push((format!("blk.{l}.{n}.weight"), t, shape));
+        }
+    }
+    plan.push(("output_norm.weight".into(), TensorType::F32, vec![hidden]));
+    for (name, t, shape) in &plan {
+        b.add_tensor(name, *t, shape)?;
+    }
+    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut w = b.start(BufWriter::new(file))?;
+    let mut rng = Rng(0x5eed ^ hidden);
+    for (name, t, shape) in &plan {
+        let numel: u64 = shape.iter().product();
+        let data: Vec<u8> = match t {
+            TensorType::F32 => (0..numel).flat_map(|_| 1.0f32.to_le_bytes()).collect(),
+            TensorType::F16 => (0..numel).flat_map(|_| half_bits(&mut rng).to_le_bytes()).collect(),
+            TensorType::I2_S => {
+                let mut d: Vec<u8> = (0..numel / 4).map(|_| random_codes(&mut rng)).collect();
+                d.extend_from_slice(&(1.0f32 / (shape[0] as f32).sqrt()).to_le_bytes());
+                d.resize((numel / 4 + 32) as usize, 0);
+                d
+            }
+            _ => {
+                // TQ blocks: 2-bit codes (TQ2_0) or base-3 bytes (TQ1_0), then an f16 scale.
+                let size = t.byte_size(shape)? as usize;
+                let block = if *t == TensorType::TQ2_0 { 66 } else { 54 };
+                let d16 = half::f16::from_f32(1.0 / (shape[0] as f32).sqrt()).to_le_bytes();
+                let mut d = vec![0u8; size];
+                for blk in d.chunks_mut(block) {
+                    for x in &mut blk[..block - 2] {
+                        *x = if *t == TensorType::TQ2_0 { random_codes(&mut rng) } else { (rng.next() % 243) as u8 };
+                    }
+                    blk[block - 2..].copy_from_slice(&d16);
+                }
+                d
+            }
+        };
+        w.write_tensor(name, &data)?;
+    }
+    w.finish()?;
+    println!("wrote {} (dummy {size}, {outtype})", out.display());
+    Ok(())
+}
+
+/// Four 2-bit codes, each 0, 1 or 2 (ternary −1, 0, +1).
+fn random_codes(rng: &mut Rng) -> u8 {
+    let r = rng.next();
+    (0..4).fold(0u8, |acc, i| acc | ((((r >> (16 * i)) & 0xffff) % 3) as u8) << (2 * i))
+}
+
+/// A random f16 in roughly [-0.05, 0.05].
+fn half_bits(rng: &mut Rng) -> half::f16 {
+    half::f16::from_f32(((rng.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1)
+}
+
+/// GPT-2's byte-to-unicode table: the 256 single-byte tokens of a byte-level BPE vocabulary.
+fn byte_level_alphabet() -> Vec<String> {
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut chars: Vec<u32> = printable.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !printable.contains(&b) {
+            printable.push(b);
+            chars.push(256 + n);
+            n += 1;
+        }
+    }
+    let mut pairs: Vec<(u32, u32)> = printable.into_iter().zip(chars).collect();
+    pairs.sort();
+    pairs.into_iter().map(|(_, c)| char::from_u32(c).expect("valid").to_string()).collect()
+}
