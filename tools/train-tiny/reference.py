@@ -14,6 +14,10 @@ def main():
     src, out = sys.argv[1], sys.argv[2]
     tok = AutoTokenizer.from_pretrained(src)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+    # The shipped GGUF stores the (tied) embedding table in F16: round it the same way here.
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        emb.copy_(emb.half().float())
     text = "The Rust compiler checks that references"
     ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
     with torch.no_grad():

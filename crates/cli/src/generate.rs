@@ -27,7 +27,7 @@ pub struct ModelArgs {
     /// The GGUF file in --hf-repo (default: its only .gguf file).
     #[arg(long, value_name = "NAME", requires = "hf_repo")]
     pub hf_file: Option<String>,
-    /// Threads for the matrix multiplications (default: one per CPU).
+    /// Threads for the matrix multiplications and attention (default: one per physical core).
     #[arg(short, long, value_name = "N")]
     pub threads: Option<usize>,
     /// Context size in tokens (default: the model's training context, at most 4096).

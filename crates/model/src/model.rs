@@ -44,7 +44,7 @@ struct Layer {
 /// Options for loading.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadOptions {
-    /// Threads for the matmuls (0: one per available CPU).
+    /// Threads for the matmuls and attention (0: one per physical core).
     pub threads: usize,
 }
 
@@ -119,8 +119,7 @@ impl Model {
                 message: "ternary embeddings are not supported".into(),
             });
         }
-        let threads =
-            if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+        let threads = if opts.threads == 0 { crate::threads::physical_cores() } else { opts.threads };
         let kernel: Box<dyn TernaryKernel> = Box::new(ScalarKernel);
         Ok(Model {
             config,

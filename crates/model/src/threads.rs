@@ -5,6 +5,24 @@
 
 use std::ops::Range;
 
+/// Physical CPU cores (hyper-threads of one core counted once), from Linux's sysfs topology;
+/// the logical CPU count elsewhere or when sysfs is unreadable.
+pub fn physical_cores() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut cores = std::collections::HashSet::new();
+    for cpu in 0..logical {
+        let topo = format!("/sys/devices/system/cpu/cpu{cpu}/topology");
+        let read = |f: &str| std::fs::read_to_string(format!("{topo}/{f}")).ok().map(|s| s.trim().to_owned());
+        match (read("physical_package_id"), read("core_id")) {
+            (Some(p), Some(c)) => {
+                cores.insert((p, c));
+            }
+            _ => return logical,
+        }
+    }
+    cores.len().clamp(1, logical)
+}
+
 /// How many threads work on each matmul.
 #[derive(Debug, Clone, Copy)]
 pub struct Pool {

@@ -1,0 +1,59 @@
+//! The trained demo model shipped in fixtures/ (tools/train-tiny): it agrees with transformers,
+//! its greedy continuations and held-out perplexity are pinned by snapshots.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use bitnet_model::{LoadOptions, Model, Tokenizer, argmax, perplexity};
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models").join(name)
+}
+
+fn demo() -> (Model, Tokenizer) {
+    let model = Model::load(fixture("bitnet-demo.gguf"), LoadOptions { threads: 2 }).unwrap();
+    let tok = Tokenizer::from_metadata(model.metadata()).unwrap();
+    (model, tok)
+}
+
+#[test]
+fn demo_model_matches_transformers() {
+    let (model, _) = demo();
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("bitnet-demo.reference.json")).unwrap()).unwrap();
+    common::check_against_reference(&model, &reference, "demo model");
+}
+
+#[test]
+fn demo_greedy_continuations() {
+    let (model, tok) = demo();
+    let mut report = String::new();
+    for prompt in ["The Rust compiler", "Return a list of", "In this chapter, we"] {
+        let mut ids = tok.encode(prompt, true).unwrap();
+        let n_prompt = ids.len();
+        let mut cache = model.new_cache(128);
+        let mut logits = model.forward(&ids, &mut cache, false).unwrap();
+        for _ in 0..24 {
+            let next = argmax(&logits);
+            if tok.stop_tokens.contains(&next) {
+                break;
+            }
+            ids.push(next);
+            logits = model.forward(&[next], &mut cache, false).unwrap();
+        }
+        report.push_str(&format!("{prompt} ⟶ {}\n", tok.decode(&ids[n_prompt..], false).unwrap()));
+    }
+    insta::assert_snapshot!(report);
+}
+
+#[test]
+fn demo_perplexity_on_held_out_text() {
+    let (model, tok) = demo();
+    let text = std::fs::read_to_string(fixture("bitnet-demo-heldout.txt")).unwrap();
+    // The first 2048 tokens keep the test quick; `bitnet perplexity` reports the whole file.
+    let ids = tok.encode(&text, false).unwrap();
+    let r = perplexity(&model, &tok, &ids[..2048.min(ids.len())], 256, |_, _, _| {}).unwrap();
+    insta::assert_snapshot!(format!("perplexity {:.3} over {} tokens in {} chunks", r.perplexity, r.tokens, r.chunks));
+}
