@@ -44,7 +44,8 @@ def corpus():
     return texts
 
 
-def make_tokenizer(vocab_size):
+def make_tokenizer(vocab_size, texts=None):
+    """Byte-level BPE, Llama 3 style; trained on `texts` (default: the stdlib docstring corpus)."""
     tok = Tokenizer(models.BPE(byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
@@ -53,7 +54,7 @@ def make_tokenizer(vocab_size):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus(), trainer)
+    tok.train_from_iterator(corpus() if texts is None else texts, trainer)
     return tok
 
 
