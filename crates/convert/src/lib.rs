@@ -188,8 +188,16 @@ impl HfConfig {
 
 /// The checkpoint's tensors, from one or more memory-mapped safetensors files.
 struct Checkpoint {
-    maps: Vec<(PathBuf, memmap2::Mmap)>,
-    index: HashMap<String, usize>,
+    maps: Vec<memmap2::Mmap>,
+    index: HashMap<String, Entry>,
+}
+
+/// Where a tensor lives, found once when the files are opened.
+struct Entry {
+    file: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: std::ops::Range<usize>,
 }
 
 impl Checkpoint {
@@ -216,29 +224,36 @@ impl Checkpoint {
             // SAFETY: read-only private map of a checkpoint file we only read; concurrent truncation by
             // another process is outside our contract (as for every mmap-based loader).
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-            let st = SafeTensors::deserialize(&map).map_err(|e| ConvertError::Checkpoint {
+            let invalid = |e: safetensors::SafeTensorError| ConvertError::Checkpoint {
                 path: path.clone(),
                 message: format!("not a valid safetensors file: {e}"),
-            })?;
-            for name in st.names() {
-                index.insert(name.to_owned(), maps.len());
+            };
+            // deserialize validates every tensor's offsets against the file; read_metadata gives them.
+            SafeTensors::deserialize(&map).map_err(invalid)?;
+            let (header, meta) = SafeTensors::read_metadata(&map).map_err(invalid)?;
+            let data_start = 8 + header;
+            for (name, info) in meta.tensors() {
+                let (a, b) = info.data_offsets;
+                let entry = Entry {
+                    file: maps.len(),
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    bytes: data_start + a..data_start + b,
+                };
+                index.insert(name, entry);
             }
-            maps.push((path, map));
+            maps.push(map);
         }
         Ok(Checkpoint { maps, index })
     }
 
     /// A tensor's dtype, shape (row-major, as in PyTorch) and bytes.
     fn raw(&self, name: &str) -> Result<(Dtype, Vec<usize>, &[u8])> {
-        let missing = || ConvertError::Tensor { name: name.into(), message: "missing from the checkpoint".into() };
-        let (path, map) = &self.maps[*self.index.get(name).ok_or_else(missing)?];
-        let st = SafeTensors::deserialize(map)
-            .map_err(|e| ConvertError::Checkpoint { path: path.clone(), message: e.to_string() })?;
-        let view = st.tensor(name).map_err(|_| missing())?;
-        // The view borrows `map`, which lives as long as self; re-slice it from the map.
-        let data = view.data();
-        let start = data.as_ptr() as usize - map.as_ptr() as usize;
-        Ok((view.dtype(), view.shape().to_vec(), &map[start..start + data.len()]))
+        let e = self
+            .index
+            .get(name)
+            .ok_or_else(|| ConvertError::Tensor { name: name.into(), message: "missing from the checkpoint".into() })?;
+        Ok((e.dtype, e.shape.clone(), &self.maps[e.file][e.bytes.clone()]))
     }
 
     /// A float tensor as f32 values with its shape.
