@@ -1,5 +1,6 @@
 //! `bitnet`: run ternary (1.58-bit) LLMs on a CPU.
 
+mod bench;
 mod chat;
 mod convert;
 mod generate;
@@ -38,6 +39,8 @@ enum Command {
     Convert(convert::Args),
     /// Show what a GGUF file holds: header, metadata and tensors.
     Inspect(inspect::Args),
+    /// Measure prompt processing and generation speed (llama-bench style).
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Perplexity(args) => generate::perplexity(&args),
         Command::Convert(args) => convert::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -94,7 +94,7 @@ impl Config {
             .or_else(|| m.get("tokenizer.ggml.tokens").and_then(|t| t.as_array()).map(|a| a.len()))
             .ok_or_else(|| ModelError::MissingMetadata(key("vocab_size")))?;
         let rope_dims = m.get_u64(&key("rope.dimension_count")).map_or(head_dim, |v| v as usize);
-        if rope_dims > head_dim || rope_dims % 2 != 0 {
+        if rope_dims > head_dim || !rope_dims.is_multiple_of(2) {
             return Err(ModelError::BadMetadata(format!("rope.dimension_count {rope_dims} for head size {head_dim}")));
         }
         Ok(Config {

@@ -26,6 +26,8 @@ pub enum ModelError {
     BadToken { id: u32, vocab: usize },
     #[error("{0}")]
     Invalid(String),
+    #[error("kernel: {0}")]
+    Kernel(String),
 }
 
 /// Shorthand.

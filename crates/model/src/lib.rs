@@ -23,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod eval;
 pub mod model;
+pub mod ops;
 pub mod sampling;
 pub mod threads;
 pub mod tokenizer;

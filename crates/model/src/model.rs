@@ -20,10 +20,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bitnet_format::{GgufFile, ReadOptions};
-use bitnet_quant::{I2sLayout, ScalarKernel, TernaryKernel};
+use bitnet_quant::{DenseKernel, I2sLayout, QuantizedActivations, TernaryKernel};
 
 use crate::config::{Activation, Config, RopeStyle};
 use crate::error::{ModelError, Result};
+use crate::ops::{axpy, dot, rms_norm, softmax};
 use crate::threads::Pool;
 use crate::weights::{Matrix, vector};
 
@@ -57,6 +58,7 @@ pub struct Model {
     output_norm: Vec<f32>,
     head: Matrix,
     kernel: Box<dyn TernaryKernel>,
+    dense: Box<dyn DenseKernel>,
     pool: Pool,
     /// How long loading took.
     pub load_time: Duration,
@@ -65,16 +67,6 @@ pub struct Model {
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Model").field("config", &self.config).field("kernel", &self.kernel.name()).finish()
-    }
-}
-
-fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
-    for row in x.chunks_exact_mut(w.len()) {
-        let ms = row.iter().map(|v| v * v).sum::<f32>() / w.len() as f32;
-        let inv = 1.0 / (ms + eps).sqrt();
-        for (v, g) in row.iter_mut().zip(w) {
-            *v = *v * inv * g;
-        }
     }
 }
 
@@ -120,7 +112,8 @@ impl Model {
             });
         }
         let threads = if opts.threads == 0 { crate::threads::physical_cores() } else { opts.threads };
-        let kernel: Box<dyn TernaryKernel> = Box::new(ScalarKernel);
+        let kernel = bitnet_kernels::ternary_kernel().map_err(ModelError::Kernel)?;
+        let dense = bitnet_kernels::dense_kernel();
         Ok(Model {
             config,
             file,
@@ -129,6 +122,7 @@ impl Model {
             output_norm,
             head,
             kernel,
+            dense,
             pool: Pool::new(threads),
             load_time: start.elapsed(),
         })
@@ -166,9 +160,21 @@ impl Model {
     }
 
     fn matmul(&self, w: &Matrix, x: &[f32]) -> Result<Vec<f32>> {
-        let mut out = vec![0f32; x.len() / w.cols * w.rows];
-        w.matmul(self.file.bytes(), self.kernel.as_ref(), &self.pool, x, &mut out)?;
+        let [out] = self.matmuls([w], x)?;
         Ok(out)
+    }
+
+    /// Several matrices applied to the same input, which is quantized once for all of them.
+    fn matmuls<const K: usize>(&self, ws: [&Matrix; K], x: &[f32]) -> Result<[Vec<f32>; K]> {
+        let ternary = ws.iter().any(|w| matches!(w.kind, crate::weights::MatrixKind::Ternary { .. }));
+        let acts = if ternary { Some(QuantizedActivations::quantize(x, ws[0].cols)?) } else { None };
+        let mut outs: [Vec<f32>; K] = std::array::from_fn(|_| Vec::new());
+        for (w, out) in ws.iter().zip(&mut outs) {
+            *out = vec![0f32; x.len() / w.cols * w.rows];
+            let (kernel, dense) = (self.kernel.as_ref(), self.dense.as_ref());
+            w.matmul(self.file.bytes(), kernel, dense, &self.pool, x, acts.as_ref(), out)?;
+        }
+        Ok(outs)
     }
 
     /// Causal grouped-query attention of the `n` new tokens (queries `q`, `n × heads × hd`) over
@@ -186,13 +192,13 @@ impl Model {
                 let qh = &q[(i * c.heads + head) * hd..][..hd];
                 for (p, s) in scores[..len].iter_mut().enumerate() {
                     let kp = &k[p * kv_dim + kvh * hd..][..hd];
-                    *s = qh.iter().zip(kp).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    *s = dot(qh, kp) * scale;
                 }
                 softmax(&mut scores[..len]);
                 let o = &mut out[i * hd..(i + 1) * hd];
                 for (p, &s) in scores[..len].iter().enumerate() {
                     let vp = &v[p * kv_dim + kvh * hd..][..hd];
-                    o.iter_mut().zip(vp).for_each(|(o, vv)| *o += s * vv);
+                    axpy(o, s, vp);
                 }
             }
             out
@@ -232,9 +238,7 @@ impl Model {
         for (l, layer) in self.layers.iter().enumerate() {
             let mut h = x.clone();
             rms_norm(&mut h, &layer.attn_norm, c.rms_eps);
-            let mut q = self.matmul(&layer.wq, &h)?;
-            let mut k = self.matmul(&layer.wk, &h)?;
-            let v = self.matmul(&layer.wv, &h)?;
+            let [mut q, mut k, v] = self.matmuls([&layer.wq, &layer.wk, &layer.wv], &h)?;
             rope.apply(&mut q, c.heads, hd);
             rope.apply(&mut k, c.kv_heads, hd);
             cache.k[l][pos0 * kv_dim..(pos0 + n) * kv_dim].copy_from_slice(&k);
@@ -249,8 +253,7 @@ impl Model {
 
             let mut h = x.clone();
             rms_norm(&mut h, &layer.ffn_norm, c.rms_eps);
-            let gate = self.matmul(&layer.w_gate, &h)?;
-            let up = self.matmul(&layer.w_up, &h)?;
+            let [gate, up] = self.matmuls([&layer.w_gate, &layer.w_up], &h)?;
             let mut f: Vec<f32> = gate
                 .iter()
                 .zip(&up)
@@ -273,16 +276,6 @@ impl Model {
         rms_norm(&mut last, &self.output_norm, c.rms_eps);
         self.matmul(&self.head, &last)
     }
-}
-
-fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    x.iter_mut().for_each(|v| *v /= sum);
 }
 
 /// cos/sin of every rotated pair at positions `pos0..pos0+n`, computed in f32 as transformers does.

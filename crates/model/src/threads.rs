@@ -1,9 +1,11 @@
-//! Splitting matmuls across threads by output rows.
-//!
-//! This uses scoped threads per call, which costs tens of microseconds per matmul: fine for the
-//! reference path, and replaced by a persistent spinning pool with the fast kernels.
+//! Splitting matmuls across threads by output rows, and attention by heads, on the persistent
+//! pool of bitnet-kernels (a region costs under a microsecond; see its docs).
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use bitnet_kernels::ThreadPool;
 
 /// Physical CPU cores (hyper-threads of one core counted once), from Linux's sysfs topology;
 /// the logical CPU count elsewhere or when sysfs is unreadable.
@@ -23,21 +25,24 @@ pub fn physical_cores() -> usize {
     cores.len().clamp(1, logical)
 }
 
-/// How many threads work on each matmul.
-#[derive(Debug, Clone, Copy)]
+/// Splits matmuls and attention heads over a persistent [`ThreadPool`].
+#[derive(Debug, Clone)]
 pub struct Pool {
-    threads: usize,
+    pool: Arc<ThreadPool>,
 }
+
+/// Fewest output rows worth giving a thread of their own.
+const MIN_ROWS_PER_THREAD: usize = 16;
 
 impl Pool {
     /// A pool of `threads` (at least 1).
     pub fn new(threads: usize) -> Pool {
-        Pool { threads: threads.max(1) }
+        Pool { pool: Arc::new(ThreadPool::new(threads)) }
     }
 
     /// Number of threads.
     pub fn threads(&self) -> usize {
-        self.threads
+        self.pool.threads()
     }
 
     /// Computes an `n × rows` output (row-major) in row chunks: `f(range, part)` fills
@@ -49,51 +54,75 @@ impl Pool {
         out: &mut [f32],
         f: impl Fn(Range<usize>, &mut [f32]) -> Result<(), E> + Sync,
     ) -> Result<(), E> {
-        // Below this many rows per thread the spawn costs more than the work.
-        let threads = self.threads.min(rows / 64).max(1);
+        let threads = self.threads().min(rows / MIN_ROWS_PER_THREAD).max(1);
         if threads == 1 {
             return f(0..rows, out);
         }
-        let chunk = rows.div_ceil(threads);
-        let ranges: Vec<Range<usize>> = (0..threads).map(|t| t * chunk..((t + 1) * chunk).min(rows)).collect();
-        let parts: Vec<Result<Vec<f32>, E>> = std::thread::scope(|s| {
-            let handles: Vec<_> = ranges
-                .iter()
-                .map(|r| {
-                    let (r, f) = (r.clone(), &f);
-                    s.spawn(move || {
-                        let mut part = vec![0f32; n * r.len()];
-                        f(r, &mut part).map(|_| part)
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("matmul worker panicked")).collect()
-        });
-        for (range, part) in ranges.iter().zip(parts) {
-            let part = part?;
-            for j in 0..n {
-                out[j * rows + range.start..j * rows + range.end]
-                    .copy_from_slice(&part[j * range.len()..(j + 1) * range.len()]);
+        // Multiples of 8 rows keep the kernels' row tiles whole.
+        let chunk = rows.div_ceil(threads).next_multiple_of(8);
+        let ranges: Vec<Range<usize>> =
+            (0..threads).map(|t| (t * chunk).min(rows)..((t + 1) * chunk).min(rows)).collect();
+        let errors: Mutex<Option<E>> = Mutex::new(None);
+        let fail = |e| *errors.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        if n == 1 {
+            // One token: each thread's rows are a contiguous piece of the output.
+            let mut pieces = Vec::with_capacity(threads);
+            let mut rest = out;
+            for r in &ranges {
+                let (head, tail) = rest.split_at_mut(r.len());
+                pieces.push(Mutex::new(head));
+                rest = tail;
+            }
+            self.pool.run(&|t| {
+                if t < threads {
+                    let mut piece = pieces[t].lock().unwrap_or_else(|p| p.into_inner());
+                    if let Err(e) = f(ranges[t].clone(), &mut piece) {
+                        fail(e);
+                    }
+                }
+            });
+        } else {
+            let parts: Vec<Mutex<Vec<f32>>> = ranges.iter().map(|r| Mutex::new(vec![0f32; n * r.len()])).collect();
+            self.pool.run(&|t| {
+                if t < threads {
+                    let mut part = parts[t].lock().unwrap_or_else(|p| p.into_inner());
+                    if let Err(e) = f(ranges[t].clone(), &mut part) {
+                        fail(e);
+                    }
+                }
+            });
+            for (range, part) in ranges.iter().zip(parts) {
+                let part = part.into_inner().unwrap_or_else(|p| p.into_inner());
+                for j in 0..n {
+                    out[j * rows + range.start..j * rows + range.end]
+                        .copy_from_slice(&part[j * range.len()..(j + 1) * range.len()]);
+                }
             }
         }
-        Ok(())
+        match errors.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
-    /// Runs `f(0..jobs)` spread over the threads and returns the results in order.
+    /// Runs `f(0..jobs)` spread over the threads (each takes the next job as it finishes one)
+    /// and returns the results in order.
     pub fn map<T: Send>(&self, jobs: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-        let threads = self.threads.min(jobs).max(1);
-        if threads == 1 {
+        if self.threads() == 1 || jobs <= 1 {
             return (0..jobs).map(f).collect();
         }
-        let per = jobs.div_ceil(threads);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let f = &f;
-                    s.spawn(move || (t * per..((t + 1) * per).min(jobs)).map(f).collect::<Vec<T>>())
-                })
-                .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("worker panicked")).collect()
-        })
+        let next = AtomicUsize::new(0);
+        let slots: Vec<Mutex<Option<T>>> = (0..jobs).map(|_| Mutex::new(None)).collect();
+        self.pool.run(&|_| {
+            loop {
+                let j = next.fetch_add(1, Relaxed);
+                if j >= jobs {
+                    break;
+                }
+                let v = f(j);
+                *slots[j].lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+            }
+        });
+        slots.into_iter().map(|s| s.into_inner().unwrap_or_else(|p| p.into_inner()).expect("every job ran")).collect()
     }
 }

@@ -112,10 +112,10 @@ impl Tokenizer {
         let (bos, eos) = (id("tokenizer.ggml.bos_token_id"), id("tokenizer.ggml.eos_token_id"));
         let mut stop_tokens: Vec<u32> = eos.into_iter().collect();
         for name in ["<|eot_id|>", "<|im_end|>", "<|end_of_text|>"] {
-            if let Some(i) = tokens.iter().position(|t| t == name) {
-                if !stop_tokens.contains(&(i as u32)) {
-                    stop_tokens.push(i as u32);
-                }
+            if let Some(i) = tokens.iter().position(|t| t == name)
+                && !stop_tokens.contains(&(i as u32))
+            {
+                stop_tokens.push(i as u32);
             }
         }
         let add_bos = m.get("tokenizer.ggml.add_bos_token").and_then(Value::as_bool).unwrap_or(bos.is_some());

@@ -3,8 +3,8 @@
 use std::ops::Range;
 
 use bitnet_format::{GgufFile, TensorInfo, TensorType};
-use bitnet_quant::{I2sLayout, PackedTernary, QuantizedActivations, TernaryFormat, TernaryKernel};
-use half::{bf16, f16};
+use bitnet_quant::dense::{DENSE_TYPES, dequantize_row, row_bytes};
+use bitnet_quant::{DenseKernel, I2sLayout, PackedTernary, QuantizedActivations, TernaryFormat, TernaryKernel};
 
 use crate::error::{ModelError, Result};
 use crate::threads::Pool;
@@ -27,9 +27,6 @@ pub struct Matrix {
     pub kind: MatrixKind,
     range: Range<usize>,
 }
-
-/// Dense types we can dequantize.
-const DENSE: &[TensorType] = &[TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q6_K];
 
 fn info<'a>(file: &'a GgufFile, name: &str) -> Result<&'a TensorInfo> {
     file.tensor_info(name).ok_or_else(|| ModelError::MissingTensor(name.into()))
@@ -75,7 +72,10 @@ impl Matrix {
                      which the file does not record; convert the model to I2_S or TQ2_0 instead",
                 ));
             }
-            ty if DENSE.contains(&ty) => MatrixKind::Dense(ty),
+            ty if DENSE_TYPES.contains(&ty) => {
+                row_bytes(ty, cols).map_err(|e| bad(name, e.to_string()))?;
+                MatrixKind::Dense(ty)
+            }
             ty => return Err(bad(name, format!("type {ty} is not supported for weights"))),
         };
         let start = (file.data_offset() + t.offset) as usize;
@@ -89,112 +89,47 @@ impl Matrix {
     /// Dequantizes row `r` of a dense matrix into `out`.
     pub fn dense_row(&self, file: &[u8], r: usize, out: &mut [f32]) {
         let MatrixKind::Dense(ty) = self.kind else { unreachable!("dense_row on a ternary matrix") };
-        let row_bytes = (self.cols as u64 / ty.block_size()) as usize * block_bytes(ty);
-        dequantize_row(ty, &self.bytes(file)[r * row_bytes..(r + 1) * row_bytes], out);
+        let rb = row_bytes(ty, self.cols).expect("checked at load");
+        dequantize_row(ty, &self.bytes(file)[r * rb..(r + 1) * rb], out);
     }
 
     /// `out[n·rows + r] = Σ_c W[r, c] · x[n·cols + c]` for each of the `x.len() / cols` rows of x.
+    /// `acts` may hold x already quantized (matrices that share an input quantize it once).
+    #[allow(clippy::too_many_arguments)]
     pub fn matmul(
         &self,
         file: &[u8],
         kernel: &dyn TernaryKernel,
+        dense: &dyn DenseKernel,
         pool: &Pool,
         x: &[f32],
+        acts: Option<&QuantizedActivations>,
         out: &mut [f32],
     ) -> Result<()> {
         let n = x.len() / self.cols;
         debug_assert_eq!(out.len(), n * self.rows);
         match self.kind {
             MatrixKind::Ternary { format, extra_scale } => {
-                let acts = QuantizedActivations::quantize(x, self.cols)?;
+                let owned;
+                let acts = match acts {
+                    Some(a) => a,
+                    None => {
+                        owned = QuantizedActivations::quantize(x, self.cols)?;
+                        &owned
+                    }
+                };
                 let w = PackedTernary::new(format, self.rows, self.cols, self.bytes(file), None)?;
-                pool.rows(self.rows, n, out, |rows, part| kernel.gemm_rows(&w, &acts, rows, part))?;
+                pool.rows(self.rows, n, out, |rows, part| kernel.gemm_rows(&w, acts, rows, part))?;
                 if let Some(s) = extra_scale {
                     out.iter_mut().for_each(|v| *v *= s);
                 }
             }
-            MatrixKind::Dense(_) => {
-                pool.rows(self.rows, n, out, |rows, part| {
-                    let mut w = vec![0f32; self.cols];
-                    let len = rows.len();
-                    for (i, r) in rows.enumerate() {
-                        self.dense_row(file, r, &mut w);
-                        for (j, xr) in x.chunks_exact(self.cols).enumerate() {
-                            part[j * len + i] = w.iter().zip(xr).map(|(a, b)| a * b).sum();
-                        }
-                    }
-                    Ok::<(), ModelError>(())
-                })?;
+            MatrixKind::Dense(ty) => {
+                let w = self.bytes(file);
+                pool.rows(self.rows, n, out, |rows, part| dense.gemm_rows(ty, w, self.cols, x, rows, part))?;
             }
         }
         Ok(())
-    }
-}
-
-fn block_bytes(ty: TensorType) -> usize {
-    match ty.layout() {
-        bitnet_format::Layout::Blocks { bytes, .. } => bytes as usize,
-        _ => unreachable!("dense types are block types"),
-    }
-}
-
-/// Dequantizes one row of a dense type (`bytes` hold exactly the row).
-pub fn dequantize_row(ty: TensorType, bytes: &[u8], out: &mut [f32]) {
-    match ty {
-        TensorType::F32 => {
-            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
-        }
-        TensorType::F16 => {
-            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
-            }
-        }
-        TensorType::BF16 => {
-            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = bf16::from_le_bytes([b[0], b[1]]).to_f32();
-            }
-        }
-        TensorType::Q8_0 => {
-            for (o, b) in out.chunks_exact_mut(32).zip(bytes.chunks_exact(34)) {
-                let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
-                for (v, &q) in o.iter_mut().zip(&b[2..]) {
-                    *v = d * f32::from(q as i8);
-                }
-            }
-        }
-        TensorType::Q6_K => {
-            for (o, b) in out.chunks_exact_mut(256).zip(bytes.chunks_exact(210)) {
-                dequantize_q6_k(b, o);
-            }
-        }
-        other => unreachable!("{other} is not a dense type"),
-    }
-}
-
-/// ggml's block_q6_K: `ql[128]` (low 4 bits), `qh[64]` (high 2 bits), `scales[16]` (i8), f16 `d`.
-/// Each 128-element half uses 64 bytes of ql, 32 of qh and 8 scales (one per 16 elements).
-fn dequantize_q6_k(b: &[u8], out: &mut [f32]) {
-    let d = f16::from_le_bytes([b[208], b[209]]).to_f32();
-    for half in 0..2 {
-        let ql = &b[half * 64..half * 64 + 64];
-        let qh = &b[128 + half * 32..128 + half * 32 + 32];
-        let sc = &b[192 + half * 8..192 + half * 8 + 8];
-        let y = &mut out[half * 128..half * 128 + 128];
-        for l in 0..32 {
-            let is = l / 16;
-            let q = [
-                (ql[l] & 15) | ((qh[l] & 3) << 4),
-                (ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4),
-                (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
-                (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
-            ];
-            for (k, &qk) in q.iter().enumerate() {
-                let scale = f32::from(sc[is + 2 * k] as i8);
-                y[l + 32 * k] = d * scale * f32::from(qk as i8 - 32);
-            }
-        }
     }
 }
 

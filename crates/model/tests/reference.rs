@@ -100,7 +100,7 @@ fn dense_types_dequantize_like_llama_cpp() {
             (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
         let want: Vec<f32> = c["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
         let mut got = vec![0f32; want.len()];
-        bitnet_model::weights::dequantize_row(ty, &bytes, &mut got);
+        bitnet_quant::dense::dequantize_row(ty, &bytes, &mut got);
         assert_eq!(got, want, "{ty}");
     }
 }

@@ -26,7 +26,7 @@ pub(crate) fn check_multiple(
     value: usize,
     multiple: usize,
 ) -> Result<(), QuantError> {
-    if multiple != 0 && value % multiple == 0 {
+    if multiple != 0 && value.is_multiple_of(multiple) {
         Ok(())
     } else {
         Err(QuantError::NotMultiple { format, dim, multiple, value })

@@ -5,6 +5,7 @@
 //! * [`act`]: per-token absmax int8 activations as bitnet.cpp and transformers do them.
 //! * Packings, each with pack and unpack: [`i2s`] (bitnet.cpp I2_S in its x86, ARM and
 //!   row-interleaved orders), [`tq`] (llama.cpp TQ1_0, TQ2_0), [`tl`] (bitnet.cpp TL1, TL2).
+//! * [`dense`]: F32/F16/BF16/Q8_0/Q6_K rows and the dense (output head) kernel interface.
 //! * [`reference`]: the one kernel interface ([`TernaryKernel`]) and its scalar implementation.
 //!
 //! ```
@@ -22,6 +23,7 @@
 //! ```
 
 pub mod act;
+pub mod dense;
 pub mod error;
 pub mod i2s;
 pub mod reference;
@@ -30,6 +32,7 @@ pub mod tl;
 pub mod tq;
 
 pub use act::{ActScale, QuantizedActivations, quantize_row_hf, quantize_row_i8s};
+pub use dense::{DenseKernel, ScalarDense};
 pub use error::QuantError;
 pub use i2s::I2sLayout;
 pub use reference::{PackedTernary, ScalarKernel, TernaryFormat, TernaryKernel, WeightScales};

@@ -220,6 +220,8 @@ impl TernaryKernel for ScalarKernel {
         rows: std::ops::Range<usize>,
         out: &mut [f32],
     ) -> Result<(), QuantError> {
+        // Fields are public, so a hand-built PackedTernary is re-checked like `new` checks it.
+        PackedTernary::new(w.format, w.rows, w.cols, w.data, w.scale)?;
         check_len("activation row length", w.cols, x.cols)?;
         check_len("output", x.len() * rows.len(), out.len())?;
         if rows.end > w.rows {

@@ -1,0 +1,84 @@
+//! Every ternary and dense kernel this CPU runs, at 2B-4T and 7B shapes: one token (GEMV, the
+//! decoding case, reported as GB/s of weights streamed) and 128 tokens (GEMM, prompt
+//! processing). Single-threaded: the kernels themselves, not the pool.
+//!
+//! `cargo bench -p bitnet-benches` (add `-- 2B-4T` to filter).
+
+use std::hint::black_box;
+
+use bitnet_benches::{Aligned, B2B4T, B7, HEAD_2B4T, I2S, activations, dense, packed};
+use bitnet_format::TensorType;
+use bitnet_kernels::{available_dense_kernels, available_ternary_kernels};
+use bitnet_quant::{PackedTernary, TernaryFormat};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+fn ternary(c: &mut Criterion) {
+    for (fname, format) in [("i2_s", I2S), ("tq2_0", TernaryFormat::Tq2_0), ("tq1_0", TernaryFormat::Tq1_0)] {
+        for &(name, rows, cols) in B2B4T.iter().chain(B7) {
+            let data = packed(format, rows, cols);
+            let w = PackedTernary::new(format, rows, cols, &data, None).expect("packed");
+            for n in [1usize, 128] {
+                let (_, x) = activations(n, cols);
+                let mut out = vec![0f32; n * rows];
+                let mut g = c.benchmark_group(format!("{fname} {name} n={n}"));
+                g.throughput(Throughput::Bytes(data.len() as u64));
+                g.sample_size(10);
+                for k in available_ternary_kernels() {
+                    // The scalar reference at 128 tokens takes seconds per call.
+                    if k.name() == "scalar" && n > 1 {
+                        continue;
+                    }
+                    g.bench_function(k.name(), |b| b.iter(|| k.gemm(&w, black_box(&x), &mut out).expect("gemm")));
+                }
+                g.finish();
+            }
+        }
+    }
+}
+
+fn heads(c: &mut Criterion) {
+    let (name, rows, cols) = HEAD_2B4T;
+    for ty in [TensorType::F16, TensorType::Q8_0] {
+        let data = dense(ty, rows, cols);
+        let (x, _) = activations(1, cols);
+        let mut out = vec![0f32; rows];
+        let mut g = c.benchmark_group(format!("{ty} {name} n=1"));
+        g.throughput(Throughput::Bytes(data.len() as u64));
+        g.sample_size(10);
+        for k in available_dense_kernels() {
+            g.bench_function(k.name(), |b| {
+                b.iter(|| k.gemm_rows(ty, &data, cols, black_box(&x), 0..rows, &mut out).expect("gemv"))
+            });
+        }
+        g.finish();
+    }
+}
+
+/// GEMV over more weights than the L3 holds (16 FFN matrices of 2B-4T, 71 MB), as decoding
+/// streams them from memory: the figure the token-generation roofline is about.
+fn streaming(c: &mut Criterion) {
+    let (rows, cols) = (6912, 2560);
+    for (fname, format) in [("i2_s", I2S), ("tq2_0", TernaryFormat::Tq2_0)] {
+        let data = packed(format, rows, cols);
+        let copies: Vec<Aligned> = (0..16).map(|_| Aligned::new(&data, 0)).collect();
+        let (_, x) = activations(1, cols);
+        let mut out = vec![0f32; rows];
+        let mut g = c.benchmark_group(format!("{fname} stream 16x{rows}x{cols} n=1"));
+        g.throughput(Throughput::Bytes((data.len() * copies.len()) as u64));
+        g.sample_size(10);
+        for k in available_ternary_kernels().into_iter().filter(|k| k.name() != "scalar") {
+            g.bench_function(k.name(), |b| {
+                b.iter(|| {
+                    for d in &copies {
+                        let w = PackedTernary::new(format, rows, cols, d.bytes(), None).expect("packed");
+                        k.gemm(&w, black_box(&x), &mut out).expect("gemv");
+                    }
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, streaming, ternary, heads);
+criterion_main!(benches);

@@ -1,0 +1,28 @@
+//! Quick GEMV streaming check outside criterion: one matrix larger than the L3.
+use std::time::Instant;
+
+use bitnet_benches::{Aligned, I2S, activations, packed};
+use bitnet_kernels::available_ternary_kernels;
+use bitnet_quant::{PackedTernary, TernaryFormat};
+
+fn main() {
+    let (rows, cols) = (6912 * 16, 2560);
+    for format in [I2S, TernaryFormat::Tq2_0] {
+        let data = packed(format, rows, cols);
+        let (_, x) = activations(1, cols);
+        let mut out = vec![0f32; rows];
+        for offset in [32, 0, 32, 0] {
+            let buf = Aligned::new(&data, offset);
+            let w = PackedTernary::new(format, rows, cols, buf.bytes(), None).unwrap();
+            for k in available_ternary_kernels().into_iter().filter(|k| k.name() != "scalar") {
+                let mut best = f64::MAX;
+                for _ in 0..5 {
+                    let t = Instant::now();
+                    k.gemm(&w, &x, &mut out).unwrap();
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                println!("{format:?} offset {offset} {}: {:.2} GB/s", k.name(), data.len() as f64 / best / 1e9);
+            }
+        }
+    }
+}

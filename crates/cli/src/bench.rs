@@ -1,0 +1,170 @@
+//! `bitnet bench`: llama-bench-style throughput of prompt processing (pp) and token
+//! generation (tg), with the spread over repetitions.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use bitnet_model::{LoadOptions, Model};
+use serde_json::json;
+
+#[derive(clap::Args, Debug)]
+#[command(long_about = "Measure prompt processing and generation speed, like llama-bench.\n\n\
+    pp N: one forward pass over N prompt tokens from an empty cache (tokens/s = N / time).\n\
+    tg N: N single-token forward passes after an empty cache (tokens/s = N / time).\n\
+    Token ids are fixed pseudo-random ones, so runs are comparable across engines and builds.\n\
+    Each (threads, test) pair runs once to warm up, then --repetitions times; the table shows\n\
+    the mean and standard deviation.")]
+pub struct Args {
+    /// The GGUF model to measure.
+    #[arg(short, long, value_name = "FILE")]
+    model: PathBuf,
+    /// Prompt lengths to measure, comma-separated (0 skips prompt processing).
+    #[arg(short = 'p', long = "n-prompt", value_name = "N,...", value_delimiter = ',', default_value = "512")]
+    prompt: Vec<usize>,
+    /// Generated token counts to measure, comma-separated (0 skips generation).
+    #[arg(short = 'n', long = "n-gen", value_name = "N,...", value_delimiter = ',', default_value = "128")]
+    gen_tokens: Vec<usize>,
+    /// Thread counts to measure, comma-separated (default: one per physical core).
+    #[arg(short, long, value_name = "N,...", value_delimiter = ',')]
+    threads: Vec<usize>,
+    /// Timed repetitions of each test.
+    #[arg(short, long, default_value_t = 3)]
+    repetitions: usize,
+    /// Print JSON (one object per test) instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One measured test.
+#[derive(Debug, Clone)]
+pub struct Result1 {
+    pub threads: usize,
+    pub test: String,
+    pub tokens: usize,
+    /// Tokens per second of each repetition.
+    pub rates: Vec<f64>,
+}
+
+impl Result1 {
+    pub fn mean(&self) -> f64 {
+        self.rates.iter().sum::<f64>() / self.rates.len() as f64
+    }
+
+    pub fn stddev(&self) -> f64 {
+        let m = self.mean();
+        let n = self.rates.len();
+        if n < 2 {
+            return 0.0;
+        }
+        (self.rates.iter().map(|r| (r - m) * (r - m)).sum::<f64>() / (n - 1) as f64).sqrt()
+    }
+}
+
+/// Fixed pseudo-random token ids below `vocab`.
+fn tokens(n: usize, vocab: usize) -> Vec<u32> {
+    let mut s = 0x2545_f491_4f6c_dd1du64;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % vocab as u64) as u32
+        })
+        .collect()
+}
+
+fn time_pp(model: &Model, ids: &[u32]) -> Result<f64> {
+    let mut cache = model.new_cache(ids.len());
+    let start = Instant::now();
+    model.forward(ids, &mut cache, false)?;
+    Ok(ids.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+fn time_tg(model: &Model, ids: &[u32]) -> Result<f64> {
+    let mut cache = model.new_cache(ids.len());
+    let start = Instant::now();
+    for &t in ids {
+        model.forward(&[t], &mut cache, false)?;
+    }
+    Ok(ids.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Runs the tests of `args` and returns one result per (threads, test).
+pub fn measure(
+    path: &std::path::Path,
+    prompt: &[usize],
+    gen_tokens: &[usize],
+    threads: &[usize],
+    reps: usize,
+) -> Result<(Model, Vec<Result1>)> {
+    if reps == 0 {
+        bail!("--repetitions must be at least 1");
+    }
+    if threads.contains(&0) {
+        bail!("--threads must be at least 1");
+    }
+    let mut results = Vec::new();
+    let mut last = None;
+    for &t in threads {
+        let model =
+            Model::load(path, LoadOptions { threads: t }).with_context(|| format!("cannot load {}", path.display()))?;
+        let ctx = model.config.context_length.max(1);
+        let tests = prompt
+            .iter()
+            .filter(|&&n| n > 0)
+            .map(|&n| (format!("pp{n}"), n, true))
+            .chain(gen_tokens.iter().filter(|&&n| n > 0).map(|&n| (format!("tg{n}"), n, false)));
+        for (name, n, pp) in tests {
+            if n > ctx {
+                bail!("{name}: {n} tokens exceed the model's context of {ctx}");
+            }
+            let ids = tokens(n, model.config.vocab_size);
+            let run = |ids: &[u32]| if pp { time_pp(&model, ids) } else { time_tg(&model, ids) };
+            run(&ids[..n.min(if pp { n } else { 8 })])?; // warm-up: maps the weights in
+            let rates = (0..reps).map(|_| run(&ids)).collect::<Result<Vec<_>>>()?;
+            eprintln!("  {name} at {t} threads: {:.2} tokens/s", rates.iter().sum::<f64>() / reps as f64);
+            results.push(Result1 { threads: t, test: name, tokens: n, rates });
+        }
+        last = Some(model);
+    }
+    Ok((last.context("no thread count to measure")?, results))
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    if !args.model.exists() {
+        bail!("model file {} does not exist", args.model.display());
+    }
+    let threads =
+        if args.threads.is_empty() { vec![bitnet_model::threads::physical_cores()] } else { args.threads.clone() };
+    let (model, results) = measure(&args.model, &args.prompt, &args.gen_tokens, &threads, args.repetitions)?;
+    let name = args.model.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+    let size_gib = model.file_size() as f64 / (1u64 << 30) as f64;
+    if args.json {
+        let rows: Vec<_> = results
+            .iter()
+            .map(|r| {
+                json!({
+                    "model": name, "size_bytes": model.file_size(), "kernel": model.kernel_name(),
+                    "threads": r.threads, "test": r.test, "tokens": r.tokens,
+                    "tokens_per_second": r.mean(), "stddev": r.stddev(), "samples": r.rates,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("| model | size | kernel | threads | test | t/s |");
+    println!("| --- | ---: | --- | ---: | ---: | ---: |");
+    for r in &results {
+        println!(
+            "| {name} | {size_gib:.2} GiB | {} | {} | {} | {:.2} ± {:.2} |",
+            model.kernel_name(),
+            r.threads,
+            r.test,
+            r.mean(),
+            r.stddev()
+        );
+    }
+    Ok(())
+}

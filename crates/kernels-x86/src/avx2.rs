@@ -1,0 +1,252 @@
+//! AVX2 inner loop: one 32-byte load holds a 128-weight I2_S block (or half a TQ2_0 block) whose
+//! four code groups line up with 32 consecutive activations each, so activations stay in their
+//! natural order. `vpmaddubsw` multiplies unsigned codes by int8 activations into i16 pairs
+//! (|sum| ≤ 2·2·128, four groups ≤ 2048: no saturation), `vpmaddwd` widens to i32.
+
+use std::arch::x86_64::*;
+
+use crate::ternary::{Codes, Isa, Job};
+
+pub(crate) struct Avx2;
+
+impl Isa for Avx2 {
+    fn prepare(a: &[i8], out: &mut [i8]) {
+        out[..a.len()].copy_from_slice(a);
+        out[a.len()..].fill(0);
+    }
+
+    unsafe fn tile<const R: usize, const T: usize>(
+        job: &Job<'_>,
+        row0: usize,
+        acts: [&[i8]; T],
+        sums: [&[i32]; T],
+    ) -> [[f32; T]; R] {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { tile::<R, T>(job, row0, acts, sums) }
+    }
+
+    unsafe fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { gemv(job, rows, act, sums, dots) }
+    }
+}
+
+#[target_feature(enable = "avx2")]
+fn load(s: &[u8]) -> __m256i {
+    assert!(s.len() >= 32);
+    // SAFETY: the slice holds at least 32 bytes; the load is unaligned.
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2")]
+fn load_i8(s: &[i8]) -> __m256i {
+    assert!(s.len() >= 32);
+    // SAFETY: the slice holds at least 32 bytes; the load is unaligned.
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2")]
+fn hsum(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// The four 2-bit code groups of 32 bytes, in element order.
+#[target_feature(enable = "avx2")]
+fn decode(v: __m256i, codes: Codes) -> [__m256i; 4] {
+    let m = _mm256_set1_epi8(3);
+    let (s2, s4, s6) = (_mm256_srli_epi16::<2>(v), _mm256_srli_epi16::<4>(v), _mm256_srli_epi16::<6>(v));
+    match codes {
+        Codes::I2s => {
+            [_mm256_and_si256(s6, m), _mm256_and_si256(s4, m), _mm256_and_si256(s2, m), _mm256_and_si256(v, m)]
+        }
+        Codes::Tq2 => {
+            [_mm256_and_si256(v, m), _mm256_and_si256(s2, m), _mm256_and_si256(s4, m), _mm256_and_si256(s6, m)]
+        }
+    }
+}
+
+/// Σ code·a over one 128-weight block, as eight i32 lanes.
+#[target_feature(enable = "avx2")]
+fn block_dot(q: &[__m256i; 4], a: &[i8]) -> __m256i {
+    let mut s = _mm256_setzero_si256();
+    for (g, &qg) in q.iter().enumerate() {
+        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(qg, load_i8(&a[g * 32..])));
+    }
+    _mm256_madd_epi16(s, _mm256_set1_epi16(1))
+}
+
+/// One token against many rows, each read front to back, two accumulators (see avx512.rs).
+#[target_feature(enable = "avx2")]
+fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
+    let zero = _mm256_setzero_si256();
+    match job.codes {
+        Codes::I2s => {
+            let blocks = job.row_bytes / 32;
+            for (r, dot) in rows.zip(dots.iter_mut()) {
+                let row = job.row(r);
+                let mut acc = [zero; 2];
+                for b in 0..blocks {
+                    let q = decode(load(&row[b * 32..]), Codes::I2s);
+                    acc[b % 2] = _mm256_add_epi32(acc[b % 2], block_dot(&q, &act[b * 128..]));
+                }
+                *dot = (hsum(_mm256_add_epi32(acc[0], acc[1])) - sums[0]) as f32;
+            }
+        }
+        Codes::Tq2 => {
+            for (r, dot) in rows.zip(dots.iter_mut()) {
+                let row = job.row(r);
+                let mut sum = 0f32;
+                for c in 0..job.chunks {
+                    let block = &row[c * 66..c * 66 + 66];
+                    let a = &act[c * 256..];
+                    let lo = block_dot(&decode(load(block), Codes::Tq2), a);
+                    let hi = block_dot(&decode(load(&block[32..]), Codes::Tq2), &a[128..]);
+                    let d = half::f16::from_le_bytes([block[64], block[65]]).to_f32();
+                    sum += (hsum(_mm256_add_epi32(lo, hi)) - sums[c]) as f32 * d;
+                }
+                *dot = sum;
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx2")]
+fn tile<const R: usize, const T: usize>(
+    job: &Job<'_>,
+    row0: usize,
+    acts: [&[i8]; T],
+    sums: [&[i32]; T],
+) -> [[f32; T]; R] {
+    let zero = _mm256_setzero_si256();
+    let mut acc = [[zero; T]; R];
+    let mut dots = [[0f32; T]; R];
+    for r in 0..R {
+        let row = job.row(row0 + r);
+        for c in 0..job.chunks {
+            match job.codes {
+                Codes::I2s => {
+                    let halves = if job.half_tail && c + 1 == job.chunks { 1 } else { 2 };
+                    for h in 0..halves {
+                        let q = decode(load(&row[c * 64 + h * 32..]), Codes::I2s);
+                        for t in 0..T {
+                            let d = block_dot(&q, &acts[t][c * 256 + h * 128..]);
+                            acc[r][t] = _mm256_add_epi32(acc[r][t], d);
+                        }
+                    }
+                }
+                Codes::Tq2 => {
+                    let block = &row[c * 66..c * 66 + 66];
+                    let q = [decode(load(block), Codes::Tq2), decode(load(&block[32..]), Codes::Tq2)];
+                    let d = half::f16::from_le_bytes([block[64], block[65]]).to_f32();
+                    for t in 0..T {
+                        let a = &acts[t][c * 256..];
+                        let s = _mm256_add_epi32(block_dot(&q[0], a), block_dot(&q[1], &a[128..]));
+                        dots[r][t] += (hsum(s) - sums[t][c]) as f32 * d;
+                    }
+                }
+            }
+        }
+        if job.codes == Codes::I2s {
+            for t in 0..T {
+                dots[r][t] = (hsum(acc[r][t]) - sums[t][0]) as f32;
+            }
+        }
+    }
+    dots
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_f32(s: &[f32]) -> __m256 {
+    assert!(s.len() >= 8);
+    // SAFETY: the slice holds at least 8 floats; the load is unaligned.
+    unsafe { _mm256_loadu_ps(s.as_ptr()) }
+}
+
+/// 8 halves from 16 bytes, widened to f32.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_f16(s: &[u8]) -> __m256 {
+    assert!(s.len() >= 16);
+    // SAFETY: the slice holds at least 16 bytes; the load is unaligned.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(s.as_ptr().cast()) })
+}
+
+/// 8 int8 from 8 bytes, widened to f32.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_q8(s: &[u8]) -> __m256 {
+    assert!(s.len() >= 8);
+    // SAFETY: the slice holds at least 8 bytes; `_mm_loadl_epi64` reads exactly 8.
+    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(s.as_ptr().cast()) }))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Σ w·x over `n` elements, `w(i)` loading 8 weights at element `i` as f32 (see avx512.rs).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_lanes(n: usize, x: &[f32], w: impl Fn(usize) -> __m256) -> (f32, usize) {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_fmadd_ps(w(i + 8 * k), load_f32(&x[i + 8 * k..]), *a);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(w(i), load_f32(&x[i..]), acc[0]);
+        i += 8;
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    (hsum_ps(s), i)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+    let n = w.len().min(x.len());
+    let (s, i) = dot_lanes(n, x, |i| load_f32(&w[i..]));
+    s + crate::dense::tail_f32(&w[i..n], &x[i..n])
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+    let n = x.len().min(w.len() / 2);
+    let (s, i) = dot_lanes(n, x, |i| load_f16(&w[2 * i..]));
+    s + crate::dense::tail_f16(&w[2 * i..2 * n], &x[i..n])
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for (b, (block, xb)) in w.chunks_exact(34).zip(x.chunks_exact(32)).enumerate() {
+        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let mut p = _mm256_mul_ps(load_q8(&block[2..]), load_f32(xb));
+        for k in 1..4 {
+            p = _mm256_fmadd_ps(load_q8(&block[2 + 8 * k..]), load_f32(&xb[8 * k..]), p);
+        }
+        acc[b % 2] = _mm256_fmadd_ps(p, _mm256_set1_ps(d), acc[b % 2]);
+    }
+    hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+}
+
+impl crate::dense::DenseIsa for Avx2 {
+    unsafe fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+        // SAFETY: the caller guarantees AVX2, FMA and F16C.
+        unsafe { dot_f32(w, x) }
+    }
+    unsafe fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+        // SAFETY: the caller guarantees AVX2, FMA and F16C.
+        unsafe { dot_f16(w, x) }
+    }
+    unsafe fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
+        // SAFETY: the caller guarantees AVX2, FMA and F16C.
+        unsafe { dot_q8_0(w, x) }
+    }
+}

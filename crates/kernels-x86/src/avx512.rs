@@ -1,0 +1,325 @@
+//! AVX-512 BW + VNNI inner loop: one 64-byte load holds 256 weights (two 128-blocks of I2_S, or
+//! one TQ2_0 block's two halves), decoded with four shift/mask pairs, multiplied by `vpdpbusd`.
+//!
+//! Lane `l` of the low 256 bits of a decoded group belongs to the first 128-block and lane `l`
+//! of the high 256 bits to the second, so activations are prepared per 256 weights as
+//! `[blk0 g0 | blk1 g0 | blk0 g1 | blk1 g1 | ...]` (32 bytes each), zero-padded.
+
+use std::arch::x86_64::*;
+
+use crate::ternary::{Codes, Isa, Job};
+
+pub(crate) struct Avx512;
+
+impl Isa for Avx512 {
+    fn prepare(a: &[i8], out: &mut [i8]) {
+        for (c, chunk) in out.chunks_exact_mut(256).enumerate() {
+            for (i, dst) in chunk.chunks_exact_mut(32).enumerate() {
+                let (g, half) = (i / 2, i % 2);
+                let src = c * 256 + half * 128 + g * 32;
+                match a.get(src..src + 32) {
+                    Some(s) => dst.copy_from_slice(s),
+                    None => dst.fill(0),
+                }
+            }
+        }
+    }
+
+    unsafe fn tile<const R: usize, const T: usize>(
+        job: &Job<'_>,
+        row0: usize,
+        acts: [&[i8]; T],
+        sums: [&[i32]; T],
+    ) -> [[f32; T]; R] {
+        // SAFETY: the caller guarantees AVX-512 F/BW/VNNI.
+        unsafe { tile::<R, T>(job, row0, acts, sums) }
+    }
+
+    unsafe fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
+        // SAFETY: the caller guarantees AVX-512 F/BW/VNNI.
+        unsafe { gemv(job, rows, act, sums, dots) }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw")]
+fn load(s: &[u8]) -> __m512i {
+    assert!(s.len() >= 64);
+    // SAFETY: the slice holds at least 64 bytes; the load is unaligned.
+    unsafe { _mm512_loadu_si512(s.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw")]
+fn load_i8(s: &[i8]) -> __m512i {
+    assert!(s.len() >= 64);
+    // SAFETY: the slice holds at least 64 bytes; the load is unaligned.
+    unsafe { _mm512_loadu_si512(s.as_ptr().cast()) }
+}
+
+/// 64 bytes as two 32-byte loads: GGUF aligns tensors to 32 bytes only, and a 64-byte load
+/// that straddles two cache lines halves the streaming rate.
+#[target_feature(enable = "avx512f,avx512bw")]
+fn load_split(s: &[u8]) -> __m512i {
+    assert!(s.len() >= 64);
+    // SAFETY: the slice holds at least 64 bytes; both loads are unaligned 32-byte reads in it.
+    let (lo, hi) = unsafe { (_mm256_loadu_si256(s.as_ptr().cast()), _mm256_loadu_si256(s.as_ptr().add(32).cast())) };
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+}
+
+/// The low 32 bytes of a register from a 32-byte slice, the rest zero.
+#[target_feature(enable = "avx512f,avx512bw")]
+fn load_half(s: &[u8]) -> __m512i {
+    assert!(s.len() >= 32);
+    // SAFETY: only the 32 bytes selected by the mask are read (AVX-512 masked loads do not
+    // touch masked-off memory), and the slice holds them.
+    unsafe { _mm512_maskz_loadu_epi8(0xFFFF_FFFF, s.as_ptr().cast()) }
+}
+
+/// The four 2-bit code groups of 64 bytes, in element order.
+#[target_feature(enable = "avx512f,avx512bw")]
+fn decode(v: __m512i, codes: Codes) -> [__m512i; 4] {
+    let m = _mm512_set1_epi8(3);
+    let (s2, s4, s6) = (_mm512_srli_epi16::<2>(v), _mm512_srli_epi16::<4>(v), _mm512_srli_epi16::<6>(v));
+    match codes {
+        Codes::I2s => {
+            [_mm512_and_si512(s6, m), _mm512_and_si512(s4, m), _mm512_and_si512(s2, m), _mm512_and_si512(v, m)]
+        }
+        Codes::Tq2 => {
+            [_mm512_and_si512(v, m), _mm512_and_si512(s2, m), _mm512_and_si512(s4, m), _mm512_and_si512(s6, m)]
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn tile<const R: usize, const T: usize>(
+    job: &Job<'_>,
+    row0: usize,
+    acts: [&[i8]; T],
+    sums: [&[i32]; T],
+) -> [[f32; T]; R] {
+    match job.codes {
+        Codes::I2s => tile_i2s::<R, T>(job, row0, acts, sums),
+        Codes::Tq2 => tile_tq2::<R, T>(job, row0, acts, sums),
+    }
+}
+
+/// One token against many rows (decoding): memory-bound, so each row is read front to back
+/// with four independent accumulators (the `vpdpbusd` latency chain never limits the stream)
+/// and the whole row range runs in this one function (a call per row costs a third of the time).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
+    let zero = _mm512_setzero_si512();
+    match job.codes {
+        Codes::I2s => {
+            // Masking each 2-bit field in place (no shift) leaves code·4^k, k = 3 − g; the four
+            // groups accumulate apart and are shifted back once per row, exactly. Products stay
+            // within u8 × i8 (192·127) and the sums far within i32 for any row length.
+            let masks = [0xC0u8, 0x30, 0x0C, 0x03].map(|m| _mm512_set1_epi8(m as i8));
+            let full = job.row_bytes / 64;
+            // Rows are whole 64-byte multiples apart, so all share the data's alignment.
+            let split = !(job.data.as_ptr() as usize).is_multiple_of(64);
+            for (r, dot) in rows.zip(dots.iter_mut()) {
+                let row = job.row(r);
+                let mut acc = [zero; 4];
+                for (w, a) in row.chunks_exact(64).zip(act.chunks_exact(256)) {
+                    let v = if split { load_split(w) } else { load(w) };
+                    for g in 0..4 {
+                        acc[g] = _mm512_dpbusd_epi32(
+                            acc[g],
+                            _mm512_and_si512(v, masks[g]),
+                            load_i8(&a[g * 64..g * 64 + 64]),
+                        );
+                    }
+                }
+                if job.half_tail {
+                    let v = load_half(&row[full * 64..]);
+                    let a = &act[full * 256..];
+                    for g in 0..4 {
+                        acc[g] = _mm512_dpbusd_epi32(
+                            acc[g],
+                            _mm512_and_si512(v, masks[g]),
+                            load_i8(&a[g * 64..g * 64 + 64]),
+                        );
+                    }
+                }
+                let s = _mm512_add_epi32(
+                    _mm512_add_epi32(_mm512_srai_epi32::<6>(acc[0]), _mm512_srai_epi32::<4>(acc[1])),
+                    _mm512_add_epi32(_mm512_srai_epi32::<2>(acc[2]), acc[3]),
+                );
+                *dot = (_mm512_reduce_add_epi32(s) - sums[0]) as f32;
+            }
+        }
+        Codes::Tq2 => {
+            for (r, dot) in rows.zip(dots.iter_mut()) {
+                let row = job.row(r);
+                let mut sum = 0f32;
+                for c in 0..job.chunks {
+                    let block = &row[c * 66..c * 66 + 66];
+                    let q = decode(load(block), Codes::Tq2);
+                    let mut acc = [zero; 2];
+                    for g in 0..4 {
+                        acc[g % 2] = _mm512_dpbusd_epi32(acc[g % 2], q[g], load_i8(&act[c * 256 + g * 64..]));
+                    }
+                    let d = half::f16::from_le_bytes([block[64], block[65]]).to_f32();
+                    let i = _mm512_reduce_add_epi32(_mm512_add_epi32(acc[0], acc[1])) - sums[c];
+                    sum += i as f32 * d;
+                }
+                *dot = sum;
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw")]
+fn load_acts<const T: usize>(acts: &[&[i8]; T], c: usize) -> [[__m512i; 4]; T] {
+    let mut a = [[_mm512_setzero_si512(); 4]; T];
+    for t in 0..T {
+        for (g, reg) in a[t].iter_mut().enumerate() {
+            *reg = load_i8(&acts[t][c * 256 + g * 64..]);
+        }
+    }
+    a
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn tile_i2s<const R: usize, const T: usize>(
+    job: &Job<'_>,
+    row0: usize,
+    acts: [&[i8]; T],
+    sums: [&[i32]; T],
+) -> [[f32; T]; R] {
+    let mut acc = [[_mm512_setzero_si512(); T]; R];
+    let rows: [&[u8]; R] = std::array::from_fn(|r| job.row(row0 + r));
+    let full = if job.half_tail { job.chunks - 1 } else { job.chunks };
+    for c in 0..job.chunks {
+        let a = load_acts(&acts, c);
+        for r in 0..R {
+            let w = &rows[r][c * 64..];
+            let v = if c < full { load(w) } else { load_half(w) };
+            let q = decode(v, Codes::I2s);
+            for t in 0..T {
+                for g in 0..4 {
+                    acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], q[g], a[t][g]);
+                }
+            }
+        }
+    }
+    let mut dots = [[0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            dots[r][t] = (_mm512_reduce_add_epi32(acc[r][t]) - sums[t][0]) as f32;
+        }
+    }
+    dots
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn tile_tq2<const R: usize, const T: usize>(
+    job: &Job<'_>,
+    row0: usize,
+    acts: [&[i8]; T],
+    sums: [&[i32]; T],
+) -> [[f32; T]; R] {
+    let mut dots = [[0f32; T]; R];
+    let rows: [&[u8]; R] = std::array::from_fn(|r| job.row(row0 + r));
+    for c in 0..job.chunks {
+        let a = load_acts(&acts, c);
+        for r in 0..R {
+            let block = &rows[r][c * 66..c * 66 + 66];
+            let q = decode(load(block), Codes::Tq2);
+            let d = half::f16::from_le_bytes([block[64], block[65]]).to_f32();
+            for t in 0..T {
+                let mut s = _mm512_setzero_si512();
+                for g in 0..4 {
+                    s = _mm512_dpbusd_epi32(s, q[g], a[t][g]);
+                }
+                let dot = _mm512_reduce_add_epi32(s) - sums[t][c];
+                dots[r][t] += dot as f32 * d;
+            }
+        }
+    }
+    dots
+}
+
+#[target_feature(enable = "avx512f")]
+fn load_f32(s: &[f32]) -> __m512 {
+    assert!(s.len() >= 16);
+    // SAFETY: the slice holds at least 16 floats; the load is unaligned.
+    unsafe { _mm512_loadu_ps(s.as_ptr()) }
+}
+
+/// 16 halves from 32 bytes, widened to f32.
+#[target_feature(enable = "avx512f")]
+fn load_f16(s: &[u8]) -> __m512 {
+    assert!(s.len() >= 32);
+    // SAFETY: the slice holds at least 32 bytes; the load is unaligned.
+    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(s.as_ptr().cast()) })
+}
+
+/// 16 int8 from 16 bytes, widened to f32.
+#[target_feature(enable = "avx512f")]
+fn load_q8(s: &[u8]) -> __m512 {
+    assert!(s.len() >= 16);
+    // SAFETY: the slice holds at least 16 bytes; the load is unaligned.
+    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(unsafe { _mm_loadu_si128(s.as_ptr().cast()) }))
+}
+
+/// Σ w·x over `n` elements, `w(i)` loading 16 weights at element `i` as f32: four
+/// accumulators over 64 elements, then 16 at a time; the tail (< 16) is left to the caller.
+#[target_feature(enable = "avx512f")]
+fn dot_lanes(n: usize, x: &[f32], w: impl Fn(usize) -> __m512) -> (f32, usize) {
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_fmadd_ps(w(i + 16 * k), load_f32(&x[i + 16 * k..]), *a);
+        }
+        i += 64;
+    }
+    while i + 16 <= n {
+        acc[0] = _mm512_fmadd_ps(w(i), load_f32(&x[i..]), acc[0]);
+        i += 16;
+    }
+    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    (_mm512_reduce_add_ps(s), i)
+}
+
+#[target_feature(enable = "avx512f")]
+fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+    let n = w.len().min(x.len());
+    let (s, i) = dot_lanes(n, x, |i| load_f32(&w[i..]));
+    s + crate::dense::tail_f32(&w[i..n], &x[i..n])
+}
+
+#[target_feature(enable = "avx512f")]
+fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+    let n = x.len().min(w.len() / 2);
+    let (s, i) = dot_lanes(n, x, |i| load_f16(&w[2 * i..]));
+    s + crate::dense::tail_f16(&w[2 * i..2 * n], &x[i..n])
+}
+
+#[target_feature(enable = "avx512f")]
+fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
+    let mut acc = [_mm512_setzero_ps(); 2];
+    for (b, (block, xb)) in w.chunks_exact(34).zip(x.chunks_exact(32)).enumerate() {
+        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let p = _mm512_mul_ps(load_q8(&block[2..]), load_f32(xb));
+        let p = _mm512_fmadd_ps(load_q8(&block[18..]), load_f32(&xb[16..]), p);
+        acc[b % 2] = _mm512_fmadd_ps(p, _mm512_set1_ps(d), acc[b % 2]);
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
+}
+
+impl crate::dense::DenseIsa for Avx512 {
+    unsafe fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+        // SAFETY: the caller guarantees AVX-512 F.
+        unsafe { dot_f32(w, x) }
+    }
+    unsafe fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+        // SAFETY: the caller guarantees AVX-512 F.
+        unsafe { dot_f16(w, x) }
+    }
+    unsafe fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
+        // SAFETY: the caller guarantees AVX-512 F.
+        unsafe { dot_q8_0(w, x) }
+    }
+}

@@ -1,0 +1,134 @@
+//! Dense GEMV/GEMM for output heads and other float or block-quantized matrices: F16 and Q8_0
+//! rows are converted in registers (`vcvtph2ps`, sign-extend + convert) and multiplied with FMA;
+//! F32 is read as is; BF16 and Q6_K rows are dequantized into a scratch row first (the reference
+//! dequantizer) and then take the F32 path.
+//!
+//! Sums run in several vector lanes, so results differ from the sequential reference by float
+//! rounding only (the tests bound it relative to Σ|w·x|).
+
+use std::ops::Range;
+
+use bitnet_format::TensorType;
+use bitnet_quant::QuantError;
+use bitnet_quant::dense::{DenseKernel, check_dense, dequantize_row};
+
+/// One instruction set's row dot products.
+pub(crate) trait DenseIsa {
+    /// Σ w·x over an f32 row.
+    ///
+    /// # Safety
+    /// The CPU must support the ISA.
+    unsafe fn dot_f32(w: &[f32], x: &[f32]) -> f32;
+    /// Σ w·x over an F16 row (`w` holds `x.len()` little-endian halves).
+    ///
+    /// # Safety
+    /// The CPU must support the ISA.
+    unsafe fn dot_f16(w: &[u8], x: &[f32]) -> f32;
+    /// Σ w·x over a Q8_0 row (34-byte blocks: f16 d, 32 int8).
+    ///
+    /// # Safety
+    /// The CPU must support the ISA.
+    unsafe fn dot_q8_0(w: &[u8], x: &[f32]) -> f32;
+}
+
+/// # Safety
+/// The CPU must support `I`.
+unsafe fn gemm_rows<I: DenseIsa>(
+    ty: TensorType,
+    w: &[u8],
+    cols: usize,
+    x: &[f32],
+    rows: Range<usize>,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    let rb = check_dense(ty, w, cols, x, &rows, out)?;
+    let len = rows.len();
+    let mut scratch = vec![0f32; cols];
+    for (i, r) in rows.enumerate() {
+        let row = &w[r * rb..(r + 1) * rb];
+        if matches!(ty, TensorType::BF16 | TensorType::Q6_K | TensorType::F32) {
+            dequantize_row(ty, row, &mut scratch);
+        }
+        for (j, xr) in x.chunks_exact(cols).enumerate() {
+            // SAFETY: the caller guarantees the CPU supports I.
+            out[j * len + i] = unsafe {
+                match ty {
+                    TensorType::F16 => I::dot_f16(row, xr),
+                    TensorType::Q8_0 => I::dot_q8_0(row, xr),
+                    _ => I::dot_f32(&scratch, xr),
+                }
+            };
+        }
+    }
+    Ok(())
+}
+
+macro_rules! dense_kernel {
+    ($name:ident, $isa:ty, $label:literal, $detect:expr) => {
+        /// A dense kernel for one x86 instruction set; built only by `detect`.
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name(());
+
+        impl $name {
+            /// The kernel, if this CPU supports its instruction set.
+            pub fn detect() -> Option<$name> {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if $detect {
+                        return Some($name(()));
+                    }
+                }
+                None
+            }
+        }
+
+        impl DenseKernel for $name {
+            fn name(&self) -> &'static str {
+                $label
+            }
+
+            fn gemm_rows(
+                &self,
+                ty: TensorType,
+                w: &[u8],
+                cols: usize,
+                x: &[f32],
+                rows: Range<usize>,
+                out: &mut [f32],
+            ) -> Result<(), QuantError> {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    // SAFETY: `self` exists only if `detect` found the instruction set.
+                    unsafe { gemm_rows::<$isa>(ty, w, cols, x, rows, out) }
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    bitnet_quant::ScalarDense.gemm_rows(ty, w, cols, x, rows, out)
+                }
+            }
+        }
+    };
+}
+
+dense_kernel!(
+    Avx512Dense,
+    crate::avx512::Avx512,
+    "avx512",
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
+);
+dense_kernel!(
+    Avx2Dense,
+    crate::avx2::Avx2,
+    "avx2-fma",
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+);
+
+/// Scalar tails shared by both ISAs (the elements after the last whole vector).
+pub(crate) fn tail_f32(w: &[f32], x: &[f32]) -> f32 {
+    w.iter().zip(x).map(|(a, b)| a * b).sum()
+}
+
+/// F16 tail.
+pub(crate) fn tail_f16(w: &[u8], x: &[f32]) -> f32 {
+    w.chunks_exact(2).zip(x).map(|(h, b)| half::f16::from_le_bytes([h[0], h[1]]).to_f32() * b).sum()
+}
