@@ -13,6 +13,7 @@ use serde_json::json;
     pp N: one forward pass over N prompt tokens from an empty cache (tokens/s = N / time).\n\
     tg N: N single-token forward passes after an empty cache (tokens/s = N / time).\n\
     Token ids are fixed pseudo-random ones, so runs are comparable across engines and builds.\n\
+    With -d D every test starts from D tokens of context instead of an empty cache.\n\
     Each (threads, test) pair runs once to warm up, then --repetitions times; the table shows\n\
     the mean and standard deviation.")]
 pub struct Args {
@@ -25,6 +26,10 @@ pub struct Args {
     /// Generated token counts to measure, comma-separated (0 skips generation).
     #[arg(short = 'n', long = "n-gen", value_name = "N,...", value_delimiter = ',', default_value = "128")]
     gen_tokens: Vec<usize>,
+    /// Context already in the cache before each test (like llama-bench's -d): measures
+    /// attention at depth, e.g. `-d 512 -n 32` is generation with 512 tokens of context.
+    #[arg(short = 'd', long = "n-depth", value_name = "N", default_value_t = 0)]
+    depth: usize,
     /// Thread counts to measure, comma-separated (default: one per physical core).
     #[arg(short, long, value_name = "N,...", value_delimiter = ',')]
     threads: Vec<usize>,
@@ -74,15 +79,24 @@ fn tokens(n: usize, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-fn time_pp(model: &Model, ids: &[u32]) -> Result<f64> {
-    let mut cache = model.new_cache(ids.len());
+/// A cache holding `depth` tokens of context, with room for `n` more.
+fn cache_at(model: &Model, depth: usize, n: usize) -> Result<bitnet_model::KvCache> {
+    let mut cache = model.new_cache(depth + n);
+    if depth > 0 {
+        model.forward(&tokens(depth, model.config.vocab_size), &mut cache, false)?;
+    }
+    Ok(cache)
+}
+
+fn time_pp(model: &Model, ids: &[u32], depth: usize) -> Result<f64> {
+    let mut cache = cache_at(model, depth, ids.len())?;
     let start = Instant::now();
     model.forward(ids, &mut cache, false)?;
     Ok(ids.len() as f64 / start.elapsed().as_secs_f64())
 }
 
-fn time_tg(model: &Model, ids: &[u32]) -> Result<f64> {
-    let mut cache = model.new_cache(ids.len());
+fn time_tg(model: &Model, ids: &[u32], depth: usize) -> Result<f64> {
+    let mut cache = cache_at(model, depth, ids.len())?;
     let start = Instant::now();
     for &t in ids {
         model.forward(&[t], &mut cache, false)?;
@@ -96,6 +110,7 @@ pub fn measure(
     prompt: &[usize],
     gen_tokens: &[usize],
     threads: &[usize],
+    depth: usize,
     reps: usize,
 ) -> Result<(Model, Vec<Result1>)> {
     if reps == 0 {
@@ -116,11 +131,12 @@ pub fn measure(
             .map(|&n| (format!("pp{n}"), n, true))
             .chain(gen_tokens.iter().filter(|&&n| n > 0).map(|&n| (format!("tg{n}"), n, false)));
         for (name, n, pp) in tests {
-            if n > ctx {
-                bail!("{name}: {n} tokens exceed the model's context of {ctx}");
+            let name = if depth > 0 { format!("{name} @ d{depth}") } else { name };
+            if n + depth > ctx {
+                bail!("{name}: {} tokens exceed the model's context of {ctx}", n + depth);
             }
             let ids = tokens(n, model.config.vocab_size);
-            let run = |ids: &[u32]| if pp { time_pp(&model, ids) } else { time_tg(&model, ids) };
+            let run = |ids: &[u32]| if pp { time_pp(&model, ids, depth) } else { time_tg(&model, ids, depth) };
             run(&ids[..n.min(if pp { n } else { 8 })])?; // warm-up: maps the weights in
             let rates = (0..reps).map(|_| run(&ids)).collect::<Result<Vec<_>>>()?;
             eprintln!("  {name} at {t} threads: {:.2} tokens/s", rates.iter().sum::<f64>() / reps as f64);
@@ -137,7 +153,8 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let threads =
         if args.threads.is_empty() { vec![bitnet_model::threads::physical_cores()] } else { args.threads.clone() };
-    let (model, results) = measure(&args.model, &args.prompt, &args.gen_tokens, &threads, args.repetitions)?;
+    let (model, results) =
+        measure(&args.model, &args.prompt, &args.gen_tokens, &threads, args.depth, args.repetitions)?;
     let name = args.model.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
     let size_gib = model.file_size() as f64 / (1u64 << 30) as f64;
     if args.json {

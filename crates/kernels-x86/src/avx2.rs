@@ -236,6 +236,18 @@ fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
     hsum_ps(_mm256_add_ps(acc[0], acc[1]))
 }
 
+crate::vecops::f32_kernels!(
+    "avx2,fma,f16c",
+    "avx2-fma",
+    8,
+    _mm256_setzero_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_add_ps,
+    _mm256_storeu_ps,
+    hsum_ps
+);
+
 impl crate::dense::DenseIsa for Avx2 {
     unsafe fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
         // SAFETY: the caller guarantees AVX2, FMA and F16C.

@@ -28,6 +28,7 @@ mod avx2;
 mod avx512;
 pub mod dense;
 mod ternary;
+pub mod vecops;
 
 pub use dense::{Avx2Dense, Avx512Dense};
 pub use ternary::{Avx2Kernel, Avx512Kernel};

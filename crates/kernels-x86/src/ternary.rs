@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use bitnet_quant::tq::{QK_K, TQ2_0_BLOCK_BYTES};
 use bitnet_quant::{
-    I2sLayout, PackedTernary, QuantError, QuantizedActivations, ScalarKernel, TernaryFormat, TernaryKernel, i2s,
+    I2sLayout, PackedTernary, QuantError, QuantizedActivations, ScalarKernel, TernaryFormat, TernaryKernel,
 };
 
 /// Which code layout a fast path reads.
@@ -28,6 +28,8 @@ pub(crate) struct Job<'a> {
     pub chunks: usize,
     /// I2_S only: the last chunk holds one 128-block, not two.
     pub half_tail: bool,
+    /// Rows of the whole matrix.
+    pub rows: usize,
 }
 
 impl<'a> Job<'a> {
@@ -41,6 +43,7 @@ impl<'a> Job<'a> {
                 row_bytes: cols / 4,
                 chunks: cols.div_ceil(256),
                 half_tail: cols % 256 != 0,
+                rows,
             },
             TernaryFormat::Tq2_0 if cols % QK_K == 0 => Job {
                 codes: Codes::Tq2,
@@ -48,6 +51,7 @@ impl<'a> Job<'a> {
                 row_bytes: cols / QK_K * TQ2_0_BLOCK_BYTES,
                 chunks: cols / QK_K,
                 half_tail: false,
+                rows,
             },
             _ => return None,
         };
@@ -87,6 +91,23 @@ pub(crate) trait Isa {
     /// # Safety
     /// The CPU must support the ISA's target features.
     unsafe fn gemv(job: &Job<'_>, rows: Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]);
+
+    /// A whole I2_S GEMM, if this ISA has a dedicated one: `dots[t·len + i]` = the exact dot
+    /// product (as in [`Isa::tile`]) of row `rows.start + i` with token `t` of `acts` (prepared,
+    /// `stride` bytes apart). Returns false (and writes nothing) otherwise.
+    ///
+    /// # Safety
+    /// The CPU must support the ISA's target features.
+    unsafe fn gemm_i2s(
+        _job: &Job<'_>,
+        _rows: Range<usize>,
+        _acts: &[i8],
+        _stride: usize,
+        _sums: &[i32],
+        _dots: &mut [f32],
+    ) -> bool {
+        false
+    }
 }
 
 fn check(w: &PackedTernary<'_>, x: &QuantizedActivations, rows: &Range<usize>, out: &[f32]) -> Result<(), QuantError> {
@@ -116,10 +137,45 @@ pub(crate) unsafe fn gemm_rows<I: Isa>(
     let Some(job) = Job::of(w) else { return ScalarKernel.gemm_rows(w, x, rows, out) };
     let n = x.len();
     let stride = job.chunks * 256;
-    let mut acts = vec![0i8; n * stride];
+    let mut acts = take_scratch(&ACTS, n * stride);
     for (t, dst) in acts.chunks_exact_mut(stride).enumerate() {
         I::prepare(x.row(t), dst);
     }
+    // SAFETY: the caller guarantees the CPU supports I.
+    let result = unsafe { run::<I>(&job, x, rows, out, &acts, stride) };
+    ACTS.set(acts);
+    result
+}
+
+thread_local! {
+    /// Prepared activations, kept per thread between calls: a fresh 1 MB buffer per matmul
+    /// costs page faults and zeroing that showed up as a tenth of prompt time.
+    static ACTS: std::cell::Cell<Vec<i8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// This thread's scratch buffer from `cell`, resized to `len` (contents unspecified).
+pub(crate) fn take_scratch<T: Copy + Default>(
+    cell: &'static std::thread::LocalKey<std::cell::Cell<Vec<T>>>,
+    len: usize,
+) -> Vec<T> {
+    let mut v = cell.take();
+    v.resize(len, T::default());
+    v
+}
+
+/// The fast path once the activations are prepared.
+///
+/// # Safety
+/// The CPU must support `I`'s target features.
+unsafe fn run<I: Isa>(
+    job: &Job<'_>,
+    x: &QuantizedActivations,
+    rows: Range<usize>,
+    out: &mut [f32],
+    acts: &[i8],
+    stride: usize,
+) -> Result<(), QuantError> {
+    let n = x.len();
     let (sums, per_token): (Vec<i32>, usize) = match job.codes {
         Codes::I2s => (x.rows.iter().map(|a| a.sum).collect(), 1),
         Codes::Tq2 => {
@@ -130,16 +186,25 @@ pub(crate) unsafe fn gemm_rows<I: Isa>(
         }
     };
     let w_scale = match job.codes {
-        Codes::I2s => i2s::scale_of(w.data, w.rows * w.cols),
+        Codes::I2s => f32::from_le_bytes(job.data[job.row_bytes * job.rows..][..4].try_into().expect("4 bytes")),
         Codes::Tq2 => 1.0,
     };
-    let ctx = Ctx { job: &job, acts: &acts, stride, sums: &sums, per_token, x, w_scale, rows };
+    let ctx = Ctx { job, acts, stride, sums: &sums, per_token, x, w_scale, rows };
     if n == 1 {
         // SAFETY: the caller guarantees the CPU supports I.
-        unsafe { I::gemv(&job, ctx.rows.clone(), &acts, &sums, out) };
+        unsafe { I::gemv(job, ctx.rows.clone(), acts, &sums, out) };
         let act = x.rows[0];
         for v in out.iter_mut() {
             *v = ctx.finish(*v, act);
+        }
+        return Ok(());
+    }
+    // SAFETY: the caller guarantees the CPU supports I.
+    if job.codes == Codes::I2s && unsafe { I::gemm_i2s(job, ctx.rows.clone(), acts, stride, &sums, out) } {
+        let len = ctx.rows.len();
+        for (t, part) in out.chunks_exact_mut(len).enumerate() {
+            let act = x.rows[t];
+            part.iter_mut().for_each(|v| *v = ctx.finish(*v, act));
         }
         return Ok(());
     }

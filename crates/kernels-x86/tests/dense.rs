@@ -88,3 +88,49 @@ fn bad_arguments_are_errors() {
         assert!(k.gemm_rows(TensorType::I2_S, &w, 64, &[0.0; 64], 0..1, &mut out[..1]).is_err(), "not dense");
     }
 }
+
+#[test]
+fn f32_ops_match_scalar() {
+    let all = bitnet_kernels_x86::vecops::available();
+    eprintln!("f32 op sets tested: {:?}", all.iter().map(|o| o.name).collect::<Vec<_>>());
+    for n in [0usize, 1, 7, 8, 15, 16, 17, 63, 64, 65, 128, 200] {
+        let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        let mag: f32 = a.iter().zip(&b).map(|(x, y)| (x * y).abs()).sum();
+        for ops in &all {
+            assert!(((ops.dot)(&a, &b) - want).abs() <= 1e-5 * mag + 1e-30, "{} dot n={n}", ops.name);
+            let mut y = b.clone();
+            (ops.axpy)(&mut y, 0.5, &a);
+            for i in 0..n {
+                assert!((y[i] - (b[i] + 0.5 * a[i])).abs() <= 1e-6, "{} axpy n={n} i={i}", ops.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn attention_ops_match_scalar() {
+    use bitnet_quant::vecops::SCALAR;
+    for (hd, stride, n) in [(128usize, 640usize, 37usize), (64, 64, 5), (100, 300, 9), (7, 7, 3), (16, 48, 1)] {
+        let q: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.31).sin()).collect();
+        let k: Vec<f32> = (0..n * stride).map(|i| (i as f32 * 0.07).cos()).collect();
+        let w: Vec<f32> = (0..n).map(|i| 1.0 / (1.0 + i as f32)).collect();
+        let mut want_s = vec![0f32; n];
+        (SCALAR.scores)(&q, &k, stride, &mut want_s);
+        let mut want_o = vec![0.25f32; hd];
+        (SCALAR.weighted_sum)(&w, &k, stride, &mut want_o);
+        for ops in bitnet_kernels_x86::vecops::available() {
+            let mut s = vec![0f32; n];
+            (ops.scores)(&q, &k, stride, &mut s);
+            for (a, b) in s.iter().zip(&want_s) {
+                assert!((a - b).abs() <= 1e-4, "{} scores hd={hd}: {a} vs {b}", ops.name);
+            }
+            let mut o = vec![0.25f32; hd];
+            (ops.weighted_sum)(&w, &k, stride, &mut o);
+            for (a, b) in o.iter().zip(&want_o) {
+                assert!((a - b).abs() <= 1e-4, "{} weighted_sum hd={hd}: {a} vs {b}", ops.name);
+            }
+        }
+    }
+}

@@ -82,3 +82,19 @@ pub fn dense_kernel() -> Box<dyn DenseKernel> {
     }
     all.swap_remove(0)
 }
+
+/// The f32 vector kernels (attention dot products, value accumulation) for this CPU; the
+/// portable ones when `BITNET_KERNEL=scalar`. Chosen once.
+pub fn f32_ops() -> &'static bitnet_quant::vecops::F32Ops {
+    static OPS: std::sync::OnceLock<bitnet_quant::vecops::F32Ops> = std::sync::OnceLock::new();
+    OPS.get_or_init(|| {
+        if std::env::var(KERNEL_ENV).is_ok_and(|v| v == "scalar") {
+            return bitnet_quant::vecops::SCALAR;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(ops) = bitnet_kernels_x86::vecops::best() {
+            return ops;
+        }
+        bitnet_quant::vecops::SCALAR
+    })
+}

@@ -24,7 +24,7 @@ use bitnet_quant::{DenseKernel, I2sLayout, QuantizedActivations, TernaryKernel};
 
 use crate::config::{Activation, Config, RopeStyle};
 use crate::error::{ModelError, Result};
-use crate::ops::{axpy, dot, rms_norm, softmax};
+use crate::ops::{rms_norm, softmax};
 use crate::threads::Pool;
 use crate::weights::{Matrix, vector};
 
@@ -183,6 +183,7 @@ impl Model {
         let c = &self.config;
         let (hd, kv_dim, group) = (c.head_dim, c.kv_heads * c.head_dim, c.heads / c.kv_heads);
         let scale = 1.0 / (hd as f32).sqrt();
+        let ops = bitnet_kernels::f32_ops();
         let one_head = |head: usize| {
             let kvh = head / group;
             let mut out = vec![0f32; n * hd];
@@ -190,23 +191,18 @@ impl Model {
             for i in 0..n {
                 let len = pos0 + i + 1; // causal: positions 0..=pos0+i
                 let qh = &q[(i * c.heads + head) * hd..][..hd];
-                for (p, s) in scores[..len].iter_mut().enumerate() {
-                    let kp = &k[p * kv_dim + kvh * hd..][..hd];
-                    *s = dot(qh, kp) * scale;
-                }
+                let kv = kvh * hd;
+                (ops.scores)(qh, &k[kv..], kv_dim, &mut scores[..len]);
+                scores[..len].iter_mut().for_each(|s| *s *= scale);
                 softmax(&mut scores[..len]);
-                let o = &mut out[i * hd..(i + 1) * hd];
-                for (p, &s) in scores[..len].iter().enumerate() {
-                    let vp = &v[p * kv_dim + kvh * hd..][..hd];
-                    axpy(o, s, vp);
-                }
+                (ops.weighted_sum)(&scores[..len], &v[kv..], kv_dim, &mut out[i * hd..(i + 1) * hd]);
             }
             out
         };
-        // Below ~64k multiply-adds a thread spawn costs more than it saves.
+        // Below ~16k multiply-adds waking the pool costs more than it saves.
         let work = n * (pos0 + n) * hd * c.heads;
         let heads: Vec<Vec<f32>> =
-            if work < 1 << 16 { (0..c.heads).map(one_head).collect() } else { self.pool.map(c.heads, one_head) };
+            if work < 1 << 14 { (0..c.heads).map(one_head).collect() } else { self.pool.map(c.heads, one_head) };
         let mut attn = vec![0f32; n * c.heads * hd];
         for (head, out) in heads.iter().enumerate() {
             for i in 0..n {

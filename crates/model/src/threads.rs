@@ -29,6 +29,9 @@ pub fn physical_cores() -> usize {
 #[derive(Debug, Clone)]
 pub struct Pool {
     pool: Arc<ThreadPool>,
+    /// Per-thread output pieces of many-token matmuls, kept between calls (fresh multi-MB
+    /// buffers per matmul cost page faults and zeroing).
+    parts: Arc<Vec<Mutex<Vec<f32>>>>,
 }
 
 /// Fewest output rows worth giving a thread of their own.
@@ -37,7 +40,9 @@ const MIN_ROWS_PER_THREAD: usize = 16;
 impl Pool {
     /// A pool of `threads` (at least 1).
     pub fn new(threads: usize) -> Pool {
-        Pool { pool: Arc::new(ThreadPool::new(threads)) }
+        let pool = ThreadPool::new(threads);
+        let parts = (0..pool.threads()).map(|_| Mutex::new(Vec::new())).collect();
+        Pool { pool: Arc::new(pool), parts: Arc::new(parts) }
     }
 
     /// Number of threads.
@@ -82,17 +87,18 @@ impl Pool {
                 }
             });
         } else {
-            let parts: Vec<Mutex<Vec<f32>>> = ranges.iter().map(|r| Mutex::new(vec![0f32; n * r.len()])).collect();
+            let parts = &self.parts;
             self.pool.run(&|t| {
                 if t < threads {
                     let mut part = parts[t].lock().unwrap_or_else(|p| p.into_inner());
+                    part.resize(n * ranges[t].len(), 0.0);
                     if let Err(e) = f(ranges[t].clone(), &mut part) {
                         fail(e);
                     }
                 }
             });
-            for (range, part) in ranges.iter().zip(parts) {
-                let part = part.into_inner().unwrap_or_else(|p| p.into_inner());
+            for (range, part) in ranges.iter().zip(parts.iter()) {
+                let part = part.lock().unwrap_or_else(|p| p.into_inner());
                 for j in 0..n {
                     out[j * rows + range.start..j * rows + range.end]
                         .copy_from_slice(&part[j * range.len()..(j + 1) * range.len()]);

@@ -30,6 +30,7 @@ pub mod reference;
 pub mod ternary;
 pub mod tl;
 pub mod tq;
+pub mod vecops;
 
 pub use act::{ActScale, QuantizedActivations, quantize_row_hf, quantize_row_i8s};
 pub use dense::{DenseKernel, ScalarDense};

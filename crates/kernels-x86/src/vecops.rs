@@ -1,0 +1,151 @@
+//! f32 vector operations of the forward pass (attention dot products, value accumulation) on
+//! the widest vector unit, as plain function pointers chosen once.
+
+pub use bitnet_quant::vecops::F32Ops;
+
+/// The widest f32 kernels this CPU runs, if any x86 vector path applies.
+pub fn best() -> Option<F32Ops> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            return Some(crate::avx512::ops());
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+            return Some(crate::avx2::ops());
+        }
+    }
+    None
+}
+
+/// Every f32 kernel set this CPU runs (for tests).
+pub fn available() -> Vec<F32Ops> {
+    let mut out = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            out.push(crate::avx512::ops());
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+            out.push(crate::avx2::ops());
+        }
+    }
+    out
+}
+
+/// The f32 kernels of one instruction set, from its vector width and intrinsics (the invoking
+/// module provides `load_f32(&[f32]) -> vector`): `axpy`, attention `scores` and
+/// `weighted_sum`, and `ops()` handing them out as an [`F32Ops`].
+macro_rules! f32_kernels {
+    ($feat:literal, $label:literal, $w:literal, $zero:ident, $set1:ident, $fma:ident, $add:ident, $store:ident,
+     $reduce:ident) => {
+        /// y += a·x.
+        #[target_feature(enable = $feat)]
+        fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+            let n = y.len().min(x.len());
+            let va = $set1(a);
+            let mut i = 0;
+            while i + $w <= n {
+                let v = $fma(va, load_f32(&x[i..]), load_f32(&y[i..]));
+                let dst = &mut y[i..i + $w];
+                // SAFETY: `dst` holds a vector's worth of writable floats; the store is unaligned.
+                unsafe { $store(dst.as_mut_ptr(), v) };
+                i += $w;
+            }
+            for (y, x) in y[i..n].iter_mut().zip(&x[i..n]) {
+                *y += a * x;
+            }
+        }
+
+        /// Attention scores: one query against keys `stride` apart (see bitnet_quant::vecops).
+        /// Heads of up to 8 vectors keep the query in registers; every key is then 8 loads,
+        /// 8 FMAs into two independent sums, and one horizontal add.
+        #[target_feature(enable = $feat)]
+        fn scores(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+            let hd = q.len();
+            let vecs = hd / $w;
+            if !hd.is_multiple_of($w) || vecs > 8 {
+                return bitnet_quant::vecops::scores(q, k, stride, out);
+            }
+            let mut qr = [$zero(); 8];
+            for (i, r) in qr.iter_mut().enumerate().take(vecs) {
+                *r = load_f32(&q[i * $w..]);
+            }
+            for (p, o) in out.iter_mut().enumerate() {
+                let kp = &k[p * stride..p * stride + hd];
+                let (mut a0, mut a1) = ($zero(), $zero());
+                let mut i = 0;
+                while i + 2 <= vecs {
+                    a0 = $fma(qr[i], load_f32(&kp[i * $w..]), a0);
+                    a1 = $fma(qr[i + 1], load_f32(&kp[(i + 1) * $w..]), a1);
+                    i += 2;
+                }
+                if i < vecs {
+                    a0 = $fma(qr[i], load_f32(&kp[i * $w..]), a0);
+                }
+                *o = $reduce($add(a0, a1));
+            }
+        }
+
+        /// `out += Σ_p w[p]·v_p` over `B` vectors of columns held in registers while every
+        /// position streams past (8 vectors cover a 128-wide head in one pass).
+        #[target_feature(enable = $feat)]
+        fn weighted_block<const B: usize>(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+            let mut acc = [$zero(); B];
+            for (p, &wp) in w.iter().enumerate() {
+                let vp = &v[p * stride..p * stride + B * $w];
+                let b = $set1(wp);
+                for (i, a) in acc.iter_mut().enumerate() {
+                    *a = $fma(b, load_f32(&vp[i * $w..]), *a);
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                let dst = &mut out[i * $w..(i + 1) * $w];
+                let sum = $add(*a, load_f32(dst));
+                // SAFETY: `dst` holds a vector's worth of writable floats; the store is unaligned.
+                unsafe { $store(dst.as_mut_ptr(), sum) };
+            }
+        }
+
+        /// Attention output: `out += Σ_p w[p]·v[p·stride..]`.
+        #[target_feature(enable = $feat)]
+        fn weighted_sum(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+            let hd = out.len();
+            let mut j0 = 0;
+            while j0 + 8 * $w <= hd {
+                weighted_block::<8>(w, &v[j0..], stride, &mut out[j0..]);
+                j0 += 8 * $w;
+            }
+            while j0 + $w <= hd {
+                weighted_block::<1>(w, &v[j0..], stride, &mut out[j0..]);
+                j0 += $w;
+            }
+            if j0 < hd {
+                for (p, &wp) in w.iter().enumerate() {
+                    axpy(&mut out[j0..], wp, &v[p * stride + j0..p * stride + hd]);
+                }
+            }
+        }
+
+        pub(crate) fn ops() -> crate::vecops::F32Ops {
+            fn dot(a: &[f32], b: &[f32]) -> f32 {
+                // SAFETY: reachable only through the F32Ops that `vecops::best`/`available`
+                // build after detecting the instruction set.
+                unsafe { dot_f32(a, b) }
+            }
+            fn axpy_(y: &mut [f32], a: f32, x: &[f32]) {
+                // SAFETY: as for `dot`.
+                unsafe { axpy(y, a, x) }
+            }
+            fn scores_(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+                // SAFETY: as for `dot`.
+                unsafe { scores(q, k, stride, out) }
+            }
+            fn weighted_sum_(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+                // SAFETY: as for `dot`.
+                unsafe { weighted_sum(w, v, stride, out) }
+            }
+            crate::vecops::F32Ops { name: $label, dot, axpy: axpy_, scores: scores_, weighted_sum: weighted_sum_ }
+        }
+    };
+}
+pub(crate) use f32_kernels;
