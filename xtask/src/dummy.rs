@@ -53,7 +53,9 @@ pub fn write(size: &str, outtype: &str, out: &Path) -> Result<()> {
         "i2_s" => TensorType::I2_S,
         "tq2_0" => TensorType::TQ2_0,
         "tq1_0" => TensorType::TQ1_0,
-        other => bail!("unknown --outtype {other:?} (i2_s, tq1_0, tq2_0)"),
+        // The unquantized baseline bitnet.cpp quotes its speed-ups against.
+        "f16" => TensorType::F16,
+        other => bail!("unknown --outtype {other:?} (i2_s, tq1_0, tq2_0, f16)"),
     };
     let arch = "bitnet-b1.58";
     let head_dim = hidden / heads;
@@ -61,7 +63,13 @@ pub fn write(size: &str, outtype: &str, out: &Path) -> Result<()> {
     let m = b.metadata_mut();
     m.insert("general.architecture", arch);
     m.insert("general.name", format!("dummy-{size}"));
-    m.insert("general.file_type", if ty == TensorType::I2_S { 40u32 } else { 37 });
+    let file_type = match ty {
+        TensorType::I2_S => 40u32,
+        TensorType::F16 => 1,
+        TensorType::TQ1_0 => 36,
+        _ => 37,
+    };
+    m.insert("general.file_type", file_type);
     for (k, v) in [
         ("vocab_size", vocab),
         ("context_length", 4096),

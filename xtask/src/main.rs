@@ -1,7 +1,9 @@
 //! Project automation: `cargo xtask <command>`.
 
+mod bench;
 mod dummy;
 mod malformed;
+mod plot;
 
 use std::path::PathBuf;
 
@@ -36,11 +38,27 @@ enum Command {
         /// 125M, 350M, 1B, 1.5B, 2.7B, 3.8B, 7B, 13B, 30B, 70B, 100B or 2B-4T.
         #[arg(long)]
         size: String,
-        /// Ternary weight type: i2_s, tq1_0 or tq2_0.
+        /// Layer weight type: i2_s, tq1_0, tq2_0, or f16 (the unquantized baseline).
         #[arg(long, default_value = "i2_s")]
         outtype: String,
         /// Output file (default: target/dummy/dummy-SIZE-OUTTYPE.gguf).
         #[arg(short, long)]
+        out: Option<PathBuf>,
+    },
+    /// Measure memory bandwidth and `bitnet bench` on dummy models of bitnet.cpp's benchmark
+    /// shapes (I2_S, TQ2_0, and F16 for the small ones); write docs/bench.md and docs/bench.png.
+    Bench {
+        /// Only the 125M I2_S shape, short tests, one repetition (the CI smoke run).
+        #[arg(long)]
+        quick: bool,
+        /// Thread counts, comma-separated.
+        #[arg(short, long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<usize>,
+        /// Repetitions per test (default 3; 1 with --quick).
+        #[arg(short, long)]
+        reps: Option<usize>,
+        /// Where to write bench.md and bench.png (default docs/, or target/bench-quick with --quick).
+        #[arg(long)]
         out: Option<PathBuf>,
     },
     /// Write the corpus of malformed GGUF files the format crate's tests and fuzzer use.
@@ -76,6 +94,11 @@ fn main() -> Result<()> {
                 std::fs::create_dir_all(dir)?;
             }
             dummy::write(&size, &outtype, &out)
+        }
+        Command::Bench { quick, threads, reps, out } => {
+            let out_dir = out.unwrap_or_else(|| root().join(if quick { "target/bench-quick" } else { "docs" }));
+            let reps = reps.unwrap_or(if quick { 1 } else { 3 });
+            bench::run(&bench::Options { quick, threads, reps, out_dir })
         }
         Command::MalformedCorpus { out } => malformed::write_corpus(&root().join(out)),
     }

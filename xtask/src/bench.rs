@@ -1,0 +1,335 @@
+//! `cargo xtask bench`: this machine's memory bandwidth, then `bitnet bench` on dummy models of
+//! bitnet.cpp's benchmark shapes, written up as docs/bench.md with a PNG plot.
+//!
+//! Token generation streams every weight once per token, so its ceiling is the read bandwidth;
+//! the report puts each result against that roofline.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use bitnet_format::GgufFile;
+use serde_json::Value;
+
+/// What to measure.
+pub struct Options {
+    /// 125M only, short tests, one repetition (the CI smoke run).
+    pub quick: bool,
+    pub threads: Vec<usize>,
+    pub reps: usize,
+    /// Report and plot destination (docs/bench.md and docs/bench.png).
+    pub out_dir: PathBuf,
+}
+
+/// Read and triad bandwidth at a thread count, GB/s.
+#[derive(Debug, Clone, Copy)]
+pub struct Bandwidth {
+    pub threads: usize,
+    pub read: f64,
+    pub triad: f64,
+}
+
+/// Sums `buf` in `threads` parts; the best of `reps` passes, in GB/s.
+fn read_bandwidth(buf: &[u64], threads: usize, reps: usize) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..reps {
+        let start = Instant::now();
+        let total: u64 = std::thread::scope(|s| {
+            let parts: Vec<_> = buf
+                .chunks(buf.len().div_ceil(threads))
+                .map(|part| {
+                    s.spawn(move || {
+                        // Eight independent sums keep enough loads in flight to saturate memory.
+                        let mut acc = [0u64; 8];
+                        for c in part.chunks_exact(8) {
+                            for i in 0..8 {
+                                acc[i] = acc[i].wrapping_add(c[i]);
+                            }
+                        }
+                        acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
+                    })
+                })
+                .collect();
+            parts.into_iter().map(|h| h.join().expect("bandwidth thread")).fold(0, u64::wrapping_add)
+        });
+        std::hint::black_box(total);
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    (buf.len() * 8) as f64 / best / 1e9
+}
+
+/// STREAM's triad `a = b + s·c` in `threads` parts, counting 3 arrays of traffic; GB/s.
+fn triad_bandwidth(a: &mut [f32], b: &[f32], c: &[f32], threads: usize, reps: usize) -> f64 {
+    let mut best = f64::MAX;
+    let chunk = a.len().div_ceil(threads);
+    for _ in 0..reps {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for ((a, b), c) in a.chunks_mut(chunk).zip(b.chunks(chunk)).zip(c.chunks(chunk)) {
+                s.spawn(move || {
+                    for ((a, b), c) in a.iter_mut().zip(b).zip(c) {
+                        *a = b + 3.0 * c;
+                    }
+                });
+            }
+        });
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    (a.len() * 4 * 3) as f64 / best / 1e9
+}
+
+/// Measures read and triad bandwidth over buffers far larger than the caches.
+pub fn bandwidth(threads: &[usize], quick: bool) -> Vec<Bandwidth> {
+    let bytes: usize = if quick { 128 << 20 } else { 1 << 30 };
+    let buf: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
+    let n = bytes / 4 / 3;
+    let (mut a, b, c) = (vec![0f32; n], vec![1f32; n], vec![2f32; n]);
+    let reps = if quick { 2 } else { 5 };
+    threads
+        .iter()
+        .map(|&t| Bandwidth {
+            threads: t,
+            read: read_bandwidth(&buf, t, reps),
+            triad: triad_bandwidth(&mut a, &b, &c, t, reps),
+        })
+        .collect()
+}
+
+/// One benchmark model: its shape name, weight type, file and bytes streamed per token.
+struct ModelCase {
+    size: &'static str,
+    outtype: &'static str,
+    path: PathBuf,
+    params: f64,
+    bytes_per_token: f64,
+}
+
+/// Weights read per generated token: every tensor, except that a separate embedding table is
+/// only looked up (one row) when an output head exists.
+fn weight_bytes(path: &Path) -> Result<(f64, f64)> {
+    let f = GgufFile::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let tied = f.tensor_info("output.weight").is_none();
+    let mut bytes = 0u64;
+    let mut params = 0u64;
+    for t in f.tensors() {
+        params += t.numel();
+        if t.name != "token_embd.weight" || tied {
+            bytes += t.size;
+        }
+    }
+    Ok((params as f64, bytes as f64))
+}
+
+fn root() -> PathBuf {
+    crate::root()
+}
+
+/// Builds the release `bitnet` binary and returns its path.
+fn build_cli() -> Result<PathBuf> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--quiet", "-p", "bitnet-cli"])
+        .current_dir(root())
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building bitnet-cli failed");
+    }
+    Ok(root().join("target/release/bitnet"))
+}
+
+/// The CPU's model name from /proc/cpuinfo.
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// One `bitnet bench` row.
+struct Row {
+    size: &'static str,
+    outtype: &'static str,
+    threads: usize,
+    test: String,
+    tps: f64,
+    sd: f64,
+    bytes_per_token: f64,
+    params: f64,
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    let cases: Vec<(&str, &str)> = if opts.quick {
+        vec![("125M", "i2_s")]
+    } else {
+        let mut v = Vec::new();
+        for size in ["125M", "350M", "1B", "2B-4T", "3.8B", "7B"] {
+            v.push((size, "i2_s"));
+            v.push((size, "tq2_0"));
+        }
+        for size in ["125M", "350M", "1B"] {
+            v.push((size, "f16"));
+        }
+        v
+    };
+    let (pp, tg) = if opts.quick { (32, 8) } else { (512, 128) };
+    eprintln!("measuring memory bandwidth...");
+    let bw = bandwidth(&opts.threads, opts.quick);
+    for b in &bw {
+        eprintln!("  {} threads: read {:.1} GB/s, triad {:.1} GB/s", b.threads, b.read, b.triad);
+    }
+    let bitnet = build_cli()?;
+    let mut models = Vec::new();
+    for &(size, outtype) in &cases {
+        let path = root().join(format!("target/dummy/dummy-{size}-{outtype}.gguf"));
+        if !path.exists() {
+            eprintln!("writing {}", path.display());
+            std::fs::create_dir_all(path.parent().expect("target/dummy"))?;
+            crate::dummy::write(size, outtype, &path)?;
+        }
+        let (params, bytes_per_token) = weight_bytes(&path)?;
+        models.push(ModelCase { size, outtype, path, params, bytes_per_token });
+    }
+    let threads = opts.threads.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",");
+    let mut rows = Vec::new();
+    for m in &models {
+        eprintln!("bench {} {}", m.size, m.outtype);
+        let out = Command::new(&bitnet)
+            .args(["bench", "--json", "-m"])
+            .arg(&m.path)
+            .args(["-p", &pp.to_string(), "-n", &tg.to_string(), "-t", &threads, "-r", &opts.reps.to_string()])
+            .output()
+            .context("running bitnet bench")?;
+        if !out.status.success() {
+            bail!("bitnet bench failed on {}: {}", m.path.display(), String::from_utf8_lossy(&out.stderr));
+        }
+        let results: Value = serde_json::from_slice(&out.stdout).context("parsing bitnet bench --json")?;
+        for r in results.as_array().context("bench JSON is an array")? {
+            rows.push(Row {
+                size: m.size,
+                outtype: m.outtype,
+                threads: r["threads"].as_u64().unwrap_or(0) as usize,
+                test: r["test"].as_str().unwrap_or("?").to_owned(),
+                tps: r["tokens_per_second"].as_f64().unwrap_or(0.0),
+                sd: r["stddev"].as_f64().unwrap_or(0.0),
+                bytes_per_token: m.bytes_per_token,
+                params: m.params,
+            });
+        }
+    }
+    std::fs::create_dir_all(&opts.out_dir)?;
+    let md = report(&rows, &bw, opts, pp, tg);
+    std::fs::write(opts.out_dir.join("bench.md"), md)?;
+    crate::plot::tg_by_size(&rows_for_plot(&rows), &opts.out_dir.join("bench.png"))?;
+    eprintln!("wrote {} and bench.png", opts.out_dir.join("bench.md").display());
+    Ok(())
+}
+
+/// (series label, params, tokens/s) of every generation result.
+fn rows_for_plot(rows: &[Row]) -> Vec<(String, f64, f64)> {
+    rows.iter()
+        .filter(|r| r.test.starts_with("tg"))
+        .map(|r| (format!("{} {}t", r.outtype, r.threads), r.params, r.tps))
+        .collect()
+}
+
+fn report(rows: &[Row], bw: &[Bandwidth], opts: &Options, pp: usize, tg: usize) -> String {
+    let mut s = String::new();
+    let kernel = bitnet_kernel_name();
+    let _ = writeln!(s, "# Benchmarks\n");
+    let _ = writeln!(
+        s,
+        "Measured by `cargo xtask bench{}` on {} ({} logical CPUs), kernel `{kernel}`, {}.\n\
+         Models are random-weight dummies of bitnet.cpp's benchmark shapes (`cargo xtask dummy`), \
+         F16 embeddings tied to the output head. pp{pp}: one forward pass over {pp} prompt tokens; \
+         tg{tg}: {tg} single-token passes (mean ± sd over {} repetitions).\n",
+        if opts.quick { " --quick" } else { "" },
+        cpu_name(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        today(),
+        opts.reps
+    );
+    let _ = writeln!(s, "## Memory bandwidth (this machine, measured by the same command)\n");
+    let _ = writeln!(s, "| threads | read GB/s | triad GB/s |\n| ---: | ---: | ---: |");
+    for b in bw {
+        let _ = writeln!(s, "| {} | {:.1} | {:.1} |", b.threads, b.read, b.triad);
+    }
+    let _ = writeln!(
+        s,
+        "\n## Throughput\n\nWeight bytes per token: what one generated token streams from memory \
+         (all layer weights plus the output head). Roofline: read bandwidth ÷ bytes per token.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| model | type | threads | pp{pp} t/s | tg{tg} t/s | weight MB/token | tg GB/s | % of roofline |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    let mut keys: Vec<(&str, &str, usize)> = rows.iter().map(|r| (r.size, r.outtype, r.threads)).collect();
+    keys.dedup();
+    for (size, outtype, t) in keys {
+        let find = |prefix: &str| {
+            rows.iter().find(|r| r.size == size && r.outtype == outtype && r.threads == t && r.test.starts_with(prefix))
+        };
+        let (Some(p), Some(g)) = (find("pp"), find("tg")) else { continue };
+        let gbs = g.tps * g.bytes_per_token / 1e9;
+        let roof = bw.iter().find(|b| b.threads == t).map_or(f64::NAN, |b| b.read);
+        let _ = writeln!(
+            s,
+            "| {size} | {outtype} | {t} | {:.1} ± {:.1} | {:.1} ± {:.1} | {:.0} | {gbs:.1} | {:.0}% |",
+            p.tps,
+            p.sd,
+            g.tps,
+            g.sd,
+            g.bytes_per_token / 1e6,
+            100.0 * gbs / roof
+        );
+    }
+    let _ = writeln!(s, "\n![generation tokens/s by model size](bench.png)\n");
+    s
+}
+
+/// The kernel `bitnet` picks here (BITNET_KERNEL, if set, is reported as set).
+fn bitnet_kernel_name() -> String {
+    std::env::var("BITNET_KERNEL")
+        .unwrap_or_else(|_| if is_x86_64_avx512_vnni() { "avx512-vnni".into() } else { "best available".into() })
+}
+
+fn is_x86_64_avx512_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512bw")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Today's date (UTC) as YYYY-MM-DD, from the system clock.
+fn today() -> String {
+    let days =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400) as i64;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bandwidth_is_positive() {
+        let b = super::bandwidth(&[1], true);
+        assert!(b[0].read > 0.1 && b[0].triad > 0.1, "{b:?}");
+    }
+}
