@@ -38,7 +38,7 @@ fn ternary(c: &mut Criterion) {
 
 fn heads(c: &mut Criterion) {
     let (name, rows, cols) = HEAD_2B4T;
-    for ty in [TensorType::F16, TensorType::Q8_0] {
+    for ty in [TensorType::F16, TensorType::Q8_0, TensorType::Q6_K] {
         let data = dense(ty, rows, cols);
         let (x, _) = activations(1, cols);
         let mut out = vec![0f32; rows];

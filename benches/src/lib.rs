@@ -54,12 +54,13 @@ pub fn activations(n: usize, cols: usize) -> (Vec<f32>, QuantizedActivations) {
     (x, q)
 }
 
-/// Random dense weights of type `ty` (F16 or Q8_0; Q8_0 scales kept small and finite).
+/// Random dense weights of type `ty` (F16, Q8_0 or Q6_K; scales kept small and finite).
 pub fn dense(ty: TensorType, rows: usize, cols: usize) -> Vec<u8> {
     let mut b = random_bytes(rows * bitnet_quant::dense::row_bytes(ty, cols).expect("dense type"), 11);
     match ty {
         TensorType::F16 => b.chunks_exact_mut(2).for_each(|h| h[1] = 0x20 | (h[1] & 0x83)),
         TensorType::Q8_0 => b.chunks_exact_mut(34).for_each(|blk| blk[1] = 0x20),
+        TensorType::Q6_K => b.chunks_exact_mut(210).for_each(|blk| blk[209] = 0x20),
         _ => {}
     }
     b

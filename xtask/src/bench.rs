@@ -173,6 +173,9 @@ pub fn run(opts: &Options) -> Result<()> {
         for size in ["125M", "350M", "1B"] {
             v.push((size, "f16"));
         }
+        // The output-head trade (`bitnet convert --embedding-type`) at the 2B-4T shape.
+        v.push(("2B-4T", "i2_s+q8_0"));
+        v.push(("2B-4T", "i2_s+q6_k"));
         v
     };
     let (pp, tg) = if opts.quick { (32, 8) } else { (512, 128) };
@@ -188,7 +191,22 @@ pub fn run(opts: &Options) -> Result<()> {
         if !path.exists() {
             eprintln!("writing {}", path.display());
             std::fs::create_dir_all(path.parent().expect("target/dummy"))?;
-            crate::dummy::write(size, outtype, &path)?;
+            match outtype.split_once('+') {
+                // `TYPE+HEAD`: the TYPE model with its embedding table / head re-encoded as HEAD.
+                Some((base, head)) => {
+                    let base_path = root().join(format!("target/dummy/dummy-{size}-{base}.gguf"));
+                    if !base_path.exists() {
+                        crate::dummy::write(size, base, &base_path)?;
+                    }
+                    let ty = match head {
+                        "q8_0" => bitnet_convert::EmbeddingType::Q8_0,
+                        "q6_k" => bitnet_convert::EmbeddingType::Q6K,
+                        other => bail!("unknown head type {other}"),
+                    };
+                    bitnet_convert::requantize_embeddings(&base_path, &path, ty)?;
+                }
+                None => crate::dummy::write(size, outtype, &path)?,
+            }
         }
         let (params, bytes_per_token) = weight_bytes(&path)?;
         models.push(ModelCase { size, outtype, path, params, bytes_per_token });

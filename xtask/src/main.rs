@@ -29,7 +29,7 @@ enum Command {
         /// Ternary weight type: i2_s, tq1_0 or tq2_0.
         #[arg(long, default_value = "i2_s")]
         outtype: String,
-        /// Embedding type: f16 or f32.
+        /// Embedding type: f16, f32, q8_0 or q6_k.
         #[arg(long, default_value = "f16")]
         embedding_type: String,
     },
@@ -82,7 +82,9 @@ fn main() -> Result<()> {
             let embedding_type = match embedding_type.as_str() {
                 "f16" => EmbeddingType::F16,
                 "f32" => EmbeddingType::F32,
-                other => anyhow::bail!("unknown --embedding-type {other:?} (f16, f32)"),
+                "q8_0" => EmbeddingType::Q8_0,
+                "q6_k" => EmbeddingType::Q6K,
+                other => anyhow::bail!("unknown --embedding-type {other:?} (f16, f32, q8_0, q6_k)"),
             };
             let s = bitnet_convert::convert_dir(&dir, &out, ConvertOptions { outtype, embedding_type })?;
             println!("wrote {} ({}, {} tensors, {} bytes)", out.display(), s.architecture, s.tensors, s.bytes);

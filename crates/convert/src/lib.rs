@@ -98,11 +98,29 @@ impl OutType {
     }
 }
 
-/// Type of the embedding table (which is also the output head when tied).
+/// Type of the embedding table (which is also the output head when tied). For BitNet 2B-4T the
+/// head is read whole for every generated token and is larger than all ternary weights, so this
+/// choice trades file size and decoding speed against accuracy (see docs/bench.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmbeddingType {
     F16,
     F32,
+    /// 8.5 bits per weight (llama.cpp's Q8_0).
+    Q8_0,
+    /// 6.56 bits per weight (llama.cpp's Q6_K; rows must be multiples of 256).
+    Q6K,
+}
+
+impl EmbeddingType {
+    /// The GGUF tensor type.
+    pub fn tensor_type(self) -> TensorType {
+        match self {
+            EmbeddingType::F16 => TensorType::F16,
+            EmbeddingType::F32 => TensorType::F32,
+            EmbeddingType::Q8_0 => TensorType::Q8_0,
+            EmbeddingType::Q6K => TensorType::Q6_K,
+        }
+    }
 }
 
 /// Conversion options.
@@ -458,10 +476,14 @@ pub fn convert_dir(dir: &Path, out: &Path, opts: ConvertOptions) -> Result<Summa
     }
     tok.write(m);
 
-    let emb_type = match opts.embedding_type {
-        EmbeddingType::F16 => TensorType::F16,
-        EmbeddingType::F32 => TensorType::F32,
-    };
+    let emb_type = opts.embedding_type.tensor_type();
+    // Block types need whole blocks per row: say so before writing anything.
+    bitnet_quant::dense::row_bytes(emb_type, config.hidden as usize).map_err(|e| {
+        ConvertError::Unsupported(format!(
+            "--embedding-type {emb_type} cannot hold rows of {} (hidden size): {e}",
+            config.hidden
+        ))
+    })?;
     for p in &plans {
         let ne: Vec<u64> = p.shape.iter().rev().map(|&d| d as u64).collect();
         let ty = match p.kind {
@@ -472,14 +494,7 @@ pub fn convert_dir(dir: &Path, out: &Path, opts: ConvertOptions) -> Result<Summa
         b.add_tensor(&p.gguf, ty, &ne)?;
     }
 
-    let tmp = out.with_extension(format!("gguf.tmp{}", std::process::id()));
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| ConvertError::Io { path, source }
-    };
-    let result = (|| -> Result<u64> {
-        let file = File::create(&tmp).map_err(io(&tmp))?;
-        let mut w = b.start(BufWriter::new(file))?;
+    let bytes = write_atomically(out, b, |w| {
         for p in &plans {
             let bytes = match p.kind {
                 Kind::Ternary => {
@@ -489,9 +504,13 @@ pub fn convert_dir(dir: &Path, out: &Path, opts: ConvertOptions) -> Result<Summa
                 Kind::Norm | Kind::Embedding => {
                     let (values, shape) = ckpt.f32(&p.hf)?;
                     check_shape(p, &shape)?;
-                    match (p.kind, opts.embedding_type) {
-                        (Kind::Embedding, EmbeddingType::F16) => {
-                            values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect()
+                    match p.kind {
+                        Kind::Embedding => {
+                            let mut bytes = Vec::new();
+                            for row in values.chunks(config.hidden as usize) {
+                                bytes.extend(bitnet_quant::dense::quantize_row(emb_type, row)?);
+                            }
+                            bytes
                         }
                         _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
                     }
@@ -499,6 +518,27 @@ pub fn convert_dir(dir: &Path, out: &Path, opts: ConvertOptions) -> Result<Summa
             };
             w.write_tensor(&p.gguf, &bytes)?;
         }
+        Ok(())
+    })?;
+    Ok(Summary { architecture: arch.into(), tensors: plans.len(), bytes })
+}
+
+/// Writes a GGUF through a temporary file beside `out` (fsync, then rename), so `out` is either
+/// the complete new file or untouched; returns the bytes written.
+fn write_atomically(
+    out: &Path,
+    b: GgufBuilder,
+    body: impl FnOnce(&mut bitnet_format::GgufWriter<BufWriter<File>>) -> Result<()>,
+) -> Result<u64> {
+    let tmp = out.with_extension(format!("gguf.tmp{}", std::process::id()));
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ConvertError::Io { path, source }
+    };
+    let result = (|| -> Result<u64> {
+        let file = File::create(&tmp).map_err(io(&tmp))?;
+        let mut w = b.start(BufWriter::new(file))?;
+        body(&mut w)?;
         let file =
             w.finish()?.into_inner().map_err(|e| ConvertError::Io { path: tmp.clone(), source: e.into_error() })?;
         file.sync_all().map_err(io(&tmp))?;
@@ -507,13 +547,59 @@ pub fn convert_dir(dir: &Path, out: &Path, opts: ConvertOptions) -> Result<Summa
     match result {
         Ok(bytes) => {
             std::fs::rename(&tmp, out).map_err(io(out))?;
-            Ok(Summary { architecture: arch.into(), tensors: plans.len(), bytes })
+            Ok(bytes)
         }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             Err(e)
         }
     }
+}
+
+/// Re-encodes the embedding table and output head of an existing GGUF model (ours, bitnet.cpp's
+/// or llama.cpp's) as `ty`, copying everything else byte for byte — llama-quantize's
+/// `--token-embedding-type` / `--output-tensor-type` for the one choice that matters to ternary
+/// models (the head is read whole for every generated token).
+pub fn requantize_embeddings(input: &Path, out: &Path, ty: EmbeddingType) -> Result<Summary> {
+    let file = bitnet_format::GgufFile::open(input)?;
+    let target = ty.tensor_type();
+    let is_head = |name: &str| name == "token_embd.weight" || name == "output.weight";
+    let mut b = GgufBuilder::new();
+    b.with_metadata(file.metadata().clone());
+    for t in file.tensors() {
+        let new_ty = if is_head(&t.name) { target } else { t.ty };
+        if is_head(&t.name) {
+            let cols = t.shape.first().copied().unwrap_or(1) as usize;
+            bitnet_quant::dense::row_bytes(target, cols).map_err(|e| {
+                ConvertError::Unsupported(format!(
+                    "{}: --embedding-type {target} cannot hold rows of {cols}: {e}",
+                    t.name
+                ))
+            })?;
+            bitnet_quant::dense::row_bytes(t.ty, cols)
+                .map_err(|e| ConvertError::Unsupported(format!("{}: cannot read type {} ({e})", t.name, t.ty)))?;
+        }
+        b.add_tensor(&t.name, new_ty, &t.shape)?;
+    }
+    let arch = file.metadata().get("general.architecture").and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+    let bytes = write_atomically(out, b, |w| {
+        for t in file.tensors() {
+            let data = file.tensor_data(t);
+            if !is_head(&t.name) {
+                w.write_tensor(&t.name, data)?;
+                continue;
+            }
+            let cols = t.shape.first().copied().unwrap_or(1) as usize;
+            let rb = bitnet_quant::dense::row_bytes(t.ty, cols)?;
+            let mut row = vec![0f32; cols];
+            for src in data.chunks_exact(rb) {
+                bitnet_quant::dense::dequantize_row(t.ty, src, &mut row);
+                w.write_tensor_chunk(&t.name, &bitnet_quant::dense::quantize_row(target, &row)?)?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(Summary { architecture: arch, tensors: file.tensors().len(), bytes })
 }
 
 fn check_shape(p: &Plan, shape: &[usize]) -> Result<()> {

@@ -1,6 +1,7 @@
 //! Dense GEMV/GEMM for output heads and other float or block-quantized matrices: F16 and Q8_0
 //! rows are converted in registers (`vcvtph2ps`, sign-extend + convert) and multiplied with FMA;
-//! F32 is read as is; BF16 and Q6_K rows are dequantized into a scratch row first (the reference
+//! Q6_K is assembled from its nibbles and high bits in registers on AVX-512 (AVX2 dequantizes it
+//! first); F32 is read as is; BF16 rows are dequantized into a scratch row first (the reference
 //! dequantizer) and then take the F32 path.
 //!
 //! Sums run in several vector lanes, so results differ from the sequential reference by float
@@ -29,6 +30,19 @@ pub(crate) trait DenseIsa {
     /// # Safety
     /// The CPU must support the ISA.
     unsafe fn dot_q8_0(w: &[u8], x: &[f32]) -> f32;
+
+    /// Whether [`DenseIsa::dot_q6_k`] exists (otherwise Q6_K rows are dequantized first).
+    const HAS_Q6_K: bool = false;
+
+    /// Σ w·x over a Q6_K row.
+    ///
+    /// # Safety
+    /// The CPU must support the ISA.
+    unsafe fn dot_q6_k(w: &[u8], x: &[f32]) -> f32 {
+        let mut row = vec![0f32; x.len()];
+        dequantize_row(TensorType::Q6_K, w, &mut row);
+        crate::dense::tail_f32(&row, x)
+    }
 }
 
 /// # Safety
@@ -46,7 +60,8 @@ unsafe fn gemm_rows<I: DenseIsa>(
     let mut scratch = vec![0f32; cols];
     for (i, r) in rows.enumerate() {
         let row = &w[r * rb..(r + 1) * rb];
-        if matches!(ty, TensorType::BF16 | TensorType::Q6_K | TensorType::F32) {
+        let q6k_direct = ty == TensorType::Q6_K && I::HAS_Q6_K;
+        if matches!(ty, TensorType::BF16 | TensorType::Q6_K | TensorType::F32) && !q6k_direct {
             dequantize_row(ty, row, &mut scratch);
         }
         for (j, xr) in x.chunks_exact(cols).enumerate() {
@@ -55,6 +70,7 @@ unsafe fn gemm_rows<I: DenseIsa>(
                 match ty {
                     TensorType::F16 => I::dot_f16(row, xr),
                     TensorType::Q8_0 => I::dot_q8_0(row, xr),
+                    TensorType::Q6_K if q6k_direct => I::dot_q6_k(row, xr),
                     _ => I::dot_f32(&scratch, xr),
                 }
             };
@@ -114,7 +130,7 @@ dense_kernel!(
     Avx512Dense,
     crate::avx512::Avx512,
     "avx512",
-    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vl")
 );
 dense_kernel!(
     Avx2Dense,

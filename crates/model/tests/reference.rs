@@ -66,6 +66,32 @@ fn f16_embeddings_keep_greedy_tokens() {
     assert_eq!(argmax(&logits), ids(&reference["greedy"])[0]);
 }
 
+/// Quantized embedding tables / output heads (`convert --embedding-type q8_0|q6_k`) load and run.
+/// Q8_0 keeps transformers' greedy token; Q6_K's 6-bit rows (errors up to ~2% of a row's range)
+/// are enough to reorder this random model's top logits, which lie 0.3% apart, so for it the
+/// reference token must stay among the top three and logits within 15% of the range.
+#[test]
+fn quantized_embeddings_run() {
+    let top = |logits: &[f32], k: usize| {
+        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+        idx.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        idx.truncate(k);
+        idx
+    };
+    let (exact, reference) = load_as("tiny-bitnet-b1.58-256", OutType::I2s, EmbeddingType::F32, 2);
+    let tokens = ids(&reference["tokens"]);
+    let want = exact.forward(&tokens, &mut exact.new_cache(64), false).unwrap();
+    let range = want.iter().fold(f32::MIN, |m, &v| m.max(v)) - want.iter().fold(f32::MAX, |m, &v| m.min(v));
+    let greedy = ids(&reference["greedy"])[0];
+    for (ty, k, tol) in [(EmbeddingType::Q8_0, 1, 0.03), (EmbeddingType::Q6K, 3, 0.15)] {
+        let (model, _) = load_as("tiny-bitnet-b1.58-256", OutType::I2s, ty, 2);
+        let logits = model.forward(&tokens, &mut model.new_cache(64), false).unwrap();
+        assert!(top(&logits, k).contains(&greedy), "{ty:?}: {:?}", top(&logits, 4));
+        let worst = logits.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst <= tol * range, "{ty:?}: logits off by {worst} (range {range})");
+    }
+}
+
 #[test]
 fn tokenizer_matches_hugging_face() {
     let (model, reference) = load("tiny-bitnet-b1.58", EmbeddingType::F16, 1);

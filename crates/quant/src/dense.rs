@@ -158,3 +158,164 @@ impl DenseKernel for ScalarDense {
         Ok(())
     }
 }
+
+/// ggml's `nearest_int`: round half to even through the 1.5·2²³ trick (valid for |v| < 2²²).
+fn nearest_int(v: f32) -> i32 {
+    ((v + 12_582_912.0).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
+/// Quantizes one row to a dense type, as llama.cpp's reference quantizers do
+/// (`quantize_row_q8_0_ref`, `quantize_row_q6_K_ref`), so files match llama-quantize's.
+pub fn quantize_row(ty: TensorType, x: &[f32]) -> Result<Vec<u8>, QuantError> {
+    let rb = row_bytes(ty, x.len())?;
+    let mut out = Vec::with_capacity(rb);
+    match ty {
+        TensorType::F32 => x.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        TensorType::F16 => x.iter().for_each(|&v| out.extend_from_slice(&f16::from_f32(v).to_le_bytes())),
+        TensorType::BF16 => x.iter().for_each(|&v| out.extend_from_slice(&bf16::from_f32(v).to_le_bytes())),
+        TensorType::Q8_0 => {
+            for b in x.chunks_exact(32) {
+                let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+                // C's roundf: half away from zero.
+                out.extend(b.iter().map(|&v| (v * id).round() as i8 as u8));
+            }
+        }
+        TensorType::Q6_K => {
+            for b in x.chunks_exact(256) {
+                quantize_block_q6_k(b, &mut out);
+            }
+        }
+        other => unreachable!("{other} passed row_bytes"),
+    }
+    Ok(out)
+}
+
+/// ggml's `make_qx_quants` with `rmse_type` 1 (weights x²): the scale of a group minimizing the
+/// weighted squared error, trying 19 candidate reciprocal scales around `nmax / max`; `l` gets the
+/// group's codes offset by `nmax`.
+fn make_qx_quants(x: &[f32], nmax: i32, l: &mut [i8]) -> f32 {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < 1e-15 {
+        l.fill(0);
+        return 0.0;
+    }
+    let code = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
+    let sums = |iscale: f32| {
+        let (mut sumlx, mut suml2) = (0f32, 0f32);
+        for &v in x {
+            let q = code(iscale, v) as f32;
+            let w = v * v;
+            sumlx += w * v * q;
+            suml2 += w * q * q;
+        }
+        (sumlx, suml2)
+    };
+    let mut iscale = -(nmax as f32) / max;
+    for (o, &v) in l.iter_mut().zip(x) {
+        *o = (code(iscale, v) + nmax) as i8;
+    }
+    let (sumlx, suml2) = sums(iscale);
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for is in (-9..=9).filter(|&i| i != 0) {
+        iscale = -(nmax as f32 + 0.1 * is as f32) / max;
+        let (sumlx, suml2) = sums(iscale);
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            for (o, &v) in l.iter_mut().zip(x) {
+                *o = (code(iscale, v) + nmax) as i8;
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    scale
+}
+
+/// One 256-element Q6_K block (`ql[128]`, `qh[64]`, `scales[16]`, f16 `d`), as ggml writes it.
+fn quantize_block_q6_k(x: &[f32], out: &mut Vec<u8>) {
+    let mut l = [0i8; 256];
+    let mut scales = [0f32; 16];
+    let (mut max_scale, mut max_abs) = (0f32, 0f32);
+    for (ib, s) in scales.iter_mut().enumerate() {
+        *s = make_qx_quants(&x[16 * ib..16 * ib + 16], 32, &mut l[16 * ib..16 * ib + 16]);
+        if s.abs() > max_abs {
+            max_abs = s.abs();
+            max_scale = *s;
+        }
+    }
+    if max_abs < 1e-15 {
+        out.extend_from_slice(&[0u8; 210]);
+        return;
+    }
+    let iscale = -128.0 / max_scale;
+    let d = f16::from_f32(1.0 / iscale);
+    let sc: Vec<i8> = scales.iter().map(|&s| nearest_int(iscale * s).min(127) as i8).collect();
+    for (j, &s) in sc.iter().enumerate() {
+        let dj = d.to_f32() * f32::from(s);
+        if dj == 0.0 {
+            continue;
+        }
+        for ii in 0..16 {
+            l[16 * j + ii] = (nearest_int(x[16 * j + ii] / dj).clamp(-32, 31) + 32) as i8;
+        }
+    }
+    let (mut ql, mut qh) = ([0u8; 128], [0u8; 64]);
+    for (half, j) in [0usize, 128].into_iter().enumerate() {
+        for i in 0..32 {
+            let q = |k: usize| l[j + i + 32 * k] as u8;
+            ql[64 * half + i] = (q(0) & 0xF) | ((q(2) & 0xF) << 4);
+            ql[64 * half + i + 32] = (q(1) & 0xF) | ((q(3) & 0xF) << 4);
+            qh[32 * half + i] = (q(0) >> 4) | ((q(1) >> 4) << 2) | ((q(2) >> 4) << 4) | ((q(3) >> 4) << 6);
+        }
+    }
+    out.extend_from_slice(&ql);
+    out.extend_from_slice(&qh);
+    out.extend(sc.iter().map(|&s| s as u8));
+    out.extend_from_slice(&d.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wave(n: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1.0 + (i / 256) as f32)).collect()
+    }
+
+    #[test]
+    fn quantized_rows_round_trip_within_their_step() {
+        let x = wave(1024);
+        for (ty, tol) in [(TensorType::Q8_0, 1.0 / 127.0), (TensorType::Q6_K, 1.0 / 20.0), (TensorType::F16, 1e-3)] {
+            let bytes = quantize_row(ty, &x).unwrap();
+            assert_eq!(bytes.len(), row_bytes(ty, x.len()).unwrap());
+            let mut back = vec![0f32; x.len()];
+            dequantize_row(ty, &bytes, &mut back);
+            for (blk, (a, b)) in x.chunks(256).zip(back.chunks(256)).enumerate() {
+                let amax = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for (u, v) in a.iter().zip(b) {
+                    assert!((u - v).abs() <= tol * amax, "{ty} block {blk}: {u} -> {v}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zero_rows_quantize_to_zero() {
+        for ty in [TensorType::Q8_0, TensorType::Q6_K] {
+            let bytes = quantize_row(ty, &[0.0; 256]).unwrap();
+            let mut back = vec![1f32; 256];
+            dequantize_row(ty, &bytes, &mut back);
+            assert!(back.iter().all(|&v| v == 0.0), "{ty}");
+        }
+        assert!(quantize_row(TensorType::Q6_K, &[0.0; 100]).is_err());
+    }
+}
