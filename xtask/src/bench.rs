@@ -21,6 +21,9 @@ pub struct Options {
     pub reps: usize,
     /// Report and plot destination (docs/bench.md and docs/bench.png).
     pub out_dir: PathBuf,
+    /// Reuse `bitnet bench` results saved by an earlier run (target/bench/) instead of measuring
+    /// again (to rewrite the report).
+    pub reuse: bool,
 }
 
 /// Read and triad bandwidth at a thread count, GB/s.
@@ -214,17 +217,31 @@ pub fn run(opts: &Options) -> Result<()> {
     let threads = opts.threads.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",");
     let mut rows = Vec::new();
     for m in &models {
-        eprintln!("bench {} {}", m.size, m.outtype);
-        let out = Command::new(&bitnet)
-            .args(["bench", "--json", "-m"])
-            .arg(&m.path)
-            .args(["-p", &pp.to_string(), "-n", &tg.to_string(), "-t", &threads, "-r", &opts.reps.to_string()])
-            .output()
-            .context("running bitnet bench")?;
-        if !out.status.success() {
-            bail!("bitnet bench failed on {}: {}", m.path.display(), String::from_utf8_lossy(&out.stderr));
-        }
-        let results: Value = serde_json::from_slice(&out.stdout).context("parsing bitnet bench --json")?;
+        let saved = root().join(format!(
+            "target/bench/{}-{}-p{pp}-n{tg}-t{}.json",
+            m.size,
+            m.outtype,
+            threads.replace(',', "_")
+        ));
+        let json = if opts.reuse && saved.exists() {
+            eprintln!("reusing {}", saved.display());
+            std::fs::read(&saved)?
+        } else {
+            eprintln!("bench {} {}", m.size, m.outtype);
+            let out = Command::new(&bitnet)
+                .args(["bench", "--json", "-m"])
+                .arg(&m.path)
+                .args(["-p", &pp.to_string(), "-n", &tg.to_string(), "-t", &threads, "-r", &opts.reps.to_string()])
+                .output()
+                .context("running bitnet bench")?;
+            if !out.status.success() {
+                bail!("bitnet bench failed on {}: {}", m.path.display(), String::from_utf8_lossy(&out.stderr));
+            }
+            std::fs::create_dir_all(saved.parent().expect("target/bench"))?;
+            std::fs::write(&saved, &out.stdout)?;
+            out.stdout
+        };
+        let results: Value = serde_json::from_slice(&json).context("parsing bitnet bench --json")?;
         for r in results.as_array().context("bench JSON is an array")? {
             rows.push(Row {
                 size: m.size,
@@ -238,12 +255,113 @@ pub fn run(opts: &Options) -> Result<()> {
             });
         }
     }
+    let heads = if opts.quick { Vec::new() } else { head_trade(&bitnet)? };
     std::fs::create_dir_all(&opts.out_dir)?;
-    let md = report(&rows, &bw, opts, pp, tg);
+    let mut md = report(&rows, &bw, opts, pp, tg);
+    md.push_str(&against_bitnet_cpp(&rows, pp, tg));
+    md.push_str(&head_section(&rows, &heads));
     std::fs::write(opts.out_dir.join("bench.md"), md)?;
     crate::plot::tg_by_size(&rows_for_plot(&rows), &opts.out_dir.join("bench.png"))?;
     eprintln!("wrote {} and bench.png", opts.out_dir.join("bench.md").display());
     Ok(())
+}
+
+/// bitnet.cpp 1.0 (I2_S, AVX2) on this machine kind, as the project's x86 issue quotes them:
+/// (shape, threads, pp128 tokens/s, tg tokens/s).
+const BITNET_CPP: &[(&str, usize, f64, f64)] =
+    &[("125M", 1, 350.0, 137.0), ("125M", 2, 680.0, 205.0), ("2B-4T", 1, 30.0, 13.6), ("2B-4T", 2, 46.0, 19.9)];
+
+fn against_bitnet_cpp(rows: &[Row], pp: usize, tg: usize) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## Against bitnet.cpp\n\nbitnet.cpp 1.0 (I2_S, AVX2) figures for this machine kind as the project's x86 issue \
+         quotes them (pp128, tg), against ours on the same shapes (pp{pp}, tg{tg}; I2_S, F16 head). \
+         Targets: prompt processing ≥ 3×, generation ≥ 90% of the read roofline (table above).\n\n\
+         | shape | threads | bitnet.cpp pp128 | ours pp{pp} | × | bitnet.cpp tg | ours tg{tg} | × |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for &(size, t, their_pp, their_tg) in BITNET_CPP {
+        let find = |prefix: &str| {
+            rows.iter().find(|r| r.size == size && r.outtype == "i2_s" && r.threads == t && r.test.starts_with(prefix))
+        };
+        if let (Some(p), Some(g)) = (find("pp"), find("tg")) {
+            let _ = writeln!(
+                s,
+                "| {size} | {t} | {their_pp:.0} | {:.1} | {:.2} | {their_tg:.1} | {:.1} | {:.2} |",
+                p.tps,
+                p.tps / their_pp,
+                g.tps,
+                g.tps / their_tg
+            );
+        }
+    }
+    let _ = writeln!(s, "\nWhat limits each figure is analysed in [kernels.md](kernels.md#what-stops-the-targets).\n");
+    s
+}
+
+/// Perplexity of the shipped demo model on its held-out text with each output-head type
+/// (the head re-encoded by `bitnet convert MODEL.gguf --embedding-type`).
+fn head_trade(bitnet: &Path) -> Result<Vec<(String, f64, u64)>> {
+    let demo = root().join("fixtures/models/bitnet-demo.gguf");
+    let text = root().join("fixtures/models/bitnet-demo-heldout.txt");
+    let mut out = Vec::new();
+    for head in ["f16", "q8_0", "q6_k"] {
+        let path = if head == "f16" {
+            demo.clone()
+        } else {
+            let p = root().join(format!("target/dummy/bitnet-demo-{head}.gguf"));
+            let ty =
+                if head == "q8_0" { bitnet_convert::EmbeddingType::Q8_0 } else { bitnet_convert::EmbeddingType::Q6K };
+            bitnet_convert::requantize_embeddings(&demo, &p, ty)?;
+            p
+        };
+        let o = Command::new(bitnet).args(["perplexity", "--json", "-m"]).arg(&path).arg("-f").arg(&text).output()?;
+        if !o.status.success() {
+            bail!("bitnet perplexity failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        let v: Value = serde_json::from_slice(&o.stdout).context("parsing bitnet perplexity --json")?;
+        out.push((head.to_owned(), v["perplexity"].as_f64().unwrap_or(f64::NAN), std::fs::metadata(&path)?.len()));
+    }
+    Ok(out)
+}
+
+fn head_section(rows: &[Row], heads: &[(String, f64, u64)]) -> String {
+    if heads.is_empty() {
+        return String::new();
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## Output head: bytes against accuracy\n\nThe 2B-4T head (128256 × 2560) is read whole for every \
+         generated token. Generation speed at the 2B-4T shape with each head type, and the perplexity of the \
+         shipped demo model (`fixtures/models/bitnet-demo.gguf`, whole held-out text) with its head re-encoded \
+         the same way:\n\n| head | 2B-4T MB/token | tg t/s (1 thread) | tg t/s (2 threads) | demo perplexity | demo file |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: |"
+    );
+    let base = heads.iter().find(|h| h.0 == "f16").map_or(f64::NAN, |h| h.1);
+    for (head, ppl, bytes) in heads {
+        let outtype = if head == "f16" { "i2_s".to_owned() } else { format!("i2_s+{head}") };
+        let tg = |t: usize| {
+            rows.iter()
+                .find(|r| r.size == "2B-4T" && r.outtype == outtype && r.threads == t && r.test.starts_with("tg"))
+                .map_or("–".to_owned(), |r| format!("{:.1}", r.tps))
+        };
+        let mb = rows
+            .iter()
+            .find(|r| r.size == "2B-4T" && r.outtype == outtype)
+            .map_or(f64::NAN, |r| r.bytes_per_token / 1e6);
+        let _ = writeln!(
+            s,
+            "| {head} | {mb:.0} | {} | {} | {ppl:.3} ({:+.2}%) | {:.2} MB |",
+            tg(1),
+            tg(2),
+            100.0 * (ppl / base - 1.0),
+            *bytes as f64 / 1e6
+        );
+    }
+    s.push('\n');
+    s
 }
 
 /// (series label, params, tokens/s) of every generation result.

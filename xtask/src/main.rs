@@ -26,7 +26,7 @@ enum Command {
         /// Output GGUF file.
         #[arg(short, long)]
         out: PathBuf,
-        /// Ternary weight type: i2_s, tq1_0 or tq2_0.
+        /// Layer weight type: i2_s, tq1_0, tq2_0, f16 or f32.
         #[arg(long, default_value = "i2_s")]
         outtype: String,
         /// Embedding type: f16, f32, q8_0 or q6_k.
@@ -60,6 +60,10 @@ enum Command {
         /// Where to write bench.md and bench.png (default docs/, or target/bench-quick with --quick).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Reuse the `bitnet bench` results an earlier run saved under target/bench/ (rewrites
+        /// the report without measuring again).
+        #[arg(long)]
+        reuse: bool,
     },
     /// Write the corpus of malformed GGUF files the format crate's tests and fuzzer use.
     MalformedCorpus {
@@ -77,7 +81,9 @@ fn main() -> Result<()> {
                 "i2_s" => OutType::I2s,
                 "tq1_0" => OutType::Tq1_0,
                 "tq2_0" => OutType::Tq2_0,
-                other => anyhow::bail!("unknown --outtype {other:?} (i2_s, tq1_0, tq2_0)"),
+                "f16" => OutType::F16,
+                "f32" => OutType::F32,
+                other => anyhow::bail!("unknown --outtype {other:?} (i2_s, tq1_0, tq2_0, f16, f32)"),
             };
             let embedding_type = match embedding_type.as_str() {
                 "f16" => EmbeddingType::F16,
@@ -97,10 +103,10 @@ fn main() -> Result<()> {
             }
             dummy::write(&size, &outtype, &out)
         }
-        Command::Bench { quick, threads, reps, out } => {
+        Command::Bench { quick, threads, reps, out, reuse } => {
             let out_dir = out.unwrap_or_else(|| root().join(if quick { "target/bench-quick" } else { "docs" }));
             let reps = reps.unwrap_or(if quick { 1 } else { 3 });
-            bench::run(&bench::Options { quick, threads, reps, out_dir })
+            bench::run(&bench::Options { quick, threads, reps, out_dir, reuse })
         }
         Command::MalformedCorpus { out } => malformed::write_corpus(&root().join(out)),
     }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use bitnet_convert::{ConvertOptions, EmbeddingType, OutType, convert_dir};
+use bitnet_convert::{ConvertOptions, EmbeddingType, OutType, convert_dir_with_progress};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  bitnet convert ./bitnet-b1.58-2B-4T-bf16 -o model.gguf\n  \
@@ -12,12 +12,21 @@ pub struct Args {
     /// Directory with config.json, *.safetensors and tokenizer.json; or a GGUF model file, whose
     /// embedding table and output head are then re-encoded as --embedding-type (everything else
     /// is copied unchanged).
-    pub dir: PathBuf,
+    #[arg(required_unless_present = "hf_repo", conflicts_with = "hf_repo")]
+    pub dir: Option<PathBuf>,
+    /// Take the checkpoint from this Hugging Face repository (e.g.
+    /// microsoft/bitnet-b1.58-2B-4T-bf16), through the standard cache; cached files work offline.
+    #[arg(long, value_name = "ID")]
+    pub hf_repo: Option<String>,
+    /// Branch, tag or commit of --hf-repo.
+    #[arg(long, value_name = "REV", requires = "hf_repo")]
+    pub revision: Option<String>,
     /// Output GGUF file.
     #[arg(short, long)]
     pub out: PathBuf,
-    /// Type of the ternary weights: bitnet.cpp's I2_S, or llama.cpp's TQ1_0 / TQ2_0 (rows must
-    /// be multiples of 256).
+    /// Type of the ternary weights: bitnet.cpp's I2_S, llama.cpp's TQ1_0 / TQ2_0 (rows must be
+    /// multiples of 256), or unquantized f16 / f32 (ternary values times their scale; the
+    /// baseline for speed comparisons).
     #[arg(long, value_enum, default_value = "i2_s")]
     pub outtype: Out,
     /// Type of the embedding table (also the output head when tied, which every generated token
@@ -34,6 +43,8 @@ pub enum Out {
     Tq1_0,
     #[value(name = "tq2_0")]
     Tq2_0,
+    F16,
+    F32,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -47,9 +58,14 @@ pub enum Embedding {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    if args.dir.is_file() {
-        let s = bitnet_convert::requantize_embeddings(&args.dir, &args.out, embedding(args.embedding_type))
-            .with_context(|| format!("cannot re-encode {}", args.dir.display()))?;
+    let dir = match (&args.dir, &args.hf_repo) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(repo)) => crate::hub::resolve_checkpoint(repo, args.revision.as_deref())?,
+        (None, None) => unreachable!("clap requires one"),
+    };
+    if dir.is_file() {
+        let s = bitnet_convert::requantize_embeddings(&dir, &args.out, embedding(args.embedding_type))
+            .with_context(|| format!("cannot re-encode {}", dir.display()))?;
         eprintln!("wrote {} ({}, {} tensors, {} bytes)", args.out.display(), s.architecture, s.tensors, s.bytes);
         return Ok(());
     }
@@ -58,9 +74,20 @@ pub fn run(args: &Args) -> Result<()> {
         Out::I2s => OutType::I2s,
         Out::Tq1_0 => OutType::Tq1_0,
         Out::Tq2_0 => OutType::Tq2_0,
+        Out::F16 => OutType::F16,
+        Out::F32 => OutType::F32,
     };
-    let s = convert_dir(&args.dir, &args.out, ConvertOptions { outtype, embedding_type })
-        .with_context(|| format!("cannot convert {}", args.dir.display()))?;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors, {elapsed} {msg}")
+            .expect("valid template"),
+    );
+    let s = convert_dir_with_progress(&dir, &args.out, ConvertOptions { outtype, embedding_type }, &mut |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(p.tensor.to_owned());
+    });
+    bar.finish_and_clear();
+    let s = s.with_context(|| format!("cannot convert {}", dir.display()))?;
     eprintln!("wrote {} ({}, {} tensors, {} bytes)", args.out.display(), s.architecture, s.tensors, s.bytes);
     Ok(())
 }

@@ -7,8 +7,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
-use hf_hub::Cache;
+use anyhow::{Context, Result, bail};
+use hf_hub::{Cache, Repo, RepoType};
 
 fn cache() -> Cache {
     match std::env::var_os("HF_HUB_CACHE") {
@@ -71,12 +71,7 @@ fn api(cache: &Cache) -> Result<hf_hub::api::sync::Api> {
 
 #[cfg(feature = "hf-download")]
 fn download(cache: &Cache, repo: &str, file: &str) -> Result<PathBuf> {
-    api(cache)?.model(repo.to_owned()).get(file).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot download {repo}/{file} from the Hugging Face hub ({e}); files already in the cache at {} work offline",
-            cache.path().display()
-        )
-    })
+    download_from(cache, &Repo::model(repo.to_owned()), file).with_context(|| format!("{repo}/{file}"))
 }
 
 #[cfg(feature = "hf-download")]
@@ -112,4 +107,75 @@ fn download_only_gguf(cache: &Cache, repo: &str) -> Result<PathBuf> {
         "no GGUF file of {repo} is in the Hugging Face cache at {}, and this build cannot download",
         cache.path().display()
     )
+}
+
+/// One file of a checkpoint repository: from the cache, else downloaded (unless offline).
+/// `Ok(None)` when the file is optional and absent.
+fn checkpoint_file(cache: &Cache, (id, repo): (&str, &Repo), file: &str, required: bool) -> Result<Option<PathBuf>> {
+    if let Some(path) = cache.repo(repo.clone()).get(file) {
+        return Ok(Some(path));
+    }
+    if offline() {
+        if required {
+            bail!(
+                "{id}: {file} is not in the Hugging Face cache at {} and HF_HUB_OFFLINE is set",
+                cache.path().display()
+            );
+        }
+        return Ok(None);
+    }
+    match download_from(cache, repo, file).with_context(|| format!("{id}: {file}")) {
+        Ok(path) => Ok(Some(path)),
+        Err(e) if required => Err(e),
+        Err(_) => Ok(None),
+    }
+}
+
+#[cfg(feature = "hf-download")]
+fn download_from(cache: &Cache, repo: &Repo, file: &str) -> Result<PathBuf> {
+    api(cache)?.repo(repo.clone()).get(file).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot download {file} from the Hugging Face hub ({e}); files already in the cache at {} work offline",
+            cache.path().display()
+        )
+    })
+}
+
+#[cfg(not(feature = "hf-download"))]
+fn download_from(cache: &Cache, _repo: &Repo, file: &str) -> Result<PathBuf> {
+    bail!("{file} is not in the Hugging Face cache at {}, and this build cannot download", cache.path().display())
+}
+
+/// The local snapshot directory of a Hugging Face checkpoint (`config.json`, the safetensors
+/// file or shards, tokenizer files), fetching what the cache lacks.
+pub fn resolve_checkpoint(repo_id: &str, revision: Option<&str>) -> Result<PathBuf> {
+    let cache = cache();
+    let repo = Repo::with_revision(repo_id.to_owned(), RepoType::Model, revision.unwrap_or("main").to_owned());
+    let repo = (repo_id, &repo);
+    let config = checkpoint_file(&cache, repo, "config.json", true)?.expect("required");
+    for optional in ["tokenizer.json", "tokenizer.model", "tokenizer_config.json", "generation_config.json"] {
+        checkpoint_file(&cache, repo, optional, false)?;
+    }
+    match checkpoint_file(&cache, repo, "model.safetensors.index.json", false)? {
+        Some(index) => {
+            let text = std::fs::read_to_string(&index).with_context(|| format!("reading {}", index.display()))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).context("parsing model.safetensors.index.json")?;
+            let mut shards: Vec<&str> = json["weight_map"]
+                .as_object()
+                .context("model.safetensors.index.json has no weight_map")?
+                .values()
+                .filter_map(|v| v.as_str())
+                .collect();
+            shards.sort_unstable();
+            shards.dedup();
+            for shard in shards {
+                checkpoint_file(&cache, repo, shard, true)?;
+            }
+        }
+        None => {
+            checkpoint_file(&cache, repo, "model.safetensors", true)?;
+        }
+    }
+    Ok(config.parent().context("the cache path has a directory")?.to_owned())
 }

@@ -191,3 +191,27 @@ fn hf_repo_works_offline_from_the_cache() {
     );
     assert!(!ok && err.contains("--hf-file") && err.contains("a.gguf, b.gguf"), "{err}");
 }
+
+#[test]
+fn convert_takes_a_checkpoint_from_the_hf_cache_offline() {
+    let root = std::path::PathBuf::from(tmp("hf-cache-ckpt"));
+    let repo = root.join("models--tester--tiny-ckpt");
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "feedface").unwrap();
+    let snap = repo.join("snapshots/feedface");
+    std::fs::create_dir_all(&snap).unwrap();
+    let src = fixture("models/tiny-bitnet-b1.58");
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(std::path::Path::new(&src).join(f), snap.join(f)).unwrap();
+    }
+    let cache = root.to_string_lossy().into_owned();
+    let env = [("HF_HUB_CACHE", cache.as_str()), ("HF_HUB_OFFLINE", "1")];
+    let out = tmp("from-hub.gguf");
+    let (ok, _, err) = bitnet_env(&["convert", "--hf-repo", "tester/tiny-ckpt", "-o", &out], &env);
+    assert!(ok, "{err}");
+    let (ok, _, err) = bitnet_env(&["run", "-m", &out, "-p", "The", "-n", "2", "--temp", "0"], &[]);
+    assert!(ok, "{err}");
+    // A repo missing from the cache names what is missing, without touching the network.
+    let (ok, _, err) = bitnet_env(&["convert", "--hf-repo", "tester/absent", "-o", &out], &env);
+    assert!(!ok && err.contains("config.json") && err.contains("HF_HUB_OFFLINE"), "{err}");
+}

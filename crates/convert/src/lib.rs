@@ -69,6 +69,12 @@ pub enum OutType {
     Tq1_0,
     /// llama.cpp's TQ2_0 (2.06 bits per weight; rows must be multiples of 256).
     Tq2_0,
+    /// Unquantized F16 layer weights (each ternary value times its scale): the baseline
+    /// bitnet.cpp quotes its speed-ups against, readable by any GGUF tool. Runs as a dense model
+    /// (activations are not quantized).
+    F16,
+    /// Unquantized F32 layer weights, like [`OutType::F16`].
+    F32,
 }
 
 impl OutType {
@@ -77,15 +83,20 @@ impl OutType {
             OutType::I2s => TensorType::I2_S,
             OutType::Tq1_0 => TensorType::TQ1_0,
             OutType::Tq2_0 => TensorType::TQ2_0,
+            OutType::F16 => TensorType::F16,
+            OutType::F32 => TensorType::F32,
         }
     }
 
-    /// `general.file_type`: bitnet.cpp's "mostly I2_S" (40), llama.cpp's "mostly TQ1_0/TQ2_0" (36/37).
+    /// `general.file_type`: bitnet.cpp's "mostly I2_S" (40), llama.cpp's "mostly TQ1_0/TQ2_0"
+    /// (36/37), "all F32" (0), "mostly F16" (1).
     fn file_type(self) -> u32 {
         match self {
             OutType::I2s => 40,
             OutType::Tq1_0 => 36,
             OutType::Tq2_0 => 37,
+            OutType::F16 => 1,
+            OutType::F32 => 0,
         }
     }
 
@@ -94,6 +105,10 @@ impl OutType {
             OutType::I2s => i2s::pack(m, scale, I2sLayout::X86)?,
             OutType::Tq1_0 => tq::pack(TqKind::Tq1_0, m, scale)?,
             OutType::Tq2_0 => tq::pack(TqKind::Tq2_0, m, scale)?,
+            OutType::F16 | OutType::F32 => {
+                let values: Vec<f32> = m.values().iter().map(|&t| f32::from(t) * scale).collect();
+                bitnet_quant::dense::quantize_row(self.tensor_type(), &values)?
+            }
         })
     }
 }
@@ -448,6 +463,24 @@ fn permute_rows<T: Copy>(values: &[T], rows: usize, cols: usize, heads: usize) -
 
 /// Converts the Hugging Face checkpoint in `dir` to a GGUF file at `out`.
 pub fn convert_dir(dir: &Path, out: &Path, opts: ConvertOptions) -> Result<Summary> {
+    convert_dir_with_progress(dir, out, opts, &mut |_| {})
+}
+
+/// Where a conversion is: tensors written so far out of all, and the one being written.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    pub done: usize,
+    pub total: usize,
+    pub tensor: &'a str,
+}
+
+/// [`convert_dir`], calling `progress` before each tensor (for a progress bar).
+pub fn convert_dir_with_progress(
+    dir: &Path,
+    out: &Path,
+    opts: ConvertOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Summary> {
     let config = HfConfig::load(dir)?;
     let (bitnet, source) = detect(&config)?;
     let ckpt = Checkpoint::open(dir)?;
@@ -495,7 +528,8 @@ pub fn convert_dir(dir: &Path, out: &Path, opts: ConvertOptions) -> Result<Summa
     }
 
     let bytes = write_atomically(out, b, |w| {
-        for p in &plans {
+        for (done, p) in plans.iter().enumerate() {
+            progress(Progress { done, total: plans.len(), tensor: &p.gguf });
             let bytes = match p.kind {
                 Kind::Ternary => {
                     let (m, scale) = ternary(&ckpt, p, source)?;

@@ -2,8 +2,11 @@
 //! `tokenizers` crate (the same implementation Hugging Face's fast tokenizers use).
 //!
 //! Supported: `tokenizer.ggml.model = "gpt2"` (byte-level BPE) with the pre-tokenizers
-//! `llama-bpe` / `llama3` (Llama 3's split regex) and `gpt2` / `default` (GPT-2's). Control and
-//! user-defined tokens (token types 3 and 4) are matched as special tokens before BPE.
+//! `llama-bpe` / `llama3` (Llama 3's split regex) and `gpt2` / `default` (GPT-2's); and `"llama"`
+//! (SentencePiece BPE with byte fallback: Llama 1/2, 1bitLLM), rebuilt the way Hugging Face's
+//! `LlamaTokenizerFast` is (merges recovered from the piece scores, `▁` for spaces, a `▁`
+//! prefix). Control and user-defined tokens (token types 3 and 4) are matched as special tokens
+//! before BPE.
 
 use bitnet_format::{Metadata, Value};
 use tokenizers::models::bpe::BPE;
@@ -54,53 +57,112 @@ fn strings(m: &Metadata, key: &str) -> Result<Vec<String>> {
         .collect()
 }
 
+/// GPT-2-style byte-level BPE with the file's merges and pre-tokenizer.
+fn byte_level_bpe(m: &Metadata, tokens: &[String]) -> Result<HfTokenizer> {
+    let merges = strings(m, "tokenizer.ggml.merges")?;
+    let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let merges = merges
+        .iter()
+        .map(|s| {
+            s.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())).ok_or_else(|| err(format!("bad merge {s:?}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(err)?;
+    let mut inner = HfTokenizer::new(bpe);
+    let pre = m.get_str("tokenizer.ggml.pre").unwrap_or("default");
+    let pre: PreTokenizerWrapper = match pre {
+        "llama-bpe" | "llama3" | "llama-v3" => Sequence::new(vec![
+            Split::new(SplitPattern::Regex(LLAMA3_SPLIT.into()), SplitDelimiterBehavior::Isolated, false)
+                .map_err(err)?
+                .into(),
+            ByteLevel::new(false, true, false).into(),
+        ])
+        .into(),
+        "gpt2" | "default" => ByteLevel::new(false, true, true).into(),
+        other => {
+            return Err(ModelError::Tokenizer(format!(
+                "pre-tokenizer {other:?} is not supported yet (supported: llama-bpe, gpt2, default)"
+            )));
+        }
+    };
+    inner.with_pre_tokenizer(Some(pre));
+    inner.with_decoder(Some(tokenizers::decoders::byte_level::ByteLevel::default()));
+    Ok(inner)
+}
+
+/// SentencePiece BPE as Hugging Face's converter rebuilds it: every piece that splits into two
+/// pieces of the vocabulary yields a merge ranked by the piece's score (what SentencePiece's BPE
+/// maximizes), bytes not in the vocabulary fall back to `<0xXX>` pieces, spaces become `▁` and a
+/// `▁` is put in front of the text.
+fn sentencepiece_bpe(m: &Metadata, tokens: &[String], types: &[i64]) -> Result<HfTokenizer> {
+    use tokenizers::decoders::{byte_fallback::ByteFallback, fuse::Fuse, sequence::Sequence as Dec, strip::Strip};
+    use tokenizers::normalizers::{Prepend, Replace, Sequence as Norm};
+    let scores: Vec<f64> = match m.get("tokenizer.ggml.scores").and_then(Value::as_array) {
+        Some(a) => a.values().iter().map(|v| v.as_f64().unwrap_or(0.0)).collect(),
+        None => return Err(ModelError::MissingMetadata("tokenizer.ggml.scores".into())),
+    };
+    if scores.len() != tokens.len() {
+        return Err(ModelError::BadMetadata(format!(
+            "tokenizer.ggml.scores has {} entries for {} tokens",
+            scores.len(),
+            tokens.len()
+        )));
+    }
+    let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let mut merges: Vec<(f64, u32, u32, String, String)> = Vec::new();
+    for (piece, &score) in tokens.iter().zip(&scores) {
+        for (split, _) in piece.char_indices().skip(1) {
+            let (l, r) = piece.split_at(split);
+            if let (Some(&li), Some(&ri)) = (vocab.get(l), vocab.get(r)) {
+                merges.push((score, li, ri, l.to_owned(), r.to_owned()));
+            }
+        }
+    }
+    // Highest score first; ties in the order of the left then right piece's id (HF's order).
+    merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let merges: Vec<(String, String)> = merges.into_iter().map(|(_, _, _, l, r)| (l, r)).collect();
+    let unk = tokens.iter().zip(types).find(|(_, t)| **t == 2).map(|(s, _)| s.clone());
+    let mut builder = BPE::builder().vocab_and_merges(vocab, merges).byte_fallback(true).fuse_unk(true);
+    if let Some(unk) = unk {
+        builder = builder.unk_token(unk);
+    }
+    let mut inner = HfTokenizer::new(builder.build().map_err(err)?);
+    let add_prefix = m.get("tokenizer.ggml.add_space_prefix").and_then(Value::as_bool).unwrap_or(true);
+    let mut norms = Vec::new();
+    if add_prefix {
+        norms.push(Prepend::new("▁".into()).into());
+    }
+    norms.push(Replace::new(" ", "▁").map_err(err)?.into());
+    inner.with_normalizer(Some(Norm::new(norms))).map_err(err)?;
+    let mut decoders =
+        vec![Replace::new("▁", " ").map_err(err)?.into(), ByteFallback::default().into(), Fuse::default().into()];
+    if add_prefix {
+        decoders.push(Strip::new(' ', 1, 0).into());
+    }
+    inner.with_decoder(Some(Dec::new(decoders)));
+    Ok(inner)
+}
+
 impl Tokenizer {
     /// Builds the tokenizer a GGUF file describes.
     pub fn from_metadata(m: &Metadata) -> Result<Tokenizer> {
         let model = m
             .get_str("tokenizer.ggml.model")
             .ok_or_else(|| ModelError::MissingMetadata("tokenizer.ggml.model".into()))?;
-        if model != "gpt2" {
-            return Err(ModelError::Tokenizer(format!(
-                "tokenizer model {model:?} is not supported yet (supported: \"gpt2\" byte-level BPE)"
-            )));
-        }
         let tokens = strings(m, "tokenizer.ggml.tokens")?;
-        let merges = strings(m, "tokenizer.ggml.merges")?;
         let types: Vec<i64> = match m.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
             Some(a) => a.values().iter().map(|v| v.as_i64().unwrap_or(1)).collect(),
             None => vec![1; tokens.len()],
         };
-        let vocab: tokenizers::models::bpe::Vocab =
-            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let merges = merges
-            .iter()
-            .map(|s| {
-                s.split_once(' ')
-                    .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                    .ok_or_else(|| err(format!("bad merge {s:?}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(err)?;
-        let mut inner = HfTokenizer::new(bpe);
-        let pre = m.get_str("tokenizer.ggml.pre").unwrap_or("default");
-        let pre: PreTokenizerWrapper = match pre {
-            "llama-bpe" | "llama3" | "llama-v3" => Sequence::new(vec![
-                Split::new(SplitPattern::Regex(LLAMA3_SPLIT.into()), SplitDelimiterBehavior::Isolated, false)
-                    .map_err(err)?
-                    .into(),
-                ByteLevel::new(false, true, false).into(),
-            ])
-            .into(),
-            "gpt2" | "default" => ByteLevel::new(false, true, true).into(),
+        let mut inner = match model {
+            "gpt2" => byte_level_bpe(m, &tokens)?,
+            "llama" => sentencepiece_bpe(m, &tokens, &types)?,
             other => {
                 return Err(ModelError::Tokenizer(format!(
-                    "pre-tokenizer {other:?} is not supported yet (supported: llama-bpe, gpt2, default)"
+                    "tokenizer model {other:?} is not supported (supported: \"gpt2\" byte-level BPE, \"llama\" SentencePiece BPE)"
                 )));
             }
         };
-        inner.with_pre_tokenizer(Some(pre));
-        inner.with_decoder(Some(tokenizers::decoders::byte_level::ByteLevel::default()));
         let specials: Vec<AddedToken> = tokens
             .iter()
             .zip(&types)

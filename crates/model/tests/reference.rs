@@ -130,3 +130,16 @@ fn dense_types_dequantize_like_llama_cpp() {
         assert_eq!(got, want, "{ty}");
     }
 }
+
+/// `convert --outtype f16|f32` writes the ternary weights times their scale as floats (the
+/// baseline for speed comparisons); such a file loads and runs as a dense model.
+#[test]
+fn float_layer_weights_load_and_run() {
+    for outtype in [OutType::F16, OutType::F32] {
+        let (model, reference) = load_as("tiny-bitnet-b1.58", outtype, EmbeddingType::F16, 2);
+        let tokens = ids(&reference["tokens"]);
+        let logits = model.forward(&tokens, &mut model.new_cache(64), false).unwrap();
+        assert_eq!(logits.len(), model.config.vocab_size);
+        assert!(logits.iter().all(|v| v.is_finite()), "{outtype:?}");
+    }
+}
