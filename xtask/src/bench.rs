@@ -302,7 +302,7 @@ fn against_bitnet_cpp(rows: &[Row], pp: usize, tg: usize) -> String {
 
 /// Perplexity of the shipped demo model on its held-out text with each output-head type
 /// (the head re-encoded by `bitnet convert MODEL.gguf --embedding-type`).
-fn head_trade(bitnet: &Path) -> Result<Vec<(String, f64, u64)>> {
+fn head_trade(bitnet: &Path) -> Result<Vec<(String, f64, u64, f64)>> {
     let demo = root().join("fixtures/models/bitnet-demo.gguf");
     let text = root().join("fixtures/models/bitnet-demo-heldout.txt");
     let mut out = Vec::new();
@@ -321,12 +321,25 @@ fn head_trade(bitnet: &Path) -> Result<Vec<(String, f64, u64)>> {
             bail!("bitnet perplexity failed: {}", String::from_utf8_lossy(&o.stderr));
         }
         let v: Value = serde_json::from_slice(&o.stdout).context("parsing bitnet perplexity --json")?;
-        out.push((head.to_owned(), v["perplexity"].as_f64().unwrap_or(f64::NAN), std::fs::metadata(&path)?.len()));
+        let b = Command::new(bitnet)
+            .args(["bench", "--json", "-p", "0", "-n", "128", "-t", "1", "-r", "3", "-m"])
+            .arg(&path)
+            .output()?;
+        if !b.status.success() {
+            bail!("bitnet bench failed: {}", String::from_utf8_lossy(&b.stderr));
+        }
+        let tg: Value = serde_json::from_slice(&b.stdout).context("parsing bitnet bench --json")?;
+        out.push((
+            head.to_owned(),
+            v["perplexity"].as_f64().unwrap_or(f64::NAN),
+            std::fs::metadata(&path)?.len(),
+            tg[0]["tokens_per_second"].as_f64().unwrap_or(f64::NAN),
+        ));
     }
     Ok(out)
 }
 
-fn head_section(rows: &[Row], heads: &[(String, f64, u64)]) -> String {
+fn head_section(rows: &[Row], heads: &[(String, f64, u64, f64)]) -> String {
     if heads.is_empty() {
         return String::new();
     }
@@ -336,11 +349,12 @@ fn head_section(rows: &[Row], heads: &[(String, f64, u64)]) -> String {
         "## Output head: bytes against accuracy\n\nThe 2B-4T head (128256 × 2560) is read whole for every \
          generated token. Generation speed at the 2B-4T shape with each head type, and the perplexity of the \
          shipped demo model (`fixtures/models/bitnet-demo.gguf`, whole held-out text) with its head re-encoded \
-         the same way:\n\n| head | 2B-4T MB/token | tg t/s (1 thread) | tg t/s (2 threads) | demo perplexity | demo file |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: |"
+         the same way (and its own generation speed, tg128 at 1 thread):\n\n\
+         | head | 2B-4T MB/token | 2B-4T tg t/s (1 thread) | 2B-4T tg t/s (2 threads) | demo perplexity | demo file | demo tg t/s |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let base = heads.iter().find(|h| h.0 == "f16").map_or(f64::NAN, |h| h.1);
-    for (head, ppl, bytes) in heads {
+    for (head, ppl, bytes, demo_tg) in heads {
         let outtype = if head == "f16" { "i2_s".to_owned() } else { format!("i2_s+{head}") };
         let tg = |t: usize| {
             rows.iter()
@@ -353,7 +367,7 @@ fn head_section(rows: &[Row], heads: &[(String, f64, u64)]) -> String {
             .map_or(f64::NAN, |r| r.bytes_per_token / 1e6);
         let _ = writeln!(
             s,
-            "| {head} | {mb:.0} | {} | {} | {ppl:.3} ({:+.2}%) | {:.2} MB |",
+            "| {head} | {mb:.0} | {} | {} | {ppl:.3} ({:+.2}%) | {:.2} MB | {demo_tg:.0} |",
             tg(1),
             tg(2),
             100.0 * (ppl / base - 1.0),

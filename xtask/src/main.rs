@@ -29,8 +29,8 @@ enum Command {
         /// Layer weight type: i2_s, tq1_0, tq2_0, f16 or f32.
         #[arg(long, default_value = "i2_s")]
         outtype: String,
-        /// Embedding type: f16, f32, q8_0 or q6_k.
-        #[arg(long, default_value = "f16")]
+        /// Embedding type: auto (q8_0 when rows are multiples of 32, else f16), f16, f32, q8_0 or q6_k.
+        #[arg(long, default_value = "auto")]
         embedding_type: String,
     },
     /// Write a random-weight model of one of bitnet.cpp's benchmark shapes.
@@ -86,11 +86,12 @@ fn main() -> Result<()> {
                 other => anyhow::bail!("unknown --outtype {other:?} (i2_s, tq1_0, tq2_0, f16, f32)"),
             };
             let embedding_type = match embedding_type.as_str() {
+                "auto" => EmbeddingType::Auto,
                 "f16" => EmbeddingType::F16,
                 "f32" => EmbeddingType::F32,
                 "q8_0" => EmbeddingType::Q8_0,
                 "q6_k" => EmbeddingType::Q6K,
-                other => anyhow::bail!("unknown --embedding-type {other:?} (f16, f32, q8_0, q6_k)"),
+                other => anyhow::bail!("unknown --embedding-type {other:?} (auto, f16, f32, q8_0, q6_k)"),
             };
             let s = bitnet_convert::convert_dir(&dir, &out, ConvertOptions { outtype, embedding_type })?;
             println!("wrote {} ({}, {} tensors, {} bytes)", out.display(), s.architecture, s.tensors, s.bytes);

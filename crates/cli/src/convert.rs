@@ -30,8 +30,10 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "i2_s")]
     pub outtype: Out,
     /// Type of the embedding table (also the output head when tied, which every generated token
-    /// reads whole): f16 (as bitnet.cpp), f32, q8_0 (half the bytes of f16) or q6_k (0.41×).
-    #[arg(long, value_enum, default_value = "f16")]
+    /// reads whole): f16 (as bitnet.cpp's converter), f32, q8_0 (half the bytes of f16) or q6_k
+    /// (0.41×). The default, auto, is q8_0 where the rows are multiples of 32 (every real model)
+    /// and f16 otherwise: the best measured trade of speed against perplexity (docs/bench.md).
+    #[arg(long, value_enum, default_value = "auto")]
     pub embedding_type: Embedding,
 }
 
@@ -49,6 +51,7 @@ pub enum Out {
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum Embedding {
+    Auto,
     F16,
     F32,
     #[value(name = "q8_0")]
@@ -94,6 +97,7 @@ pub fn run(args: &Args) -> Result<()> {
 
 fn embedding(e: Embedding) -> EmbeddingType {
     match e {
+        Embedding::Auto => EmbeddingType::Auto,
         Embedding::F16 => EmbeddingType::F16,
         Embedding::F32 => EmbeddingType::F32,
         Embedding::Q8_0 => EmbeddingType::Q8_0,

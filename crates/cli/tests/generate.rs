@@ -69,12 +69,20 @@ fn perplexity_reports_a_number() {
 #[test]
 fn convert_writes_a_loadable_model() {
     let out = tmp("converted.gguf");
-    let (ok, _, err) = bitnet(&["convert", &fixture("models/tiny-bitnet-b1.58"), "-o", &out]);
+    let (ok, _, err) =
+        bitnet(&["convert", &fixture("models/tiny-bitnet-b1.58"), "-o", &out, "--embedding-type", "f16"]);
     assert!(ok, "{err}");
     let (ok, text, _) = bitnet(&["inspect", &out]);
     assert!(ok && text.contains("I2_S") && text.contains("bitnet-b1.58"));
     // Converting the same checkpoint twice gives the same bytes as the shipped fixture.
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(fixture(MODEL)).unwrap());
+    // The default head type is Q8_0 (rows of 64 are whole Q8_0 blocks), and the result runs.
+    let (ok, _, err) = bitnet(&["convert", &fixture("models/tiny-bitnet-b1.58"), "-o", &out]);
+    assert!(ok, "{err}");
+    let (ok, text, _) = bitnet(&["inspect", &out]);
+    assert!(ok && text.contains("token_embd.weight") && text.contains("Q8_0"), "{text}");
+    let (ok, _, err) = bitnet(&["run", "-m", &out, "-p", "The", "-n", "2", "--temp", "0"]);
+    assert!(ok, "{err}");
 }
 
 #[test]
