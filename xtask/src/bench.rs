@@ -139,7 +139,9 @@ fn build_cli() -> Result<PathBuf> {
     if !status.success() {
         bail!("building bitnet-cli failed");
     }
-    Ok(root().join("target/release/bitnet"))
+    // Where cargo put it: CARGO_TARGET_DIR (relative to the workspace) or target/.
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), |d| root().join(d));
+    Ok(target.join("release/bitnet"))
 }
 
 /// The CPU's model name from /proc/cpuinfo.
