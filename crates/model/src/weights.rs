@@ -26,6 +26,8 @@ pub struct Matrix {
     pub cols: usize,
     pub kind: MatrixKind,
     range: Range<usize>,
+    /// Bytes repacked at load (TL1/TL2 → I2_S) instead of the file's.
+    owned: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 fn info<'a>(file: &'a GgufFile, name: &str) -> Result<&'a TensorInfo> {
@@ -65,13 +67,7 @@ impl Matrix {
                 format: if t.ty == TensorType::TQ1_0 { TernaryFormat::Tq1_0 } else { TernaryFormat::Tq2_0 },
                 extra_scale: scalar(file, &format!("{base}.scale"))?,
             },
-            TensorType::TL1 | TensorType::TL2 => {
-                return Err(bad(
-                    name,
-                    "TL1/TL2 files are laid out for the tile sizes of the bitnet.cpp build that made them, \
-                     which the file does not record; convert the model to I2_S or TQ2_0 instead",
-                ));
-            }
+            TensorType::TL1 | TensorType::TL2 => return tl_as_i2s(file, t, name, rows, cols),
             ty if DENSE_TYPES.contains(&ty) => {
                 row_bytes(ty, cols).map_err(|e| bad(name, e.to_string()))?;
                 MatrixKind::Dense(ty)
@@ -79,11 +75,14 @@ impl Matrix {
             ty => return Err(bad(name, format!("type {ty} is not supported for weights"))),
         };
         let start = (file.data_offset() + t.offset) as usize;
-        Ok(Matrix { name: name.into(), rows, cols, kind, range: start..start + t.size as usize })
+        Ok(Matrix { name: name.into(), rows, cols, kind, range: start..start + t.size as usize, owned: None })
     }
 
-    fn bytes<'a>(&self, file: &'a [u8]) -> &'a [u8] {
-        &file[self.range.clone()]
+    fn bytes<'a>(&'a self, file: &'a [u8]) -> &'a [u8] {
+        match &self.owned {
+            Some(bytes) => bytes,
+            None => &file[self.range.clone()],
+        }
     }
 
     /// Dequantizes row `r` of a dense matrix into `out`.
@@ -131,6 +130,39 @@ impl Matrix {
         }
         Ok(())
     }
+}
+
+/// bitnet.cpp's TL1/TL2 tensors, unpacked with the tiling of its preset kernels for the shape and
+/// repacked to I2_S in memory, so the I2_S kernels run them; the scale comes from the separate
+/// `<name>_scale` tensor bitnet.cpp's converter writes.
+fn tl_as_i2s(file: &GgufFile, t: &TensorInfo, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+    use bitnet_quant::{i2s, tl};
+    let tl2 = t.ty == TensorType::TL2;
+    let tiling = tl::preset_tiling(tl2, rows, cols).ok_or_else(|| {
+        bad(
+            name,
+            format!(
+                "{} {rows}x{cols}: TL files do not record the tile sizes they were packed for, and this shape \
+                 is not one of bitnet.cpp's preset kernels (bitnet_b1_58-large, bitnet_b1_58-3B, \
+                 Llama3-8B-1.58); convert the model to I2_S or TQ2_0 instead",
+                t.ty
+            ),
+        )
+    })?;
+    let scale = scalar(file, &format!("{name}_scale"))?
+        .ok_or_else(|| bad(name, format!("{} needs its scale tensor {name}_scale", t.ty)))?;
+    let format = if tl2 { TernaryFormat::Tl2(tiling) } else { TernaryFormat::Tl1(tiling) };
+    let packed = PackedTernary::new(format, rows, cols, file.tensor_data(t), Some(scale))?;
+    let (m, _) = packed.unpack()?;
+    let bytes = i2s::pack(&m, scale, I2sLayout::X86)?;
+    Ok(Matrix {
+        name: name.into(),
+        rows,
+        cols,
+        kind: MatrixKind::Ternary { format: TernaryFormat::I2s(I2sLayout::X86), extra_scale: None },
+        range: 0..0,
+        owned: Some(std::sync::Arc::new(bytes)),
+    })
 }
 
 /// A 1-D F32 tensor (norm weights).

@@ -39,6 +39,42 @@ impl TlTiling {
     pub const TL2_EXAMPLE: TlTiling = TlTiling { bm: 256, bk: 96, bmm: 32 };
 }
 
+/// (TL2?, rows M, cols K, BM, BK, bmm) of bitnet.cpp's preset kernels
+/// (`preset_kernels/*/kernel_config_tl{1,2}.ini`): bitnet_b1_58-large, bitnet_b1_58-3B and
+/// Llama3-8B-1.58-100B-tokens. TL files record no tiling, so these are the files we can read.
+const PRESETS: &[(bool, usize, usize, usize, usize, usize)] = &[
+    (false, 1536, 4096, 256, 128, 32),
+    (false, 1536, 1536, 128, 64, 64),
+    (false, 4096, 1536, 256, 128, 32),
+    (true, 1536, 4096, 256, 96, 32),
+    (true, 1536, 1536, 128, 192, 32),
+    (true, 4096, 1536, 256, 96, 64),
+    (false, 3200, 8640, 160, 64, 32),
+    (false, 3200, 3200, 320, 128, 64),
+    (false, 8640, 3200, 320, 64, 32),
+    (true, 3200, 8640, 160, 96, 32),
+    (true, 3200, 3200, 320, 96, 32),
+    (true, 8640, 3200, 320, 96, 32),
+    (false, 14336, 4096, 256, 128, 64),
+    (false, 4096, 14336, 256, 128, 32),
+    (false, 1024, 4096, 128, 64, 64),
+    (false, 4096, 4096, 128, 64, 32),
+    (true, 14336, 4096, 256, 96, 32),
+    (true, 4096, 14336, 128, 96, 32),
+    (true, 1024, 4096, 256, 96, 32),
+    (true, 4096, 4096, 128, 96, 32),
+];
+
+/// The tiling bitnet.cpp's preset kernels use for a `rows × cols` TL1 (`tl2` false) or TL2
+/// matrix, if the shape is one of theirs.
+pub fn preset_tiling(tl2: bool, rows: usize, cols: usize) -> Option<TlTiling> {
+    PRESETS.iter().find(|p| p.0 == tl2 && p.1 == rows && p.2 == cols).map(|&(_, _, _, bm, bk, bmm)| TlTiling {
+        bm,
+        bk,
+        bmm,
+    })
+}
+
 /// A row-major n-dimensional array of element indices, for replaying numpy reshape/transpose
 /// chains.
 #[derive(Debug, Clone)]
