@@ -248,6 +248,46 @@ crate::vecops::f32_kernels!(
     hsum_ps
 );
 
+/// The 128 six-bit codes of half `h` (0 or 1) of a Q6_K block, minus 32, as four registers of 32
+/// signed bytes: register `k` holds elements `32k .. 32k + 32` of the half. Each code is its low
+/// nibble (`ql`) or'd with two high bits (`qh`), assembled with byte operations.
+#[target_feature(enable = "avx2")]
+pub(crate) fn q6k_codes(block: &[u8], h: usize) -> [__m256i; 4] {
+    let (m4, m3, off) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3), _mm256_set1_epi8(32));
+    let (l0, l1, hh) = (load(&block[h * 64..]), load(&block[h * 64 + 32..]), load(&block[128 + h * 32..]));
+    let hi = |v: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(v, m3));
+    let q = [
+        _mm256_or_si256(_mm256_and_si256(l0, m4), hi(hh)),
+        _mm256_or_si256(_mm256_and_si256(l1, m4), hi(_mm256_srli_epi16::<2>(hh))),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4), hi(_mm256_srli_epi16::<4>(hh))),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l1), m4), hi(_mm256_srli_epi16::<6>(hh))),
+    ];
+    q.map(|v| _mm256_sub_epi8(v, off))
+}
+
+/// Σ w·x over a Q6_K row: codes from [`q6k_codes`], widened 8 at a time, one scale per 16.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q6_k(w: &[u8], x: &[f32]) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for (block, xb) in w.chunks_exact(210).zip(x.chunks_exact(256)) {
+        let d = half::f16::from_le_bytes([block[208], block[209]]).to_f32();
+        for h in 0..2 {
+            for (k, qk) in q6k_codes(block, h).into_iter().enumerate() {
+                let halves = [_mm256_castsi256_si128(qk), _mm256_extracti128_si256::<1>(qk)];
+                for j in 0..4 {
+                    let src = halves[j / 2];
+                    let bytes = if j % 2 == 0 { src } else { _mm_srli_si128::<8>(src) };
+                    let v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+                    let scale = d * f32::from(block[192 + h * 8 + j / 2 + 2 * k] as i8);
+                    let xi = &xb[h * 128 + 32 * k + 8 * j..];
+                    acc[j % 2] = _mm256_fmadd_ps(_mm256_mul_ps(v, _mm256_set1_ps(scale)), load_f32(xi), acc[j % 2]);
+                }
+            }
+        }
+    }
+    hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+}
+
 impl crate::dense::DenseIsa for Avx2 {
     unsafe fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
         // SAFETY: the caller guarantees AVX2, FMA and F16C.
@@ -260,5 +300,12 @@ impl crate::dense::DenseIsa for Avx2 {
     unsafe fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
         // SAFETY: the caller guarantees AVX2, FMA and F16C.
         unsafe { dot_q8_0(w, x) }
+    }
+
+    const HAS_Q6_K: bool = true;
+
+    unsafe fn dot_q6_k(w: &[u8], x: &[f32]) -> f32 {
+        // SAFETY: the caller guarantees AVX2, FMA and F16C.
+        unsafe { dot_q6_k(w, x) }
     }
 }

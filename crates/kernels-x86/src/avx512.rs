@@ -422,39 +422,15 @@ fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
 }
 
 /// Σ w·x over a Q6_K row (210-byte blocks of 256: `ql[128]`, `qh[64]`, `scales[16]`, f16 `d`):
-/// 32 six-bit codes at a time are assembled from their low nibble and high two bits with byte
-/// ops, widened to f32 16 at a time, and scaled per 16 (one scale per 16 weights).
+/// codes from `avx2::q6k_codes`, widened to f32 16 at a time, one scale per 16 weights.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 fn dot_q6_k(w: &[u8], x: &[f32]) -> f32 {
-    let (m4, m3, off) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3), _mm256_set1_epi8(32));
-    let load32 = |s: &[u8]| {
-        assert!(s.len() >= 32);
-        // SAFETY: the slice holds at least 32 bytes; the load is unaligned.
-        unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
-    };
     let mut acc = [_mm512_setzero_ps(); 2];
     for (block, xb) in w.chunks_exact(210).zip(x.chunks_exact(256)) {
         let d = half::f16::from_le_bytes([block[208], block[209]]).to_f32();
         for h in 0..2 {
-            let (l0, l1, hh) =
-                (load32(&block[h * 64..]), load32(&block[h * 64 + 32..]), load32(&block[128 + h * 32..]));
-            let hi = |shift: u32| {
-                let v = match shift {
-                    0 => hh,
-                    2 => _mm256_srli_epi16::<2>(hh),
-                    4 => _mm256_srli_epi16::<4>(hh),
-                    _ => _mm256_srli_epi16::<6>(hh),
-                };
-                _mm256_slli_epi16::<4>(_mm256_and_si256(v, m3))
-            };
-            let q = [
-                _mm256_or_si256(_mm256_and_si256(l0, m4), hi(0)),
-                _mm256_or_si256(_mm256_and_si256(l1, m4), hi(2)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4), hi(4)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l1), m4), hi(6)),
-            ];
-            for (k, &qk) in q.iter().enumerate() {
-                let qs = _mm256_sub_epi8(qk, off);
+            let q = crate::avx2::q6k_codes(block, h);
+            for (k, &qs) in q.iter().enumerate() {
                 for g in 0..2 {
                     let bytes = if g == 0 { _mm256_castsi256_si128(qs) } else { _mm256_extracti128_si256::<1>(qs) };
                     let v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));

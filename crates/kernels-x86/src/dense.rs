@@ -1,7 +1,7 @@
 //! Dense GEMV/GEMM for output heads and other float or block-quantized matrices: F16 and Q8_0
 //! rows are converted in registers (`vcvtph2ps`, sign-extend + convert) and multiplied with FMA;
-//! Q6_K is assembled from its nibbles and high bits in registers on AVX-512 (AVX2 dequantizes it
-//! first); F32 is read as is; BF16 rows are dequantized into a scratch row first (the reference
+//! Q6_K codes are assembled from their nibbles and high bits in registers (both ISAs); F32 is
+//! read as is; BF16 rows are dequantized into a scratch row first (the reference
 //! dequantizer) and then take the F32 path.
 //!
 //! Sums run in several vector lanes, so results differ from the sequential reference by float
