@@ -302,8 +302,6 @@ impl crate::dense::DenseIsa for Avx2 {
         unsafe { dot_q8_0(w, x) }
     }
 
-    const HAS_Q6_K: bool = true;
-
     unsafe fn dot_q6_k(w: &[u8], x: &[f32]) -> f32 {
         // SAFETY: the caller guarantees AVX2, FMA and F16C.
         unsafe { dot_q6_k(w, x) }

@@ -470,8 +470,6 @@ impl crate::dense::DenseIsa for Avx512 {
         unsafe { dot_q8_0(w, x) }
     }
 
-    const HAS_Q6_K: bool = true;
-
     unsafe fn dot_q6_k(w: &[u8], x: &[f32]) -> f32 {
         // SAFETY: the caller guarantees AVX-512 F/BW/VL (Avx512Dense::detect checks all three).
         unsafe { dot_q6_k(w, x) }

@@ -30,19 +30,11 @@ pub(crate) trait DenseIsa {
     /// # Safety
     /// The CPU must support the ISA.
     unsafe fn dot_q8_0(w: &[u8], x: &[f32]) -> f32;
-
-    /// Whether [`DenseIsa::dot_q6_k`] exists (otherwise Q6_K rows are dequantized first).
-    const HAS_Q6_K: bool = false;
-
-    /// Σ w·x over a Q6_K row.
+    /// Σ w·x over a Q6_K row (210-byte blocks of 256).
     ///
     /// # Safety
     /// The CPU must support the ISA.
-    unsafe fn dot_q6_k(w: &[u8], x: &[f32]) -> f32 {
-        let mut row = vec![0f32; x.len()];
-        dequantize_row(TensorType::Q6_K, w, &mut row);
-        crate::dense::tail_f32(&row, x)
-    }
+    unsafe fn dot_q6_k(w: &[u8], x: &[f32]) -> f32;
 }
 
 /// # Safety
@@ -60,8 +52,7 @@ unsafe fn gemm_rows<I: DenseIsa>(
     let mut scratch = vec![0f32; cols];
     for (i, r) in rows.enumerate() {
         let row = &w[r * rb..(r + 1) * rb];
-        let q6k_direct = ty == TensorType::Q6_K && I::HAS_Q6_K;
-        if matches!(ty, TensorType::BF16 | TensorType::Q6_K | TensorType::F32) && !q6k_direct {
+        if matches!(ty, TensorType::BF16 | TensorType::F32) {
             dequantize_row(ty, row, &mut scratch);
         }
         for (j, xr) in x.chunks_exact(cols).enumerate() {
@@ -70,7 +61,7 @@ unsafe fn gemm_rows<I: DenseIsa>(
                 match ty {
                     TensorType::F16 => I::dot_f16(row, xr),
                     TensorType::Q8_0 => I::dot_q8_0(row, xr),
-                    TensorType::Q6_K if q6k_direct => I::dot_q6_k(row, xr),
+                    TensorType::Q6_K => I::dot_q6_k(row, xr),
                     _ => I::dot_f32(&scratch, xr),
                 }
             };
