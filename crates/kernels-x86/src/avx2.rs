@@ -189,39 +189,6 @@ fn hsum_ps(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// Σ w·x over `n` elements, `w(i)` loading 8 weights at element `i` as f32 (see avx512.rs).
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_lanes(n: usize, x: &[f32], w: impl Fn(usize) -> __m256) -> (f32, usize) {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 32 <= n {
-        for (k, a) in acc.iter_mut().enumerate() {
-            *a = _mm256_fmadd_ps(w(i + 8 * k), load_f32(&x[i + 8 * k..]), *a);
-        }
-        i += 32;
-    }
-    while i + 8 <= n {
-        acc[0] = _mm256_fmadd_ps(w(i), load_f32(&x[i..]), acc[0]);
-        i += 8;
-    }
-    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    (hsum_ps(s), i)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
-    let n = w.len().min(x.len());
-    let (s, i) = dot_lanes(n, x, |i| load_f32(&w[i..]));
-    s + crate::dense::tail_f32(&w[i..n], &x[i..n])
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
-    let n = x.len().min(w.len() / 2);
-    let (s, i) = dot_lanes(n, x, |i| load_f16(&w[2 * i..]));
-    s + crate::dense::tail_f16(&w[2 * i..2 * n], &x[i..n])
-}
-
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 2];
@@ -240,6 +207,7 @@ crate::vecops::f32_kernels!(
     "avx2,fma,f16c",
     "avx2-fma",
     8,
+    __m256,
     _mm256_setzero_ps,
     _mm256_set1_ps,
     _mm256_fmadd_ps,

@@ -375,40 +375,6 @@ fn load_q8(s: &[u8]) -> __m512 {
     _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(unsafe { _mm_loadu_si128(s.as_ptr().cast()) }))
 }
 
-/// Σ w·x over `n` elements, `w(i)` loading 16 weights at element `i` as f32: four
-/// accumulators over 64 elements, then 16 at a time; the tail (< 16) is left to the caller.
-#[target_feature(enable = "avx512f")]
-fn dot_lanes(n: usize, x: &[f32], w: impl Fn(usize) -> __m512) -> (f32, usize) {
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 64 <= n {
-        for (k, a) in acc.iter_mut().enumerate() {
-            *a = _mm512_fmadd_ps(w(i + 16 * k), load_f32(&x[i + 16 * k..]), *a);
-        }
-        i += 64;
-    }
-    while i + 16 <= n {
-        acc[0] = _mm512_fmadd_ps(w(i), load_f32(&x[i..]), acc[0]);
-        i += 16;
-    }
-    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-    (_mm512_reduce_add_ps(s), i)
-}
-
-#[target_feature(enable = "avx512f")]
-fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
-    let n = w.len().min(x.len());
-    let (s, i) = dot_lanes(n, x, |i| load_f32(&w[i..]));
-    s + crate::dense::tail_f32(&w[i..n], &x[i..n])
-}
-
-#[target_feature(enable = "avx512f")]
-fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
-    let n = x.len().min(w.len() / 2);
-    let (s, i) = dot_lanes(n, x, |i| load_f16(&w[2 * i..]));
-    s + crate::dense::tail_f16(&w[2 * i..2 * n], &x[i..n])
-}
-
 #[target_feature(enable = "avx512f")]
 fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
     let mut acc = [_mm512_setzero_ps(); 2];
@@ -448,6 +414,7 @@ crate::vecops::f32_kernels!(
     "avx512f",
     "avx512",
     16,
+    __m512,
     _mm512_setzero_ps,
     _mm512_set1_ps,
     _mm512_fmadd_ps,

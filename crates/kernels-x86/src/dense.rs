@@ -1,8 +1,8 @@
 //! Dense GEMV/GEMM for output heads and other float or block-quantized matrices: F16 and Q8_0
 //! rows are converted in registers (`vcvtph2ps`, sign-extend + convert) and multiplied with FMA;
-//! Q6_K codes are assembled from their nibbles and high bits in registers (both ISAs); F32 is
-//! read as is; BF16 rows are dequantized into a scratch row first (the reference
-//! dequantizer) and then take the F32 path.
+//! Q6_K codes are assembled from their nibbles and high bits in registers (both ISAs); F32 and
+//! BF16 rows are decoded into a scratch row first (the reference dequantizer; file bytes need
+//! not be f32-aligned) and then take the F32 path.
 //!
 //! Sums run in several vector lanes, so results differ from the sequential reference by float
 //! rounding only (the tests bound it relative to Σ|w·x|).

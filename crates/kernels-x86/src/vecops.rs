@@ -33,11 +33,46 @@ pub fn available() -> Vec<F32Ops> {
 }
 
 /// The f32 kernels of one instruction set, from its vector width and intrinsics (the invoking
-/// module provides `load_f32(&[f32]) -> vector`): `axpy`, attention `scores` and
-/// `weighted_sum`, and `ops()` handing them out as an [`F32Ops`].
+/// module provides `load_f32(&[f32]) -> vector` and `load_f16(&[u8]) -> vector`): the F32 and
+/// F16 row dot products of the dense kernels, `axpy`, attention `scores` and `weighted_sum`,
+/// and `ops()` handing them out as an [`F32Ops`].
 macro_rules! f32_kernels {
-    ($feat:literal, $label:literal, $w:literal, $zero:ident, $set1:ident, $fma:ident, $add:ident, $store:ident,
+    ($feat:literal, $label:literal, $w:literal, $vec:ty, $zero:ident, $set1:ident, $fma:ident, $add:ident, $store:ident,
      $reduce:ident) => {
+        /// Σ w·x over `n` elements, `w(i)` loading a vector of weights at element `i` as f32:
+        /// four accumulators over four vectors, then one vector at a time; the tail (< one
+        /// vector) is left to the caller.
+        #[target_feature(enable = $feat)]
+        fn dot_lanes(n: usize, x: &[f32], w: impl Fn(usize) -> $vec) -> (f32, usize) {
+            let mut acc = [$zero(); 4];
+            let mut i = 0;
+            while i + 4 * $w <= n {
+                for (k, a) in acc.iter_mut().enumerate() {
+                    *a = $fma(w(i + $w * k), load_f32(&x[i + $w * k..]), *a);
+                }
+                i += 4 * $w;
+            }
+            while i + $w <= n {
+                acc[0] = $fma(w(i), load_f32(&x[i..]), acc[0]);
+                i += $w;
+            }
+            ($reduce($add($add(acc[0], acc[1]), $add(acc[2], acc[3]))), i)
+        }
+
+        #[target_feature(enable = $feat)]
+        fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+            let n = w.len().min(x.len());
+            let (s, i) = dot_lanes(n, x, |i| load_f32(&w[i..]));
+            s + crate::dense::tail_f32(&w[i..n], &x[i..n])
+        }
+
+        #[target_feature(enable = $feat)]
+        fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+            let n = x.len().min(w.len() / 2);
+            let (s, i) = dot_lanes(n, x, |i| load_f16(&w[2 * i..]));
+            s + crate::dense::tail_f16(&w[2 * i..2 * n], &x[i..n])
+        }
+
         /// y += a·x.
         #[target_feature(enable = $feat)]
         fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
