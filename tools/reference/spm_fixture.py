@@ -35,7 +35,9 @@ CASES = [
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 
-def main():
+def train(vocab_size=600):
+    """A SentencePiece BPE model (serialized proto) trained on the demo model's held-out text with
+    Llama's options."""
     with open(CORPUS, encoding="utf-8") as f:
         text = f.read()
     model = io.BytesIO()
@@ -43,7 +45,7 @@ def main():
         sentence_iterator=iter(text.splitlines()),
         model_writer=model,
         model_type="bpe",
-        vocab_size=600,
+        vocab_size=vocab_size,
         byte_fallback=True,
         split_digits=True,
         add_dummy_prefix=True,
@@ -57,7 +59,12 @@ def main():
         pad_id=-1,
         num_threads=1,
     )
-    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    return model.getvalue()
+
+
+def main():
+    model = train()
+    sp = spm.SentencePieceProcessor(model_proto=model)
     pieces, scores, types = [], [], []
     for i in range(sp.get_piece_size()):
         pieces.append(sp.id_to_piece(i))

@@ -1,6 +1,6 @@
 //! Hugging Face checkpoints → GGUF, in the layout bitnet.cpp writes.
 //!
-//! Supported checkpoint kinds (all with `quantization_config.quant_method == "bitnet"`):
+//! Supported checkpoint kinds:
 //! * `BitNetForCausalLM`, float master weights, `quantization_mode: "online"`
 //!   (microsoft/bitnet-b1.58-2B-4T-bf16): each linear weight is absmean-ternarized exactly as
 //!   transformers does at run time. Written as architecture `bitnet-b1.58`.
@@ -9,6 +9,14 @@
 //!   does (four rows per byte, blocks along the output dimension); the scale multiplies for
 //!   `linear_class: "autobitlinear"` and divides for `"bitlinear"`. Llama models are written as
 //!   architecture `llama` with Q/K rows permuted for llama.cpp's RoPE, as its converter does.
+//! * 1bitLLM's `BitnetForCausalLM` (bitnet_b1_58-large / -3B; float16 weights, no
+//!   quantization_config, the model code quantizes): ternarized like the bf16 2B-4T master
+//!   weights, sub-norms `inner_attn_ln` / `ffn_layernorm`, SiLU. Written as `bitnet-b1.58`, as
+//!   bitnet.cpp's converter does; loaders tell its SiLU from 2B-4T's squared ReLU by the
+//!   SentencePiece vocabulary (tokenizer.model), which is therefore required.
+//!
+//! The vocabulary comes from tokenizer.model (SentencePiece, `tokenizer.ggml.model = "llama"`) when
+//! present, else tokenizer.json (byte-level BPE, `"gpt2"`), padded to `vocab_size` with `[PADn]`.
 //!
 //! Ternary weights go out as I2_S (x86 block order, the default), TQ1_0 or TQ2_0.
 //!
@@ -28,7 +36,7 @@ use serde_json::Value as Json;
 
 mod tokenizer;
 
-pub use tokenizer::TokenizerMetadata;
+pub use tokenizer::{TokenizerMetadata, Vocab};
 
 /// What went wrong converting.
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +206,9 @@ struct HfConfig {
     hidden_act: String,
     tied: bool,
     quant: Option<Json>,
+    /// 1bitLLM's config fields.
+    weight_bits: Option<u64>,
+    input_bits: Option<u64>,
 }
 
 impl HfConfig {
@@ -228,6 +239,8 @@ impl HfConfig {
             hidden_act: j["hidden_act"].as_str().unwrap_or("silu").to_owned(),
             tied: j["tie_word_embeddings"].as_bool().unwrap_or(true),
             quant: j.get("quantization_config").cloned(),
+            weight_bits: j["weight_bits"].as_u64(),
+            input_bits: j["input_bits"].as_u64(),
         })
     }
 }
@@ -338,7 +351,12 @@ enum Kind {
     Ternary,
 }
 
-fn plan(c: &HfConfig, bitnet: bool) -> Vec<Plan> {
+fn plan(c: &HfConfig, family: Family) -> Vec<Plan> {
+    let bitnet = family.bitnet_graph();
+    let (attn_sub, ffn_sub) = match family {
+        Family::OneBitLlm => ("self_attn.inner_attn_ln", "mlp.ffn_layernorm"),
+        _ => ("self_attn.attn_sub_norm", "mlp.ffn_sub_norm"),
+    };
     let (h, ff, q, kv) =
         (c.hidden as usize, c.ff as usize, (c.heads * c.head_dim) as usize, (c.kv_heads * c.head_dim) as usize);
     let (heads, kv_heads, vocab) = (c.heads as usize, c.kv_heads as usize, c.vocab as usize);
@@ -369,14 +387,14 @@ fn plan(c: &HfConfig, bitnet: bool) -> Vec<Plan> {
         add("attn_v", "self_attn.v_proj", Kind::Ternary, vec![kv, h], None);
         add("attn_output", "self_attn.o_proj", Kind::Ternary, vec![h, q], None);
         if bitnet {
-            add("attn_sub_norm", "self_attn.attn_sub_norm", Kind::Norm, vec![h], None);
+            add("attn_sub_norm", attn_sub, Kind::Norm, vec![h], None);
         }
         add("ffn_norm", "post_attention_layernorm", Kind::Norm, vec![h], None);
         add("ffn_gate", "mlp.gate_proj", Kind::Ternary, vec![ff, h], None);
         add("ffn_up", "mlp.up_proj", Kind::Ternary, vec![ff, h], None);
         add("ffn_down", "mlp.down_proj", Kind::Ternary, vec![h, ff], None);
         if bitnet {
-            add("ffn_sub_norm", "mlp.ffn_sub_norm", Kind::Norm, vec![ff], None);
+            add("ffn_sub_norm", ffn_sub, Kind::Norm, vec![ff], None);
         }
     }
     p.push(plan("output_norm.weight".into(), "model.norm.weight".into(), Kind::Norm, vec![h], None));
@@ -398,15 +416,52 @@ enum Source {
 
 const SUPPORTED: &str = "supported: BitNetForCausalLM (float weights with quantization_mode \"online\", or packed \
                          uint8 weights) and LlamaForCausalLM with packed weights, each with \
-                         quantization_config.quant_method \"bitnet\"";
+                         quantization_config.quant_method \"bitnet\"; 1bitLLM's BitnetForCausalLM (float weights)";
 
-/// Decides the checkpoint kind: (written as a bitnet graph?, weight source).
-fn detect(c: &HfConfig) -> Result<(bool, Source)> {
-    let bitnet = match c.architecture.as_str() {
-        "BitNetForCausalLM" => true,
-        "LlamaForCausalLM" => false,
+/// The checkpoint families.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Family {
+    /// transformers' `BitNetForCausalLM` (2B-4T): squared ReLU, sub-norms.
+    BitNet,
+    /// 1bitLLM's `BitnetForCausalLM` (bitnet_b1_58-large/-3B, custom model code): float weights
+    /// quantized by the model at run time, SiLU, sub-norms named `inner_attn_ln`/`ffn_layernorm`.
+    OneBitLlm,
+    /// `LlamaForCausalLM` with packed ternary weights (Falcon3-1.58bit, Llama3-8B-1.58).
+    Llama,
+}
+
+impl Family {
+    fn bitnet_graph(self) -> bool {
+        self != Family::Llama
+    }
+}
+
+/// Decides the checkpoint kind: its family and weight source.
+fn detect(c: &HfConfig) -> Result<(Family, Source)> {
+    let family = match c.architecture.as_str() {
+        "BitNetForCausalLM" => Family::BitNet,
+        "BitnetForCausalLM" => Family::OneBitLlm,
+        "LlamaForCausalLM" => Family::Llama,
         other => return Err(ConvertError::Unsupported(format!("architecture {other:?}; {SUPPORTED}"))),
     };
+    let want_act = if family == Family::BitNet { "relu2" } else { "silu" };
+    if c.hidden_act != want_act {
+        return Err(ConvertError::Unsupported(format!(
+            "hidden_act {:?} for {} (expected {want_act:?})",
+            c.hidden_act, c.architecture
+        )));
+    }
+    if family == Family::OneBitLlm {
+        // 1bitLLM's config has no quantization_config: its BitLinear always quantizes, with
+        // weight_bits 1 (ternary) and input_bits 8.
+        if c.weight_bits.unwrap_or(1) != 1 || c.input_bits.unwrap_or(8) != 8 {
+            return Err(ConvertError::Unsupported(format!(
+                "BitnetForCausalLM with weight_bits {:?} / input_bits {:?} (1 and 8 are supported)",
+                c.weight_bits, c.input_bits
+            )));
+        }
+        return Ok((family, Source::Online));
+    }
     let Some(q) = &c.quant else {
         return Err(ConvertError::Unsupported(format!(
             "{} without quantization_config is a full-precision model, not ternary; {SUPPORTED}",
@@ -427,17 +482,10 @@ fn detect(c: &HfConfig) -> Result<(bool, Source)> {
             )));
         }
     };
-    if source == Source::Online && !bitnet {
+    if source == Source::Online && family == Family::Llama {
         return Err(ConvertError::Unsupported(format!("online quantization of {}; {SUPPORTED}", c.architecture)));
     }
-    let want_act = if bitnet { "relu2" } else { "silu" };
-    if c.hidden_act != want_act {
-        return Err(ConvertError::Unsupported(format!(
-            "hidden_act {:?} for {} (expected {want_act:?})",
-            c.hidden_act, c.architecture
-        )));
-    }
-    Ok((bitnet, source))
+    Ok((family, source))
 }
 
 /// transformers' packed layout: uint8 `[out/4, in]`, `W[i·R + r, c] = ((P[r, c] >> 2i) & 3) − 1`.
@@ -495,11 +543,20 @@ pub fn convert_dir_with_progress(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Summary> {
     let config = HfConfig::load(dir)?;
-    let (bitnet, source) = detect(&config)?;
+    let (family, source) = detect(&config)?;
     let ckpt = Checkpoint::open(dir)?;
-    let tok = TokenizerMetadata::load(dir)?;
-    let arch = if bitnet { ARCH_BITNET_B158 } else { "llama" };
-    let plans = plan(&config, bitnet);
+    let tok = TokenizerMetadata::load(dir, config.vocab as usize)?;
+    if family == Family::OneBitLlm && !matches!(tok.vocab, Vocab::SentencePiece { .. }) {
+        // bitnet-b1.58 files carry no activation key: SiLU (1bitLLM) is told from squared ReLU
+        // (2B-4T) by the SentencePiece vocabulary, as 1bitLLM models all have one.
+        return Err(ConvertError::Unsupported(
+            "a BitnetForCausalLM (1bitLLM) checkpoint without tokenizer.model: its SiLU graph is recognised by the \
+             SentencePiece vocabulary"
+                .into(),
+        ));
+    }
+    let arch = if family.bitnet_graph() { ARCH_BITNET_B158 } else { "llama" };
+    let plans = plan(&config, family);
 
     let mut b = GgufBuilder::new();
     let m = b.metadata_mut();

@@ -4,17 +4,25 @@ use std::path::{Path, PathBuf};
 
 use bitnet_convert::{ConvertOptions, OutType, convert_dir};
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/tiny-bitnet-b1.58")
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models").join(name)
 }
 
 /// A copy of the tiny checkpoint in a fresh directory, to damage.
 fn copy(tag: &str) -> PathBuf {
+    copy_of("tiny-bitnet-b1.58", tag)
+}
+
+/// A copy of fixture checkpoint `name` (its files but reference.json).
+fn copy_of(name: &str, tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bitnet-convert-corrupt-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(fixture().join(f), dir.join(f)).unwrap();
+    for f in std::fs::read_dir(fixture(name)).unwrap() {
+        let f = f.unwrap().path();
+        if f.file_name().unwrap() != "reference.json" {
+            std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+        }
     }
     dir
 }
@@ -109,4 +117,45 @@ fn existing_output_is_untouched_on_failure() {
     std::fs::write(d.join("tokenizer.json"), "[]").unwrap();
     assert!(convert_dir(&d, &out, ConvertOptions::default()).is_err());
     assert_eq!(std::fs::read(&out).unwrap(), b"previous");
+}
+
+/// 1bitLLM-style checkpoints: a damaged or missing tokenizer.model, and weights that are not ternary.
+#[test]
+fn one_bit_llm_problems() {
+    let d = copy_of("tiny-bitnet-1bitllm", "1bit-spm");
+    std::fs::write(d.join("tokenizer.model"), b"\xff\xff\xff garbage").unwrap();
+    expect_error(&d, "not a SentencePiece model");
+
+    let d = copy_of("tiny-bitnet-1bitllm", "1bit-notok");
+    std::fs::remove_file(d.join("tokenizer.model")).unwrap();
+    expect_error(&d, "tokenizer.json");
+
+    let d = copy_of("tiny-bitnet-1bitllm", "1bit-bits");
+    edit_config(&d, |j| j["weight_bits"] = 2.into());
+    expect_error(&d, "weight_bits");
+
+    let d = copy_of("tiny-bitnet-1bitllm", "1bit-vocab");
+    edit_config(&d, |j| j["vocab_size"] = 10.into());
+    expect_error(&d, "more than vocab_size 10");
+
+    let d = copy_of("tiny-bitnet-1bitllm", "1bit-subnorm");
+    let st = std::fs::read(d.join("model.safetensors")).unwrap();
+    // A same-length rename inside the header keeps the file valid: the tensor is missing.
+    std::fs::write(d.join("model.safetensors"), replace_bytes(&st, b"inner_attn_ln", b"attn_sub_norm")).unwrap();
+    expect_error(&d, "inner_attn_ln.weight: missing from the checkpoint");
+}
+
+fn replace_bytes(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut out = hay.to_vec();
+    let mut i = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from {
+            out[i..i + from.len()].copy_from_slice(to);
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    out
 }

@@ -92,9 +92,8 @@ fn quantized_embeddings_run() {
     }
 }
 
-#[test]
-fn tokenizer_matches_hugging_face() {
-    let (model, reference) = load("tiny-bitnet-b1.58", EmbeddingType::F16, 1);
+/// The reference's tokenizations (each string both ways) and the BOS-prefixed prompt.
+fn check_tokenizer(model: &Model, reference: &Value) {
     let tok = Tokenizer::from_metadata(model.metadata()).unwrap();
     for (text, want) in reference["tokenizer_cases"].as_object().unwrap() {
         assert_eq!(tok.encode(text, false).unwrap(), ids(want), "{text:?}");
@@ -102,6 +101,29 @@ fn tokenizer_matches_hugging_face() {
     }
     let prompt = reference["text"].as_str().unwrap();
     assert_eq!(tok.encode(prompt, true).unwrap(), ids(&reference["tokens"]), "BOS + prompt");
+}
+
+#[test]
+fn tokenizer_matches_hugging_face() {
+    let (model, reference) = load("tiny-bitnet-b1.58", EmbeddingType::F16, 1);
+    check_tokenizer(&model, &reference);
+}
+
+/// 1bitLLM's BitnetForCausalLM (bitnet_b1_58-large/-3B layout): float16 master weights
+/// ternarized at conversion, SiLU, sub-norms named inner_attn_ln/ffn_layernorm, untied head, a
+/// SentencePiece tokenizer.model padded to vocab_size. The reference logits are transformers'
+/// BitNet graph (tools/reference/tiny_1bitllm.py, cross-checked there against 1bitLLM's own code).
+#[test]
+fn tiny_1bitllm_matches_transformers() {
+    let (model, reference) = load("tiny-bitnet-1bitllm", EmbeddingType::F32, 2);
+    assert_eq!(model.config.architecture, "bitnet-b1.58");
+    assert_eq!(model.config.activation, bitnet_model::Activation::Silu);
+    check_against_reference(&model, &reference, "1bitLLM I2_S");
+
+    check_tokenizer(&model, &reference);
+    let tokens = model.metadata().get("tokenizer.ggml.tokens").and_then(|t| t.as_array()).unwrap();
+    assert_eq!(tokens.len(), model.config.vocab_size);
+    assert_eq!(tokens.values().last().and_then(|v| v.as_str()), Some("[PAD2]"));
 }
 
 #[test]
