@@ -26,7 +26,7 @@ enum Command {
         /// Output GGUF file.
         #[arg(short, long)]
         out: PathBuf,
-        /// Layer weight type: i2_s, tq1_0, tq2_0, f16 or f32.
+        /// Layer weight type: i2_s, tq1_0, tq2_0, tl1, tl2, f16 or f32.
         #[arg(long, default_value = "i2_s")]
         outtype: String,
         /// Embedding type: auto (q8_0 when rows are multiples of 32, else f16), f16, f32, q8_0 or q6_k.
@@ -77,14 +77,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Convert { dir, out, outtype, embedding_type } => {
             use bitnet_convert::{ConvertOptions, EmbeddingType, OutType};
-            let outtype = match outtype.as_str() {
-                "i2_s" => OutType::I2s,
-                "tq1_0" => OutType::Tq1_0,
-                "tq2_0" => OutType::Tq2_0,
-                "f16" => OutType::F16,
-                "f32" => OutType::F32,
-                other => anyhow::bail!("unknown --outtype {other:?} (i2_s, tq1_0, tq2_0, f16, f32)"),
-            };
+            let outtype: OutType = outtype.parse().map_err(anyhow::Error::msg)?;
             let embedding_type = match embedding_type.as_str() {
                 "auto" => EmbeddingType::Auto,
                 "f16" => EmbeddingType::F16,

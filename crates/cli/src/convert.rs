@@ -25,8 +25,10 @@ pub struct Args {
     #[arg(short, long)]
     pub out: PathBuf,
     /// Type of the ternary weights: bitnet.cpp's I2_S, llama.cpp's TQ1_0 / TQ2_0 (rows must be
-    /// multiples of 256), or unquantized f16 / f32 (ternary values times their scale; the
-    /// baseline for speed comparisons).
+    /// multiples of 256), bitnet.cpp's lookup-table TL1 / TL2 (tiled as its preset kernels expect
+    /// for bitnet_b1_58-large/-3B and Llama3-8B; other shapes get a tiling recorded in the file;
+    /// repacked to I2_S when loaded here), or unquantized f16 / f32 (ternary values times their
+    /// scale; the baseline for speed comparisons).
     #[arg(long, value_enum, default_value = "i2_s")]
     pub outtype: Out,
     /// Type of the embedding table (also the output head when tied, which every generated token
@@ -45,6 +47,8 @@ pub enum Out {
     Tq1_0,
     #[value(name = "tq2_0")]
     Tq2_0,
+    Tl1,
+    Tl2,
     F16,
     F32,
 }
@@ -77,6 +81,8 @@ pub fn run(args: &Args) -> Result<()> {
         Out::I2s => OutType::I2s,
         Out::Tq1_0 => OutType::Tq1_0,
         Out::Tq2_0 => OutType::Tq2_0,
+        Out::Tl1 => OutType::Tl1,
+        Out::Tl2 => OutType::Tl2,
         Out::F16 => OutType::F16,
         Out::F32 => OutType::F32,
     };

@@ -83,6 +83,13 @@ fn convert_writes_a_loadable_model() {
     assert!(ok && text.contains("token_embd.weight") && text.contains("Q8_0"), "{text}");
     let (ok, _, err) = bitnet(&["run", "-m", &out, "-p", "The", "-n", "2", "--temp", "0"]);
     assert!(ok, "{err}");
+    // bitnet.cpp's lookup-table layout, with its separate scale tensors.
+    let (ok, _, err) = bitnet(&["convert", &fixture("models/tiny-bitnet-b1.58"), "-o", &out, "--outtype", "tl1"]);
+    assert!(ok, "{err}");
+    let (ok, text, _) = bitnet(&["inspect", &out]);
+    assert!(ok && text.contains("TL1") && text.contains("blk.0.attn_q.weight_scale"), "{text}");
+    let (ok, _, err) = bitnet(&["run", "-m", &out, "-p", "The", "-n", "2", "--temp", "0"]);
+    assert!(ok, "{err}");
 }
 
 #[test]

@@ -29,7 +29,7 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use bitnet_format::{Array, GgufBuilder, TensorType, Value};
-use bitnet_quant::{I2sLayout, TernaryMatrix, TqKind, absmean_quantize, i2s, tq};
+use bitnet_quant::{I2sLayout, TernaryMatrix, TqKind, absmean_quantize, i2s, tl, tq};
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value as Json;
@@ -77,6 +77,12 @@ pub enum OutType {
     Tq1_0,
     /// llama.cpp's TQ2_0 (2.06 bits per weight; rows must be multiples of 256).
     Tq2_0,
+    /// bitnet.cpp's TL1 lookup-table layout (2 bits per weight) with a separate `<name>_scale`
+    /// tensor, tiled as bitnet.cpp's preset kernels expect for their shapes (and recorded in the
+    /// file, [`bitnet_quant::tl::TILINGS_KEY`], for any other shape).
+    Tl1,
+    /// bitnet.cpp's TL2 (1.67 bits per weight), like [`OutType::Tl1`].
+    Tl2,
     /// Unquantized F16 layer weights (each ternary value times its scale): the baseline
     /// bitnet.cpp quotes its speed-ups against, readable by any GGUF tool. Runs as a dense model
     /// (activations are not quantized).
@@ -85,27 +91,66 @@ pub enum OutType {
     F32,
 }
 
+impl std::fmt::Display for OutType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OutType::I2s => "i2_s",
+            OutType::Tq1_0 => "tq1_0",
+            OutType::Tq2_0 => "tq2_0",
+            OutType::Tl1 => "tl1",
+            OutType::Tl2 => "tl2",
+            OutType::F16 => "f16",
+            OutType::F32 => "f32",
+        })
+    }
+}
+
+impl std::str::FromStr for OutType {
+    type Err = String;
+
+    /// The names `--outtype` takes: i2_s, tq1_0, tq2_0, tl1, tl2, f16, f32.
+    fn from_str(s: &str) -> Result<OutType, String> {
+        OutType::ALL
+            .into_iter()
+            .find(|t| t.to_string() == s)
+            .ok_or_else(|| format!("unknown outtype {s:?} (one of {})", OutType::ALL.map(|t| t.to_string()).join(", ")))
+    }
+}
+
 impl OutType {
+    /// Every type, in the order `--help` lists them.
+    pub const ALL: [OutType; 7] =
+        [OutType::I2s, OutType::Tq1_0, OutType::Tq2_0, OutType::Tl1, OutType::Tl2, OutType::F16, OutType::F32];
+
     fn tensor_type(self) -> TensorType {
         match self {
             OutType::I2s => TensorType::I2_S,
             OutType::Tq1_0 => TensorType::TQ1_0,
             OutType::Tq2_0 => TensorType::TQ2_0,
+            OutType::Tl1 => TensorType::TL1,
+            OutType::Tl2 => TensorType::TL2,
             OutType::F16 => TensorType::F16,
             OutType::F32 => TensorType::F32,
         }
     }
 
-    /// `general.file_type`: bitnet.cpp's "mostly I2_S" (40), llama.cpp's "mostly TQ1_0/TQ2_0"
-    /// (36/37), "all F32" (0), "mostly F16" (1).
+    /// `general.file_type`: bitnet.cpp's "mostly I2_S" (40), "mostly TL1/TL2" (38/39),
+    /// llama.cpp's "mostly TQ1_0/TQ2_0" (36/37), "all F32" (0), "mostly F16" (1).
     fn file_type(self) -> u32 {
         match self {
             OutType::I2s => 40,
             OutType::Tq1_0 => 36,
             OutType::Tq2_0 => 37,
+            OutType::Tl1 => 38,
+            OutType::Tl2 => 39,
             OutType::F16 => 1,
             OutType::F32 => 0,
         }
+    }
+
+    /// bitnet.cpp's TL types keep the scale out of the packed bytes, in a `<name>_scale` tensor.
+    fn separate_scale(self) -> bool {
+        matches!(self, OutType::Tl1 | OutType::Tl2)
     }
 
     fn pack(self, m: &TernaryMatrix, scale: f32) -> Result<Vec<u8>> {
@@ -113,6 +158,11 @@ impl OutType {
             OutType::I2s => i2s::pack(m, scale, I2sLayout::X86)?,
             OutType::Tq1_0 => tq::pack(TqKind::Tq1_0, m, scale)?,
             OutType::Tq2_0 => tq::pack(TqKind::Tq2_0, m, scale)?,
+            OutType::Tl1 | OutType::Tl2 => {
+                let tl2 = self == OutType::Tl2;
+                let tiling = tl::choose_tiling(tl2, m.rows(), m.cols())?;
+                if tl2 { tl::pack_tl2(m, tiling)? } else { tl::pack_tl1(m, tiling)? }
+            }
             OutType::F16 | OutType::F32 => {
                 let values: Vec<f32> = m.values().iter().map(|&t| f32::from(t) * scale).collect();
                 bitnet_quant::dense::quantize_row(self.tensor_type(), &values)?
@@ -577,6 +627,21 @@ pub fn convert_dir_with_progress(
     if opts.outtype == OutType::I2s {
         m.insert(i2s::LAYOUT_KEY, I2sLayout::X86.as_str());
     }
+    if opts.outtype.separate_scale() {
+        // Every shape's tiling, decided (and checked) before anything is written.
+        let tl2 = opts.outtype == OutType::Tl2;
+        let mut tilings: Vec<(usize, usize, tl::TlTiling)> = Vec::new();
+        for p in plans.iter().filter(|p| p.kind == Kind::Ternary) {
+            let (rows, cols) = (p.shape[0], p.shape[1]);
+            if !tilings.iter().any(|&(r, c, _)| (r, c) == (rows, cols)) {
+                let t = tl::choose_tiling(tl2, rows, cols)
+                    .map_err(|e| ConvertError::Unsupported(format!("--outtype {}: {}: {e}", opts.outtype, p.hf)))?;
+                tilings.push((rows, cols, t));
+            }
+        }
+        let values = tl::encode_tilings(&tilings).into_iter().map(Value::U32).collect();
+        m.insert(tl::TILINGS_KEY, Array::new(bitnet_format::ValueType::U32, values).expect("all U32"));
+    }
     tok.write(m);
 
     let emb_type = opts.embedding_type.for_rows(config.hidden as usize).tensor_type();
@@ -595,6 +660,9 @@ pub fn convert_dir_with_progress(
             Kind::Ternary => opts.outtype.tensor_type(),
         };
         b.add_tensor(&p.gguf, ty, &ne)?;
+        if p.kind == Kind::Ternary && opts.outtype.separate_scale() {
+            b.add_tensor(scale_name(&p.gguf), TensorType::F32, &[1])?;
+        }
     }
 
     let bytes = write_atomically(out, b, |w| {
@@ -603,7 +671,13 @@ pub fn convert_dir_with_progress(
             let bytes = match p.kind {
                 Kind::Ternary => {
                     let (m, scale) = ternary(&ckpt, p, source)?;
-                    opts.outtype.pack(&m, scale)?
+                    let bytes = opts.outtype.pack(&m, scale)?;
+                    if opts.outtype.separate_scale() {
+                        w.write_tensor(&p.gguf, &bytes)?;
+                        w.write_tensor(&scale_name(&p.gguf), &scale.to_le_bytes())?;
+                        continue;
+                    }
+                    bytes
                 }
                 Kind::Norm | Kind::Embedding => {
                     let (values, shape) = ckpt.f32(&p.hf)?;
@@ -624,7 +698,14 @@ pub fn convert_dir_with_progress(
         }
         Ok(())
     })?;
-    Ok(Summary { architecture: arch.into(), tensors: plans.len(), bytes })
+    let scales =
+        if opts.outtype.separate_scale() { plans.iter().filter(|p| p.kind == Kind::Ternary).count() } else { 0 };
+    Ok(Summary { architecture: arch.into(), tensors: plans.len() + scales, bytes })
+}
+
+/// bitnet.cpp's name for the scale tensor of a TL1/TL2 weight.
+fn scale_name(weight: &str) -> String {
+    format!("{weight}_scale")
 }
 
 /// Writes a GGUF through a temporary file beside `out` (fsync, then rename), so `out` is either

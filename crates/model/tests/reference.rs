@@ -48,6 +48,21 @@ fn tq_formats_match_transformers() {
     }
 }
 
+/// bitnet.cpp's lookup-table layouts as `bitnet convert --outtype tl1|tl2` writes them (scale in a
+/// `<name>_scale` tensor, tiling recorded in the file since these shapes have no preset kernels).
+#[test]
+fn tl_formats_match_transformers() {
+    for (name, outtype) in [
+        ("tiny-bitnet-b1.58", OutType::Tl1),
+        ("tiny-bitnet-b1.58-256", OutType::Tl1),
+        ("tiny-bitnet-b1.58-256", OutType::Tl2),
+    ] {
+        let (model, reference) = load_as(name, outtype, EmbeddingType::F32, 2);
+        assert!(model.metadata().get(bitnet_quant::tl::TILINGS_KEY).is_some());
+        check_against_reference(&model, &reference, &format!("{name} {outtype}"));
+    }
+}
+
 /// A ternary Llama (Falcon3-1.58bit layout): packed weights with divided scales, untied head,
 /// Q/K permuted for llama.cpp's RoPE.
 #[test]

@@ -75,6 +75,57 @@ pub fn preset_tiling(tl2: bool, rows: usize, cols: usize) -> Option<TlTiling> {
     })
 }
 
+/// Where files we write record the tiling of each TL1/TL2 shape: a flat `u32` array of
+/// `(rows, cols, BM, BK, bmm)` quintuples. bitnet.cpp's files have no such key; for them the
+/// preset tiling of the shape ([`preset_tiling`]) is the only one that can be assumed.
+pub const TILINGS_KEY: &str = "bitnet_rs.tl.tilings";
+
+/// The tiling to pack a `rows × cols` matrix with: bitnet.cpp's preset one when the shape has one
+/// (so that its preset kernels read the file), else the first of a few candidate tilings (the
+/// sizes its code generator is typically given) that divides the shape.
+pub fn choose_tiling(tl2: bool, rows: usize, cols: usize) -> Result<TlTiling, QuantError> {
+    if let Some(t) = preset_tiling(tl2, rows, cols) {
+        return Ok(t);
+    }
+    let bks: &[usize] = if tl2 { &[96, 192, 48, 24] } else { &[128, 64, 256, 32] };
+    for bm in [256, 128, 320, 160, 64, 32] {
+        for &bk in bks {
+            for bmm in [32, 64] {
+                let t = TlTiling { bm, bk, bmm };
+                let fits = if tl2 { check_tl2(rows, cols, t).is_ok() } else { check_tl1(rows, cols, t).is_ok() };
+                if fits {
+                    return Ok(t);
+                }
+            }
+        }
+    }
+    Err(QuantError::Unsupported {
+        format: if tl2 { "TL2" } else { "TL1" },
+        reason: format!(
+            "no tiling fits a {rows}x{cols} matrix (rows must be a multiple of 32{})",
+            if tl2 {
+                ", at least 256 columns and a column remainder that TL1-style pairs can hold"
+            } else {
+                ", columns a multiple of 32"
+            }
+        ),
+    })
+}
+
+/// Encodes tilings for [`TILINGS_KEY`].
+pub fn encode_tilings(entries: &[(usize, usize, TlTiling)]) -> Vec<u32> {
+    entries.iter().flat_map(|&(r, c, t)| [r, c, t.bm, t.bk, t.bmm].map(|v| v as u32)).collect()
+}
+
+/// The tiling [`TILINGS_KEY`]'s value records for a `rows × cols` matrix, if any.
+pub fn find_tiling(values: &[u64], rows: usize, cols: usize) -> Option<TlTiling> {
+    values.chunks_exact(5).find(|e| e[0] as usize == rows && e[1] as usize == cols).map(|e| TlTiling {
+        bm: e[2] as usize,
+        bk: e[3] as usize,
+        bmm: e[4] as usize,
+    })
+}
+
 /// A row-major n-dimensional array of element indices, for replaying numpy reshape/transpose
 /// chains.
 #[derive(Debug, Clone)]

@@ -270,3 +270,46 @@ fn layout_is_recorded_in_metadata() {
     m.insert(i2s::LAYOUT_KEY, 3u32);
     assert!(I2sLayout::of_file(&m).is_err());
 }
+
+/// Writers pick bitnet.cpp's preset tiling where a shape has one, some fitting tiling elsewhere
+/// (round-tripping through the recorded-tilings encoding), and a clear error when none fits.
+#[test]
+fn tl_tiling_choice() {
+    for (tl2, rows, cols) in [(false, 1536, 4096), (true, 3200, 8640), (true, 4096, 14336)] {
+        assert_eq!(tl::choose_tiling(tl2, rows, cols).unwrap(), tl::preset_tiling(tl2, rows, cols).unwrap());
+    }
+    // 2B-4T's shapes (2560 hidden, 6912 FFN, 640 KV rows) have no preset kernels.
+    let mut chosen = Vec::new();
+    for tl2 in [false, true] {
+        for (rows, cols) in [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912), (64, 64), (256, 512)] {
+            if tl2 && cols < 256 {
+                continue;
+            }
+            let t = tl::choose_tiling(tl2, rows, cols).unwrap_or_else(|e| panic!("{rows}x{cols}: {e}"));
+            let m = formula_matrix(rows, cols, 7);
+            let (bytes, back) = if tl2 {
+                let b = tl::pack_tl2(&m, t).unwrap();
+                let back = tl::unpack_tl2(&b, rows, cols, t).unwrap();
+                (b, back)
+            } else {
+                let b = tl::pack_tl1(&m, t).unwrap();
+                let back = tl::unpack_tl1(&b, rows, cols, t).unwrap();
+                (b, back)
+            };
+            assert!(!bytes.is_empty());
+            assert_eq!(back, m, "{rows}x{cols} tl2={tl2} {t:?}");
+            if !tl2 {
+                chosen.push((rows, cols, t));
+            }
+        }
+    }
+    let encoded: Vec<u64> = tl::encode_tilings(&chosen).into_iter().map(u64::from).collect();
+    for &(rows, cols, t) in &chosen {
+        assert_eq!(tl::find_tiling(&encoded, rows, cols), Some(t));
+    }
+    assert_eq!(tl::find_tiling(&encoded, 3, 5), None);
+    let err = tl::choose_tiling(false, 48, 64).unwrap_err().to_string();
+    assert!(err.contains("no tiling fits a 48x64 matrix"), "{err}");
+    let err = tl::choose_tiling(true, 64, 128).unwrap_err().to_string();
+    assert!(err.contains("TL2"), "{err}");
+}
