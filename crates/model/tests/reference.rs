@@ -125,7 +125,7 @@ fn tokenizer_matches_hugging_face() {
 }
 
 /// 1bitLLM's BitnetForCausalLM (bitnet_b1_58-large/-3B layout): float16 master weights
-/// ternarized at conversion, SiLU, sub-norms named inner_attn_ln/ffn_layernorm, untied head, a
+/// ternarized at conversion, SiLU, sub-norms named inner_attn_ln/ffn_layernorm, tied head, a
 /// SentencePiece tokenizer.model padded to vocab_size. The reference logits are transformers'
 /// BitNet graph (tools/reference/tiny_1bitllm.py, cross-checked there against 1bitLLM's own code).
 #[test]
@@ -139,6 +139,27 @@ fn tiny_1bitllm_matches_transformers() {
     let tokens = model.metadata().get("tokenizer.ggml.tokens").and_then(|t| t.as_array()).unwrap();
     assert_eq!(tokens.len(), model.config.vocab_size);
     assert_eq!(tokens.values().last().and_then(|v| v.as_str()), Some("[PAD2]"));
+}
+
+/// A file bitnet.cpp itself wrote: its 1.0 converter (microsoft/BitNet c82b5e6,
+/// `convert-hf-to-gguf-bitnet.py --outtype f16`) run on the tiny 1bitLLM checkpoint. Architecture
+/// `bitnet`, F32 embeddings, ternarized F16 layer weights, SentencePiece vocabulary, linear RoPE
+/// scaling 1.0. It must load, tokenize like sentencepiece and compute what our own F16 conversion
+/// of the same checkpoint computes.
+#[test]
+fn bitnet_cpp_converted_file_loads() {
+    let path = fixture_dir("tiny-bitnet-1bitllm-bitnetcpp-f16.gguf");
+    let theirs = Model::load(&path, LoadOptions { threads: 2 }).unwrap();
+    assert_eq!(theirs.config.architecture, "bitnet");
+    assert_eq!(theirs.config.activation, bitnet_model::Activation::Silu);
+    let (ours, reference) = load_as("tiny-bitnet-1bitllm", OutType::F16, EmbeddingType::F32, 2);
+    check_tokenizer(&theirs, &reference);
+    let tokens = ids(&reference["tokens"]);
+    let a = theirs.forward(&tokens, &mut theirs.new_cache(64), true).unwrap();
+    let b = ours.forward(&tokens, &mut ours.new_cache(64), true).unwrap();
+    let range = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / range;
+    assert!(worst < 1e-5, "bitnet.cpp's F16 file vs ours: {worst:.2e} of the logit range");
 }
 
 #[test]
