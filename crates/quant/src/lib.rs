@@ -29,6 +29,7 @@ pub mod i2s;
 pub mod reference;
 pub mod ternary;
 pub mod tl;
+pub mod torch_sum;
 pub mod tq;
 pub mod vecops;
 
@@ -37,7 +38,7 @@ pub use dense::{DenseKernel, ScalarDense};
 pub use error::QuantError;
 pub use i2s::I2sLayout;
 pub use reference::{PackedTernary, ScalarKernel, TernaryFormat, TernaryKernel, WeightScales};
-pub use ternary::{TernaryMatrix, TernaryWeights, absmean_quantize, absmean_quantize_bf16};
+pub use ternary::{TernaryMatrix, TernaryWeights, absmean_quantize, absmean_quantize_bf16, absmean_quantize_torch};
 pub use tl::TlTiling;
 pub use tq::TqKind;
 

@@ -91,16 +91,37 @@ fn mean_abs(len: usize, abs_values: impl Iterator<Item = f64>) -> f32 {
 
 /// Absmean-quantizes a row-major `rows × cols` f32 matrix as transformers does in f32.
 ///
-/// The mean is accumulated in f64 and rounded once, i.e. the correctly rounded f32 mean. torch
-/// sums f32 in its own vectorized order, so its mean can be an ulp off that (seen on a 7 × 129
-/// fixture); ternary values agree unless a weight sits within that ulp of a rounding boundary.
-/// tests/reference.rs checks agreement with transformers' `WeightQuant` up to 640 × 2560.
+/// The mean is accumulated in f64 and rounded once, i.e. the correctly rounded f32 mean,
+/// independent of any thread count. torch sums f32 in its own vectorized, thread-dependent order,
+/// so its mean can be an ulp off that (seen on a 7 × 129 fixture); ternary values agree unless a
+/// weight sits within that ulp of a rounding boundary. [`absmean_quantize_torch`] reproduces
+/// torch's order; tests/reference.rs checks both against transformers' `WeightQuant`.
 pub fn absmean_quantize(weights: &[f32], rows: usize, cols: usize) -> Result<TernaryWeights, QuantError> {
     check_len("weights", rows * cols, weights.len())?;
     let mean = mean_abs(weights.len(), weights.iter().map(|w| f64::from(w.abs())));
+    Ok(ternarize(weights, rows, cols, mean))
+}
+
+/// `s = 1 / clamp(mean, 1e-5)`, then `clamp(round(w·s), −1, 1)`.
+fn ternarize(weights: &[f32], rows: usize, cols: usize, mean: f32) -> TernaryWeights {
     let inv_scale = 1.0f32 / mean.max(ABSMEAN_EPS);
     let values = weights.iter().map(|&w| ternary_round(w * inv_scale)).collect();
-    Ok(TernaryWeights { matrix: TernaryMatrix { rows, cols, values }, inv_scale })
+    TernaryWeights { matrix: TernaryMatrix { rows, cols, values }, inv_scale }
+}
+
+/// [`absmean_quantize`] with the mean computed exactly as torch does on the CPU with `threads`
+/// threads ([`crate::torch_sum`]), so that the scale equals transformers' bit for bit when torch ran
+/// with that many threads. The correctly rounded mean of [`absmean_quantize`] is within an ulp or
+/// so of it for any thread count.
+pub fn absmean_quantize_torch(
+    weights: &[f32],
+    rows: usize,
+    cols: usize,
+    threads: usize,
+) -> Result<TernaryWeights, QuantError> {
+    check_len("weights", rows * cols, weights.len())?;
+    let abs: Vec<f32> = weights.iter().map(|w| w.abs()).collect();
+    Ok(ternarize(weights, rows, cols, crate::torch_sum::torch_mean(&abs, threads)))
 }
 
 /// Absmean-quantizes bf16 weights as transformers does for a bf16 model: its `WeightQuant`

@@ -4,7 +4,7 @@
 
 mod common;
 
-use bitnet_quant::{absmean_quantize, quantize_row_hf, quantize_row_i8s};
+use bitnet_quant::{absmean_quantize, absmean_quantize_torch, quantize_row_hf, quantize_row_i8s};
 use common::{dims, fixture, sha, synthetic};
 use serde_json::Value;
 
@@ -22,9 +22,9 @@ fn case(c: &Value) -> (usize, usize, Vec<f32>) {
     (rows, cols, x)
 }
 
-/// Ternary values are identical. The scale is within two ulps: torch sums the f32 mean in its own
-/// vectorized order (one ulp off the correctly rounded mean we compute on 7×129), and the fixture
-/// recovers `1/s` through a second reciprocal; 3 of 5 scales are bit-identical.
+/// The thread-independent quantizer (correctly rounded mean): ternary values are identical and the
+/// scale within two ulps (torch's own summation order is one ulp off the correctly rounded mean on
+/// 7×129, and `1/s` goes through a second reciprocal); 3 of 5 scales are bit-identical.
 #[test]
 fn absmean_matches_transformers() {
     let mut exact = 0;
@@ -43,6 +43,33 @@ fn absmean_matches_transformers() {
     }
     eprintln!("absmean scale bit-identical to transformers on {exact} of 5 fixtures");
     assert!(exact >= 3);
+}
+
+/// With torch's own summation order and thread count the scale is bit-identical: the fixture holds
+/// transformers' `WeightQuant` scales with torch on 1, 2 and 3 threads (they differ: 256×512 on 3
+/// threads is an ulp off), and the default run's.
+#[test]
+fn absmean_torch_order_is_bit_identical() {
+    let q = fixture("quant.json");
+    let default_threads = q["torch_threads"].as_u64().unwrap() as usize;
+    let mut checked = 0;
+    for c in q["weights"].as_array().unwrap() {
+        let (rows, cols, w) = case(c);
+        let mut cases: Vec<(usize, &Value)> = vec![(default_threads, &c["scale_bits"])];
+        for (threads, bits) in c["scale_bits_by_threads"].as_object().unwrap() {
+            cases.push((threads.parse().unwrap(), bits));
+        }
+        for (threads, bits) in cases {
+            let q = absmean_quantize_torch(&w, rows, cols, threads).unwrap();
+            assert_eq!(sha_i8(q.matrix.values()), c["ternary_sha256"], "ternary values, {rows}x{cols}");
+            let theirs = bits.as_u64().unwrap() as u32;
+            if theirs != 0 {
+                assert_eq!(q.scale().to_bits(), theirs, "scale {rows}x{cols}, {threads} threads");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 20);
 }
 
 #[test]
