@@ -1,7 +1,8 @@
 //! Ternary (1.58-bit) quantization for BitNet b1.58 models: the ground truth every fast kernel
 //! is tested against, written to be read.
 //!
-//! * [`ternary`]: absmean weight quantization exactly as transformers does it (f32 and bf16).
+//! * [`ternary`]: absmean weight quantization exactly as transformers does it (f32 and bf16;
+//!   [`torch_sum`] replays torch's summation order for bit-identical scales).
 //! * [`act`]: per-token absmax int8 activations as bitnet.cpp and transformers do them.
 //! * Packings, each with pack and unpack: [`i2s`] (bitnet.cpp I2_S in its x86, ARM and
 //!   row-interleaved orders), [`tq`] (llama.cpp TQ1_0, TQ2_0), [`tl`] (bitnet.cpp TL1, TL2).
