@@ -38,6 +38,9 @@ from spm_fixture import train
 from tiny_models import ONLINE, OUT
 
 NAME = "tiny-bitnet-1bitllm"
+# Variants: name -> config changes. The 128-wide one has rows bitnet.cpp 1.0's I2_S kernels take
+# (multiples of 128), for files made by bitnet.cpp itself (tools/reference/bitnetcpp_fixture.sh).
+VARIANTS = {NAME: {}, NAME + "-128": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=1)}
 # Two ids past the SentencePiece pieces, as 1bitLLM's vocab_size (32002) exceeds its 32000 pieces:
 # converters pad the GGUF vocabulary with [PAD1], [PAD2].
 EXTRA = 2
@@ -48,14 +51,15 @@ CONFIG = dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_at
 RENAME = {"self_attn.inner_attn_ln.": "self_attn.attn_sub_norm.", "mlp.ffn_layernorm.": "mlp.ffn_sub_norm."}
 
 
-def main():
+def main(name=NAME):
     torch.manual_seed(4321)
-    out = os.path.join(OUT, NAME)
+    out = os.path.join(OUT, name)
+    arch = {**CONFIG, **VARIANTS[name]}
     proto = train(600)
     sp = spm.SentencePieceProcessor(model_proto=proto)
     vocab = sp.get_piece_size() + EXTRA
     cfg = BitNetConfig(vocab_size=vocab, bos_token_id=sp.bos_id(), eos_token_id=sp.eos_id(), pad_token_id=None,
-                       **CONFIG)
+                       **arch)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     with torch.no_grad():
         for p in model.parameters():
@@ -81,18 +85,18 @@ def main():
     config = {
         "architectures": ["BitnetForCausalLM"], "model_type": "llama", "torch_dtype": "float16",
         "bos_token_id": sp.bos_id(), "eos_token_id": sp.eos_id(), "pad_token_id": vocab - 1,
-        "hidden_size": CONFIG["hidden_size"], "intermediate_size": CONFIG["intermediate_size"],
-        "num_hidden_layers": CONFIG["num_hidden_layers"], "num_attention_heads": CONFIG["num_attention_heads"],
-        "num_key_value_heads": CONFIG["num_key_value_heads"], "hidden_act": "silu",
-        "max_position_embeddings": CONFIG["max_position_embeddings"], "rms_norm_eps": CONFIG["rms_norm_eps"],
-        "rope_theta": CONFIG["rope_theta"], "rope_scaling": None, "tie_word_embeddings": True,
+        "hidden_size": arch["hidden_size"], "intermediate_size": arch["intermediate_size"],
+        "num_hidden_layers": arch["num_hidden_layers"], "num_attention_heads": arch["num_attention_heads"],
+        "num_key_value_heads": arch["num_key_value_heads"], "hidden_act": "silu",
+        "max_position_embeddings": arch["max_position_embeddings"], "rms_norm_eps": arch["rms_norm_eps"],
+        "rope_theta": arch["rope_theta"], "rope_scaling": None, "tie_word_embeddings": True,
         "initializer_range": 0.02, "pretraining_tp": 1, "use_cache": True, "vocab_size": vocab,
         "input_bits": 8, "weight_bits": 1, "transformers_version": "4.39.0",
     }
     json.dump(config, open(os.path.join(out, "config.json"), "w"), indent=2)
     json.dump({"add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "eos_token": "</s>",
                "unk_token": "<unk>", "pad_token": None, "legacy": False, "tokenizer_class": "BitnetTokenizer",
-               "model_max_length": CONFIG["max_position_embeddings"]},
+               "model_max_length": arch["max_position_embeddings"]},
               open(os.path.join(out, "tokenizer_config.json"), "w"), indent=2)
     json.dump({"bos_token_id": sp.bos_id(), "eos_token_id": sp.eos_id(), "pad_token_id": vocab - 1},
               open(os.path.join(out, "generation_config.json"), "w"), indent=2)
@@ -124,8 +128,8 @@ def main():
     print(f"wrote {out}: vocab {vocab}, {sum(p.numel() for p in ref_model.parameters())} parameters")
 
 
-def check(code_dir):
-    """Runs 1bitLLM's modeling_bitnet.py from `code_dir` on the fixture; prints the logit difference."""
+def check(code_dir, name=NAME):
+    """Runs 1bitLLM's modeling_bitnet.py from `code_dir` on a fixture; prints the logit difference."""
     stub = types.ModuleType("bitblas")
     stub.Matmul = stub.MatmulConfig = None
     stub.auto_detect_nvidia_target = lambda: None
@@ -135,7 +139,7 @@ def check(code_dir):
     sys.path.insert(0, code_dir)
     import modeling_bitnet
     from configuration_bitnet import BitnetConfig
-    out = os.path.join(OUT, NAME)
+    out = os.path.join(OUT, name)
     cfg = json.load(open(os.path.join(out, "config.json")))
     skip = ("architectures", "model_type", "torch_dtype", "transformers_version")
     c = BitnetConfig(**{k: v for k, v in cfg.items() if k not in skip})
@@ -157,6 +161,8 @@ def check(code_dir):
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--check":
-        check(sys.argv[2])
+        for variant in VARIANTS:
+            check(sys.argv[2], variant)
     else:
-        main()
+        for variant in VARIANTS:
+            main(variant)

@@ -20,12 +20,18 @@ fn load(name: &str, embedding_type: EmbeddingType, threads: usize) -> (Model, Va
     load_as(name, OutType::I2s, embedding_type, threads)
 }
 
-fn load_as(name: &str, outtype: OutType, embedding_type: EmbeddingType, threads: usize) -> (Model, Value) {
+/// Converts a fixture checkpoint into a temporary GGUF; returns its path.
+fn convert_fixture(name: &str, outtype: OutType, embedding_type: EmbeddingType, threads: usize) -> PathBuf {
     let tag = format!("{}-{name}-{outtype:?}-{embedding_type:?}-{threads}", std::process::id());
     let dir = std::env::temp_dir().join(format!("bitnet-model-ref-{tag}"));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("model.gguf");
     convert_dir(&fixture_dir(name), &out, ConvertOptions { outtype, embedding_type }).unwrap();
+    out
+}
+
+fn load_as(name: &str, outtype: OutType, embedding_type: EmbeddingType, threads: usize) -> (Model, Value) {
+    let out = convert_fixture(name, outtype, embedding_type, threads);
     let model = Model::load(&out, LoadOptions { threads }).unwrap();
     let reference = std::fs::read_to_string(fixture_dir(name).join("reference.json")).unwrap();
     (model, serde_json::from_str(&reference).unwrap())
@@ -130,6 +136,8 @@ fn tokenizer_matches_hugging_face() {
 /// BitNet graph (tools/reference/tiny_1bitllm.py, cross-checked there against 1bitLLM's own code).
 #[test]
 fn tiny_1bitllm_matches_transformers() {
+    let (wide, reference) = load("tiny-bitnet-1bitllm-128", EmbeddingType::F32, 2);
+    check_against_reference(&wide, &reference, "1bitLLM 128-wide I2_S");
     let (model, reference) = load("tiny-bitnet-1bitllm", EmbeddingType::F32, 2);
     assert_eq!(model.config.architecture, "bitnet-b1.58");
     assert_eq!(model.config.activation, bitnet_model::Activation::Silu);
@@ -160,6 +168,64 @@ fn bitnet_cpp_converted_file_loads() {
     let range = b.iter().fold(0f32, |m, v| m.max(v.abs()));
     let worst = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / range;
     assert!(worst < 1e-5, "bitnet.cpp's F16 file vs ours: {worst:.2e} of the logit range");
+}
+
+/// bitnet.cpp 1.0's own I2_S file (its converter, then its C++ `llama-quantize`) of the 128-wide
+/// 1bitLLM checkpoint: the 2-bit codes equal ours for every matrix (its scales are the f16-rounded
+/// `1/s`, as its converter rounds the fake-quantized weights to the checkpoint's f16), and our
+/// forward pass on its file follows bitnet.cpp's own (tools/bitnetcpp-logits): same greedy tokens.
+/// Logits differ by up to ~2% of their range because bitnet.cpp keeps K/V in f16 and multiplies the
+/// Q8_0 head with Q8_0-quantized activations, and int8 activation codes amplify such rounding.
+#[test]
+fn bitnet_cpp_i2s_file_follows_bitnet_cpp() {
+    let path = fixture_dir("tiny-bitnet-1bitllm-128-bitnetcpp-i2_s.gguf");
+    let theirs_file = bitnet_format::GgufFile::open(&path).unwrap();
+    let ours_file =
+        bitnet_format::GgufFile::open(convert_fixture("tiny-bitnet-1bitllm-128", OutType::I2s, EmbeddingType::Q8_0, 2))
+            .unwrap();
+    let mut matrices = 0;
+    for t in theirs_file.tensors().iter().filter(|t| t.ty == bitnet_format::TensorType::I2_S) {
+        let (a, b) = (theirs_file.tensor_data(t), ours_file.tensor(&t.name).unwrap().data);
+        let codes = (t.numel() / 4) as usize;
+        assert_eq!(a[..codes], b[..codes], "{}: 2-bit codes", t.name);
+        let scale = |d: &[u8]| f32::from_le_bytes(d[codes..codes + 4].try_into().unwrap());
+        let f16_rounded = half::f16::from_f32(scale(b)).to_f32();
+        assert_eq!(scale(a), f16_rounded, "{}: bitnet.cpp's scale is our scale rounded to f16", t.name);
+        matrices += 1;
+    }
+    assert_eq!(matrices, 7);
+
+    let model = Model::load(&path, LoadOptions { threads: 2 }).unwrap();
+    assert_eq!(model.config.architecture, "bitnet");
+    let bitnet_cpp: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture_dir("tiny-bitnet-1bitllm-128-bitnetcpp-i2_s.json")).unwrap(),
+    )
+    .unwrap();
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture_dir("tiny-bitnet-1bitllm-128").join("reference.json")).unwrap(),
+    )
+    .unwrap();
+    let tokens = ids(&reference["tokens"]);
+    let mut cache = model.new_cache(64);
+    let logits = model.forward(&tokens, &mut cache, true).unwrap();
+    let vocab = model.config.vocab_size;
+    let mut same_argmax = 0;
+    for (pos, want) in bitnet_cpp["logits"].as_array().unwrap().iter().enumerate() {
+        let want: Vec<f32> = want.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let got = &logits[pos * vocab..(pos + 1) * vocab];
+        let range = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / range;
+        assert!(err < 3e-2, "position {pos}: {err:.2e} of the logit range from bitnet.cpp's");
+        same_argmax += usize::from(argmax(got) == argmax(&want));
+    }
+    assert!(same_argmax * 10 >= tokens.len() * 8, "argmax agrees at {same_argmax} of {} positions", tokens.len());
+    let mut next = argmax(&logits[(tokens.len() - 1) * vocab..]);
+    let mut generated = vec![next];
+    for _ in 1..ids(&bitnet_cpp["greedy"]).len() {
+        next = argmax(&model.forward(&[next], &mut cache, false).unwrap());
+        generated.push(next);
+    }
+    assert_eq!(generated, ids(&bitnet_cpp["greedy"]), "greedy continuation against bitnet.cpp's");
 }
 
 #[test]
