@@ -1,6 +1,8 @@
 //! `cargo xtask dummy`: random-weight models of bitnet.cpp's benchmark shapes
 //! (its `utils/generate-dummy-bitnet-model.py` sizes), for benchmarks of sizes nobody can
-//! download here. The graph is BitNet b1.58 2B-4T's (architecture `bitnet-b1.58`).
+//! download here. The graph is BitNet b1.58 2B-4T's (architecture `bitnet-b1.58`), or with
+//! `--arch bitnet` the same tensors under bitnet.cpp 1.0's architecture name (1bitLLM's graph, SiLU),
+//! which bitnet.cpp 1.0 runs too: the same file then benchmarks both engines.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -43,8 +45,19 @@ impl Rng {
     }
 }
 
+/// Architectures `--arch` takes.
+pub const ARCHES: [&str; 2] = ["bitnet-b1.58", "bitnet"];
+
 /// Writes a random model of `size` with ternary weights of `outtype` (i2_s or tq2_0).
 pub fn write(size: &str, outtype: &str, out: &Path) -> Result<()> {
+    write_arch(size, outtype, ARCHES[0], out)
+}
+
+/// [`write`] under architecture name `arch` (one of [`ARCHES`]).
+pub fn write_arch(size: &str, outtype: &str, arch: &str, out: &Path) -> Result<()> {
+    if !ARCHES.contains(&arch) {
+        bail!("unknown --arch {arch:?} (one of {})", ARCHES.join(", "));
+    }
     let Some(&(_, hidden, ff, layers, heads, kv_heads, vocab)) = SIZES.iter().find(|s| s.0.eq_ignore_ascii_case(size))
     else {
         bail!("unknown size {size:?}; choose one of {}", size_names().join(", "));
@@ -57,7 +70,6 @@ pub fn write(size: &str, outtype: &str, out: &Path) -> Result<()> {
         "f16" => TensorType::F16,
         other => bail!("unknown --outtype {other:?} (i2_s, tq1_0, tq2_0, f16)"),
     };
-    let arch = "bitnet-b1.58";
     let head_dim = hidden / heads;
     let mut b = GgufBuilder::new();
     let m = b.metadata_mut();

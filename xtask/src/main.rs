@@ -41,6 +41,10 @@ enum Command {
         /// Layer weight type: i2_s, tq1_0, tq2_0, or f16 (the unquantized baseline).
         #[arg(long, default_value = "i2_s")]
         outtype: String,
+        /// Architecture name: bitnet-b1.58 (2B-4T's graph) or bitnet (bitnet.cpp 1.0's name; it
+        /// runs such files too, for head-to-head benchmarks).
+        #[arg(long, default_value = "bitnet-b1.58")]
+        arch: String,
         /// Output file (default: target/dummy/dummy-SIZE-OUTTYPE.gguf).
         #[arg(short, long)]
         out: Option<PathBuf>,
@@ -90,12 +94,12 @@ fn main() -> Result<()> {
             println!("wrote {} ({}, {} tensors, {} bytes)", out.display(), s.architecture, s.tensors, s.bytes);
             Ok(())
         }
-        Command::Dummy { size, outtype, out } => {
+        Command::Dummy { size, outtype, arch, out } => {
             let out = out.unwrap_or_else(|| root().join(format!("target/dummy/dummy-{size}-{outtype}.gguf")));
             if let Some(dir) = out.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            dummy::write(&size, &outtype, &out)
+            dummy::write_arch(&size, &outtype, &arch, &out)
         }
         Command::Bench { quick, threads, reps, out, reuse } => {
             let out_dir = out.unwrap_or_else(|| root().join(if quick { "target/bench-quick" } else { "docs" }));

@@ -32,14 +32,14 @@ impl Isa for Avx2 {
 }
 
 #[target_feature(enable = "avx2")]
-fn load(s: &[u8]) -> __m256i {
+pub(crate) fn load(s: &[u8]) -> __m256i {
     assert!(s.len() >= 32);
     // SAFETY: the slice holds at least 32 bytes; the load is unaligned.
     unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
 }
 
 #[target_feature(enable = "avx2")]
-fn load_i8(s: &[i8]) -> __m256i {
+pub(crate) fn load_i8(s: &[i8]) -> __m256i {
     assert!(s.len() >= 32);
     // SAFETY: the slice holds at least 32 bytes; the load is unaligned.
     unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
@@ -84,15 +84,22 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
     let zero = _mm256_setzero_si256();
     match job.codes {
         Codes::I2s => {
-            let blocks = job.row_bytes / 32;
+            // Two 128-weight blocks per step into two accumulators (an index computed from the
+            // block number kept them in memory); each block's i16 sums are widened at once, so
+            // no i16 sum can overflow.
             for (r, dot) in rows.zip(dots.iter_mut()) {
                 let row = job.row(r);
-                let mut acc = [zero; 2];
-                for b in 0..blocks {
-                    let q = decode(load(&row[b * 32..]), Codes::I2s);
-                    acc[b % 2] = _mm256_add_epi32(acc[b % 2], block_dot(&q, &act[b * 128..]));
+                let (mut acc0, mut acc1) = (zero, zero);
+                let mut pairs = row.chunks_exact(64);
+                for (w, a) in (&mut pairs).zip(act.chunks_exact(256)) {
+                    acc0 = _mm256_add_epi32(acc0, block_dot(&decode(load(w), Codes::I2s), a));
+                    acc1 = _mm256_add_epi32(acc1, block_dot(&decode(load(&w[32..]), Codes::I2s), &a[128..]));
                 }
-                *dot = (hsum(_mm256_add_epi32(acc[0], acc[1])) - sums[0]) as f32;
+                if !pairs.remainder().is_empty() {
+                    let b = row.len() / 64 * 64;
+                    acc0 = _mm256_add_epi32(acc0, block_dot(&decode(load(&row[b..]), Codes::I2s), &act[b * 4..]));
+                }
+                *dot = (hsum(_mm256_add_epi32(acc0, acc1)) - sums[0]) as f32;
             }
         }
         Codes::Tq2 => {

@@ -7,6 +7,7 @@
 
 use std::arch::x86_64::*;
 
+use crate::avx2;
 use crate::ternary::{Codes, Isa, Job};
 
 pub(crate) struct Avx512;
@@ -31,12 +32,12 @@ impl Isa for Avx512 {
         acts: [&[i8]; T],
         sums: [&[i32]; T],
     ) -> [[f32; T]; R] {
-        // SAFETY: the caller guarantees AVX-512 F/BW/VNNI.
+        // SAFETY: the caller guarantees AVX-512 F/BW/VL/VNNI.
         unsafe { tile::<R, T>(job, row0, acts, sums) }
     }
 
     unsafe fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
-        // SAFETY: the caller guarantees AVX-512 F/BW/VNNI.
+        // SAFETY: the caller guarantees AVX-512 F/BW/VL/VNNI.
         unsafe { gemv(job, rows, act, sums, dots) }
     }
 
@@ -48,7 +49,7 @@ impl Isa for Avx512 {
         sums: &[i32],
         dots: &mut [f32],
     ) -> bool {
-        // SAFETY: the caller guarantees AVX-512 F/BW/VNNI.
+        // SAFETY: the caller guarantees AVX-512 F/BW/VL/VNNI.
         unsafe { gemm_i2s(job, rows, acts, stride, sums, dots) };
         true
     }
@@ -167,16 +168,6 @@ fn store(dst: &mut [u8], v: __m512i) {
     unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), v) }
 }
 
-/// 64 bytes as two 32-byte loads: GGUF aligns tensors to 32 bytes only, and a 64-byte load
-/// that straddles two cache lines halves the streaming rate.
-#[target_feature(enable = "avx512f,avx512bw")]
-fn load_split(s: &[u8]) -> __m512i {
-    assert!(s.len() >= 64);
-    // SAFETY: the slice holds at least 64 bytes; both loads are unaligned 32-byte reads in it.
-    let (lo, hi) = unsafe { (_mm256_loadu_si256(s.as_ptr().cast()), _mm256_loadu_si256(s.as_ptr().add(32).cast())) };
-    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
-}
-
 /// The low 32 bytes of a register from a 32-byte slice, the rest zero.
 #[target_feature(enable = "avx512f,avx512bw")]
 fn load_half(s: &[u8]) -> __m512i {
@@ -217,7 +208,7 @@ fn tile<const R: usize, const T: usize>(
 /// One token against many rows (decoding): memory-bound, so each row is read front to back
 /// with four independent accumulators (the `vpdpbusd` latency chain never limits the stream)
 /// and the whole row range runs in this one function (a call per row costs a third of the time).
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
     let zero = _mm512_setzero_si512();
     match job.codes {
@@ -225,39 +216,47 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
             // Masking each 2-bit field in place (no shift) leaves code·4^k, k = 3 − g; the four
             // groups accumulate apart and are shifted back once per row, exactly. Products stay
             // within u8 × i8 (192·127) and the sums far within i32 for any row length.
-            let masks = [0xC0u8, 0x30, 0x0C, 0x03].map(|m| _mm512_set1_epi8(m as i8));
+            //
+            // 256-bit registers although AVX-512 is there: on Zen 4 this stream runs at ~16 GB/s
+            // with 32-byte loads and `vpdpbusd ymm` against ~10 GB/s with the same loop in 512-bit
+            // registers (measured in C and here; docs/kernels.md). Each 64-byte step is the two
+            // 128-weight blocks of the prepared activations' 256-chunk: block 0's group g is at
+            // `64·g`, block 1's at `64·g + 32`; eight accumulators keep the chains short.
+            let masks = [0xC0u8, 0x30, 0x0C, 0x03].map(|m| _mm256_set1_epi8(m as i8));
             let full = job.row_bytes / 64;
-            // Rows are whole 64-byte multiples apart, so all share the data's alignment.
-            let split = !(job.data.as_ptr() as usize).is_multiple_of(64);
+            let zero = _mm256_setzero_si256();
             for (r, dot) in rows.zip(dots.iter_mut()) {
                 let row = job.row(r);
-                let mut acc = [zero; 4];
+                let mut acc = [[zero; 4]; 2];
                 for (w, a) in row.chunks_exact(64).zip(act.chunks_exact(256)) {
-                    let v = if split { load_split(w) } else { load(w) };
-                    for g in 0..4 {
-                        acc[g] = _mm512_dpbusd_epi32(
-                            acc[g],
-                            _mm512_and_si512(v, masks[g]),
-                            load_i8(&a[g * 64..g * 64 + 64]),
-                        );
+                    for (half, acc) in acc.iter_mut().enumerate() {
+                        let v = avx2::load(&w[half * 32..]);
+                        for g in 0..4 {
+                            let x = avx2::load_i8(&a[g * 64 + half * 32..]);
+                            // Into a zero register, then added: the loop-carried chain is a 1-cycle
+                            // add instead of `vpdpbusd`'s latency, which streams faster.
+                            let p = _mm256_dpbusd_epi32(zero, _mm256_and_si256(v, masks[g]), x);
+                            acc[g] = _mm256_add_epi32(acc[g], p);
+                        }
                     }
                 }
                 if job.half_tail {
-                    let v = load_half(&row[full * 64..]);
+                    let v = avx2::load(&row[full * 64..]);
                     let a = &act[full * 256..];
                     for g in 0..4 {
-                        acc[g] = _mm512_dpbusd_epi32(
-                            acc[g],
-                            _mm512_and_si512(v, masks[g]),
-                            load_i8(&a[g * 64..g * 64 + 64]),
-                        );
+                        acc[0][g] =
+                            _mm256_dpbusd_epi32(acc[0][g], _mm256_and_si256(v, masks[g]), avx2::load_i8(&a[g * 64..]));
                     }
                 }
-                let s = _mm512_add_epi32(
-                    _mm512_add_epi32(_mm512_srai_epi32::<6>(acc[0]), _mm512_srai_epi32::<4>(acc[1])),
-                    _mm512_add_epi32(_mm512_srai_epi32::<2>(acc[2]), acc[3]),
+                let g: [__m256i; 4] = std::array::from_fn(|g| _mm256_add_epi32(acc[0][g], acc[1][g]));
+                let s = _mm256_add_epi32(
+                    _mm256_add_epi32(_mm256_srai_epi32::<6>(g[0]), _mm256_srai_epi32::<4>(g[1])),
+                    _mm256_add_epi32(_mm256_srai_epi32::<2>(g[2]), g[3]),
                 );
-                *dot = (_mm512_reduce_add_epi32(s) - sums[0]) as f32;
+                let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+                *dot = (_mm_cvtsi128_si32(s) - sums[0]) as f32;
             }
         }
         Codes::Tq2 => {

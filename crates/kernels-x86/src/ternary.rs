@@ -345,6 +345,7 @@ kernel!(
     "avx512-vnni",
     is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx512vnni")
 );
 kernel!(Avx2Kernel, crate::avx2::Avx2, "avx2", is_x86_feature_detected!("avx2"));
