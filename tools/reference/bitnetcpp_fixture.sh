@@ -35,3 +35,30 @@ tokens="$(python3 -c "import json, sys; print(','.join(map(str, json.load(open(s
     "$models/tiny-bitnet-1bitllm-128/reference.json")"
 "$tmp/logits" "$models/tiny-bitnet-1bitllm-128-bitnetcpp-i2_s.gguf" "$tokens" 12 \
     > "$models/tiny-bitnet-1bitllm-128-bitnetcpp-i2_s.json"
+
+# The other direction: bitnet.cpp (a llama.cpp fork) reading files *we* write. A ternary Llama
+# (Falcon3 layout) converted by `bitnet convert` to I2_S, TQ1_0 and TQ2_0; bitnet.cpp's logits and
+# greedy tokens on each, with the SHA-256 of the file it read (the test re-converts and compares).
+root="$here/../.."
+out="$models/tiny-llama-ternary-256-bitnetcpp.json"
+tokens="$(python3 -c "import json, sys; print(','.join(map(str, json.load(open(sys.argv[1]))['tokens'])))" \
+    "$models/tiny-llama-ternary-256/reference.json")"
+for t in i2_s tq1_0 tq2_0; do
+    (cd "$root" && cargo run -q --release -p bitnet-cli -- convert fixtures/models/tiny-llama-ternary-256 \
+        -o "$tmp/llama-$t.gguf" --outtype "$t" --embedding-type f16)
+    "$tmp/logits" "$tmp/llama-$t.gguf" "$tokens" 12 > "$tmp/llama-$t.json"
+done
+python3 - "$tmp" "$out" <<'PY'
+import hashlib, json, sys
+tmp, out = sys.argv[1], sys.argv[2]
+files = {}
+for t in ("i2_s", "tq1_0", "tq2_0"):
+    r = json.load(open(f"{tmp}/llama-{t}.json"))
+    entry = {"sha256": hashlib.sha256(open(f"{tmp}/llama-{t}.gguf", "rb").read()).hexdigest(), "greedy": r["greedy"]}
+    if t == "i2_s":
+        entry["logits"] = [[round(v, 4) for v in row] for row in r["logits"]]
+    files[t] = entry
+json.dump({"made_by": "tools/reference/bitnetcpp_fixture.sh", "engine": "bitnet.cpp 1.0 (c82b5e6 + 406a5036)",
+           "converted_with": "bitnet convert fixtures/models/tiny-llama-ternary-256 --outtype T --embedding-type f16",
+           "files": files}, open(out, "w"))
+PY

@@ -89,6 +89,12 @@ ARCHS = {
         vocab=384,
     ),
 }
+# The same ternary Llama with rows of 256 (TQ1_0/TQ2_0 blocks, whole I2_S blocks for bitnet.cpp's
+# kernels): what tools/reference/bitnetcpp_fixture.sh runs through bitnet.cpp.
+ARCHS["tiny-llama-ternary-256"] = dict(
+    ARCHS["tiny-llama-ternary"],
+    config=dict(ARCHS["tiny-llama-ternary"]["config"], hidden_size=256, intermediate_size=512, num_hidden_layers=1),
+)
 
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

@@ -68,6 +68,10 @@ enum Command {
         /// the report without measuring again).
         #[arg(long)]
         reuse: bool,
+        /// `llama-bench` of a bitnet.cpp 1.0 build: also run it and ours on the same dummy files
+        /// (125M, 1B, 3.8B; pp128, tg64) for a measured head-to-head table.
+        #[arg(long, value_name = "LLAMA_BENCH")]
+        bitnet_cpp: Option<PathBuf>,
     },
     /// Write the corpus of malformed GGUF files the format crate's tests and fuzzer use.
     MalformedCorpus {
@@ -101,10 +105,10 @@ fn main() -> Result<()> {
             }
             dummy::write_arch(&size, &outtype, &arch, &out)
         }
-        Command::Bench { quick, threads, reps, out, reuse } => {
+        Command::Bench { quick, threads, reps, out, reuse, bitnet_cpp } => {
             let out_dir = out.unwrap_or_else(|| root().join(if quick { "target/bench-quick" } else { "docs" }));
             let reps = reps.unwrap_or(if quick { 1 } else { 3 });
-            bench::run(&bench::Options { quick, threads, reps, out_dir, reuse })
+            bench::run(&bench::Options { quick, threads, reps, out_dir, reuse, bitnet_cpp })
         }
         Command::MalformedCorpus { out } => malformed::write_corpus(&root().join(out)),
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bitnet_convert::{ConvertOptions, EmbeddingType, OutType, convert_dir};
 use bitnet_model::{LoadOptions, Model, Tokenizer, argmax};
-use common::{check_against_reference, ids};
+use common::{check_against_reference, greedy, ids};
 use serde_json::Value;
 
 mod common;
@@ -45,12 +45,14 @@ fn tiny_bitnet_b158_matches_transformers() {
     }
 }
 
-/// The same BitNet graph stored as llama.cpp's TQ1_0 and TQ2_0 (per-block f16 scales).
+/// The BitNet graph and a ternary Llama stored as llama.cpp's TQ1_0 and TQ2_0 (per-block f16 scales).
 #[test]
 fn tq_formats_match_transformers() {
-    for outtype in [OutType::I2s, OutType::Tq1_0, OutType::Tq2_0] {
-        let (model, reference) = load_as("tiny-bitnet-b1.58-256", outtype, EmbeddingType::F32, 2);
-        check_against_reference(&model, &reference, &format!("bitnet-b1.58 {outtype:?}"));
+    for name in ["tiny-bitnet-b1.58-256", "tiny-llama-ternary-256"] {
+        for outtype in [OutType::I2s, OutType::Tq1_0, OutType::Tq2_0] {
+            let (model, reference) = load_as(name, outtype, EmbeddingType::F32, 2);
+            check_against_reference(&model, &reference, &format!("{name} {outtype:?}"));
+        }
     }
 }
 
@@ -206,8 +208,7 @@ fn bitnet_cpp_i2s_file_follows_bitnet_cpp() {
     )
     .unwrap();
     let tokens = ids(&reference["tokens"]);
-    let mut cache = model.new_cache(64);
-    let logits = model.forward(&tokens, &mut cache, true).unwrap();
+    let logits = model.forward(&tokens, &mut model.new_cache(64), true).unwrap();
     let vocab = model.config.vocab_size;
     let mut same_argmax = 0;
     for (pos, want) in bitnet_cpp["logits"].as_array().unwrap().iter().enumerate() {
@@ -219,13 +220,46 @@ fn bitnet_cpp_i2s_file_follows_bitnet_cpp() {
         same_argmax += usize::from(argmax(got) == argmax(&want));
     }
     assert!(same_argmax * 10 >= tokens.len() * 8, "argmax agrees at {same_argmax} of {} positions", tokens.len());
-    let mut next = argmax(&logits[(tokens.len() - 1) * vocab..]);
-    let mut generated = vec![next];
-    for _ in 1..ids(&bitnet_cpp["greedy"]).len() {
-        next = argmax(&model.forward(&[next], &mut cache, false).unwrap());
-        generated.push(next);
+    let want = ids(&bitnet_cpp["greedy"]);
+    assert_eq!(greedy(&model, &tokens, want.len()), want, "greedy continuation against bitnet.cpp's");
+}
+
+/// The other direction: bitnet.cpp (its llama.cpp fork, 1.0) read the files *we* write for a ternary
+/// Llama as I2_S, TQ1_0 and TQ2_0 and produced transformers' greedy tokens from each
+/// (tools/reference/bitnetcpp_fixture.sh recorded its output with each file's SHA-256). Our
+/// converter must still write those exact bytes, and our greedy tokens and logits must follow
+/// bitnet.cpp's on them (F16 head: transformers' logits were taken with F32 embeddings).
+#[test]
+fn bitnet_cpp_reads_our_files() {
+    use sha2::Digest;
+    let recorded: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture_dir("tiny-llama-ternary-256-bitnetcpp.json")).unwrap())
+            .unwrap();
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture_dir("tiny-llama-ternary-256").join("reference.json")).unwrap(),
+    )
+    .unwrap();
+    for (name, outtype) in [("i2_s", OutType::I2s), ("tq1_0", OutType::Tq1_0), ("tq2_0", OutType::Tq2_0)] {
+        let theirs = &recorded["files"][name];
+        let path = convert_fixture("tiny-llama-ternary-256", outtype, EmbeddingType::F16, 2);
+        let sha = format!("{:x}", sha2::Sha256::digest(std::fs::read(&path).unwrap()));
+        assert_eq!(sha, theirs["sha256"].as_str().unwrap(), "{name}: the file bitnet.cpp read is what we write");
+        assert_eq!(ids(&theirs["greedy"]), ids(&reference["greedy"]), "{name}: bitnet.cpp's greedy tokens on our file");
+        let model = Model::load(&path, LoadOptions { threads: 2 }).unwrap();
+        let tokens = ids(&reference["tokens"]);
+        assert_eq!(greedy(&model, &tokens, 12), ids(&theirs["greedy"]), "{name}: our greedy tokens on it");
+        if let Some(logits) = theirs["logits"].as_array() {
+            let ours = model.forward(&tokens, &mut model.new_cache(64), true).unwrap();
+            let vocab = model.config.vocab_size;
+            for (pos, want) in logits.iter().enumerate() {
+                let want: Vec<f32> = want.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+                let got = &ours[pos * vocab..(pos + 1) * vocab];
+                let range = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / range;
+                assert!(err < 6e-2, "{name} position {pos}: {err:.2e} of the range from bitnet.cpp's logits");
+            }
+        }
     }
-    assert_eq!(generated, ids(&bitnet_cpp["greedy"]), "greedy continuation against bitnet.cpp's");
 }
 
 #[test]

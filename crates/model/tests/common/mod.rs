@@ -36,13 +36,18 @@ pub fn check_against_reference(model: &Model, reference: &Value, label: &str) {
     assert!(worst < 5e-2, "{label}: worst relative logit error {worst}");
     assert!(close * 10 >= total * 6, "{label}: only {close} of {total} positions within 1e-4");
 
-    // Greedy continuation, one token at a time through the KV cache.
-    let mut next = argmax(&logits[(tokens.len() - 1) * vocab..]);
+    let want = ids(&reference["greedy"]);
+    assert_eq!(greedy(model, &tokens, want.len()), want, "{label}: greedy continuation");
+}
+
+/// `n` greedy tokens after `prompt`, one at a time through the KV cache.
+pub fn greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut cache = model.new_cache(prompt.len() + n);
+    let mut next = argmax(&model.forward(prompt, &mut cache, false).unwrap());
     let mut generated = vec![next];
-    for _ in 1..ids(&reference["greedy"]).len() {
-        let l = model.forward(&[next], &mut cache, false).unwrap();
-        next = argmax(&l);
+    while generated.len() < n {
+        next = argmax(&model.forward(&[next], &mut cache, false).unwrap());
         generated.push(next);
     }
-    assert_eq!(generated, ids(&reference["greedy"]), "{label}: greedy continuation");
+    generated
 }
