@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use bitnet_model::{LoadOptions, Model};
+use bitnet_model::{KvType, LoadOptions, Model};
 use serde_json::json;
 
 #[derive(clap::Args, Debug)]
@@ -39,6 +39,9 @@ pub struct Args {
     /// Print JSON (one object per test) instead of the table.
     #[arg(long)]
     json: bool,
+    /// KV cache element type (f16 as llama-bench's default, or f32).
+    #[arg(long, value_enum, value_name = "TYPE", default_value = "f16")]
+    kv_type: crate::generate::KvArg,
 }
 
 /// One measured test.
@@ -80,23 +83,23 @@ fn tokens(n: usize, vocab: usize) -> Vec<u32> {
 }
 
 /// A cache holding `depth` tokens of context, with room for `n` more.
-fn cache_at(model: &Model, depth: usize, n: usize) -> Result<bitnet_model::KvCache> {
-    let mut cache = model.new_cache(depth + n);
+fn cache_at(model: &Model, depth: usize, n: usize, kv: KvType) -> Result<bitnet_model::KvCache> {
+    let mut cache = model.new_cache_of(depth + n, kv);
     if depth > 0 {
         model.forward(&tokens(depth, model.config.vocab_size), &mut cache, false)?;
     }
     Ok(cache)
 }
 
-fn time_pp(model: &Model, ids: &[u32], depth: usize) -> Result<f64> {
-    let mut cache = cache_at(model, depth, ids.len())?;
+fn time_pp(model: &Model, ids: &[u32], depth: usize, kv: KvType) -> Result<f64> {
+    let mut cache = cache_at(model, depth, ids.len(), kv)?;
     let start = Instant::now();
     model.forward(ids, &mut cache, false)?;
     Ok(ids.len() as f64 / start.elapsed().as_secs_f64())
 }
 
-fn time_tg(model: &Model, ids: &[u32], depth: usize) -> Result<f64> {
-    let mut cache = cache_at(model, depth, ids.len())?;
+fn time_tg(model: &Model, ids: &[u32], depth: usize, kv: KvType) -> Result<f64> {
+    let mut cache = cache_at(model, depth, ids.len(), kv)?;
     let start = Instant::now();
     for &t in ids {
         model.forward(&[t], &mut cache, false)?;
@@ -112,6 +115,7 @@ pub fn measure(
     threads: &[usize],
     depth: usize,
     reps: usize,
+    kv: KvType,
 ) -> Result<(Model, Vec<Result1>)> {
     if reps == 0 {
         bail!("--repetitions must be at least 1");
@@ -136,7 +140,7 @@ pub fn measure(
                 bail!("{name}: {} tokens exceed the model's context of {ctx}", n + depth);
             }
             let ids = tokens(n, model.config.vocab_size);
-            let run = |ids: &[u32]| if pp { time_pp(&model, ids, depth) } else { time_tg(&model, ids, depth) };
+            let run = |ids: &[u32]| if pp { time_pp(&model, ids, depth, kv) } else { time_tg(&model, ids, depth, kv) };
             run(&ids[..n.min(if pp { n } else { 8 })])?; // warm-up: maps the weights in
             let rates = (0..reps).map(|_| run(&ids)).collect::<Result<Vec<_>>>()?;
             eprintln!("  {name} at {t} threads: {:.2} tokens/s", rates.iter().sum::<f64>() / reps as f64);
@@ -153,8 +157,15 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let threads =
         if args.threads.is_empty() { vec![bitnet_model::threads::physical_cores()] } else { args.threads.clone() };
-    let (model, results) =
-        measure(&args.model, &args.prompt, &args.gen_tokens, &threads, args.depth, args.repetitions)?;
+    let (model, results) = measure(
+        &args.model,
+        &args.prompt,
+        &args.gen_tokens,
+        &threads,
+        args.depth,
+        args.repetitions,
+        args.kv_type.into(),
+    )?;
     let name = args.model.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
     let size_gib = model.file_size() as f64 / (1u64 << 30) as f64;
     if args.json {

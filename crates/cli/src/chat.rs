@@ -53,7 +53,7 @@ pub fn run(args: &ChatArgs) -> Result<()> {
         ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
     }
     let mut messages: Vec<Message> = args.system.iter().map(|s| Message::new("system", s.clone())).collect();
-    let mut cache = model.new_cache(ctx);
+    let mut cache = model.new_cache_of(ctx, args.model.kv_type.into());
     let mut cached: Vec<u32> = Vec::new(); // tokens whose keys/values are in the cache
     let mut sampler = Sampler::new(args.sampling.params());
     let stdin = std::io::stdin();

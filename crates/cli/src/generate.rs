@@ -33,6 +33,26 @@ pub struct ModelArgs {
     /// Context size in tokens (default: the model's training context, at most 4096).
     #[arg(short = 'c', long = "ctx-size", value_name = "N")]
     pub ctx_size: Option<usize>,
+    /// KV cache element type for run and chat: f16 (half the memory and the bytes attention reads,
+    /// as llama.cpp) or f32 (exact). logits and perplexity always use f32.
+    #[arg(long, value_enum, value_name = "TYPE", default_value = "f16")]
+    pub kv_type: KvArg,
+}
+
+/// `--kv-type` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum KvArg {
+    F16,
+    F32,
+}
+
+impl From<KvArg> for bitnet_model::KvType {
+    fn from(k: KvArg) -> Self {
+        match k {
+            KvArg::F16 => bitnet_model::KvType::F16,
+            KvArg::F32 => bitnet_model::KvType::F32,
+        }
+    }
 }
 
 impl ModelArgs {
@@ -149,7 +169,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     if prompt.len() + 1 > ctx {
         bail!("the prompt is {} tokens, more than the context of {ctx} allows (raise --ctx-size)", prompt.len());
     }
-    let mut cache = model.new_cache(ctx);
+    let mut cache = model.new_cache_of(ctx, args.model.kv_type.into());
     let mut sampler = Sampler::new(args.sampling.params());
     let mut out = std::io::stdout().lock();
     write!(out, "{text}")?;

@@ -91,46 +91,64 @@ macro_rules! f32_kernels {
             }
         }
 
-        /// Attention scores: one query against keys `stride` apart (see bitnet_quant::vecops).
-        /// Heads of up to 8 vectors keep the query in registers; every key is then 8 loads,
-        /// 8 FMAs into two independent sums, and one horizontal add.
+        /// Attention scores: one query against keys `stride` apart (see bitnet_quant::vecops);
+        /// `key(p, e)` loads a vector of key `p` from its element `e`. Heads of up to 8 vectors
+        /// keep the query in registers; every key is then 8 loads, 8 FMAs into two independent
+        /// sums, and one horizontal add. `false` when the head size needs the reference.
         #[target_feature(enable = $feat)]
-        fn scores(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+        fn scores_by(q: &[f32], out: &mut [f32], key: impl Fn(usize, usize) -> $vec) -> bool {
             let hd = q.len();
             let vecs = hd / $w;
             if !hd.is_multiple_of($w) || vecs > 8 {
-                return bitnet_quant::vecops::scores(q, k, stride, out);
+                return false;
             }
             let mut qr = [$zero(); 8];
             for (i, r) in qr.iter_mut().enumerate().take(vecs) {
                 *r = load_f32(&q[i * $w..]);
             }
             for (p, o) in out.iter_mut().enumerate() {
-                let kp = &k[p * stride..p * stride + hd];
                 let (mut a0, mut a1) = ($zero(), $zero());
                 let mut i = 0;
                 while i + 2 <= vecs {
-                    a0 = $fma(qr[i], load_f32(&kp[i * $w..]), a0);
-                    a1 = $fma(qr[i + 1], load_f32(&kp[(i + 1) * $w..]), a1);
+                    a0 = $fma(qr[i], key(p, i * $w), a0);
+                    a1 = $fma(qr[i + 1], key(p, (i + 1) * $w), a1);
                     i += 2;
                 }
                 if i < vecs {
-                    a0 = $fma(qr[i], load_f32(&kp[i * $w..]), a0);
+                    a0 = $fma(qr[i], key(p, i * $w), a0);
                 }
                 *o = $reduce($add(a0, a1));
+            }
+            true
+        }
+
+        #[target_feature(enable = $feat)]
+        fn scores(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+            let hd = q.len();
+            if !scores_by(q, out, |p, e| load_f32(&k[p * stride + e..p * stride + hd])) {
+                bitnet_quant::vecops::scores(q, k, stride, out)
+            }
+        }
+
+        /// [`scores`] over f16 keys (little-endian bytes).
+        #[target_feature(enable = $feat)]
+        fn scores_f16(q: &[f32], k: &[u8], stride: usize, out: &mut [f32]) {
+            let hd = q.len();
+            if !scores_by(q, out, |p, e| load_f16(&k[2 * (p * stride + e)..2 * (p * stride + hd)])) {
+                bitnet_quant::vecops::scores_f16(q, k, stride, out)
             }
         }
 
         /// `out += Σ_p w[p]·v_p` over `B` vectors of columns held in registers while every
-        /// position streams past (8 vectors cover a 128-wide head in one pass).
+        /// position streams past (8 vectors cover a 128-wide head in one pass); `val(p, e)` loads a
+        /// vector of value `p` from element `e` of the block.
         #[target_feature(enable = $feat)]
-        fn weighted_block<const B: usize>(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+        fn weighted_block<const B: usize>(w: &[f32], out: &mut [f32], val: impl Fn(usize, usize) -> $vec) {
             let mut acc = [$zero(); B];
             for (p, &wp) in w.iter().enumerate() {
-                let vp = &v[p * stride..p * stride + B * $w];
                 let b = $set1(wp);
                 for (i, a) in acc.iter_mut().enumerate() {
-                    *a = $fma(b, load_f32(&vp[i * $w..]), *a);
+                    *a = $fma(b, val(p, i * $w), *a);
                 }
             }
             for (i, a) in acc.iter().enumerate() {
@@ -141,24 +159,55 @@ macro_rules! f32_kernels {
             }
         }
 
-        /// Attention output: `out += Σ_p w[p]·v[p·stride..]`.
+        /// Attention output: `out += Σ_p w[p]·v[p·stride..]`; columns past the last whole vector
+        /// go to `tail(j0)`.
         #[target_feature(enable = $feat)]
-        fn weighted_sum(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+        fn weighted_sum_by(
+            w: &[f32],
+            out: &mut [f32],
+            val: impl Fn(usize, usize) -> $vec,
+            tail: impl FnOnce(usize, &mut [f32]),
+        ) {
             let hd = out.len();
             let mut j0 = 0;
             while j0 + 8 * $w <= hd {
-                weighted_block::<8>(w, &v[j0..], stride, &mut out[j0..]);
+                weighted_block::<8>(w, &mut out[j0..], |p, e| val(p, j0 + e));
                 j0 += 8 * $w;
             }
             while j0 + $w <= hd {
-                weighted_block::<1>(w, &v[j0..], stride, &mut out[j0..]);
+                weighted_block::<1>(w, &mut out[j0..], |p, e| val(p, j0 + e));
                 j0 += $w;
             }
             if j0 < hd {
-                for (p, &wp) in w.iter().enumerate() {
-                    axpy(&mut out[j0..], wp, &v[p * stride + j0..p * stride + hd]);
-                }
+                tail(j0, &mut out[j0..]);
             }
+        }
+
+        #[target_feature(enable = $feat)]
+        fn weighted_sum(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+            let hd = out.len();
+            weighted_sum_by(
+                w,
+                out,
+                |p, e| load_f32(&v[p * stride + e..p * stride + hd]),
+                |j0, rest| {
+                    for (p, &wp) in w.iter().enumerate() {
+                        axpy(rest, wp, &v[p * stride + j0..p * stride + hd]);
+                    }
+                },
+            )
+        }
+
+        /// [`weighted_sum`] over f16 values (little-endian bytes).
+        #[target_feature(enable = $feat)]
+        fn weighted_sum_f16(w: &[f32], v: &[u8], stride: usize, out: &mut [f32]) {
+            let hd = out.len();
+            weighted_sum_by(
+                w,
+                out,
+                |p, e| load_f16(&v[2 * (p * stride + e)..2 * (p * stride + hd)]),
+                |j0, rest| bitnet_quant::vecops::weighted_sum_f16(w, &v[2 * j0..], stride, rest),
+            )
         }
 
         pub(crate) fn ops() -> crate::vecops::F32Ops {
@@ -179,7 +228,23 @@ macro_rules! f32_kernels {
                 // SAFETY: as for `dot`.
                 unsafe { weighted_sum(w, v, stride, out) }
             }
-            crate::vecops::F32Ops { name: $label, dot, axpy: axpy_, scores: scores_, weighted_sum: weighted_sum_ }
+            fn scores_f16_(q: &[f32], k: &[u8], stride: usize, out: &mut [f32]) {
+                // SAFETY: as for `dot`.
+                unsafe { scores_f16(q, k, stride, out) }
+            }
+            fn weighted_sum_f16_(w: &[f32], v: &[u8], stride: usize, out: &mut [f32]) {
+                // SAFETY: as for `dot`.
+                unsafe { weighted_sum_f16(w, v, stride, out) }
+            }
+            crate::vecops::F32Ops {
+                name: $label,
+                dot,
+                axpy: axpy_,
+                scores: scores_,
+                weighted_sum: weighted_sum_,
+                scores_f16: scores_f16_,
+                weighted_sum_f16: weighted_sum_f16_,
+            }
         }
     };
 }

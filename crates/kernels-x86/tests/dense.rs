@@ -120,17 +120,32 @@ fn attention_ops_match_scalar() {
         (SCALAR.scores)(&q, &k, stride, &mut want_s);
         let mut want_o = vec![0.25f32; hd];
         (SCALAR.weighted_sum)(&w, &k, stride, &mut want_o);
+        // The same keys/values stored as f16 (the f16 KV cache).
+        let k16: Vec<u8> = k.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
+        let mut want_s16 = vec![0f32; n];
+        (SCALAR.scores_f16)(&q, &k16, stride, &mut want_s16);
+        let mut want_o16 = vec![0.25f32; hd];
+        (SCALAR.weighted_sum_f16)(&w, &k16, stride, &mut want_o16);
+        for (a, b) in want_s16.iter().zip(&want_s) {
+            assert!((a - b).abs() <= 2e-2, "scalar f16 scores hd={hd}: {a} vs {b}");
+        }
+        let close = |got: &[f32], want: &[f32], what: &str, name: &str| {
+            for (a, b) in got.iter().zip(want) {
+                assert!((a - b).abs() <= 1e-4, "{name} {what} hd={hd}: {a} vs {b}");
+            }
+        };
         for ops in bitnet_kernels_x86::vecops::available() {
             let mut s = vec![0f32; n];
             (ops.scores)(&q, &k, stride, &mut s);
-            for (a, b) in s.iter().zip(&want_s) {
-                assert!((a - b).abs() <= 1e-4, "{} scores hd={hd}: {a} vs {b}", ops.name);
-            }
+            close(&s, &want_s, "scores", ops.name);
             let mut o = vec![0.25f32; hd];
             (ops.weighted_sum)(&w, &k, stride, &mut o);
-            for (a, b) in o.iter().zip(&want_o) {
-                assert!((a - b).abs() <= 1e-4, "{} weighted_sum hd={hd}: {a} vs {b}", ops.name);
-            }
+            close(&o, &want_o, "weighted_sum", ops.name);
+            (ops.scores_f16)(&q, &k16, stride, &mut s);
+            close(&s, &want_s16, "scores_f16", ops.name);
+            let mut o = vec![0.25f32; hd];
+            (ops.weighted_sum_f16)(&w, &k16, stride, &mut o);
+            close(&o, &want_o16, "weighted_sum_f16", ops.name);
         }
     }
 }

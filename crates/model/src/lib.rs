@@ -33,6 +33,6 @@ pub use chat::{ChatTemplate, Message};
 pub use config::{Activation, Config, RopeStyle};
 pub use error::{ModelError, Result};
 pub use eval::{Perplexity, perplexity};
-pub use model::{KvCache, LoadOptions, Model};
+pub use model::{KvCache, KvType, LoadOptions, Model};
 pub use sampling::{Sampler, SamplingParams, argmax};
 pub use tokenizer::{StreamDecoder, Tokenizer};

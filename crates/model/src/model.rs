@@ -150,13 +150,13 @@ impl Model {
 
     /// A fresh KV cache for `ctx` positions.
     pub fn new_cache(&self, ctx: usize) -> KvCache {
+        self.new_cache_of(ctx, KvType::F32)
+    }
+
+    /// A KV cache for `ctx` positions holding `ty` elements.
+    pub fn new_cache_of(&self, ctx: usize, ty: KvType) -> KvCache {
         let kv_dim = self.config.kv_heads * self.config.head_dim;
-        KvCache {
-            ctx,
-            len: 0,
-            k: vec![vec![0.0; ctx * kv_dim]; self.config.layers],
-            v: vec![vec![0.0; ctx * kv_dim]; self.config.layers],
-        }
+        KvCache { ctx, len: 0, store: KvStore::new(ty, self.config.layers, ctx * kv_dim) }
     }
 
     fn matmul(&self, w: &Matrix, x: &[f32]) -> Result<Vec<f32>> {
@@ -179,7 +179,7 @@ impl Model {
 
     /// Causal grouped-query attention of the `n` new tokens (queries `q`, `n × heads × hd`) over
     /// the cached keys/values of positions `0..pos0+n`. Heads run in parallel when worth it.
-    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], pos0: usize, n: usize) -> Vec<f32> {
+    fn attention(&self, q: &[f32], k: KvSlice<'_>, v: KvSlice<'_>, pos0: usize, n: usize) -> Vec<f32> {
         let c = &self.config;
         let (hd, kv_dim, group) = (c.head_dim, c.kv_heads * c.head_dim, c.heads / c.kv_heads);
         let scale = 1.0 / (hd as f32).sqrt();
@@ -192,10 +192,17 @@ impl Model {
                 let len = pos0 + i + 1; // causal: positions 0..=pos0+i
                 let qh = &q[(i * c.heads + head) * hd..][..hd];
                 let kv = kvh * hd;
-                (ops.scores)(qh, &k[kv..], kv_dim, &mut scores[..len]);
+                match k {
+                    KvSlice::F32(k) => (ops.scores)(qh, &k[kv..], kv_dim, &mut scores[..len]),
+                    KvSlice::F16(k) => (ops.scores_f16)(qh, &k[2 * kv..], kv_dim, &mut scores[..len]),
+                }
                 scores[..len].iter_mut().for_each(|s| *s *= scale);
                 softmax(&mut scores[..len]);
-                (ops.weighted_sum)(&scores[..len], &v[kv..], kv_dim, &mut out[i * hd..(i + 1) * hd]);
+                let o = &mut out[i * hd..(i + 1) * hd];
+                match v {
+                    KvSlice::F32(v) => (ops.weighted_sum)(&scores[..len], &v[kv..], kv_dim, o),
+                    KvSlice::F16(v) => (ops.weighted_sum_f16)(&scores[..len], &v[2 * kv..], kv_dim, o),
+                }
             }
             out
         };
@@ -237,10 +244,9 @@ impl Model {
             let [mut q, mut k, v] = self.matmuls([&layer.wq, &layer.wk, &layer.wv], &h)?;
             rope.apply(&mut q, c.heads, hd);
             rope.apply(&mut k, c.kv_heads, hd);
-            cache.k[l][pos0 * kv_dim..(pos0 + n) * kv_dim].copy_from_slice(&k);
-            cache.v[l][pos0 * kv_dim..(pos0 + n) * kv_dim].copy_from_slice(&v);
-
-            let mut attn = self.attention(&q, &cache.k[l], &cache.v[l], pos0, n);
+            cache.store.write(l, pos0 * kv_dim, &k, &v);
+            let (kc, vc) = cache.store.layer(l);
+            let mut attn = self.attention(&q, kc, vc, pos0, n);
             if let Some(w) = &layer.attn_sub_norm {
                 rms_norm(&mut attn, w, c.rms_eps);
             }
@@ -323,8 +329,74 @@ impl RopeTable {
 pub struct KvCache {
     ctx: usize,
     len: usize,
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    store: KvStore,
+}
+
+/// Element type of the KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvType {
+    /// Exact: what the reference tests compare against transformers with.
+    #[default]
+    F32,
+    /// Half the memory and half the bytes attention reads (llama.cpp's default); keys and values
+    /// rounded to f16 (relative error ≤ 2⁻¹¹).
+    F16,
+}
+
+/// Keys and values per layer, `ctx × kv_dim` each.
+#[derive(Debug, Clone)]
+enum KvStore {
+    F32 {
+        k: Vec<Vec<f32>>,
+        v: Vec<Vec<f32>>,
+    },
+    /// Little-endian f16 bytes.
+    F16 {
+        k: Vec<Vec<u8>>,
+        v: Vec<Vec<u8>>,
+    },
+}
+
+/// One layer's cached keys or values as attention reads them.
+#[derive(Clone, Copy)]
+enum KvSlice<'a> {
+    F32(&'a [f32]),
+    F16(&'a [u8]),
+}
+
+impl KvStore {
+    fn new(ty: KvType, layers: usize, len: usize) -> KvStore {
+        match ty {
+            KvType::F32 => KvStore::F32 { k: vec![vec![0.0; len]; layers], v: vec![vec![0.0; len]; layers] },
+            KvType::F16 => KvStore::F16 { k: vec![vec![0; 2 * len]; layers], v: vec![vec![0; 2 * len]; layers] },
+        }
+    }
+
+    /// Stores `k`, `v` (`n × kv_dim`) of layer `l` from element `at` on.
+    fn write(&mut self, l: usize, at: usize, k: &[f32], v: &[f32]) {
+        match self {
+            KvStore::F32 { k: ks, v: vs } => {
+                ks[l][at..at + k.len()].copy_from_slice(k);
+                vs[l][at..at + v.len()].copy_from_slice(v);
+            }
+            KvStore::F16 { k: ks, v: vs } => {
+                let put = |dst: &mut [u8], src: &[f32]| {
+                    for (d, &x) in dst.chunks_exact_mut(2).zip(src) {
+                        d.copy_from_slice(&half::f16::from_f32(x).to_le_bytes());
+                    }
+                };
+                put(&mut ks[l][2 * at..2 * (at + k.len())], k);
+                put(&mut vs[l][2 * at..2 * (at + v.len())], v);
+            }
+        }
+    }
+
+    fn layer(&self, l: usize) -> (KvSlice<'_>, KvSlice<'_>) {
+        match self {
+            KvStore::F32 { k, v } => (KvSlice::F32(&k[l]), KvSlice::F32(&v[l])),
+            KvStore::F16 { k, v } => (KvSlice::F16(&k[l]), KvSlice::F16(&v[l])),
+        }
+    }
 }
 
 impl KvCache {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bitnet_convert::{ConvertOptions, EmbeddingType, OutType, convert_dir};
 use bitnet_model::{LoadOptions, Model, Tokenizer, argmax};
-use common::{check_against_reference, greedy, ids};
+use common::{check_against_reference, greedy, greedy_with, ids};
 use serde_json::Value;
 
 mod common;
@@ -259,6 +259,26 @@ fn bitnet_cpp_reads_our_files() {
                 assert!(err < 6e-2, "{name} position {pos}: {err:.2e} of the range from bitnet.cpp's logits");
             }
         }
+    }
+}
+
+/// The f16 KV cache (`bitnet run`'s default): keys and values rounded to f16 (2⁻¹¹ relative) move
+/// these random models' logits by up to ~5% of their range, because the int8 activation codes
+/// after attention amplify small changes (as in bitnet.cpp, whose cache is f16 too), and keep
+/// transformers' greedy tokens.
+#[test]
+fn f16_kv_cache_keeps_greedy_tokens() {
+    for name in ["tiny-bitnet-b1.58", "tiny-llama-ternary", "tiny-bitnet-1bitllm"] {
+        let (model, reference) = load(name, EmbeddingType::F32, 2);
+        let tokens = ids(&reference["tokens"]);
+        let exact = model.forward(&tokens, &mut model.new_cache(64), true).unwrap();
+        let half = model.forward(&tokens, &mut model.new_cache_of(64, bitnet_model::KvType::F16), true).unwrap();
+        let range = exact.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = exact.iter().zip(&half).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / range;
+        eprintln!("{name}: f16 KV cache moves logits by {err:.2e} of their range");
+        assert!(err < 5e-2, "{name}: {err}");
+        let want = ids(&reference["greedy"]);
+        assert_eq!(greedy_with(&model, &tokens, want.len(), bitnet_model::KvType::F16), want, "{name}");
     }
 }
 

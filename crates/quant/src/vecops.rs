@@ -14,11 +14,15 @@ pub struct F32Ops {
     pub scores: fn(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]),
     /// Attention output: `out[j] += Σ_p w[p] · v[p·stride + j]` for `j < out.len()`.
     pub weighted_sum: fn(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]),
+    /// [`F32Ops::scores`] over keys stored as f16 (little-endian bytes, `stride` in elements).
+    pub scores_f16: fn(q: &[f32], k: &[u8], stride: usize, out: &mut [f32]),
+    /// [`F32Ops::weighted_sum`] over values stored as f16 (little-endian bytes, `stride` in elements).
+    pub weighted_sum_f16: fn(w: &[f32], v: &[u8], stride: usize, out: &mut [f32]),
 }
 
 /// The portable versions: sixteen independent partial sums, which LLVM vectorizes for the
 /// baseline instruction set (a single sequential f32 sum runs one add per 4 cycles).
-pub const SCALAR: F32Ops = F32Ops { name: "scalar", dot, axpy, scores, weighted_sum };
+pub const SCALAR: F32Ops = F32Ops { name: "scalar", dot, axpy, scores, weighted_sum, scores_f16, weighted_sum_f16 };
 
 /// Σ a·b.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -59,6 +63,28 @@ pub fn scores(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
 pub fn weighted_sum(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
     for (p, &wp) in w.iter().enumerate() {
         axpy(out, wp, &v[p * stride..p * stride + out.len()]);
+    }
+}
+
+/// `len` f16 values (little-endian bytes) from element `start` of `bytes`, as f32.
+fn f16s(bytes: &[u8], start: usize, len: usize) -> impl Iterator<Item = f32> + '_ {
+    bytes[2 * start..2 * (start + len)].chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+}
+
+/// [`scores`] with f16 keys.
+pub fn scores_f16(q: &[f32], k: &[u8], stride: usize, out: &mut [f32]) {
+    let mut key = vec![0f32; q.len()];
+    for (p, o) in out.iter_mut().enumerate() {
+        key.iter_mut().zip(f16s(k, p * stride, q.len())).for_each(|(d, v)| *d = v);
+        *o = dot(q, &key);
+    }
+}
+
+/// [`weighted_sum`] with f16 values.
+pub fn weighted_sum_f16(w: &[f32], v: &[u8], stride: usize, out: &mut [f32]) {
+    let n = out.len();
+    for (p, &wp) in w.iter().enumerate() {
+        out.iter_mut().zip(f16s(v, p * stride, n)).for_each(|(o, x)| *o += wp * x);
     }
 }
 

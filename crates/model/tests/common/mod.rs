@@ -42,7 +42,12 @@ pub fn check_against_reference(model: &Model, reference: &Value, label: &str) {
 
 /// `n` greedy tokens after `prompt`, one at a time through the KV cache.
 pub fn greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
-    let mut cache = model.new_cache(prompt.len() + n);
+    greedy_with(model, prompt, n, bitnet_model::KvType::F32)
+}
+
+/// [`greedy`] with a KV cache of `kv` elements.
+pub fn greedy_with(model: &Model, prompt: &[u32], n: usize, kv: bitnet_model::KvType) -> Vec<u32> {
+    let mut cache = model.new_cache_of(prompt.len() + n, kv);
     let mut next = argmax(&model.forward(prompt, &mut cache, false).unwrap());
     let mut generated = vec![next];
     while generated.len() < n {
