@@ -7,7 +7,7 @@ use bitnet_quant::{PackedTernary, TernaryFormat};
 
 fn main() {
     let (rows, cols) = (6912 * 16, 2560);
-    for format in [I2S, TernaryFormat::Tq2_0] {
+    for format in [I2S, TernaryFormat::Tq2_0, TernaryFormat::Tq1_0] {
         let data = packed(format, rows, cols);
         let (_, x) = activations(1, cols);
         let mut out = vec![0f32; rows];

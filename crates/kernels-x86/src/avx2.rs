@@ -65,6 +65,65 @@ fn decode(v: __m256i, codes: Codes) -> [__m256i; 4] {
         Codes::Tq2 => {
             [_mm256_and_si256(v, m), _mm256_and_si256(s2, m), _mm256_and_si256(s4, m), _mm256_and_si256(s6, m)]
         }
+        Codes::Tq1 => unreachable!("TQ1_0 is decoded by tq1_block_dot"),
+    }
+}
+
+/// Base-3 digit of each byte of `q` picked by the per-byte power of three in `pow`, as TQ1_0
+/// stores it: `((q·3^k mod 256)·3) >> 8` (a digit 0..2 = ternary value + 1), in 16-bit lanes.
+#[target_feature(enable = "avx2")]
+fn trits(q: __m256i, pow: __m256i) -> __m256i {
+    let zero = _mm256_setzero_si256();
+    let digit = |q16: __m256i, p16: __m256i| {
+        let m = _mm256_and_si256(_mm256_mullo_epi16(q16, p16), _mm256_set1_epi16(0xFF));
+        _mm256_srli_epi16::<8>(_mm256_mullo_epi16(m, _mm256_set1_epi16(3)))
+    };
+    let lo = digit(_mm256_unpacklo_epi8(q, zero), _mm256_unpacklo_epi8(pow, zero));
+    let hi = digit(_mm256_unpackhi_epi8(q, zero), _mm256_unpackhi_epi8(pow, zero));
+    _mm256_packus_epi16(lo, hi)
+}
+
+/// Σ code·a over one 54-byte TQ1_0 block and 256 activations in element order.
+#[target_feature(enable = "avx2")]
+fn tq1_block_dot(block: &[u8], a: &[i8]) -> i32 {
+    let ones = _mm256_set1_epi16(1);
+    let dot32 = |codes: __m256i, a: &[i8]| _mm256_madd_epi16(_mm256_maddubs_epi16(codes, load_i8(a)), ones);
+    // Bytes 0..32: digit k of byte m is element 32k + m.
+    let qs = load(block);
+    let mut acc = _mm256_setzero_si256();
+    for (k, p) in [1i8, 3, 9, 27, 81].into_iter().enumerate() {
+        acc = _mm256_add_epi32(acc, dot32(trits(qs, _mm256_set1_epi8(p)), &a[32 * k..]));
+    }
+    // Bytes 32..48: digit k of byte m is element 160 + 16k + m; bytes 48..52: digit k of byte j
+    // is element 240 + 4k + j. So 32 consecutive codes are two digits of the 16 bytes, or the
+    // last digit of the 16 bytes and the four bytes repeated with their four powers.
+    assert!(block.len() >= 52 && a.len() >= 256);
+    // SAFETY: the block holds bytes 32..48 (asserted above); the load is unaligned.
+    let tail = unsafe { _mm_loadu_si128(block[32..48].as_ptr().cast()) };
+    let qh = _mm_set1_epi32(i32::from_le_bytes([block[48], block[49], block[50], block[51]]));
+    let both = _mm256_set_m128i(tail, tail);
+    let pair = |lo: i8, hi: i8| _mm256_set_m128i(_mm_set1_epi8(hi), _mm_set1_epi8(lo));
+    acc = _mm256_add_epi32(acc, dot32(trits(both, pair(1, 3)), &a[160..]));
+    acc = _mm256_add_epi32(acc, dot32(trits(both, pair(9, 27)), &a[192..]));
+    let last_pow =
+        _mm256_set_m128i(_mm_setr_epi8(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27), _mm_set1_epi8(81));
+    acc = _mm256_add_epi32(acc, dot32(trits(_mm256_set_m128i(qh, tail), last_pow), &a[224..]));
+    hsum(acc)
+}
+
+/// TQ1_0 rows against one token's activations (element order): `dots[i] = Σ_block (Σ t·a)·d`.
+#[target_feature(enable = "avx2")]
+pub(crate) fn gemv_tq1(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
+    const B: usize = bitnet_quant::tq::TQ1_0_BLOCK_BYTES;
+    for (r, dot) in rows.zip(dots.iter_mut()) {
+        let row = job.row(r);
+        let mut sum = 0f32;
+        for c in 0..job.chunks {
+            let block = &row[c * B..(c + 1) * B];
+            let d = half::f16::from_le_bytes([block[52], block[53]]).to_f32();
+            sum += (tq1_block_dot(block, &act[c * 256..]) - sums[c]) as f32 * d;
+        }
+        *dot = sum;
     }
 }
 
@@ -117,6 +176,7 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
                 *dot = sum;
             }
         }
+        Codes::Tq1 => gemv_tq1(job, rows, act, sums, dots),
     }
 }
 
@@ -154,6 +214,7 @@ fn tile<const R: usize, const T: usize>(
                         dots[r][t] += (hsum(s) - sums[t][c]) as f32 * d;
                     }
                 }
+                Codes::Tq1 => unreachable!("TQ1_0 runs through gemv"),
             }
         }
         if job.codes == Codes::I2s {

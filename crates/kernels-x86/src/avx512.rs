@@ -189,6 +189,7 @@ fn decode(v: __m512i, codes: Codes) -> [__m512i; 4] {
         Codes::Tq2 => {
             [_mm512_and_si512(v, m), _mm512_and_si512(s2, m), _mm512_and_si512(s4, m), _mm512_and_si512(s6, m)]
         }
+        Codes::Tq1 => unreachable!("TQ1_0 is decoded by avx2::gemv_tq1"),
     }
 }
 
@@ -202,6 +203,7 @@ fn tile<const R: usize, const T: usize>(
     match job.codes {
         Codes::I2s => tile_i2s::<R, T>(job, row0, acts, sums),
         Codes::Tq2 => tile_tq2::<R, T>(job, row0, acts, sums),
+        Codes::Tq1 => unreachable!("TQ1_0 runs through gemv"),
     }
 }
 
@@ -277,6 +279,8 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
                 *dot = sum;
             }
         }
+        // 256-bit decoding: the base-3 digits need 16-bit multiplies either way.
+        Codes::Tq1 => avx2::gemv_tq1(job, rows, act, sums, dots),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use bitnet_quant::tq::{QK_K, TQ2_0_BLOCK_BYTES};
+use bitnet_quant::tq::{QK_K, TQ1_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
 use bitnet_quant::{
     I2sLayout, PackedTernary, QuantError, QuantizedActivations, ScalarKernel, TernaryFormat, TernaryKernel,
 };
@@ -15,6 +15,9 @@ pub(crate) enum Codes {
     I2s,
     /// TQ2_0: per 256 weights 64 code bytes (two 128-halves, group `g` at shift `2g`) + f16 `d`.
     Tq2,
+    /// TQ1_0: per 256 weights 48 bytes of five base-3 digits, 4 bytes of four, f16 `d`; decoded
+    /// in element order, so it reads the activations unreordered.
+    Tq1,
 }
 
 /// A matrix as a fast path sees it. Rows are walked in chunks of 256 weights.
@@ -45,14 +48,14 @@ impl<'a> Job<'a> {
                 half_tail: cols % 256 != 0,
                 rows,
             },
-            TernaryFormat::Tq2_0 if cols % QK_K == 0 => Job {
-                codes: Codes::Tq2,
-                data: w.data,
-                row_bytes: cols / QK_K * TQ2_0_BLOCK_BYTES,
-                chunks: cols / QK_K,
-                half_tail: false,
-                rows,
-            },
+            TernaryFormat::Tq2_0 | TernaryFormat::Tq1_0 if cols % QK_K == 0 => {
+                let (codes, block) = if w.format == TernaryFormat::Tq2_0 {
+                    (Codes::Tq2, TQ2_0_BLOCK_BYTES)
+                } else {
+                    (Codes::Tq1, TQ1_0_BLOCK_BYTES)
+                };
+                Job { codes, data: w.data, row_bytes: cols / QK_K * block, chunks: cols / QK_K, half_tail: false, rows }
+            }
             _ => return None,
         };
         // The loads below are bounds-checked; this check turns a short buffer into an error
@@ -178,7 +181,7 @@ unsafe fn run<I: Isa>(
     let n = x.len();
     let (sums, per_token): (Vec<i32>, usize) = match job.codes {
         Codes::I2s => (x.rows.iter().map(|a| a.sum).collect(), 1),
-        Codes::Tq2 => {
+        Codes::Tq2 | Codes::Tq1 => {
             let s = (0..n)
                 .flat_map(|t| x.row(t).chunks_exact(QK_K).map(|b| b.iter().map(|&v| i32::from(v)).sum::<i32>()))
                 .collect();
@@ -187,9 +190,20 @@ unsafe fn run<I: Isa>(
     };
     let w_scale = match job.codes {
         Codes::I2s => f32::from_le_bytes(job.data[job.row_bytes * job.rows..][..4].try_into().expect("4 bytes")),
-        Codes::Tq2 => 1.0,
+        Codes::Tq2 | Codes::Tq1 => 1.0,
     };
     let ctx = Ctx { job, acts, stride, sums: &sums, per_token, x, w_scale, rows };
+    if job.codes == Codes::Tq1 {
+        // One token at a time: each block is decoded per token (TQ1_0 has no many-token kernel).
+        let len = ctx.rows.len();
+        for (t, part) in out.chunks_exact_mut(len).enumerate() {
+            // SAFETY: the caller guarantees the CPU supports I.
+            unsafe { I::gemv(job, ctx.rows.clone(), x.row(t), &sums[t * per_token..], part) };
+            let act = x.rows[t];
+            part.iter_mut().for_each(|v| *v = ctx.finish(*v, act));
+        }
+        return Ok(());
+    }
     if n == 1 {
         // SAFETY: the caller guarantees the CPU supports I.
         unsafe { I::gemv(job, ctx.rows.clone(), acts, &sums, out) };
@@ -274,7 +288,7 @@ impl Ctx<'_, '_> {
     fn finish(&self, dot: f32, act: bitnet_quant::ActScale) -> f32 {
         match self.job.codes {
             Codes::I2s => dot / act.scale * self.w_scale,
-            Codes::Tq2 => dot / act.scale,
+            Codes::Tq2 | Codes::Tq1 => dot / act.scale,
         }
     }
 

@@ -93,13 +93,16 @@ proptest! {
         check(TernaryFormat::I2s(I2sLayout::X86), rows, cols, &bytes, n, seed);
     }
 
+    /// TQ2_0 and TQ1_0 (base-3 digits, decoded in 16-bit lanes), with real per-block scales.
     #[test]
-    fn tq2_matches_reference(rows in 1usize..24, blocks in 1usize..7, n in 1usize..10, seed: u64) {
+    fn tq_match_reference(rows in 1usize..24, blocks in 1usize..7, n in 1usize..10, seed: u64) {
         let cols = blocks * 256;
         let mut rng = Rng(seed);
         let floats: Vec<f32> = (0..rows * cols).map(|_| (rng.below(2001) as f32 - 1000.0) / 300.0).collect();
-        let bytes: Vec<u8> = floats.chunks_exact(cols).flat_map(|r| tq::quantize_row(TqKind::Tq2_0, r).unwrap()).collect();
-        check(TernaryFormat::Tq2_0, rows, cols, &bytes, n, seed);
+        for (kind, format) in [(TqKind::Tq2_0, TernaryFormat::Tq2_0), (TqKind::Tq1_0, TernaryFormat::Tq1_0)] {
+            let bytes: Vec<u8> = floats.chunks_exact(cols).flat_map(|r| tq::quantize_row(kind, r).unwrap()).collect();
+            check(format, rows, cols, &bytes, n, seed);
+        }
     }
 
     /// Shapes and formats without a fast path go to the reference inside the kernel.
@@ -114,8 +117,6 @@ proptest! {
             let bytes = i2s::pack(&m, 0.5, layout).unwrap();
             check(TernaryFormat::I2s(layout), rows * 4, 256, &bytes, n, seed);
         }
-        let bytes = tq::pack(TqKind::Tq1_0, &m, 0.25).unwrap();
-        check(TernaryFormat::Tq1_0, rows * 4, 256, &bytes, n, seed);
     }
 }
 
