@@ -62,3 +62,11 @@ json.dump({"made_by": "tools/reference/bitnetcpp_fixture.sh", "engine": "bitnet.
            "converted_with": "bitnet convert fixtures/models/tiny-llama-ternary-256 --outtype T --embedding-type f16",
            "files": files}, open(out, "w"))
 PY
+
+# llama.cpp's own `bitnet` architecture with TQ1_0 / TQ2_0 tensors: the llama.cpp converter inside
+# that checkout, with PyPI's gguf 0.19 (NO_LOCAL_GGUF: its bundled gguf-py writes wrong shapes for
+# TQ rows of more than one block), on the 256-wide 1bitLLM checkpoint.
+for t in tq1_0 tq2_0; do
+    NO_LOCAL_GGUF=1 python3 "$fork/convert_hf_to_gguf.py" "$models/tiny-bitnet-1bitllm-256" --outtype "$t" \
+        --outfile "$models/tiny-bitnet-1bitllm-256-llamacpp-$t.gguf"
+done

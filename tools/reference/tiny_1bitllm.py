@@ -40,7 +40,12 @@ from tiny_models import ONLINE, OUT
 NAME = "tiny-bitnet-1bitllm"
 # Variants: name -> config changes. The 128-wide one has rows bitnet.cpp 1.0's I2_S kernels take
 # (multiples of 128), for files made by bitnet.cpp itself (tools/reference/bitnetcpp_fixture.sh).
-VARIANTS = {NAME: {}, NAME + "-128": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=1)}
+VARIANTS = {
+    NAME: {},
+    NAME + "-128": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=1),
+    # Rows of 256: TQ1_0/TQ2_0 blocks, for llama.cpp's own converter (`bitnet` architecture).
+    NAME + "-256": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=1),
+}
 # Two ids past the SentencePiece pieces, as 1bitLLM's vocab_size (32002) exceeds its 32000 pieces:
 # converters pad the GGUF vocabulary with [PAD1], [PAD2].
 EXTRA = 2

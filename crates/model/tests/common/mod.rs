@@ -40,6 +40,23 @@ pub fn check_against_reference(model: &Model, reference: &Value, label: &str) {
     assert_eq!(greedy(model, &tokens, want.len()), want, "{label}: greedy continuation");
 }
 
+/// For each position of `want` (a JSON array of logit rows): the largest difference from `got`
+/// (positions × vocab) relative to the row's largest |logit|, and whether the argmax agrees.
+pub fn position_errors(got: &[f32], want: &Value, vocab: usize) -> Vec<(f32, bool)> {
+    want.as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(pos, row)| {
+            let want: Vec<f32> = row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            let got = &got[pos * vocab..(pos + 1) * vocab];
+            let range = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / range;
+            (err, argmax(got) == argmax(&want))
+        })
+        .collect()
+}
+
 /// `n` greedy tokens after `prompt`, one at a time through the KV cache.
 pub fn greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
     greedy_with(model, prompt, n, bitnet_model::KvType::F32)
