@@ -16,8 +16,8 @@ Cross-check: `--check PATH/TO/BitBLAS/integration/BitNet` runs 1bitLLM's own mod
 outside this repository, with the GPU-only `bitblas` import stubbed out) on the written checkpoint
 and compares its logits with reference.json (2026-11-23: max difference 9.1e-6 of a range of 15).
 
-Writes fixtures/models/tiny-bitnet-1bitllm/: config.json, model.safetensors, tokenizer.model,
-tokenizer_config.json, generation_config.json, reference.json.
+Writes fixtures/models/tiny-bitnet-1bitllm{,-128,-256}/ (see VARIANTS): config.json,
+model.safetensors, tokenizer.model, tokenizer_config.json, generation_config.json, reference.json.
 
     python3 tools/reference/tiny_1bitllm.py [--check DIR]   (requirements.txt here, plus sentencepiece)
 """
