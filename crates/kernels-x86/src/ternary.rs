@@ -141,8 +141,11 @@ pub(crate) unsafe fn gemm_rows<I: Isa>(
     let n = x.len();
     let stride = job.chunks * 256;
     let mut acts = take_scratch(&ACTS, n * stride);
-    for (t, dst) in acts.chunks_exact_mut(stride).enumerate() {
-        I::prepare(x.row(t), dst);
+    // TQ1_0 reads the activations in element order, straight from `x`.
+    if job.codes != Codes::Tq1 {
+        for (t, dst) in acts.chunks_exact_mut(stride).enumerate() {
+            I::prepare(x.row(t), dst);
+        }
     }
     // SAFETY: the caller guarantees the CPU supports I.
     let result = unsafe { run::<I>(&job, x, rows, out, &acts, stride) };
