@@ -105,7 +105,7 @@ pub fn bandwidth(threads: &[usize], quick: bool) -> Vec<Bandwidth> {
 /// One benchmark model: its shape name, weight type, file and bytes streamed per token.
 struct ModelCase {
     size: &'static str,
-    outtype: &'static str,
+    outtype: String,
     path: PathBuf,
     params: f64,
     bytes_per_token: f64,
@@ -159,7 +159,7 @@ fn cpu_name() -> String {
 /// One `bitnet bench` row.
 struct Row {
     size: &'static str,
-    outtype: &'static str,
+    outtype: String,
     threads: usize,
     test: String,
     tps: f64,
@@ -169,20 +169,22 @@ struct Row {
 }
 
 pub fn run(opts: &Options) -> Result<()> {
-    let cases: Vec<(&str, &str)> = if opts.quick {
-        vec![("125M", "i2_s")]
+    let cases: Vec<(&'static str, String)> = if opts.quick {
+        vec![("125M", "i2_s".into())]
     } else {
         let mut v = Vec::new();
         for size in ["125M", "350M", "1B", "2B-4T", "3.8B", "7B"] {
-            v.push((size, "i2_s"));
-            v.push((size, "tq2_0"));
+            v.push((size, "i2_s".into()));
+            v.push((size, "tq2_0".into()));
         }
         for size in ["125M", "350M", "1B"] {
-            v.push((size, "f16"));
+            v.push((size, "f16".into()));
         }
-        // The output-head trade (`bitnet convert --embedding-type`) at the 2B-4T shape.
-        v.push(("2B-4T", "i2_s+q8_0"));
-        v.push(("2B-4T", "i2_s+q6_k"));
+        // The other ternary types and the output-head trade (`bitnet convert --outtype /
+        // --embedding-type`) at the 2B-4T shape.
+        for (weights, head) in TRADES.iter().skip(1) {
+            v.push(("2B-4T", trade_name(weights, head)));
+        }
         v
     };
     let (pp, tg) = if opts.quick { (32, 8) } else { (512, 128) };
@@ -193,26 +195,21 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     let bitnet = build_cli()?;
     let mut models = Vec::new();
-    for &(size, outtype) in &cases {
+    for (size, outtype) in cases {
         let path = root().join(format!("target/dummy/dummy-{size}-{outtype}.gguf"));
         if !path.exists() {
             eprintln!("writing {}", path.display());
             std::fs::create_dir_all(path.parent().expect("target/dummy"))?;
-            match outtype.split_once('+') {
-                // `TYPE+HEAD`: the TYPE model with its embedding table / head re-encoded as HEAD.
-                Some((base, head)) => {
-                    let base_path = root().join(format!("target/dummy/dummy-{size}-{base}.gguf"));
-                    if !base_path.exists() {
-                        crate::dummy::write(size, base, &base_path)?;
-                    }
-                    let ty = match head {
-                        "q8_0" => bitnet_convert::EmbeddingType::Q8_0,
-                        "q6_k" => bitnet_convert::EmbeddingType::Q6K,
-                        other => bail!("unknown head type {other}"),
-                    };
-                    bitnet_convert::requantize_embeddings(&base_path, &path, ty)?;
+            let (weights, head) = outtype.split_once('+').unwrap_or((&outtype, "f16"));
+            if head == "f16" && DUMMY_TYPES.contains(&weights) {
+                crate::dummy::write(size, weights, &path)?;
+            } else {
+                // The I2_S dummy re-encoded (`bitnet convert MODEL.gguf --outtype / --embedding-type`).
+                let base_path = root().join(format!("target/dummy/dummy-{size}-i2_s.gguf"));
+                if !base_path.exists() {
+                    crate::dummy::write(size, "i2_s", &base_path)?;
                 }
-                None => crate::dummy::write(size, outtype, &path)?,
+                bitnet_convert::requantize(&base_path, &path, requantize_options(weights, head)?)?;
             }
         }
         let (params, bytes_per_token) = weight_bytes(&path)?;
@@ -249,7 +246,7 @@ pub fn run(opts: &Options) -> Result<()> {
         for r in results.as_array().context("bench JSON is an array")? {
             rows.push(Row {
                 size: m.size,
-                outtype: m.outtype,
+                outtype: m.outtype.clone(),
                 threads: r["threads"].as_u64().unwrap_or(0) as usize,
                 test: r["test"].as_str().unwrap_or("?").to_owned(),
                 tps: r["tokens_per_second"].as_f64().unwrap_or(0.0),
@@ -433,20 +430,47 @@ fn against_bitnet_cpp(rows: &[Row], pp: usize, tg: usize, h2h: &[H2h]) -> String
     s
 }
 
-/// Perplexity of the shipped demo model on its held-out text with each output-head type
-/// (the head re-encoded by `bitnet convert MODEL.gguf --embedding-type`).
+/// Weight types `cargo xtask dummy` writes itself; others are re-encoded from its I2_S file.
+const DUMMY_TYPES: &[&str] = &["i2_s", "tq1_0", "tq2_0", "f16"];
+
+/// The (ternary type, head type) choices of the trade table; the first is the demo model as
+/// shipped.
+const TRADES: &[(&str, &str)] = &[
+    ("i2_s", "f16"),
+    ("i2_s", "q8_0"),
+    ("i2_s", "q6_k"),
+    ("tq2_0", "f16"),
+    ("tq1_0", "f16"),
+    ("tl2", "f16"),
+    ("tq1_0", "q6_k"),
+];
+
+/// A trade's row name in the throughput table: the weight type, `+head` unless F16.
+fn trade_name(weights: &str, head: &str) -> String {
+    if head == "f16" { weights.to_owned() } else { format!("{weights}+{head}") }
+}
+
+fn requantize_options(weights: &str, head: &str) -> Result<bitnet_convert::RequantizeOptions> {
+    Ok(bitnet_convert::RequantizeOptions {
+        outtype: if weights == "i2_s" { None } else { Some(weights.parse().map_err(anyhow::Error::msg)?) },
+        embedding_type: if head == "f16" { None } else { Some(head.parse().map_err(anyhow::Error::msg)?) },
+    })
+}
+
+/// Perplexity, file size and generation speed of the shipped demo model on its held-out text
+/// with each trade's weight and head types (re-encoded by `bitnet convert MODEL.gguf`).
 fn head_trade(bitnet: &Path) -> Result<Vec<(String, f64, u64, f64)>> {
     let demo = root().join("fixtures/models/bitnet-demo.gguf");
     let text = root().join("fixtures/models/bitnet-demo-heldout.txt");
     let mut out = Vec::new();
-    for head in ["f16", "q8_0", "q6_k"] {
-        let path = if head == "f16" {
+    for &(weights, head) in TRADES {
+        let name = trade_name(weights, head);
+        let path = if name == "i2_s" {
             demo.clone()
         } else {
-            let p = root().join(format!("target/dummy/bitnet-demo-{head}.gguf"));
-            let ty =
-                if head == "q8_0" { bitnet_convert::EmbeddingType::Q8_0 } else { bitnet_convert::EmbeddingType::Q6K };
-            bitnet_convert::requantize_embeddings(&demo, &p, ty)?;
+            let p = root().join(format!("target/dummy/bitnet-demo-{name}.gguf"));
+            std::fs::create_dir_all(p.parent().expect("target/dummy"))?;
+            bitnet_convert::requantize(&demo, &p, requantize_options(weights, head)?)?;
             p
         };
         let o = Command::new(bitnet).args(["perplexity", "--json", "-m"]).arg(&path).arg("-f").arg(&text).output()?;
@@ -463,7 +487,7 @@ fn head_trade(bitnet: &Path) -> Result<Vec<(String, f64, u64, f64)>> {
         }
         let tg: Value = serde_json::from_slice(&b.stdout).context("parsing bitnet bench --json")?;
         out.push((
-            head.to_owned(),
+            name.to_owned(),
             v["perplexity"].as_f64().unwrap_or(f64::NAN),
             std::fs::metadata(&path)?.len(),
             tg[0]["tokens_per_second"].as_f64().unwrap_or(f64::NAN),
@@ -479,28 +503,32 @@ fn head_section(rows: &[Row], heads: &[(String, f64, u64, f64)]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "## Output head: bytes against accuracy\n\nThe 2B-4T head (128256 × 2560) is read whole for every \
-         generated token. Generation speed at the 2B-4T shape with each head type, and the perplexity of the \
-         shipped demo model (`fixtures/models/bitnet-demo.gguf`, whole held-out text) with its head re-encoded \
-         the same way (and its own generation speed, tg128 at 1 thread):\n\n\
-         | head | 2B-4T MB/token | 2B-4T tg t/s (1 thread) | 2B-4T tg t/s (2 threads) | demo perplexity | demo file | demo tg t/s |\n\
+        "## Weight and head types: bytes against accuracy\n\nThe 2B-4T head (128256 × 2560) is read whole for \
+         every generated token, and is larger than all its ternary weights. Generation speed at the 2B-4T shape \
+         with each choice of ternary type (`bitnet convert --outtype`) and head type (`--embedding-type`), and \
+         the perplexity of the shipped demo model (`fixtures/models/bitnet-demo.gguf`, I2_S with an F16 head; \
+         whole held-out text) re-encoded the same way by `bitnet convert MODEL.gguf`, with its file size and \
+         own generation speed (tg128 at 1 thread). Ternary values are the same in every type; TQ stores the \
+         scale as f16 (per block), which is all that moves its perplexity. TL2 is repacked to I2_S at load \
+         (no kernel of its own yet), so it runs at I2_S's speed.\n\n\
+         | weights + head | 2B-4T MB/token | 2B-4T tg t/s (1 thread) | 2B-4T tg t/s (2 threads) | demo perplexity | demo file | demo tg t/s |\n\
          | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
-    let base = heads.iter().find(|h| h.0 == "f16").map_or(f64::NAN, |h| h.1);
-    for (head, ppl, bytes, demo_tg) in heads {
-        let outtype = if head == "f16" { "i2_s".to_owned() } else { format!("i2_s+{head}") };
+    let base = heads.iter().find(|h| h.0 == "i2_s").map_or(f64::NAN, |h| h.1);
+    for (outtype, ppl, bytes, demo_tg) in heads {
+        let label = if outtype.contains('+') { outtype.clone() } else { format!("{outtype}+f16") };
         let tg = |t: usize| {
             rows.iter()
-                .find(|r| r.size == "2B-4T" && r.outtype == outtype && r.threads == t && r.test.starts_with("tg"))
+                .find(|r| r.size == "2B-4T" && r.outtype == *outtype && r.threads == t && r.test.starts_with("tg"))
                 .map_or("–".to_owned(), |r| format!("{:.1}", r.tps))
         };
         let mb = rows
             .iter()
-            .find(|r| r.size == "2B-4T" && r.outtype == outtype)
+            .find(|r| r.size == "2B-4T" && r.outtype == *outtype)
             .map_or(f64::NAN, |r| r.bytes_per_token / 1e6);
         let _ = writeln!(
             s,
-            "| {head} | {mb:.0} | {} | {} | {ppl:.3} ({:+.2}%) | {:.2} MB | {demo_tg:.0} |",
+            "| {label} | {mb:.0} | {} | {} | {ppl:.3} ({:+.2}%) | {:.2} MB | {demo_tg:.0} |",
             tg(1),
             tg(2),
             100.0 * (ppl / base - 1.0),
@@ -550,7 +578,7 @@ fn report(rows: &[Row], bw: &[Bandwidth], opts: &Options, pp: usize, tg: usize) 
         "| model | type | threads | pp{pp} t/s | tg{tg} t/s | weight MB/token | tg GB/s | % of roofline |\n\
          | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
-    let mut keys: Vec<(&str, &str, usize)> = rows.iter().map(|r| (r.size, r.outtype, r.threads)).collect();
+    let mut keys: Vec<(&str, &str, usize)> = rows.iter().map(|r| (r.size, r.outtype.as_str(), r.threads)).collect();
     keys.dedup();
     for (size, outtype, t) in keys {
         let find = |prefix: &str| {

@@ -86,14 +86,7 @@ fn main() -> Result<()> {
         Command::Convert { dir, out, outtype, embedding_type } => {
             use bitnet_convert::{ConvertOptions, EmbeddingType, OutType};
             let outtype: OutType = outtype.parse().map_err(anyhow::Error::msg)?;
-            let embedding_type = match embedding_type.as_str() {
-                "auto" => EmbeddingType::Auto,
-                "f16" => EmbeddingType::F16,
-                "f32" => EmbeddingType::F32,
-                "q8_0" => EmbeddingType::Q8_0,
-                "q6_k" => EmbeddingType::Q6K,
-                other => anyhow::bail!("unknown --embedding-type {other:?} (auto, f16, f32, q8_0, q6_k)"),
-            };
+            let embedding_type: EmbeddingType = embedding_type.parse().map_err(anyhow::Error::msg)?;
             let s = bitnet_convert::convert_dir(&dir, &out, ConvertOptions { outtype, embedding_type })?;
             println!("wrote {} ({}, {} tensors, {} bytes)", out.display(), s.architecture, s.tensors, s.bytes);
             Ok(())

@@ -1,17 +1,18 @@
-//! `bitnet convert`: Hugging Face checkpoint directory → GGUF.
+//! `bitnet convert`: Hugging Face checkpoint directory → GGUF, or GGUF → GGUF re-encoded.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use bitnet_convert::{ConvertOptions, EmbeddingType, OutType, convert_dir_with_progress};
+use bitnet_convert::{ConvertOptions, EmbeddingType, OutType, RequantizeOptions, convert_dir_with_progress};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  bitnet convert ./bitnet-b1.58-2B-4T-bf16 -o model.gguf\n  \
-    bitnet convert model.gguf -o model-q6k.gguf --embedding-type q6_k   (re-encode only the head)")]
+    bitnet convert model.gguf -o model-q6k.gguf --embedding-type q6_k   (re-encode only the head)\n  \
+    bitnet convert model.gguf -o model-tq1.gguf --outtype tq1_0         (re-encode only the ternary weights)")]
 pub struct Args {
     /// Directory with config.json, *.safetensors and tokenizer.json; or a GGUF model file, whose
-    /// embedding table and output head are then re-encoded as --embedding-type (everything else
-    /// is copied unchanged).
+    /// ternary weights are then re-encoded as --outtype and its embedding table and output head as
+    /// --embedding-type, each only when given (everything else is copied unchanged).
     #[arg(required_unless_present = "hf_repo", conflicts_with = "hf_repo")]
     pub dir: Option<PathBuf>,
     /// Take the checkpoint from this Hugging Face repository (e.g.
@@ -28,15 +29,17 @@ pub struct Args {
     /// multiples of 256), bitnet.cpp's lookup-table TL1 / TL2 (tiled as its preset kernels expect
     /// for bitnet_b1_58-large/-3B and Llama3-8B; other shapes get a tiling recorded in the file;
     /// repacked to I2_S when loaded here), or unquantized f16 / f32 (ternary values times their
-    /// scale; the baseline for speed comparisons).
-    #[arg(long, value_enum, default_value = "i2_s")]
-    pub outtype: Out,
+    /// scale; the baseline for speed comparisons). Default for a checkpoint: i2_s; for a GGUF
+    /// input: keep the file's.
+    #[arg(long, value_enum)]
+    pub outtype: Option<Out>,
     /// Type of the embedding table (also the output head when tied, which every generated token
     /// reads whole): f16 (as bitnet.cpp's converter), f32, q8_0 (half the bytes of f16) or q6_k
     /// (0.41×). The default, auto, is q8_0 where the rows are multiples of 32 (every real model)
     /// and f16 otherwise: the best measured trade of speed against perplexity (docs/bench.md).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub embedding_type: Embedding,
+    /// Default for a checkpoint: auto; for a GGUF input: keep the file's.
+    #[arg(long, value_enum)]
+    pub embedding_type: Option<Embedding>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -71,21 +74,24 @@ pub fn run(args: &Args) -> Result<()> {
         (None, None) => unreachable!("clap requires one"),
     };
     if dir.is_file() {
-        let s = bitnet_convert::requantize_embeddings(&dir, &args.out, embedding(args.embedding_type))
+        let opts = RequantizeOptions {
+            outtype: args.outtype.map(outtype),
+            embedding_type: args.embedding_type.map(embedding),
+        };
+        if opts.outtype.is_none() && opts.embedding_type.is_none() {
+            anyhow::bail!(
+                "{} is a GGUF file: say what to re-encode with --outtype (the ternary weights) and/or --embedding-type \
+                 (the embedding table and output head)",
+                dir.display()
+            );
+        }
+        let s = bitnet_convert::requantize(&dir, &args.out, opts)
             .with_context(|| format!("cannot re-encode {}", dir.display()))?;
         eprintln!("wrote {} ({}, {} tensors, {} bytes)", args.out.display(), s.architecture, s.tensors, s.bytes);
         return Ok(());
     }
-    let embedding_type = embedding(args.embedding_type);
-    let outtype = match args.outtype {
-        Out::I2s => OutType::I2s,
-        Out::Tq1_0 => OutType::Tq1_0,
-        Out::Tq2_0 => OutType::Tq2_0,
-        Out::Tl1 => OutType::Tl1,
-        Out::Tl2 => OutType::Tl2,
-        Out::F16 => OutType::F16,
-        Out::F32 => OutType::F32,
-    };
+    let embedding_type = embedding(args.embedding_type.unwrap_or(Embedding::Auto));
+    let outtype = outtype(args.outtype.unwrap_or(Out::I2s));
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors, {elapsed} {msg}")
             .expect("valid template"),
@@ -99,6 +105,18 @@ pub fn run(args: &Args) -> Result<()> {
     let s = s.with_context(|| format!("cannot convert {}", dir.display()))?;
     eprintln!("wrote {} ({}, {} tensors, {} bytes)", args.out.display(), s.architecture, s.tensors, s.bytes);
     Ok(())
+}
+
+fn outtype(o: Out) -> OutType {
+    match o {
+        Out::I2s => OutType::I2s,
+        Out::Tq1_0 => OutType::Tq1_0,
+        Out::Tq2_0 => OutType::Tq2_0,
+        Out::Tl1 => OutType::Tl1,
+        Out::Tl2 => OutType::Tl2,
+        Out::F16 => OutType::F16,
+        Out::F32 => OutType::F32,
+    }
 }
 
 fn embedding(e: Embedding) -> EmbeddingType {

@@ -103,6 +103,14 @@ fn convert_writes_a_loadable_model() {
     assert!(ok && text.contains("TL1") && text.contains("blk.0.attn_q.weight_scale"), "{text}");
     let (ok, _, err) = bitnet(&["run", "-m", &out, "-p", "The", "-n", "2", "--temp", "0"]);
     assert!(ok, "{err}");
+    // A GGUF re-encoded: TL1 back to I2_S generates what the shipped fixture does.
+    let back = tmp("converted-back.gguf");
+    let (ok, _, err) = bitnet(&["convert", &out, "-o", &back, "--outtype", "i2_s", "--embedding-type", "f16"]);
+    assert!(ok, "{err}");
+    let (ok, text, _) = bitnet(&["inspect", &back]);
+    assert!(ok && text.contains("I2_S") && !text.contains("TL1"), "{text}");
+    let run = |m: &str| bitnet(&["run", "-m", m, "-p", "The", "-n", "8", "--temp", "0", "--kv-type", "f32"]).1;
+    assert_eq!(run(&back), run(&fixture(MODEL)));
 }
 
 #[test]
@@ -114,6 +122,11 @@ fn bad_input_gives_one_clear_line() {
         (vec!["run", "-m", &fixture(MODEL), "-p", "x", "-t", "0"], "--threads must be at least 1"),
         (vec!["run", "-m", &fixture(MODEL), "-p", &long_prompt, "-c", "32"], "more than the context"),
         (vec!["convert", &fixture("gguf"), "-o", &tmp("x.gguf")], "config.json"),
+        (vec!["convert", &fixture(MODEL), "-o", &tmp("x.gguf")], "--outtype"),
+        (
+            vec!["convert", &fixture(MODEL), "-o", &tmp("x.gguf"), "--outtype", "tq1_0"],
+            "multiple of the block size 256",
+        ),
     ] {
         let (ok, _, err) = bitnet(&args);
         assert!(!ok, "{args:?}");

@@ -18,7 +18,8 @@
 //! The vocabulary comes from tokenizer.model (SentencePiece, `tokenizer.ggml.model = "llama"`) when
 //! present, else tokenizer.json (byte-level BPE, `"gpt2"`), padded to `vocab_size` with `[PADn]`.
 //!
-//! Ternary weights go out as I2_S (x86 block order, the default), TQ1_0 or TQ2_0.
+//! Ternary weights go out as I2_S (x86 block order, the default), TQ1_0, TQ2_0, TL1 or TL2.
+//! [`requantize`] re-encodes an existing GGUF model's ternary weights and/or head instead.
 //!
 //! The output is written to a temporary file beside the target, fsynced and renamed, so a failed
 //! conversion never leaves a half-written model.
@@ -29,7 +30,9 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use bitnet_format::{Array, GgufBuilder, TensorType, Value};
-use bitnet_quant::{I2sLayout, TernaryMatrix, TqKind, absmean_quantize, i2s, tl, tq};
+use bitnet_quant::{
+    I2sLayout, PackedTernary, TernaryFormat, TernaryMatrix, TqKind, WeightScales, absmean_quantize, i2s, tl, tq,
+};
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value as Json;
@@ -136,7 +139,7 @@ impl OutType {
 
     /// `general.file_type`: bitnet.cpp's "mostly I2_S" (40), "mostly TL1/TL2" (38/39),
     /// llama.cpp's "mostly TQ1_0/TQ2_0" (36/37), "all F32" (0), "mostly F16" (1).
-    fn file_type(self) -> u32 {
+    pub fn file_type(self) -> u32 {
         match self {
             OutType::I2s => 40,
             OutType::Tq1_0 => 36,
@@ -206,6 +209,35 @@ impl EmbeddingType {
             EmbeddingType::Q8_0 => TensorType::Q8_0,
             EmbeddingType::Q6K => TensorType::Q6_K,
         }
+    }
+}
+
+impl EmbeddingType {
+    /// Every type, in the order `--help` lists them.
+    pub const ALL: [EmbeddingType; 5] =
+        [EmbeddingType::Auto, EmbeddingType::F16, EmbeddingType::F32, EmbeddingType::Q8_0, EmbeddingType::Q6K];
+}
+
+impl std::fmt::Display for EmbeddingType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EmbeddingType::Auto => "auto",
+            EmbeddingType::F16 => "f16",
+            EmbeddingType::F32 => "f32",
+            EmbeddingType::Q8_0 => "q8_0",
+            EmbeddingType::Q6K => "q6_k",
+        })
+    }
+}
+
+impl std::str::FromStr for EmbeddingType {
+    type Err = String;
+
+    /// The names `--embedding-type` takes: auto, f16, f32, q8_0, q6_k.
+    fn from_str(s: &str) -> Result<EmbeddingType, String> {
+        EmbeddingType::ALL.into_iter().find(|t| t.to_string() == s).ok_or_else(|| {
+            format!("unknown embedding type {s:?} (one of {})", EmbeddingType::ALL.map(|t| t.to_string()).join(", "))
+        })
     }
 }
 
@@ -741,21 +773,71 @@ fn write_atomically(
     }
 }
 
+/// What [`requantize`] changes in an existing GGUF model; `None` keeps the file's own types.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequantizeOptions {
+    /// Re-encode every ternary weight (I2_S, TQ1_0, TQ2_0, TL1, TL2 in the input) as this type.
+    pub outtype: Option<OutType>,
+    /// Re-encode the embedding table and output head as this type.
+    pub embedding_type: Option<EmbeddingType>,
+}
+
 /// Re-encodes the embedding table and output head of an existing GGUF model (ours, bitnet.cpp's
 /// or llama.cpp's) as `ty`, copying everything else byte for byte — llama-quantize's
 /// `--token-embedding-type` / `--output-tensor-type` for the one choice that matters to ternary
 /// models (the head is read whole for every generated token).
 pub fn requantize_embeddings(input: &Path, out: &Path, ty: EmbeddingType) -> Result<Summary> {
+    requantize(input, out, RequantizeOptions { outtype: None, embedding_type: Some(ty) })
+}
+
+/// Re-encodes an existing GGUF model (ours, bitnet.cpp's or llama.cpp's): its ternary weights as
+/// `opts.outtype` and its embedding table / output head as `opts.embedding_type`, copying every
+/// other tensor byte for byte. Ternary values never change between ternary types; scales do only
+/// where the target stores them with less precision (TQ's per-block f16). A per-tensor type (I2_S,
+/// TL1, TL2) cannot hold a TQ tensor whose blocks have different scales (llama.cpp's own
+/// quantizer writes those), and float layer weights are not ternarized here: both are errors.
+pub fn requantize(input: &Path, out: &Path, opts: RequantizeOptions) -> Result<Summary> {
     let file = bitnet_format::GgufFile::open(input)?;
     let hidden = file.tensor_info("token_embd.weight").and_then(|t| t.shape.first().copied()).unwrap_or(0) as usize;
-    let target = ty.for_rows(hidden).tensor_type();
+    let emb_target = opts.embedding_type.map(|ty| ty.for_rows(hidden).tensor_type());
     let is_head = |name: &str| name == "token_embd.weight" || name == "output.weight";
+    let is_ternary = |ty: TensorType| {
+        matches!(ty, TensorType::I2_S | TensorType::TQ1_0 | TensorType::TQ2_0 | TensorType::TL1 | TensorType::TL2)
+    };
+    let ternary_names: Vec<&str> =
+        file.tensors().iter().filter(|t| is_ternary(t.ty)).map(|t| t.name.as_str()).collect();
+    // bitnet.cpp's TL1/TL2 weights keep their scale in a separate one-value tensor.
+    let is_tl_scale = |name: &str| {
+        name.strip_suffix("_scale")
+            .is_some_and(|w| file.tensor_info(w).is_some_and(|t| matches!(t.ty, TensorType::TL1 | TensorType::TL2)))
+    };
+    let outtype = opts.outtype;
+    if let Some(o) = outtype
+        && ternary_names.is_empty()
+    {
+        return Err(ConvertError::Unsupported(format!(
+            "--outtype {o}: {} has no ternary weights to re-encode (float layer weights are ternarized only from a \
+             checkpoint directory)",
+            input.display()
+        )));
+    }
+
+    let mut meta = file.metadata().clone();
+    let mut tilings: Vec<(usize, usize, tl::TlTiling)> = Vec::new();
+    if let Some(o) = outtype {
+        // Keys are replaced in place (and the I2_S layout key, harmless elsewhere, is kept), so
+        // re-encoding there and back gives the same file.
+        meta.insert("general.file_type", o.file_type());
+        if o == OutType::I2s || meta.get(i2s::LAYOUT_KEY).is_some() {
+            meta.insert(i2s::LAYOUT_KEY, I2sLayout::X86.as_str());
+        }
+    }
     let mut b = GgufBuilder::new();
-    b.with_metadata(file.metadata().clone());
     for t in file.tensors() {
-        let new_ty = if is_head(&t.name) { target } else { t.ty };
-        if is_head(&t.name) {
-            let cols = t.shape.first().copied().unwrap_or(1) as usize;
+        let cols = t.shape.first().copied().unwrap_or(1) as usize;
+        let rows = (t.numel() as usize).checked_div(cols).unwrap_or(0);
+        let mut ty = t.ty;
+        if let Some(target) = emb_target.filter(|_| is_head(&t.name)) {
             bitnet_quant::dense::row_bytes(target, cols).map_err(|e| {
                 ConvertError::Unsupported(format!(
                     "{}: --embedding-type {target} cannot hold rows of {cols}: {e}",
@@ -764,28 +846,169 @@ pub fn requantize_embeddings(input: &Path, out: &Path, ty: EmbeddingType) -> Res
             })?;
             bitnet_quant::dense::row_bytes(t.ty, cols)
                 .map_err(|e| ConvertError::Unsupported(format!("{}: cannot read type {} ({e})", t.name, t.ty)))?;
+            ty = target;
         }
-        b.add_tensor(&t.name, new_ty, &t.shape)?;
+        if let Some(o) = outtype {
+            if is_tl_scale(&t.name) {
+                continue;
+            }
+            if is_ternary(t.ty) {
+                ty = o.tensor_type();
+                if o.separate_scale() && !tilings.iter().any(|&(r, c, _)| (r, c) == (rows, cols)) {
+                    let tiling = tl::choose_tiling(o == OutType::Tl2, rows, cols)
+                        .map_err(|e| ConvertError::Unsupported(format!("--outtype {o}: {}: {e}", t.name)))?;
+                    tilings.push((rows, cols, tiling));
+                }
+            }
+        }
+        b.add_tensor(&t.name, ty, &t.shape)?;
+        if outtype.is_some_and(OutType::separate_scale) && is_ternary(t.ty) {
+            b.add_tensor(scale_name(&t.name), TensorType::F32, &[1])?;
+        }
     }
+    if outtype.is_some() && tilings.is_empty() {
+        meta.remove(tl::TILINGS_KEY);
+    } else if !tilings.is_empty() {
+        let values = tl::encode_tilings(&tilings).into_iter().map(Value::U32).collect();
+        meta.insert(tl::TILINGS_KEY, Array::new(bitnet_format::ValueType::U32, values).expect("all U32"));
+    }
+    b.with_metadata(meta);
     let arch = file.metadata().get("general.architecture").and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+    let mut tensors = 0;
     let bytes = write_atomically(out, b, |w| {
         for t in file.tensors() {
             let data = file.tensor_data(t);
-            if !is_head(&t.name) {
-                w.write_tensor(&t.name, data)?;
+            let cols = t.shape.first().copied().unwrap_or(1) as usize;
+            if let Some(target) = emb_target.filter(|_| is_head(&t.name)) {
+                let rb = bitnet_quant::dense::row_bytes(t.ty, cols)?;
+                let mut row = vec![0f32; cols];
+                for src in data.chunks_exact(rb) {
+                    bitnet_quant::dense::dequantize_row(t.ty, src, &mut row);
+                    w.write_tensor_chunk(&t.name, &bitnet_quant::dense::quantize_row(target, &row)?)?;
+                }
+                tensors += 1;
                 continue;
             }
-            let cols = t.shape.first().copied().unwrap_or(1) as usize;
-            let rb = bitnet_quant::dense::row_bytes(t.ty, cols)?;
-            let mut row = vec![0f32; cols];
-            for src in data.chunks_exact(rb) {
-                bitnet_quant::dense::dequantize_row(t.ty, src, &mut row);
-                w.write_tensor_chunk(&t.name, &bitnet_quant::dense::quantize_row(target, &row)?)?;
+            match outtype {
+                Some(_) if is_tl_scale(&t.name) => continue,
+                Some(o) if is_ternary(t.ty) => {
+                    let rows = t.numel() as usize / cols.max(1);
+                    let (m, scales) = read_ternary(&file, t, rows, cols)?;
+                    let tensor_error = |message: String| ConvertError::Tensor { name: t.name.clone(), message };
+                    if o.separate_scale() {
+                        let scale = single_scale(&scales).map_err(tensor_error)?;
+                        w.write_tensor(&t.name, &o.pack(&m, scale)?)?;
+                        w.write_tensor(&scale_name(&t.name), &scale.to_le_bytes())?;
+                        tensors += 2;
+                        continue;
+                    }
+                    let bytes = match (&scales, o) {
+                        (WeightScales::Tensor(s), _) => o.pack(&m, *s),
+                        (
+                            WeightScales::Blocks { .. },
+                            OutType::Tq1_0 | OutType::Tq2_0 | OutType::F16 | OutType::F32,
+                        ) => {
+                            // Per-block types take the blocks' own scales.
+                            let values = dequantize_blocks(&m, &scales);
+                            let kind = match o {
+                                OutType::Tq1_0 => Some(TqKind::Tq1_0),
+                                OutType::Tq2_0 => Some(TqKind::Tq2_0),
+                                _ => None,
+                            };
+                            let mut bytes = Vec::new();
+                            for row in values.chunks(cols) {
+                                bytes.extend(match kind {
+                                    Some(kind) => tq::quantize_row(kind, row)?,
+                                    None => bitnet_quant::dense::quantize_row(o.tensor_type(), row)?,
+                                });
+                            }
+                            Ok(bytes)
+                        }
+                        (WeightScales::Blocks { .. }, _) => {
+                            let scale = single_scale(&scales).map_err(tensor_error)?;
+                            o.pack(&m, scale)
+                        }
+                    }
+                    .map_err(|e| ConvertError::Tensor {
+                        name: t.name.clone(),
+                        message: format!("--outtype {o}: {e}"),
+                    })?;
+                    w.write_tensor(&t.name, &bytes)?;
+                }
+                _ => w.write_tensor(&t.name, data)?,
             }
+            tensors += 1;
         }
         Ok(())
     })?;
-    Ok(Summary { architecture: arch, tensors: file.tensors().len(), bytes })
+    Ok(Summary { architecture: arch, tensors, bytes })
+}
+
+/// Decodes a ternary tensor of a GGUF file to its values and scales.
+fn read_ternary(
+    file: &bitnet_format::GgufFile,
+    t: &bitnet_format::TensorInfo,
+    rows: usize,
+    cols: usize,
+) -> Result<(TernaryMatrix, WeightScales)> {
+    let tl2 = t.ty == TensorType::TL2;
+    let format = match t.ty {
+        TensorType::I2_S => TernaryFormat::I2s(I2sLayout::of_file(file.metadata())?),
+        TensorType::TQ1_0 => TernaryFormat::Tq1_0,
+        TensorType::TQ2_0 => TernaryFormat::Tq2_0,
+        TensorType::TL1 | TensorType::TL2 => {
+            let tiling = tl::tiling_of_file(file.metadata(), tl2, rows, cols)?;
+            if tl2 { TernaryFormat::Tl2(tiling) } else { TernaryFormat::Tl1(tiling) }
+        }
+        ty => unreachable!("{ty} is not ternary"),
+    };
+    let scale = match format {
+        TernaryFormat::Tl1(_) | TernaryFormat::Tl2(_) => {
+            let name = scale_name(&t.name);
+            let s = file
+                .tensor_info(&name)
+                .filter(|s| s.ty == TensorType::F32 && s.numel() == 1)
+                .map(|s| file.tensor_data(s))
+                .ok_or_else(|| ConvertError::Tensor {
+                    name: t.name.clone(),
+                    message: format!("{} needs its scale tensor {name} (one F32 value)", t.ty),
+                })?;
+            Some(f32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        }
+        _ => None,
+    };
+    Ok(PackedTernary::new(format, rows, cols, file.tensor_data(t), scale)?.unpack()?)
+}
+
+/// The one scale of a tensor: per-block scales must all agree (blocks of zeros aside).
+fn single_scale(scales: &WeightScales) -> Result<f32, String> {
+    match scales {
+        WeightScales::Tensor(s) => Ok(*s),
+        WeightScales::Blocks { values, .. } => {
+            let mut distinct = values.iter().copied().filter(|&v| v != 0.0);
+            let first = distinct.next().unwrap_or(0.0);
+            match distinct.find(|&v| v != first) {
+                None => Ok(first),
+                Some(other) => Err(format!(
+                    "its blocks have different scales ({first} and {other}, as llama.cpp's own quantizer writes); a \
+                     type with one scale per tensor cannot hold them: choose tq1_0 or tq2_0"
+                )),
+            }
+        }
+    }
+}
+
+/// Ternary values times their block (or tensor) scale.
+fn dequantize_blocks(m: &TernaryMatrix, scales: &WeightScales) -> Vec<f32> {
+    match scales {
+        WeightScales::Tensor(s) => m.values().iter().map(|&t| f32::from(t) * s).collect(),
+        WeightScales::Blocks { block, values } => m
+            .values()
+            .chunks(*block)
+            .zip(values)
+            .flat_map(|(ts, &d)| ts.iter().map(move |&t| f32::from(t) * d))
+            .collect(),
+    }
 }
 
 fn check_shape(p: &Plan, shape: &[usize]) -> Result<()> {

@@ -117,3 +117,18 @@ fn writer_rejects_misuse() {
     assert!(bad.start(Vec::new()).is_err());
     assert!(GgufBuilder::new().version(1).is_err());
 }
+
+#[test]
+fn metadata_remove_keeps_the_order_of_the_rest() {
+    let mut m = bitnet_format::Metadata::new();
+    m.insert("a", 1u32);
+    m.insert("b", 2u32);
+    m.insert("c", 3u32);
+    assert_eq!(m.remove("b").and_then(|v| v.as_u64()), Some(2));
+    assert!(m.remove("b").is_none());
+    assert_eq!(m.iter().map(|(k, _)| k).collect::<Vec<_>>(), ["a", "c"]);
+    assert_eq!(m.get_u64("c"), Some(3));
+    m.insert("b", 4u32);
+    assert_eq!(m.iter().map(|(k, _)| k).collect::<Vec<_>>(), ["a", "c", "b"]);
+    assert_eq!(m.get_u64("c"), Some(3));
+}

@@ -138,28 +138,7 @@ impl Matrix {
 fn tl_as_i2s(file: &GgufFile, t: &TensorInfo, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
     use bitnet_quant::{i2s, tl};
     let tl2 = t.ty == TensorType::TL2;
-    // Files we write record their tilings; bitnet.cpp's do not, so for those the shape must be one
-    // of its preset kernels'.
-    let recorded: Option<Vec<u64>> = file
-        .metadata()
-        .get(tl::TILINGS_KEY)
-        .and_then(|v| v.as_array())
-        .map(|a| a.values().iter().filter_map(|v| v.as_u64()).collect());
-    let tiling = match &recorded {
-        Some(values) => tl::find_tiling(values, rows, cols),
-        None => tl::preset_tiling(tl2, rows, cols),
-    };
-    let tiling = tiling.ok_or_else(|| {
-        let why = if recorded.is_some() {
-            format!("{} lists no tiling for this shape", tl::TILINGS_KEY)
-        } else {
-            "bitnet.cpp's TL files do not record the tile sizes they were packed for, and this shape is not one \
-             of its preset kernels (bitnet_b1_58-large, bitnet_b1_58-3B, Llama3-8B-1.58); convert the model \
-             with `bitnet convert`, which records them, or to I2_S"
-                .to_owned()
-        };
-        bad(name, format!("{} {rows}x{cols}: {why}", t.ty))
-    })?;
+    let tiling = tl::tiling_of_file(file.metadata(), tl2, rows, cols).map_err(|e| bad(name, e.to_string()))?;
     let scale = scalar(file, &format!("{name}_scale"))?
         .ok_or_else(|| bad(name, format!("{} needs its scale tensor {name}_scale", t.ty)))?;
     let format = if tl2 { TernaryFormat::Tl2(tiling) } else { TernaryFormat::Tl1(tiling) };

@@ -126,6 +126,37 @@ pub fn find_tiling(values: &[u64], rows: usize, cols: usize) -> Option<TlTiling>
     })
 }
 
+/// The tiling a GGUF file's `rows × cols` TL1 (`tl2` false) or TL2 tensor was packed with: the one
+/// [`TILINGS_KEY`] records (files we write), else bitnet.cpp's preset tiling for the shape (its own
+/// files record none, so other shapes cannot be read).
+pub fn tiling_of_file(
+    metadata: &bitnet_format::Metadata,
+    tl2: bool,
+    rows: usize,
+    cols: usize,
+) -> Result<TlTiling, QuantError> {
+    let format = if tl2 { "TL2" } else { "TL1" };
+    let recorded: Option<Vec<u64>> = metadata
+        .get(TILINGS_KEY)
+        .and_then(|v| v.as_array())
+        .map(|a| a.values().iter().filter_map(|v| v.as_u64()).collect());
+    let tiling = match &recorded {
+        Some(values) => find_tiling(values, rows, cols),
+        None => preset_tiling(tl2, rows, cols),
+    };
+    tiling.ok_or_else(|| {
+        let why = if recorded.is_some() {
+            format!("{TILINGS_KEY} lists no tiling for this shape")
+        } else {
+            "bitnet.cpp's TL files do not record the tile sizes they were packed for, and this shape is not one \
+             of its preset kernels (bitnet_b1_58-large, bitnet_b1_58-3B, Llama3-8B-1.58); convert the model \
+             with `bitnet convert`, which records them, or to I2_S"
+                .to_owned()
+        };
+        QuantError::Unsupported { format, reason: format!("{rows}x{cols}: {why}") }
+    })
+}
+
 /// A row-major n-dimensional array of element indices, for replaying numpy reshape/transpose
 /// chains.
 #[derive(Debug, Clone)]
