@@ -25,6 +25,7 @@ pub mod eval;
 pub mod model;
 pub mod ops;
 pub mod sampling;
+mod scratch;
 pub mod threads;
 pub mod tokenizer;
 pub mod weights;

@@ -25,6 +25,7 @@ use bitnet_quant::{DenseKernel, I2sLayout, QuantizedActivations, TernaryKernel};
 use crate::config::{Activation, Config, RopeStyle};
 use crate::error::{ModelError, Result};
 use crate::ops::{rms_norm, softmax};
+use crate::scratch::{Buf, BufferPool};
 use crate::threads::Pool;
 use crate::weights::{Matrix, vector};
 
@@ -60,6 +61,8 @@ pub struct Model {
     kernel: Box<dyn TernaryKernel>,
     dense: Box<dyn DenseKernel>,
     pool: Pool,
+    /// Activation buffers reused across matmuls and passes.
+    bufs: BufferPool,
     /// How long loading took.
     pub load_time: Duration,
 }
@@ -124,6 +127,7 @@ impl Model {
             kernel,
             dense,
             pool: Pool::new(threads),
+            bufs: BufferPool::default(),
             load_time: start.elapsed(),
         })
     }
@@ -159,18 +163,17 @@ impl Model {
         KvCache { ctx, len: 0, store: KvStore::new(ty, self.config.layers, ctx * kv_dim) }
     }
 
-    fn matmul(&self, w: &Matrix, x: &[f32]) -> Result<Vec<f32>> {
+    fn matmul(&self, w: &Matrix, x: &[f32]) -> Result<Buf<'_>> {
         let [out] = self.matmuls([w], x)?;
         Ok(out)
     }
 
     /// Several matrices applied to the same input, which is quantized once for all of them.
-    fn matmuls<const K: usize>(&self, ws: [&Matrix; K], x: &[f32]) -> Result<[Vec<f32>; K]> {
+    fn matmuls<const K: usize>(&self, ws: [&Matrix; K], x: &[f32]) -> Result<[Buf<'_>; K]> {
         let ternary = ws.iter().any(|w| matches!(w.kind, crate::weights::MatrixKind::Ternary { .. }));
         let acts = if ternary { Some(QuantizedActivations::quantize(x, ws[0].cols)?) } else { None };
-        let mut outs: [Vec<f32>; K] = std::array::from_fn(|_| Vec::new());
+        let mut outs: [Buf<'_>; K] = std::array::from_fn(|i| self.bufs.zeroed(x.len() / ws[i].cols * ws[i].rows));
         for (w, out) in ws.iter().zip(&mut outs) {
-            *out = vec![0f32; x.len() / w.cols * w.rows];
             let (kernel, dense) = (self.kernel.as_ref(), self.dense.as_ref());
             w.matmul(self.file.bytes(), kernel, dense, &self.pool, x, acts.as_ref(), out)?;
         }
@@ -179,15 +182,15 @@ impl Model {
 
     /// Causal grouped-query attention of the `n` new tokens (queries `q`, `n × heads × hd`) over
     /// the cached keys/values of positions `0..pos0+n`. Heads run in parallel when worth it.
-    fn attention(&self, q: &[f32], k: KvSlice<'_>, v: KvSlice<'_>, pos0: usize, n: usize) -> Vec<f32> {
+    fn attention(&self, q: &[f32], k: KvSlice<'_>, v: KvSlice<'_>, pos0: usize, n: usize) -> Buf<'_> {
         let c = &self.config;
         let (hd, kv_dim, group) = (c.head_dim, c.kv_heads * c.head_dim, c.heads / c.kv_heads);
         let scale = 1.0 / (hd as f32).sqrt();
         let ops = bitnet_kernels::f32_ops();
         let one_head = |head: usize| {
             let kvh = head / group;
-            let mut out = vec![0f32; n * hd];
-            let mut scores = vec![0f32; pos0 + n];
+            let mut out = self.bufs.zeroed(n * hd);
+            let mut scores = self.bufs.zeroed(pos0 + n);
             for i in 0..n {
                 let len = pos0 + i + 1; // causal: positions 0..=pos0+i
                 let qh = &q[(i * c.heads + head) * hd..][..hd];
@@ -208,9 +211,9 @@ impl Model {
         };
         // Below ~16k multiply-adds waking the pool costs more than it saves.
         let work = n * (pos0 + n) * hd * c.heads;
-        let heads: Vec<Vec<f32>> =
+        let heads: Vec<Buf<'_>> =
             if work < 1 << 14 { (0..c.heads).map(one_head).collect() } else { self.pool.map(c.heads, one_head) };
-        let mut attn = vec![0f32; n * c.heads * hd];
+        let mut attn = self.bufs.zeroed(n * c.heads * hd);
         for (head, out) in heads.iter().enumerate() {
             for i in 0..n {
                 attn[(i * c.heads + head) * hd..][..hd].copy_from_slice(&out[i * hd..(i + 1) * hd]);
@@ -239,7 +242,7 @@ impl Model {
         let (hd, kv_dim) = (c.head_dim, c.kv_heads * c.head_dim);
         let rope = RopeTable::new(c, pos0, n);
         for (l, layer) in self.layers.iter().enumerate() {
-            let mut h = x.clone();
+            let mut h = self.bufs.copy_of(&x);
             rms_norm(&mut h, &layer.attn_norm, c.rms_eps);
             let [mut q, mut k, v] = self.matmuls([&layer.wq, &layer.wk, &layer.wv], &h)?;
             rope.apply(&mut q, c.heads, hd);
@@ -251,32 +254,28 @@ impl Model {
                 rms_norm(&mut attn, w, c.rms_eps);
             }
             let o = self.matmul(&layer.wo, &attn)?;
-            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            x.iter_mut().zip(o.iter()).for_each(|(a, b)| *a += b);
 
-            let mut h = x.clone();
+            let mut h = self.bufs.copy_of(&x);
             rms_norm(&mut h, &layer.ffn_norm, c.rms_eps);
-            let [gate, up] = self.matmuls([&layer.w_gate, &layer.w_up], &h)?;
-            let mut f: Vec<f32> = gate
-                .iter()
-                .zip(&up)
-                .map(|(&g, &u)| {
-                    let a = match c.activation {
-                        Activation::Relu2 => g.max(0.0) * g.max(0.0),
-                        Activation::Silu => g / (1.0 + (-g).exp()),
-                    };
-                    a * u
-                })
-                .collect();
+            let [mut f, up] = self.matmuls([&layer.w_gate, &layer.w_up], &h)?;
+            for (g, &u) in f.iter_mut().zip(up.iter()) {
+                let a = match c.activation {
+                    Activation::Relu2 => g.max(0.0) * g.max(0.0),
+                    Activation::Silu => *g / (1.0 + (-*g).exp()),
+                };
+                *g = a * u;
+            }
             if let Some(w) = &layer.ffn_sub_norm {
                 rms_norm(&mut f, w, c.rms_eps);
             }
             let d = self.matmul(&layer.w_down, &f)?;
-            x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+            x.iter_mut().zip(d.iter()).for_each(|(a, b)| *a += b);
         }
         cache.len += n;
         let mut last = if all_logits { x } else { x[(n - 1) * c.hidden..].to_vec() };
         rms_norm(&mut last, &self.output_norm, c.rms_eps);
-        self.matmul(&self.head, &last)
+        Ok(self.matmul(&self.head, &last)?.into_vec())
     }
 }
 
