@@ -168,11 +168,26 @@ impl Model {
         Ok(out)
     }
 
+    /// Activation rows quantized for the ternary kernels, a prompt's rows split over the threads.
+    fn quantize(&self, x: &[f32], cols: usize) -> Result<QuantizedActivations> {
+        let n = x.len() / cols.max(1);
+        let parts = self.pool.threads().min(n / 16);
+        if parts <= 1 {
+            return Ok(QuantizedActivations::quantize(x, cols)?);
+        }
+        let chunk = n.div_ceil(parts) * cols;
+        let part = |p: usize| {
+            QuantizedActivations::quantize(&x[(p * chunk).min(x.len())..((p + 1) * chunk).min(x.len())], cols)
+        };
+        let parts = self.pool.map(parts, part).into_iter().collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(QuantizedActivations::concat(parts)?)
+    }
+
     /// Several matrices applied to the same input, which is quantized once for all of them.
     fn matmuls<const K: usize>(&self, ws: [&Matrix; K], x: &[f32]) -> Result<[Buf<'_>; K]> {
         let ternary = ws.iter().any(|w| matches!(w.kind, crate::weights::MatrixKind::Ternary { .. }));
-        let acts = if ternary { Some(QuantizedActivations::quantize(x, ws[0].cols)?) } else { None };
-        let mut outs: [Buf<'_>; K] = std::array::from_fn(|i| self.bufs.zeroed(x.len() / ws[i].cols * ws[i].rows));
+        let acts = if ternary { Some(self.quantize(x, ws[0].cols)?) } else { None };
+        let mut outs: [Buf<'_>; K] = std::array::from_fn(|i| self.bufs.overwritten(x.len() / ws[i].cols * ws[i].rows));
         for (w, out) in ws.iter().zip(&mut outs) {
             let (kernel, dense) = (self.kernel.as_ref(), self.dense.as_ref());
             w.matmul(self.file.bytes(), kernel, dense, &self.pool, x, acts.as_ref(), out)?;
@@ -190,7 +205,7 @@ impl Model {
         let one_head = |head: usize| {
             let kvh = head / group;
             let mut out = self.bufs.zeroed(n * hd);
-            let mut scores = self.bufs.zeroed(pos0 + n);
+            let mut scores = self.bufs.overwritten(pos0 + n);
             for i in 0..n {
                 let len = pos0 + i + 1; // causal: positions 0..=pos0+i
                 let qh = &q[(i * c.heads + head) * hd..][..hd];
@@ -213,7 +228,7 @@ impl Model {
         let work = n * (pos0 + n) * hd * c.heads;
         let heads: Vec<Buf<'_>> =
             if work < 1 << 14 { (0..c.heads).map(one_head).collect() } else { self.pool.map(c.heads, one_head) };
-        let mut attn = self.bufs.zeroed(n * c.heads * hd);
+        let mut attn = self.bufs.overwritten(n * c.heads * hd);
         for (head, out) in heads.iter().enumerate() {
             for i in 0..n {
                 attn[(i * c.heads + head) * hd..][..hd].copy_from_slice(&out[i * hd..(i + 1) * hd]);

@@ -51,6 +51,22 @@ impl BufferPool {
         Buf { data, pool: self }
     }
 
+    /// A buffer of `len` floats for a caller that overwrites all of them (a matmul output):
+    /// a reused buffer keeps its stale contents instead of being zeroed again. Debug builds
+    /// fill it with NaN, so that a reader of stale values shows in the tests.
+    pub fn overwritten(&self, len: usize) -> Buf<'_> {
+        let mut data = self.take(len);
+        if cfg!(debug_assertions) {
+            data.clear();
+            data.resize(len, f32::NAN);
+        } else if data.len() >= len {
+            data.truncate(len);
+        } else {
+            data.resize(len, 0.0);
+        }
+        Buf { data, pool: self }
+    }
+
     /// A buffer holding a copy of `src`.
     pub fn copy_of(&self, src: &[f32]) -> Buf<'_> {
         let mut data = self.take(src.len());

@@ -115,6 +115,21 @@ impl QuantizedActivations {
         Ok(QuantizedActivations { cols, codes, rows })
     }
 
+    /// Joins batches of the same width quantized separately (consecutive row ranges of one
+    /// input, e.g. on several threads) into one, in order.
+    pub fn concat(parts: Vec<QuantizedActivations>) -> Result<QuantizedActivations, QuantError> {
+        let mut parts = parts.into_iter();
+        let Some(mut all) = parts.next() else {
+            return Err(QuantError::Length { what: "activation batches to join", expected: 1, got: 0 });
+        };
+        for p in parts {
+            check_len("activation batch width", all.cols, p.cols)?;
+            all.codes.extend_from_slice(&p.codes);
+            all.rows.extend_from_slice(&p.rows);
+        }
+        Ok(all)
+    }
+
     /// Number of rows (tokens).
     pub fn len(&self) -> usize {
         self.rows.len()
@@ -133,6 +148,17 @@ impl QuantizedActivations {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn batches_quantized_in_parts_join_to_the_whole() {
+        use super::QuantizedActivations as Q;
+        let x: Vec<f32> = (0..7 * 33).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.13).collect();
+        let whole = Q::quantize(&x, 33).unwrap();
+        let parts = vec![Q::quantize(&x[..3 * 33], 33).unwrap(), Q::quantize(&x[3 * 33..], 33).unwrap()];
+        assert_eq!(Q::concat(parts).unwrap(), whole);
+        assert!(Q::concat(vec![whole.clone(), Q::quantize(&x[..32], 32).unwrap()]).is_err());
+        assert!(Q::concat(Vec::new()).is_err());
+    }
+
     use super::round_to_i8;
 
     #[test]
