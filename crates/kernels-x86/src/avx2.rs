@@ -46,6 +46,13 @@ pub(crate) fn load_i8(s: &[i8]) -> __m256i {
 }
 
 #[target_feature(enable = "avx2")]
+pub(crate) fn store(dst: &mut [u8], v: __m256i) {
+    assert!(dst.len() >= 32);
+    // SAFETY: the slice holds at least 32 writable bytes; the store is unaligned.
+    unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) }
+}
+
+#[target_feature(enable = "avx2")]
 fn hsum(v: __m256i) -> i32 {
     let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
@@ -83,31 +90,41 @@ fn trits(q: __m256i, pow: __m256i) -> __m256i {
     _mm256_packus_epi16(lo, hi)
 }
 
-/// Σ code·a over one 54-byte TQ1_0 block and 256 activations in element order.
+/// The 256 codes (0, 1, 2) of one 54-byte TQ1_0 block in element order, 32 per register.
 #[target_feature(enable = "avx2")]
-fn tq1_block_dot(block: &[u8], a: &[i8]) -> i32 {
-    let ones = _mm256_set1_epi16(1);
-    let dot32 = |codes: __m256i, a: &[i8]| _mm256_madd_epi16(_mm256_maddubs_epi16(codes, load_i8(a)), ones);
+pub(crate) fn tq1_codes(block: &[u8]) -> [__m256i; 8] {
+    let mut out = [_mm256_setzero_si256(); 8];
     // Bytes 0..32: digit k of byte m is element 32k + m.
     let qs = load(block);
-    let mut acc = _mm256_setzero_si256();
     for (k, p) in [1i8, 3, 9, 27, 81].into_iter().enumerate() {
-        acc = _mm256_add_epi32(acc, dot32(trits(qs, _mm256_set1_epi8(p)), &a[32 * k..]));
+        out[k] = trits(qs, _mm256_set1_epi8(p));
     }
     // Bytes 32..48: digit k of byte m is element 160 + 16k + m; bytes 48..52: digit k of byte j
     // is element 240 + 4k + j. So 32 consecutive codes are two digits of the 16 bytes, or the
     // last digit of the 16 bytes and the four bytes repeated with their four powers.
-    assert!(block.len() >= 52 && a.len() >= 256);
+    assert!(block.len() >= 52);
     // SAFETY: the block holds bytes 32..48 (asserted above); the load is unaligned.
     let tail = unsafe { _mm_loadu_si128(block[32..48].as_ptr().cast()) };
     let qh = _mm_set1_epi32(i32::from_le_bytes([block[48], block[49], block[50], block[51]]));
     let both = _mm256_set_m128i(tail, tail);
     let pair = |lo: i8, hi: i8| _mm256_set_m128i(_mm_set1_epi8(hi), _mm_set1_epi8(lo));
-    acc = _mm256_add_epi32(acc, dot32(trits(both, pair(1, 3)), &a[160..]));
-    acc = _mm256_add_epi32(acc, dot32(trits(both, pair(9, 27)), &a[192..]));
+    out[5] = trits(both, pair(1, 3));
+    out[6] = trits(both, pair(9, 27));
     let last_pow =
         _mm256_set_m128i(_mm_setr_epi8(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27), _mm_set1_epi8(81));
-    acc = _mm256_add_epi32(acc, dot32(trits(_mm256_set_m128i(qh, tail), last_pow), &a[224..]));
+    out[7] = trits(_mm256_set_m128i(qh, tail), last_pow);
+    out
+}
+
+/// Σ code·a over one 54-byte TQ1_0 block and 256 activations in element order.
+#[target_feature(enable = "avx2")]
+fn tq1_block_dot(block: &[u8], a: &[i8]) -> i32 {
+    let ones = _mm256_set1_epi16(1);
+    assert!(a.len() >= 256);
+    let mut acc = _mm256_setzero_si256();
+    for (i, codes) in tq1_codes(block).into_iter().enumerate() {
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(codes, load_i8(&a[32 * i..])), ones));
+    }
     hsum(acc)
 }
 

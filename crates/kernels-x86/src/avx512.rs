@@ -41,7 +41,7 @@ impl Isa for Avx512 {
         unsafe { gemv(job, rows, act, sums, dots) }
     }
 
-    unsafe fn gemm_i2s(
+    unsafe fn gemm(
         job: &Job<'_>,
         rows: std::ops::Range<usize>,
         acts: &[i8],
@@ -50,7 +50,12 @@ impl Isa for Avx512 {
         dots: &mut [f32],
     ) -> bool {
         // SAFETY: the caller guarantees AVX-512 F/BW/VL/VNNI.
-        unsafe { gemm_i2s(job, rows, acts, stride, sums, dots) };
+        unsafe {
+            match job.codes {
+                Codes::I2s => gemm_i2s(job, rows, acts, stride, sums, dots),
+                Codes::Tq2 | Codes::Tq1 => gemm_tq(job, rows, acts, stride, sums, dots),
+            }
+        }
         true
     }
 }
@@ -93,48 +98,203 @@ fn gemm_i2s(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: us
                 }
             }
         }
-        let mut t0 = 0;
-        while t0 < n {
-            let nt = (n - t0).min(4);
-            let mut r = 0;
-            while r < nb {
-                let nr = (nb - r).min(4);
-                let w = &decoded[r * stride..];
-                let a = &acts[t0 * stride..];
-                let out = |rr: usize, tt: usize| (t0 + tt) * len + (b0 - rows.start) + r + rr;
-                let mut emit = |rr: usize, tt: usize, v: i32| dots[out(rr, tt)] = (v - sums[t0 + tt]) as f32;
-                match (nr, nt) {
-                    (4, 4) => micro::<4, 4>(w, a, stride, &mut emit),
-                    (4, _) => {
+        tiles(n, nb, |t0, nt, r, nr| {
+            let w = &decoded[r * stride..];
+            let a = &acts[t0 * stride..];
+            let out = |rr: usize, tt: usize| (t0 + tt) * len + (b0 - rows.start) + r + rr;
+            let mut emit = |rr: usize, tt: usize, v: i32| dots[out(rr, tt)] = (v - sums[t0 + tt]) as f32;
+            match (nr, nt) {
+                (4, 4) => micro::<4, 4>(w, a, stride, &mut emit),
+                (4, _) => {
+                    for tt in 0..nt {
+                        micro::<4, 1>(w, &a[tt * stride..], stride, |rr, _, v| emit(rr, tt, v));
+                    }
+                }
+                (_, 4) => {
+                    for rr in 0..nr {
+                        micro::<1, 4>(&w[rr * stride..], a, stride, |_, tt, v| emit(rr, tt, v));
+                    }
+                }
+                _ => {
+                    for rr in 0..nr {
                         for tt in 0..nt {
-                            micro::<4, 1>(w, &a[tt * stride..], stride, |rr, _, v| emit(rr, tt, v));
-                        }
-                    }
-                    (_, 4) => {
-                        for rr in 0..nr {
-                            micro::<1, 4>(&w[rr * stride..], a, stride, |_, tt, v| emit(rr, tt, v));
-                        }
-                    }
-                    _ => {
-                        for rr in 0..nr {
-                            for tt in 0..nt {
-                                micro::<1, 1>(&w[rr * stride..], &a[tt * stride..], stride, |_, _, v| emit(rr, tt, v));
-                            }
+                            micro::<1, 1>(&w[rr * stride..], &a[tt * stride..], stride, |_, _, v| emit(rr, tt, v));
                         }
                     }
                 }
-                r += nr;
             }
-            t0 += nt;
-        }
+        });
         b0 += nb;
     }
     DECODED.set(decoded);
 }
 
+/// Calls `f(t0, nt, r, nr)` for every tile of up to 4 tokens × 4 rows of an `n`-token,
+/// `rows`-row block, tokens outermost.
+fn tiles(n: usize, rows: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+    for t0 in (0..n).step_by(4) {
+        for r in (0..rows).step_by(4) {
+            f(t0, (n - t0).min(4), r, (rows - r).min(4));
+        }
+    }
+}
+
+/// Many tokens on TQ2_0 / TQ1_0, as [`gemm_i2s`]: each block of rows is decoded once (codes in
+/// the order the activations are read: prepared for TQ2_0, element order for TQ1_0), then a
+/// 4-row × 4-token micro-kernel runs over it. Every 256-weight block has its own scale, so the
+/// 16 block dot products of a tile are reduced together by a transposing add tree (16 separate
+/// horizontal sums cost more than the `vpdpbusd`s), and `Σ_block (dot as f32) · d` is summed in
+/// block order, lane by lane, with the reference's roundings. `sums[t·chunks + c]` is token t's
+/// activation sum over block c (the code offset).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn gemm_tq(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
+    let (n, len, chunks) = (acts.len() / stride, rows.len(), job.chunks);
+    let block_bytes = job.row_bytes / chunks;
+    let mut decoded = crate::ternary::take_scratch(&DECODED, GEMM_ROWS * stride);
+    // Block scales of the decoded rows, `[row][chunk]`.
+    let mut scales = crate::ternary::take_scratch(&SCALES, GEMM_ROWS * chunks);
+    // Activation sums block-major, `[chunk][token]`, so four tokens' sums are one load.
+    let mut bsums = crate::ternary::take_scratch(&BSUMS, chunks * n);
+    for t in 0..n {
+        for c in 0..chunks {
+            bsums[c * n + t] = sums[t * chunks + c];
+        }
+    }
+    let mut b0 = rows.start;
+    while b0 < rows.end {
+        let nb = GEMM_ROWS.min(rows.end - b0);
+        for (i, dst) in decoded.chunks_exact_mut(stride).take(nb).enumerate() {
+            let row = job.row(b0 + i);
+            for c in 0..chunks {
+                let block = &row[c * block_bytes..(c + 1) * block_bytes];
+                let out = &mut dst[c * 256..(c + 1) * 256];
+                let d = match job.codes {
+                    Codes::Tq2 => {
+                        for (g, q) in decode(load(block), Codes::Tq2).into_iter().enumerate() {
+                            store(&mut out[g * 64..], q);
+                        }
+                        [block[64], block[65]]
+                    }
+                    Codes::Tq1 => {
+                        for (g, q) in avx2::tq1_codes(block).into_iter().enumerate() {
+                            avx2::store(&mut out[g * 32..], q);
+                        }
+                        [block[52], block[53]]
+                    }
+                    Codes::I2s => unreachable!("I2_S runs through gemm_i2s"),
+                };
+                scales[i * chunks + c] = half::f16::from_le_bytes(d).to_f32();
+            }
+        }
+        tiles(n, nb, |t0, nt, r, nr| {
+            let out = |rr: usize, tt: usize| (t0 + tt) * len + (b0 - rows.start) + r + rr;
+            if (nr, nt) == (4, 4) {
+                let v = micro_tq(
+                    &decoded[r * stride..],
+                    &acts[t0 * stride..],
+                    stride,
+                    &scales[r * chunks..],
+                    chunks,
+                    &bsums,
+                    n,
+                    t0,
+                );
+                for rr in 0..4 {
+                    for tt in 0..4 {
+                        dots[out(rr, tt)] = v[rr * 4 + tt];
+                    }
+                }
+            } else {
+                // Edges: one row and one token at a time, one horizontal sum per block.
+                for rr in 0..nr {
+                    for tt in 0..nt {
+                        let (w, a) = (&decoded[(r + rr) * stride..], &acts[(t0 + tt) * stride..]);
+                        let mut sum = 0f32;
+                        for c in 0..chunks {
+                            let mut acc = _mm512_setzero_si512();
+                            for g in 0..4 {
+                                let k = c * 256 + g * 64;
+                                acc = _mm512_dpbusd_epi32(acc, load(&w[k..k + 64]), load_i8(&a[k..k + 64]));
+                            }
+                            let dot = _mm512_reduce_add_epi32(acc) - bsums[c * n + t0 + tt];
+                            sum += dot as f32 * scales[(r + rr) * chunks + c];
+                        }
+                        dots[out(rr, tt)] = sum;
+                    }
+                }
+            }
+        });
+        b0 += nb;
+    }
+    DECODED.set(decoded);
+    SCALES.set(scales);
+    BSUMS.set(bsums);
+}
+
+/// Four decoded rows × four tokens over every block: lane `4·r + t` of the result is
+/// `Σ_block (dot as f32) · d_block(r)`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn micro_tq(
+    w: &[u8],
+    a: &[i8],
+    stride: usize,
+    scales: &[f32],
+    chunks: usize,
+    bsums: &[i32],
+    n: usize,
+    t0: usize,
+) -> [f32; 16] {
+    let mut total = _mm512_setzero_ps();
+    for c in 0..chunks {
+        let mut acc = [[_mm512_setzero_si512(); 4]; 4];
+        for g in 0..4 {
+            let k = c * 256 + g * 64;
+            let wr: [__m512i; 4] = std::array::from_fn(|r| load(&w[r * stride + k..r * stride + k + 64]));
+            for t in 0..4 {
+                let at = load_i8(&a[t * stride + k..t * stride + k + 64]);
+                for r in 0..4 {
+                    acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], wr[r], at);
+                }
+            }
+        }
+        let dot = transpose_sum(&acc);
+        assert!(bsums.len() >= c * n + t0 + 4);
+        // SAFETY: four i32 at c·n + t0 (asserted above); the load is unaligned.
+        let s4 = unsafe { _mm_loadu_si128(bsums[c * n + t0..].as_ptr().cast()) };
+        let dot = _mm512_sub_epi32(dot, _mm512_broadcast_i32x4(s4));
+        let d: [f32; 16] = std::array::from_fn(|j| scales[(j / 4) * chunks + c]);
+        // Not fused: the reference rounds the product, then the sum.
+        total = _mm512_add_ps(total, _mm512_mul_ps(_mm512_cvtepi32_ps(dot), load_f32(&d)));
+    }
+    let mut out = [0f32; 16];
+    // SAFETY: `out` holds 16 floats; the store is unaligned.
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), total) };
+    out
+}
+
+/// Lane `4·r + t` = the sum of all lanes of `v[r][t]` (exact: integer adds).
+#[target_feature(enable = "avx512f")]
+fn transpose_sum(v: &[[__m512i; 4]; 4]) -> __m512i {
+    // Per 128-bit lane: pairs, then quads of vectors.
+    let pair = |x: __m512i, y: __m512i| _mm512_add_epi32(_mm512_unpacklo_epi32(x, y), _mm512_unpackhi_epi32(x, y));
+    let quad = |x: __m512i, y: __m512i| _mm512_add_epi32(_mm512_unpacklo_epi64(x, y), _mm512_unpackhi_epi64(x, y));
+    // q[r]: 128-bit lane k holds lane k's partial sums of v[r][0..4], in order.
+    let q: [__m512i; 4] = std::array::from_fn(|r| quad(pair(v[r][0], v[r][1]), pair(v[r][2], v[r][3])));
+    // Then across the four 128-bit lanes.
+    let lanes = |x: __m512i, y: __m512i| {
+        _mm512_add_epi32(_mm512_shuffle_i32x4::<0b10_00_10_00>(x, y), _mm512_shuffle_i32x4::<0b11_01_11_01>(x, y))
+    };
+    lanes(lanes(q[0], q[1]), lanes(q[2], q[3]))
+}
+
 thread_local! {
     /// Decoded rows of [`gemm_i2s`], kept per thread between calls.
     static DECODED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Block scales of the rows [`gemm_tq`] decoded.
+    static SCALES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Block-major activation sums of [`gemm_tq`].
+    static BSUMS: std::cell::Cell<Vec<i32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// `R` decoded rows × `T` prepared tokens, all `stride` bytes long and `stride` apart:

@@ -95,13 +95,15 @@ pub(crate) trait Isa {
     /// The CPU must support the ISA's target features.
     unsafe fn gemv(job: &Job<'_>, rows: Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]);
 
-    /// A whole I2_S GEMM, if this ISA has a dedicated one: `dots[t·len + i]` = the exact dot
-    /// product (as in [`Isa::tile`]) of row `rows.start + i` with token `t` of `acts` (prepared,
-    /// `stride` bytes apart). Returns false (and writes nothing) otherwise.
+    /// A whole many-token GEMM, if this ISA has a dedicated one: `dots[t·len + i]` = the exact
+    /// dot product (as in [`Isa::tile`]) of row `rows.start + i` with token `t` of `acts`
+    /// (`stride` bytes apart; prepared, except TQ1_0's in element order); `sums` as for
+    /// [`Isa::tile`], `sums[t·chunks + c]` for the TQ formats. Returns false (and writes
+    /// nothing) otherwise.
     ///
     /// # Safety
     /// The CPU must support the ISA's target features.
-    unsafe fn gemm_i2s(
+    unsafe fn gemm(
         _job: &Job<'_>,
         _rows: Range<usize>,
         _acts: &[i8],
@@ -196,6 +198,22 @@ unsafe fn run<I: Isa>(
         Codes::Tq2 | Codes::Tq1 => 1.0,
     };
     let ctx = Ctx { job, acts, stride, sums: &sums, per_token, x, w_scale, rows };
+    let finish_all = |out: &mut [f32]| {
+        let len = ctx.rows.len();
+        for (t, part) in out.chunks_exact_mut(len).enumerate() {
+            let act = x.rows[t];
+            part.iter_mut().for_each(|v| *v = ctx.finish(*v, act));
+        }
+    };
+    if n > 1 && job.codes != Codes::I2s {
+        // TQ1_0 reads the activations in element order, straight from `x`.
+        let tq_acts = if job.codes == Codes::Tq1 { &x.codes[..] } else { acts };
+        // SAFETY: the caller guarantees the CPU supports I.
+        if unsafe { I::gemm(job, ctx.rows.clone(), tq_acts, stride, &sums, out) } {
+            finish_all(out);
+            return Ok(());
+        }
+    }
     if job.codes == Codes::Tq1 {
         // One token at a time: each block is decoded per token (TQ1_0 has no many-token kernel).
         let len = ctx.rows.len();
@@ -217,12 +235,8 @@ unsafe fn run<I: Isa>(
         return Ok(());
     }
     // SAFETY: the caller guarantees the CPU supports I.
-    if job.codes == Codes::I2s && unsafe { I::gemm_i2s(job, ctx.rows.clone(), acts, stride, &sums, out) } {
-        let len = ctx.rows.len();
-        for (t, part) in out.chunks_exact_mut(len).enumerate() {
-            let act = x.rows[t];
-            part.iter_mut().for_each(|v| *v = ctx.finish(*v, act));
-        }
+    if job.codes == Codes::I2s && unsafe { I::gemm(job, ctx.rows.clone(), acts, stride, &sums, out) } {
+        finish_all(out);
         return Ok(());
     }
     // Blocks of rows small enough to stay in L1/L2 while every token passes over them.
