@@ -87,13 +87,7 @@ pub fn round_to_i8(v: f32) -> i8 {
 pub fn round_to_i32(v: f32) -> i32 {
     const MAGIC: f32 = 12_582_912.0;
     let v = if v.is_nan() { 0.0 } else { v };
-    let c = if v < -128.0 {
-        -128.0
-    } else if v > 127.0 {
-        127.0
-    } else {
-        v
-    };
+    let c = v.clamp(-128.0, 127.0);
     ((c + MAGIC).to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32)
 }
 
