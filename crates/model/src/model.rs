@@ -24,7 +24,7 @@ use bitnet_quant::{DenseKernel, I2sLayout, QuantizedActivations, TernaryKernel};
 
 use crate::config::{Activation, Config, RopeStyle};
 use crate::error::{ModelError, Result};
-use crate::ops::{rms_norm, softmax};
+use crate::ops::{exp, rms_norm, softmax};
 use crate::scratch::{Buf, BufferPool};
 use crate::threads::Pool;
 use crate::weights::{Matrix, vector};
@@ -274,12 +274,11 @@ impl Model {
             let mut h = self.bufs.copy_of(&x);
             rms_norm(&mut h, &layer.ffn_norm, c.rms_eps);
             let [mut f, up] = self.matmuls([&layer.w_gate, &layer.w_up], &h)?;
-            for (g, &u) in f.iter_mut().zip(up.iter()) {
-                let a = match c.activation {
-                    Activation::Relu2 => g.max(0.0) * g.max(0.0),
-                    Activation::Silu => *g / (1.0 + (-*g).exp()),
-                };
-                *g = a * u;
+            // One loop per activation, so each vectorizes (SiLU through ops::exp, within 2 ulp:
+            // libm's expf was ~2% of a prompt).
+            match c.activation {
+                Activation::Relu2 => f.iter_mut().zip(up.iter()).for_each(|(g, &u)| *g = g.max(0.0) * g.max(0.0) * u),
+                Activation::Silu => f.iter_mut().zip(up.iter()).for_each(|(g, &u)| *g = *g / (1.0 + exp(-*g)) * u),
             }
             if let Some(w) = &layer.ffn_sub_norm {
                 rms_norm(&mut f, w, c.rms_eps);

@@ -47,7 +47,11 @@ pub fn softmax(x: &mut [f32]) {
 pub fn exp(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer
     let x = x.clamp(-87.3, 88.7);
-    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let shifted = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = shifted - MAGIC;
+    // n as an integer, read off the bits (an `as i32` cast does not vectorize on x86-64's
+    // baseline: it became one scalar conversion per element).
+    let ni = (shifted.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
@@ -56,7 +60,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    e * f32::from_bits(((ni + 127) << 23) as u32)
 }
 
 #[cfg(test)]
