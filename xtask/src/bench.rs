@@ -112,7 +112,8 @@ struct ModelCase {
 }
 
 /// Weights read per generated token: every tensor, except that a separate embedding table is
-/// only looked up (one row) when an output head exists.
+/// only looked up (one row) when an output head exists, and TL1/TL2 weights count as the I2_S
+/// they are repacked to at load.
 fn weight_bytes(path: &Path) -> Result<(f64, f64)> {
     let f = GgufFile::open(path).with_context(|| format!("reading {}", path.display()))?;
     let tied = f.tensor_info("output.weight").is_none();
@@ -120,7 +121,9 @@ fn weight_bytes(path: &Path) -> Result<(f64, f64)> {
     let mut params = 0u64;
     for t in f.tensors() {
         params += t.numel();
-        if t.name != "token_embd.weight" || tied {
+        if matches!(t.ty, bitnet_format::TensorType::TL1 | bitnet_format::TensorType::TL2) {
+            bytes += bitnet_quant::i2s::i2s_bytes(t.numel() as usize) as u64;
+        } else if t.name != "token_embd.weight" || tied {
             bytes += t.size;
         }
     }
@@ -183,7 +186,10 @@ pub fn run(opts: &Options) -> Result<()> {
         // The other ternary types and the output-head trade (`bitnet convert --outtype /
         // --embedding-type`) at the 2B-4T shape.
         for (weights, head) in TRADES.iter().skip(1) {
-            v.push(("2B-4T", trade_name(weights, head)));
+            let case = ("2B-4T", trade_name(weights, head));
+            if !v.contains(&case) {
+                v.push(case);
+            }
         }
         v
     };

@@ -85,17 +85,20 @@ pub fn run(args: &Args) -> Result<()> {
                 dir.display()
             );
         }
-        let s = bitnet_convert::requantize(&dir, &args.out, opts)
-            .with_context(|| format!("cannot re-encode {}", dir.display()))?;
+        let bar = progress_bar();
+        let s = bitnet_convert::requantize_with_progress(&dir, &args.out, opts, &mut |p| {
+            bar.set_length(p.total as u64);
+            bar.set_position(p.done as u64);
+            bar.set_message(p.tensor.to_owned());
+        });
+        bar.finish_and_clear();
+        let s = s.with_context(|| format!("cannot re-encode {}", dir.display()))?;
         eprintln!("wrote {} ({}, {} tensors, {} bytes)", args.out.display(), s.architecture, s.tensors, s.bytes);
         return Ok(());
     }
     let embedding_type = embedding(args.embedding_type.unwrap_or(Embedding::Auto));
     let outtype = outtype(args.outtype.unwrap_or(Out::I2s));
-    let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors, {elapsed} {msg}")
-            .expect("valid template"),
-    );
+    let bar = progress_bar();
     let s = convert_dir_with_progress(&dir, &args.out, ConvertOptions { outtype, embedding_type }, &mut |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
@@ -105,6 +108,13 @@ pub fn run(args: &Args) -> Result<()> {
     let s = s.with_context(|| format!("cannot convert {}", dir.display()))?;
     eprintln!("wrote {} ({}, {} tensors, {} bytes)", args.out.display(), s.architecture, s.tensors, s.bytes);
     Ok(())
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors, {elapsed} {msg}")
+            .expect("valid template"),
+    )
 }
 
 fn outtype(o: Out) -> OutType {

@@ -797,6 +797,16 @@ pub fn requantize_embeddings(input: &Path, out: &Path, ty: EmbeddingType) -> Res
 /// TL1, TL2) cannot hold a TQ tensor whose blocks have different scales (llama.cpp's own
 /// quantizer writes those), and float layer weights are not ternarized here: both are errors.
 pub fn requantize(input: &Path, out: &Path, opts: RequantizeOptions) -> Result<Summary> {
+    requantize_with_progress(input, out, opts, &mut |_| {})
+}
+
+/// [`requantize`], calling `progress` before each tensor (for a progress bar).
+pub fn requantize_with_progress(
+    input: &Path,
+    out: &Path,
+    opts: RequantizeOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Summary> {
     let file = bitnet_format::GgufFile::open(input)?;
     let hidden = file.tensor_info("token_embd.weight").and_then(|t| t.shape.first().copied()).unwrap_or(0) as usize;
     let emb_target = opts.embedding_type.map(|ty| ty.for_rows(hidden).tensor_type());
@@ -876,7 +886,9 @@ pub fn requantize(input: &Path, out: &Path, opts: RequantizeOptions) -> Result<S
     let arch = file.metadata().get("general.architecture").and_then(|v| v.as_str()).unwrap_or("?").to_owned();
     let mut tensors = 0;
     let bytes = write_atomically(out, b, |w| {
-        for t in file.tensors() {
+        let total = file.tensors().len();
+        for (done, t) in file.tensors().iter().enumerate() {
+            progress(Progress { done, total, tensor: &t.name });
             let data = file.tensor_data(t);
             let cols = t.shape.first().copied().unwrap_or(1) as usize;
             if let Some(target) = emb_target.filter(|_| is_head(&t.name)) {
