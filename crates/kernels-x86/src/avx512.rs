@@ -538,16 +538,28 @@ fn load_q8(s: &[u8]) -> __m512 {
     _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(unsafe { _mm_loadu_si128(s.as_ptr().cast()) }))
 }
 
+/// Σ w·x over a Q8_0 row: even blocks into one accumulator, odd into the other (two named
+/// registers and two blocks per step: an `acc[b % 2]` array had kept them in memory), the block
+/// scale widened and broadcast by `vcvtph2ps` instead of a scalar f16 conversion.
 #[target_feature(enable = "avx512f")]
 fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
-    let mut acc = [_mm512_setzero_ps(); 2];
-    for (b, (block, xb)) in w.chunks_exact(34).zip(x.chunks_exact(32)).enumerate() {
-        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
-        let p = _mm512_mul_ps(load_q8(&block[2..]), load_f32(xb));
-        let p = _mm512_fmadd_ps(load_q8(&block[18..]), load_f32(&xb[16..]), p);
-        acc[b % 2] = _mm512_fmadd_ps(p, _mm512_set1_ps(d), acc[b % 2]);
+    let block = |b: &[u8], xb: &[f32], acc: __m512| {
+        let d = _mm512_cvtph_ps(_mm256_set1_epi16(i16::from_le_bytes([b[0], b[1]])));
+        let p = _mm512_mul_ps(load_q8(&b[2..]), load_f32(xb));
+        let p = _mm512_fmadd_ps(load_q8(&b[18..]), load_f32(&xb[16..]), p);
+        _mm512_fmadd_ps(p, d, acc)
+    };
+    let (mut even, mut odd) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let pairs = (w.len() / 68).min(x.len() / 64);
+    let tail = (pairs * 68, pairs * 64);
+    for (b, xb) in w.chunks_exact(68).zip(x.chunks_exact(64)) {
+        even = block(b, xb, even);
+        odd = block(&b[34..], &xb[32..], odd);
     }
-    _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
+    if w.len() - tail.0 >= 34 && x.len() - tail.1 >= 32 {
+        even = block(&w[tail.0..], &x[tail.1..], even);
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(even, odd))
 }
 
 /// Σ w·x over a Q6_K row (210-byte blocks of 256: `ql[128]`, `qh[64]`, `scales[16]`, f16 `d`):
