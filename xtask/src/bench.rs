@@ -102,6 +102,37 @@ pub fn bandwidth(threads: &[usize], quick: bool) -> Vec<Bandwidth> {
         .collect()
 }
 
+/// This machine's bandwidth: measured and saved under target/bench/, or with `--reuse` the
+/// saved figures (so a rewritten report keeps the roofline of the run that measured its rows).
+fn saved_bandwidth(opts: &Options) -> Result<Vec<Bandwidth>> {
+    let threads = opts.threads.iter().map(|t| t.to_string()).collect::<Vec<_>>().join("_");
+    let saved =
+        root().join(format!("target/bench/bandwidth-t{threads}{}.json", if opts.quick { "-quick" } else { "" }));
+    if opts.reuse && saved.exists() {
+        eprintln!("reusing {}", saved.display());
+        let v: Value = serde_json::from_slice(&std::fs::read(&saved)?).context("parsing saved bandwidth")?;
+        return v
+            .as_array()
+            .context("saved bandwidth is an array")?
+            .iter()
+            .map(|b| {
+                Ok(Bandwidth {
+                    threads: b["threads"].as_u64().context("threads")? as usize,
+                    read: b["read"].as_f64().context("read")?,
+                    triad: b["triad"].as_f64().context("triad")?,
+                })
+            })
+            .collect();
+    }
+    eprintln!("measuring memory bandwidth...");
+    let bw = bandwidth(&opts.threads, opts.quick);
+    let json: Vec<Value> =
+        bw.iter().map(|b| serde_json::json!({"threads": b.threads, "read": b.read, "triad": b.triad})).collect();
+    std::fs::create_dir_all(saved.parent().expect("target/bench"))?;
+    std::fs::write(&saved, serde_json::to_vec_pretty(&json)?)?;
+    Ok(bw)
+}
+
 /// One benchmark model: its shape name, weight type, file and bytes streamed per token.
 struct ModelCase {
     size: &'static str,
@@ -194,8 +225,7 @@ pub fn run(opts: &Options) -> Result<()> {
         v
     };
     let (pp, tg) = if opts.quick { (32, 8) } else { (512, 128) };
-    eprintln!("measuring memory bandwidth...");
-    let bw = bandwidth(&opts.threads, opts.quick);
+    let bw = saved_bandwidth(opts)?;
     for b in &bw {
         eprintln!("  {} threads: read {:.1} GB/s, triad {:.1} GB/s", b.threads, b.read, b.triad);
     }
