@@ -92,32 +92,43 @@ macro_rules! f32_kernels {
         }
 
         /// Attention scores: one query against keys `stride` apart (see bitnet_quant::vecops);
-        /// `key(p, e)` loads a vector of key `p` from its element `e`. Heads of up to 8 vectors
-        /// keep the query in registers; every key is then 8 loads, 8 FMAs into two independent
-        /// sums, and one horizontal add. `false` when the head size needs the reference.
+        /// `key(p, e)` loads a vector of key `p` from its element `e`, and `tail(p, j0)` is the
+        /// scalar dot product of elements `j0..` (heads that are not whole vectors, e.g. 120
+        /// wide: they had gone to the reference whole, a quarter of a 3.8B-shape prompt). Heads of
+        /// up to 8 vectors keep the query in registers; every key is then 8 loads, 8 FMAs into
+        /// two independent sums, and one horizontal add; longer heads (128 wide on AVX2) load
+        /// the query as they go. `false` when the head is shorter than one vector.
         #[target_feature(enable = $feat)]
-        fn scores_by(q: &[f32], out: &mut [f32], key: impl Fn(usize, usize) -> $vec) -> bool {
+        fn scores_by(
+            q: &[f32],
+            out: &mut [f32],
+            key: impl Fn(usize, usize) -> $vec,
+            tail: impl Fn(usize, usize) -> f32,
+        ) -> bool {
             let hd = q.len();
             let vecs = hd / $w;
-            if !hd.is_multiple_of($w) || vecs > 8 {
+            if vecs == 0 {
                 return false;
             }
+            let whole = vecs * $w;
             let mut qr = [$zero(); 8];
-            for (i, r) in qr.iter_mut().enumerate().take(vecs) {
+            for (i, r) in qr.iter_mut().enumerate().take(vecs.min(8)) {
                 *r = load_f32(&q[i * $w..]);
             }
+            let qv = |i: usize| if vecs <= 8 { qr[i] } else { load_f32(&q[i * $w..]) };
             for (p, o) in out.iter_mut().enumerate() {
                 let (mut a0, mut a1) = ($zero(), $zero());
                 let mut i = 0;
                 while i + 2 <= vecs {
-                    a0 = $fma(qr[i], key(p, i * $w), a0);
-                    a1 = $fma(qr[i + 1], key(p, (i + 1) * $w), a1);
+                    a0 = $fma(qv(i), key(p, i * $w), a0);
+                    a1 = $fma(qv(i + 1), key(p, (i + 1) * $w), a1);
                     i += 2;
                 }
                 if i < vecs {
-                    a0 = $fma(qr[i], key(p, i * $w), a0);
+                    a0 = $fma(qv(i), key(p, i * $w), a0);
                 }
-                *o = $reduce($add(a0, a1));
+                let s = $reduce($add(a0, a1));
+                *o = if whole < hd { s + tail(p, whole) } else { s };
             }
             true
         }
@@ -125,7 +136,9 @@ macro_rules! f32_kernels {
         #[target_feature(enable = $feat)]
         fn scores(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
             let hd = q.len();
-            if !scores_by(q, out, |p, e| load_f32(&k[p * stride + e..p * stride + hd])) {
+            let key = |p: usize, e: usize| load_f32(&k[p * stride + e..p * stride + hd]);
+            let tail = |p: usize, j0: usize| bitnet_quant::vecops::dot(&q[j0..], &k[p * stride + j0..p * stride + hd]);
+            if !scores_by(q, out, key, tail) {
                 bitnet_quant::vecops::scores(q, k, stride, out)
             }
         }
@@ -134,7 +147,11 @@ macro_rules! f32_kernels {
         #[target_feature(enable = $feat)]
         fn scores_f16(q: &[f32], k: &[u8], stride: usize, out: &mut [f32]) {
             let hd = q.len();
-            if !scores_by(q, out, |p, e| load_f16(&k[2 * (p * stride + e)..2 * (p * stride + hd)])) {
+            let key = |p: usize, e: usize| load_f16(&k[2 * (p * stride + e)..2 * (p * stride + hd)]);
+            let tail = |p: usize, j0: usize| {
+                crate::dense::tail_f16(&k[2 * (p * stride + j0)..2 * (p * stride + hd)], &q[j0..])
+            };
+            if !scores_by(q, out, key, tail) {
                 bitnet_quant::vecops::scores_f16(q, k, stride, out)
             }
         }

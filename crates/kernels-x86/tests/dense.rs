@@ -113,7 +113,7 @@ fn f32_ops_match_scalar() {
 fn attention_ops_match_scalar() {
     use bitnet_quant::vecops::SCALAR;
     for (hd, stride, n) in
-        [(128usize, 640usize, 37usize), (64, 64, 5), (100, 300, 9), (7, 7, 3), (16, 48, 1), (256, 256, 8), (48, 48, 4)]
+        [(128usize, 640usize, 37usize), (64, 64, 5), (100, 300, 9), (7, 7, 3), (16, 48, 1), (256, 256, 8), (48, 48, 4), (120, 3840, 13)]
     {
         let q: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.31).sin()).collect();
         let k: Vec<f32> = (0..n * stride).map(|i| (i as f32 * 0.07).cos()).collect();
