@@ -94,10 +94,10 @@ macro_rules! f32_kernels {
         /// Attention scores: one query against keys `stride` apart (see bitnet_quant::vecops);
         /// `key(p, e)` loads a vector of key `p` from its element `e`, and `tail(p, j0)` is the
         /// scalar dot product of elements `j0..` (heads that are not whole vectors, e.g. 120
-        /// wide: they had gone to the reference whole, a quarter of a 3.8B-shape prompt). Heads of
-        /// up to 8 vectors keep the query in registers; every key is then 8 loads, 8 FMAs into
-        /// two independent sums, and one horizontal add; longer heads (128 wide on AVX2) load
-        /// the query as they go. `false` when the head is shorter than one vector.
+        /// wide: they had gone to the reference whole, a quarter of a 3.8B-shape prompt), or
+        /// longer than 8 vectors (128 wide on AVX2). Every key is a vector load and an FMA per
+        /// vector (the query's loads hit L1) into two independent sums, and one horizontal add.
+        /// `false` when the head is shorter than one vector.
         #[target_feature(enable = $feat)]
         fn scores_by(
             q: &[f32],
@@ -111,11 +111,7 @@ macro_rules! f32_kernels {
                 return false;
             }
             let whole = vecs * $w;
-            let mut qr = [$zero(); 8];
-            for (i, r) in qr.iter_mut().enumerate().take(vecs.min(8)) {
-                *r = load_f32(&q[i * $w..]);
-            }
-            let qv = |i: usize| if vecs <= 8 { qr[i] } else { load_f32(&q[i * $w..]) };
+            let qv = |i: usize| load_f32(&q[i * $w..]);
             for (p, o) in out.iter_mut().enumerate() {
                 let (mut a0, mut a1) = ($zero(), $zero());
                 let mut i = 0;
