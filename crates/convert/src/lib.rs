@@ -187,7 +187,7 @@ pub enum EmbeddingType {
     Q6K,
     /// Q8_0 where the rows (the hidden size) are multiples of 32, F16 otherwise: the best
     /// measured trade (docs/bench.md: +0.02% perplexity on the demo model, 26% fewer bytes per
-    /// 2B-4T token, +25% generation speed at 2 threads, fast kernels on AVX2 and AVX-512).
+    /// 2B-4T token, +23% / +43% generation speed at 1 / 2 threads; faster than Q6_K).
     Auto,
 }
 

@@ -112,9 +112,16 @@ fn f32_ops_match_scalar() {
 #[test]
 fn attention_ops_match_scalar() {
     use bitnet_quant::vecops::SCALAR;
-    for (hd, stride, n) in
-        [(128usize, 640usize, 37usize), (64, 64, 5), (100, 300, 9), (7, 7, 3), (16, 48, 1), (256, 256, 8), (48, 48, 4), (120, 3840, 13)]
-    {
+    for (hd, stride, n) in [
+        (128usize, 640usize, 37usize),
+        (64, 64, 5),
+        (100, 300, 9),
+        (7, 7, 3),
+        (16, 48, 1),
+        (256, 256, 8),
+        (48, 48, 4),
+        (120, 3840, 13),
+    ] {
         let q: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.31).sin()).collect();
         let k: Vec<f32> = (0..n * stride).map(|i| (i as f32 * 0.07).cos()).collect();
         let w: Vec<f32> = (0..n).map(|i| 1.0 / (1.0 + i as f32)).collect();
