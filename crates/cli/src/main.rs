@@ -35,7 +35,7 @@ enum Command {
     Logits(generate::LogitsArgs),
     /// Measure a model's perplexity on a text file.
     Perplexity(generate::PerplexityArgs),
-    /// Convert a Hugging Face checkpoint directory to GGUF.
+    /// Convert a Hugging Face checkpoint to GGUF, or re-encode a GGUF (ternary type, head type).
     Convert(convert::Args),
     /// Show what a GGUF file holds: header, metadata and tensors.
     Inspect(inspect::Args),
