@@ -113,11 +113,15 @@ impl std::str::FromStr for OutType {
 
     /// The names `--outtype` takes: i2_s, tq1_0, tq2_0, tl1, tl2, f16, f32.
     fn from_str(s: &str) -> Result<OutType, String> {
-        OutType::ALL
-            .into_iter()
-            .find(|t| t.to_string() == s)
-            .ok_or_else(|| format!("unknown outtype {s:?} (one of {})", OutType::ALL.map(|t| t.to_string()).join(", ")))
+        parse_name(&OutType::ALL, s, "outtype")
     }
+}
+
+/// The one of `all` whose `Display` name is `s`, or an error listing the names.
+fn parse_name<T: std::fmt::Display + Copy>(all: &[T], s: &str, what: &str) -> Result<T, String> {
+    all.iter().copied().find(|t| t.to_string() == s).ok_or_else(|| {
+        format!("unknown {what} {s:?} (one of {})", all.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "))
+    })
 }
 
 impl OutType {
@@ -235,9 +239,7 @@ impl std::str::FromStr for EmbeddingType {
 
     /// The names `--embedding-type` takes: auto, f16, f32, q8_0, q6_k.
     fn from_str(s: &str) -> Result<EmbeddingType, String> {
-        EmbeddingType::ALL.into_iter().find(|t| t.to_string() == s).ok_or_else(|| {
-            format!("unknown embedding type {s:?} (one of {})", EmbeddingType::ALL.map(|t| t.to_string()).join(", "))
-        })
+        parse_name(&EmbeddingType::ALL, s, "embedding type")
     }
 }
 
@@ -811,11 +813,6 @@ pub fn requantize_with_progress(
     let hidden = file.tensor_info("token_embd.weight").and_then(|t| t.shape.first().copied()).unwrap_or(0) as usize;
     let emb_target = opts.embedding_type.map(|ty| ty.for_rows(hidden).tensor_type());
     let is_head = |name: &str| name == "token_embd.weight" || name == "output.weight";
-    let is_ternary = |ty: TensorType| {
-        matches!(ty, TensorType::I2_S | TensorType::TQ1_0 | TensorType::TQ2_0 | TensorType::TL1 | TensorType::TL2)
-    };
-    let ternary_names: Vec<&str> =
-        file.tensors().iter().filter(|t| is_ternary(t.ty)).map(|t| t.name.as_str()).collect();
     // bitnet.cpp's TL1/TL2 weights keep their scale in a separate one-value tensor.
     let is_tl_scale = |name: &str| {
         name.strip_suffix("_scale")
@@ -823,7 +820,7 @@ pub fn requantize_with_progress(
     };
     let outtype = opts.outtype;
     if let Some(o) = outtype
-        && ternary_names.is_empty()
+        && !file.tensors().iter().any(|t| t.ty.is_ternary())
     {
         return Err(ConvertError::Unsupported(format!(
             "--outtype {o}: {} has no ternary weights to re-encode (float layer weights are ternarized only from a \
@@ -862,7 +859,7 @@ pub fn requantize_with_progress(
             if is_tl_scale(&t.name) {
                 continue;
             }
-            if is_ternary(t.ty) {
+            if t.ty.is_ternary() {
                 ty = o.tensor_type();
                 if o.separate_scale() && !tilings.iter().any(|&(r, c, _)| (r, c) == (rows, cols)) {
                     let tiling = tl::choose_tiling(o == OutType::Tl2, rows, cols)
@@ -872,7 +869,7 @@ pub fn requantize_with_progress(
             }
         }
         b.add_tensor(&t.name, ty, &t.shape)?;
-        if outtype.is_some_and(OutType::separate_scale) && is_ternary(t.ty) {
+        if outtype.is_some_and(OutType::separate_scale) && t.ty.is_ternary() {
             b.add_tensor(scale_name(&t.name), TensorType::F32, &[1])?;
         }
     }
@@ -903,49 +900,34 @@ pub fn requantize_with_progress(
             }
             match outtype {
                 Some(_) if is_tl_scale(&t.name) => continue,
-                Some(o) if is_ternary(t.ty) => {
+                Some(o) if t.ty.is_ternary() => {
                     let rows = t.numel() as usize / cols.max(1);
                     let (m, scales) = read_ternary(&file, t, rows, cols)?;
                     let tensor_error = |message: String| ConvertError::Tensor { name: t.name.clone(), message };
-                    if o.separate_scale() {
+                    let outtype_error = |e: &dyn std::fmt::Display| tensor_error(format!("--outtype {o}: {e}"));
+                    if matches!(o, OutType::I2s | OutType::Tl1 | OutType::Tl2) {
+                        // One scale per tensor: the blocks' scales must agree.
                         let scale = single_scale(&scales).map_err(tensor_error)?;
-                        w.write_tensor(&t.name, &o.pack(&m, scale)?)?;
-                        w.write_tensor(&scale_name(&t.name), &scale.to_le_bytes())?;
-                        tensors += 2;
-                        continue;
-                    }
-                    let bytes = match (&scales, o) {
-                        (WeightScales::Tensor(s), _) => o.pack(&m, *s),
-                        (
-                            WeightScales::Blocks { .. },
-                            OutType::Tq1_0 | OutType::Tq2_0 | OutType::F16 | OutType::F32,
-                        ) => {
-                            // Per-block types take the blocks' own scales.
-                            let values = dequantize_blocks(&m, &scales);
-                            let kind = match o {
-                                OutType::Tq1_0 => Some(TqKind::Tq1_0),
-                                OutType::Tq2_0 => Some(TqKind::Tq2_0),
-                                _ => None,
-                            };
-                            let mut bytes = Vec::new();
-                            for row in values.chunks(cols) {
-                                bytes.extend(match kind {
-                                    Some(kind) => tq::quantize_row(kind, row)?,
-                                    None => bitnet_quant::dense::quantize_row(o.tensor_type(), row)?,
-                                });
-                            }
-                            Ok(bytes)
+                        w.write_tensor(&t.name, &o.pack(&m, scale).map_err(|e| outtype_error(&e))?)?;
+                        if o.separate_scale() {
+                            w.write_tensor(&scale_name(&t.name), &scale.to_le_bytes())?;
+                            tensors += 1;
                         }
-                        (WeightScales::Blocks { .. }, _) => {
-                            let scale = single_scale(&scales).map_err(tensor_error)?;
-                            o.pack(&m, scale)
+                    } else {
+                        // TQ (per-block scales) and float types: every row from values × scales.
+                        let mut bytes = Vec::new();
+                        for row in dequantize_blocks(&m, &scales).chunks(cols) {
+                            bytes.extend(
+                                match o {
+                                    OutType::Tq1_0 => tq::quantize_row(TqKind::Tq1_0, row),
+                                    OutType::Tq2_0 => tq::quantize_row(TqKind::Tq2_0, row),
+                                    _ => bitnet_quant::dense::quantize_row(o.tensor_type(), row),
+                                }
+                                .map_err(|e| outtype_error(&e))?,
+                            );
                         }
+                        w.write_tensor(&t.name, &bytes)?;
                     }
-                    .map_err(|e| ConvertError::Tensor {
-                        name: t.name.clone(),
-                        message: format!("--outtype {o}: {e}"),
-                    })?;
-                    w.write_tensor(&t.name, &bytes)?;
                 }
                 _ => w.write_tensor(&t.name, data)?,
             }
