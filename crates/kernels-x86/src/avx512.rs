@@ -27,13 +27,12 @@ impl Isa for Avx512 {
     }
 
     unsafe fn tile<const R: usize, const T: usize>(
-        job: &Job<'_>,
-        row0: usize,
-        acts: [&[i8]; T],
-        sums: [&[i32]; T],
+        _job: &Job<'_>,
+        _row0: usize,
+        _acts: [&[i8]; T],
+        _sums: [&[i32]; T],
     ) -> [[f32; T]; R] {
-        // SAFETY: the caller guarantees AVX-512 F/BW/VL/VNNI.
-        unsafe { tile::<R, T>(job, row0, acts, sums) }
+        unreachable!("AVX-512 runs every many-token product through Isa::gemm, which takes every format")
     }
 
     unsafe fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
@@ -353,20 +352,6 @@ fn decode(v: __m512i, codes: Codes) -> [__m512i; 4] {
     }
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn tile<const R: usize, const T: usize>(
-    job: &Job<'_>,
-    row0: usize,
-    acts: [&[i8]; T],
-    sums: [&[i32]; T],
-) -> [[f32; T]; R] {
-    match job.codes {
-        Codes::I2s => tile_i2s::<R, T>(job, row0, acts, sums),
-        Codes::Tq2 => tile_tq2::<R, T>(job, row0, acts, sums),
-        Codes::Tq1 => unreachable!("TQ1_0 runs through gemv"),
-    }
-}
-
 /// One token against many rows (decoding): memory-bound, so each row is read front to back
 /// with four independent accumulators (the `vpdpbusd` latency chain never limits the stream)
 /// and the whole row range runs in this one function (a call per row costs a third of the time).
@@ -442,77 +427,6 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
         // 256-bit decoding: the base-3 digits need 16-bit multiplies either way.
         Codes::Tq1 => avx2::gemv_tq1(job, rows, act, sums, dots),
     }
-}
-
-#[target_feature(enable = "avx512f,avx512bw")]
-fn load_acts<const T: usize>(acts: &[&[i8]; T], c: usize) -> [[__m512i; 4]; T] {
-    let mut a = [[_mm512_setzero_si512(); 4]; T];
-    for t in 0..T {
-        for (g, reg) in a[t].iter_mut().enumerate() {
-            *reg = load_i8(&acts[t][c * 256 + g * 64..]);
-        }
-    }
-    a
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn tile_i2s<const R: usize, const T: usize>(
-    job: &Job<'_>,
-    row0: usize,
-    acts: [&[i8]; T],
-    sums: [&[i32]; T],
-) -> [[f32; T]; R] {
-    let mut acc = [[_mm512_setzero_si512(); T]; R];
-    let rows: [&[u8]; R] = std::array::from_fn(|r| job.row(row0 + r));
-    let full = if job.half_tail { job.chunks - 1 } else { job.chunks };
-    for c in 0..job.chunks {
-        let a = load_acts(&acts, c);
-        for r in 0..R {
-            let w = &rows[r][c * 64..];
-            let v = if c < full { load(w) } else { load_half(w) };
-            let q = decode(v, Codes::I2s);
-            for t in 0..T {
-                for g in 0..4 {
-                    acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], q[g], a[t][g]);
-                }
-            }
-        }
-    }
-    let mut dots = [[0f32; T]; R];
-    for r in 0..R {
-        for t in 0..T {
-            dots[r][t] = (_mm512_reduce_add_epi32(acc[r][t]) - sums[t][0]) as f32;
-        }
-    }
-    dots
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn tile_tq2<const R: usize, const T: usize>(
-    job: &Job<'_>,
-    row0: usize,
-    acts: [&[i8]; T],
-    sums: [&[i32]; T],
-) -> [[f32; T]; R] {
-    let mut dots = [[0f32; T]; R];
-    let rows: [&[u8]; R] = std::array::from_fn(|r| job.row(row0 + r));
-    for c in 0..job.chunks {
-        let a = load_acts(&acts, c);
-        for r in 0..R {
-            let block = &rows[r][c * 66..c * 66 + 66];
-            let q = decode(load(block), Codes::Tq2);
-            let d = half::f16::from_le_bytes([block[64], block[65]]).to_f32();
-            for t in 0..T {
-                let mut s = _mm512_setzero_si512();
-                for g in 0..4 {
-                    s = _mm512_dpbusd_epi32(s, q[g], a[t][g]);
-                }
-                let dot = _mm512_reduce_add_epi32(s) - sums[t][c];
-                dots[r][t] += dot as f32 * d;
-            }
-        }
-    }
-    dots
 }
 
 #[target_feature(enable = "avx512f")]

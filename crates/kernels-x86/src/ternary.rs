@@ -78,7 +78,8 @@ pub(crate) trait Isa {
 
     /// The exact integer dot products of rows `row0..row0+R` with `T` prepared tokens, as f32:
     /// I2_S `(Σ t·a) as f32`; TQ2_0 `Σ_block (Σ_block t·a) as f32 · d_block`, blocks in order.
-    /// `sums[t]` holds token t's code sum (I2_S) or its per-chunk sums (TQ2_0).
+    /// `sums[t]` holds token t's code sum (I2_S) or its per-chunk sums (TQ2_0). Only reached
+    /// when [`Isa::gemm`] declines (AVX2; AVX-512's gemm takes every format).
     ///
     /// # Safety
     /// The CPU must support the ISA's target features.
