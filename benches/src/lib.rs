@@ -1,5 +1,7 @@
 //! Shapes and random inputs for the kernel benches (benches/kernels.rs).
 
+#![forbid(unsafe_code)]
+
 use bitnet_format::TensorType;
 use bitnet_quant::tq::{self, TqKind};
 use bitnet_quant::{I2sLayout, QuantizedActivations, TernaryFormat, TernaryMatrix, i2s};

@@ -1,5 +1,7 @@
 //! Project automation: `cargo xtask <command>`.
 
+#![forbid(unsafe_code)]
+
 mod bench;
 mod dummy;
 mod malformed;

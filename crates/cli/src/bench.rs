@@ -84,7 +84,8 @@ fn tokens(n: usize, vocab: usize) -> Vec<u32> {
 
 /// A cache holding `depth` tokens of context, with room for `n` more.
 fn cache_at(model: &Model, depth: usize, n: usize, kv: KvType) -> Result<bitnet_model::KvCache> {
-    let mut cache = model.new_cache_of(depth + n, kv);
+    let ctx = depth.checked_add(n).ok_or_else(|| anyhow::anyhow!("--n-depth {depth} plus {n} tokens overflows"))?;
+    let mut cache = model.new_cache_of(ctx, kv)?;
     if depth > 0 {
         model.forward(&tokens(depth, model.config.vocab_size), &mut cache, false)?;
     }
@@ -120,12 +121,10 @@ pub fn measure(
     if reps == 0 {
         bail!("--repetitions must be at least 1");
     }
-    if threads.contains(&0) {
-        bail!("--threads must be at least 1");
-    }
+    let threads: Vec<usize> = threads.iter().map(|&t| crate::generate::check_threads(t)).collect::<Result<_>>()?;
     let mut results = Vec::new();
     let mut last = None;
-    for &t in threads {
+    for &t in &threads {
         let model =
             Model::load(path, LoadOptions { threads: t }).with_context(|| format!("cannot load {}", path.display()))?;
         let ctx = model.config.context_length.max(1);
@@ -136,8 +135,10 @@ pub fn measure(
             .chain(gen_tokens.iter().filter(|&&n| n > 0).map(|&n| (format!("tg{n}"), n, false)));
         for (name, n, pp) in tests {
             let name = if depth > 0 { format!("{name} @ d{depth}") } else { name };
-            if n + depth > ctx {
-                bail!("{name}: {} tokens exceed the model's context of {ctx}", n + depth);
+            let total =
+                n.checked_add(depth).with_context(|| format!("{name}: --n-depth {depth} plus {n} tokens overflows"))?;
+            if total > ctx {
+                bail!("{name}: {total} tokens exceed the model's context of {ctx}");
             }
             let ids = tokens(n, model.config.vocab_size);
             let run = |ids: &[u32]| if pp { time_pp(&model, ids, depth, kv) } else { time_tg(&model, ids, depth, kv) };

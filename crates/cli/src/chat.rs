@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use bitnet_model::chat::BITNET_2B4T_TEMPLATE;
-use bitnet_model::{ChatTemplate, Message, Model, Sampler, StreamDecoder, Tokenizer};
+use bitnet_model::{ChatTemplate, GenerateOptions, Message, Model, Sampler, Sequence, Tokenizer};
 
 use crate::generate::{ModelArgs, SamplingArgs};
 
@@ -44,29 +44,111 @@ fn template(args: &ChatArgs, model: &Model, tok: &Tokenizer) -> Result<ChatTempl
     Ok(ChatTemplate::new(&source, &text(tok.bos), &text(tok.eos))?)
 }
 
+/// Longest message line read from standard input.
+const MAX_LINE: usize = 1 << 20;
+
+/// What reading one line of standard input gave.
+enum Line {
+    Text(String),
+    Eof,
+    /// A line that cannot be a message; the session goes on.
+    Rejected(String),
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes. A longer one is skipped up to its end (reading
+/// at most 64 × that: an input with no line breaks, such as /dev/zero, ends the session).
+fn read_line<R: BufRead>(mut input: R) -> Result<Line> {
+    let mut buf = Vec::new();
+    let n = std::io::Read::take(&mut input, MAX_LINE as u64 + 1).read_until(b'\n', &mut buf)?;
+    if n == 0 {
+        return Ok(Line::Eof);
+    }
+    if buf.len() > MAX_LINE && !buf.ends_with(b"\n") {
+        let mut skipped = 0u64;
+        loop {
+            buf.clear();
+            let n = std::io::Read::take(&mut input, MAX_LINE as u64).read_until(b'\n', &mut buf)?;
+            skipped += n as u64;
+            if n == 0 || buf.ends_with(b"\n") {
+                break;
+            }
+            if skipped > 64 * MAX_LINE as u64 {
+                bail!("standard input has a line longer than {} MiB; stopping", (64 * MAX_LINE) >> 20);
+            }
+        }
+        return Ok(Line::Rejected(format!("the message is longer than {} MiB: ignored", MAX_LINE >> 20)));
+    }
+    match String::from_utf8(buf) {
+        Ok(s) => Ok(Line::Text(s)),
+        Err(e) => Ok(Line::Rejected(format!(
+            "the message is not valid UTF-8 (byte {}): ignored",
+            e.utf8_error().valid_up_to()
+        ))),
+    }
+}
+
+/// The conversation's tokens, dropping the oldest turns while it leaves less than `reserve`
+/// tokens of the context for the answer. A last message too long on its own is an error.
+fn fit(
+    template: &ChatTemplate,
+    tok: &Tokenizer,
+    messages: &mut Vec<Message>,
+    reserve: usize,
+    ctx: usize,
+) -> Result<Vec<u32>> {
+    loop {
+        let t = template.encode(tok, messages, true)?;
+        if t.len() + reserve <= ctx {
+            return Ok(t);
+        }
+        let first = messages.iter().position(|m| m.role != "system");
+        match first {
+            Some(i) if messages.len() - i > 1 => {
+                messages.remove(i);
+                eprintln!("(context full: dropped the oldest message)");
+            }
+            _ => bail!(
+                "the conversation is {} tokens, too long for the context of {ctx} with {reserve} tokens left for the \
+                 answer (shorten the message or raise --ctx-size)",
+                t.len()
+            ),
+        }
+    }
+}
+
 pub fn run(args: &ChatArgs) -> Result<()> {
     let (model, tok, ctx) = args.model.load()?;
     let template = template(args, &model, &tok)?;
+    // A template that renders a conversation as nothing would fail every turn: say so now.
+    template
+        .encode(&tok, &[Message::new("user", "Hello")], true)
+        .context("the chat template cannot be used (pass another with --chat-template FILE)")?;
+    let mut sampler = Sampler::try_new(args.sampling.params())?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
         ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
     }
     let mut messages: Vec<Message> = args.system.iter().map(|s| Message::new("system", s.clone())).collect();
-    let mut cache = model.new_cache_of(ctx, args.model.kv_type.into());
-    let mut cached: Vec<u32> = Vec::new(); // tokens whose keys/values are in the cache
-    let mut sampler = Sampler::new(args.sampling.params());
-    let stdin = std::io::stdin();
+    let mut seq = Sequence::new(&model, ctx, args.model.kv_type.into())?;
+    let opts = GenerateOptions { max_tokens: args.n_predict, ..GenerateOptions::default() };
+    let mut stdin = std::io::stdin().lock();
     let mut out = std::io::stdout().lock();
     eprintln!("chatting ({ctx} context tokens); /exit or Ctrl-D to quit, /clear to start over");
     loop {
         write!(out, "\n> ")?;
         out.flush()?;
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line)? == 0 {
-            writeln!(out)?;
-            return Ok(());
-        }
+        let line = match read_line(&mut stdin)? {
+            Line::Eof => {
+                writeln!(out)?;
+                return Ok(());
+            }
+            Line::Rejected(why) => {
+                eprintln!("({why})");
+                continue;
+            }
+            Line::Text(line) => line,
+        };
         let line = line.trim();
         match line {
             "" => continue,
@@ -79,50 +161,30 @@ pub fn run(args: &ChatArgs) -> Result<()> {
             _ => {}
         }
         messages.push(Message::new("user", line));
-        // Render the whole conversation; drop the oldest turns while it does not fit.
-        let reserve = args.n_predict.min(ctx / 2);
-        let tokens = loop {
-            let t = tok.encode(&template.render(&messages, true)?, false)?;
-            if t.len() + reserve <= ctx {
-                break t;
-            }
-            let first = messages.iter().position(|m| m.role != "system");
-            match first {
-                Some(i) if messages.len() - i > 1 => {
-                    messages.remove(i);
-                    eprintln!("(context full: dropped the oldest message)");
-                }
-                _ => bail!("the message is {} tokens, too long for the context of {ctx} (raise --ctx-size)", t.len()),
+        let tokens = match fit(&template, &tok, &mut messages, args.n_predict.min(ctx / 2), ctx) {
+            Ok(t) => t,
+            Err(e) => {
+                // The session goes on without this message.
+                eprintln!("({e:#}; the message was dropped)");
+                messages.pop();
+                continue;
             }
         };
-        // Reuse the cached prefix the new prompt shares with what the cache holds.
-        let common = cached.iter().zip(&tokens).take_while(|(a, b)| a == b).count().min(tokens.len() - 1);
-        cache.truncate(common);
-        cached.truncate(common);
-        let mut logits = model.forward(&tokens[common..], &mut cache, false)?;
-        cached.extend_from_slice(&tokens[common..]);
         stop.store(false, Ordering::SeqCst);
-        let mut reply_ids = Vec::new();
-        let mut stream = StreamDecoder::default();
-        let budget = args.n_predict.min(ctx - cached.len());
-        for i in 0..budget {
+        let mut answer = seq.generate_with(&model, &tok, &tokens, &opts, &mut sampler)?;
+        loop {
             if stop.load(Ordering::SeqCst) {
                 eprint!(" [stopped]");
                 break;
             }
-            let next = sampler.sample(&logits, &cached);
-            if tok.stop_tokens.contains(&next) {
-                break;
+            match answer.next() {
+                Some(piece) => write!(out, "{}", piece?.text)?,
+                None => break,
             }
-            reply_ids.push(next);
-            write!(out, "{}", stream.push(&tok, next)?)?;
             out.flush()?;
-            cached.push(next);
-            if i + 1 < budget {
-                logits = model.forward(&[next], &mut cache, false)?;
-            }
         }
         writeln!(out)?;
-        messages.push(Message::new("assistant", tok.decode(&reply_ids, false)?));
+        let reply = tok.decode(answer.token_ids(), false)?;
+        messages.push(Message::new("assistant", reply));
     }
 }

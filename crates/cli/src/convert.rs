@@ -73,7 +73,16 @@ pub fn run(args: &Args) -> Result<()> {
         (None, Some(repo)) => crate::hub::resolve_checkpoint(repo, args.revision.as_deref())?,
         (None, None) => unreachable!("clap requires one"),
     };
-    if dir.is_file() {
+    if !dir.exists() {
+        anyhow::bail!("{} does not exist", dir.display());
+    }
+    if !dir.is_dir() {
+        if !is_gguf(&dir)? {
+            anyhow::bail!(
+                "{} is neither a checkpoint directory nor a GGUF file (it does not start with the GGUF magic)",
+                dir.display()
+            );
+        }
         let opts = RequantizeOptions {
             outtype: args.outtype.map(outtype),
             embedding_type: args.embedding_type.map(embedding),
@@ -93,7 +102,7 @@ pub fn run(args: &Args) -> Result<()> {
         });
         bar.finish_and_clear();
         let s = s.with_context(|| format!("cannot re-encode {}", dir.display()))?;
-        eprintln!("wrote {} ({}, {} tensors, {} bytes)", args.out.display(), s.architecture, s.tensors, s.bytes);
+        report(args, &s);
         return Ok(());
     }
     let embedding_type = embedding(args.embedding_type.unwrap_or(Embedding::Auto));
@@ -106,8 +115,23 @@ pub fn run(args: &Args) -> Result<()> {
     });
     bar.finish_and_clear();
     let s = s.with_context(|| format!("cannot convert {}", dir.display()))?;
-    eprintln!("wrote {} ({}, {} tensors, {} bytes)", args.out.display(), s.architecture, s.tensors, s.bytes);
+    report(args, &s);
     Ok(())
+}
+
+/// Whether `path` starts with the GGUF magic.
+fn is_gguf(path: &std::path::Path) -> Result<bool> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let n = f.read(&mut magic).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(n == 4 && &magic == b"GGUF")
+}
+
+fn report(args: &Args, s: &bitnet_convert::Summary) {
+    let through =
+        if s.path != args.out { format!(" (through the symbolic link {})", args.out.display()) } else { String::new() };
+    eprintln!("wrote {}{through} ({}, {} tensors, {} bytes)", s.path.display(), s.architecture, s.tensors, s.bytes);
 }
 
 fn progress_bar() -> indicatif::ProgressBar {

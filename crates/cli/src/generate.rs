@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use bitnet_model::{LoadOptions, Model, Sampler, SamplingParams, StreamDecoder, Tokenizer};
+use bitnet_model::{GenerateOptions, LoadOptions, Model, SamplingParams, Sequence, Tokenizer};
 
 /// The demo model that ships in the source tree (used when no model is named).
 pub const DEMO_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/bitnet-demo.gguf");
@@ -73,45 +73,89 @@ impl ModelArgs {
     }
 
     pub fn load(&self) -> Result<(Model, Tokenizer, usize)> {
-        if self.threads == Some(0) {
-            bail!("--threads must be at least 1");
-        }
+        let threads = self.threads.map(check_threads).transpose()?.unwrap_or(0);
         let path = self.path()?;
         if !path.exists() {
             bail!("model file {} does not exist", path.display());
         }
-        let model = Model::load(&path, LoadOptions { threads: self.threads.unwrap_or(0) })
-            .with_context(|| format!("cannot load {}", path.display()))?;
+        let model =
+            Model::load(&path, LoadOptions { threads }).with_context(|| format!("cannot load {}", path.display()))?;
         let tok = Tokenizer::from_metadata(model.metadata()).context("cannot build the tokenizer")?;
         let ctx = self.ctx_size.unwrap_or(model.config.context_length.min(4096));
         if ctx == 0 {
             bail!("--ctx-size must be at least 1");
         }
+        if ctx > model.config.context_length {
+            eprintln!(
+                "warning: --ctx-size {ctx} is above the {} tokens the model was trained with; \
+                 text past that point degrades",
+                model.config.context_length
+            );
+        }
         Ok((model, tok, ctx))
     }
+}
+
+/// `--threads N` as the model will use it: at least 1; above the CPUs this process may use, a
+/// warning and the CPU count (the pool's workers spin, so extra threads only slow each other).
+pub fn check_threads(threads: usize) -> Result<usize> {
+    if threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads > cpus {
+        eprintln!(
+            "warning: --threads {threads} is more than the {cpus} CPUs this process may use; using {cpus} \
+             (extra threads would only slow each other down)"
+        );
+        return Ok(cpus);
+    }
+    Ok(threads)
 }
 
 /// Sampling flags shared by run and chat.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SamplingArgs {
     /// Temperature; 0 means greedy decoding.
-    #[arg(long = "temp", default_value_t = 0.8)]
+    #[arg(long = "temp", default_value_t = 0.8, value_parser = non_negative, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Sample from the k most likely tokens (0 = all).
     #[arg(long, default_value_t = 40)]
     pub top_k: usize,
     /// Sample from the smallest set of tokens whose probabilities add up to p.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, value_parser = probability_above_zero)]
     pub top_p: f32,
     /// Drop tokens less likely than min-p × the most likely token.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = probability)]
     pub min_p: f32,
     /// Penalty for repeating one of the last 64 tokens (1 = off).
-    #[arg(long, default_value_t = 1.1)]
+    #[arg(long, default_value_t = 1.1, value_parser = positive)]
     pub repeat_penalty: f32,
     /// Random seed (the same seed gives the same text).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+}
+
+/// A finite number accepted by `ok`, for clap (its message names the flag and the value).
+fn number(s: &str, ok: impl Fn(f32) -> bool, want: &str) -> std::result::Result<f32, String> {
+    let v: f32 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if v.is_finite() && ok(v) { Ok(v) } else { Err(format!("must be {want}")) }
+}
+
+fn non_negative(s: &str) -> std::result::Result<f32, String> {
+    number(s, |v| v >= 0.0, "a finite number ≥ 0 (0 is greedy)")
+}
+
+fn positive(s: &str) -> std::result::Result<f32, String> {
+    number(s, |v| v > 0.0, "a finite number above 0 (1 is off)")
+}
+
+fn probability(s: &str) -> std::result::Result<f32, String> {
+    number(s, |v| (0.0..=1.0).contains(&v), "between 0 and 1")
+}
+
+fn probability_above_zero(s: &str) -> std::result::Result<f32, String> {
+    number(s, |v| v > 0.0 && v <= 1.0, "above 0 and at most 1")
 }
 
 impl SamplingArgs {
@@ -169,34 +213,26 @@ pub fn run(args: &RunArgs) -> Result<()> {
     if prompt.len() + 1 > ctx {
         bail!("the prompt is {} tokens, more than the context of {ctx} allows (raise --ctx-size)", prompt.len());
     }
-    let mut cache = model.new_cache_of(ctx, args.model.kv_type.into());
-    let mut sampler = Sampler::new(args.sampling.params());
+    let mut seq = Sequence::new(&model, ctx, args.model.kv_type.into())?;
+    let opts = GenerateOptions {
+        max_tokens: args.n_predict,
+        sampling: args.sampling.params(),
+        ignore_eos: args.ignore_eos,
+        ..GenerateOptions::default()
+    };
     let mut out = std::io::stdout().lock();
     write!(out, "{text}")?;
     out.flush()?;
 
     let t0 = Instant::now();
-    let mut logits = model.forward(&prompt, &mut cache, false)?;
+    let mut generation = seq.generate(&model, &tok, &prompt, &opts)?;
     let prompt_time = t0.elapsed();
-    let mut history = prompt.clone();
-    let mut stream = StreamDecoder::default();
     let t1 = Instant::now();
-    let mut generated = 0;
-    let budget = args.n_predict.min(ctx - prompt.len());
-    while generated < budget {
-        let next = sampler.sample(&logits, &history);
-        generated += 1;
-        history.push(next);
-        if !args.ignore_eos && tok.stop_tokens.contains(&next) {
-            break;
-        }
-        write!(out, "{}", stream.push(&tok, next)?)?;
+    for piece in generation.by_ref() {
+        write!(out, "{}", piece?.text)?;
         out.flush()?;
-        if generated == budget {
-            break;
-        }
-        logits = model.forward(&[next], &mut cache, false)?;
     }
+    let generated = generation.generated();
     let gen_time = t1.elapsed();
     writeln!(out)?;
     let rate = |n: usize, t: std::time::Duration| n as f64 / t.as_secs_f64().max(1e-9);
@@ -259,13 +295,31 @@ pub fn logits(args: &LogitsArgs) -> Result<()> {
     if tokens.len() > ctx {
         bail!("{} tokens do not fit the context of {ctx} (raise --ctx-size)", tokens.len());
     }
-    let mut cache = model.new_cache(ctx);
+    let mut cache = model.new_cache(ctx)?;
     let logits = model.forward(&tokens, &mut cache, true)?;
     let rows: Vec<&[f32]> = logits.chunks(model.config.vocab_size).collect();
     let doc = serde_json::json!({ "tokens": tokens, "logits": rows });
     std::fs::write(&args.out, serde_json::to_vec(&doc)?).with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("wrote logits of {} positions × {} to {}", tokens.len(), model.config.vocab_size, args.out.display());
     Ok(())
+}
+
+/// Largest text `perplexity` reads (wiki.test.raw is 1.3 MB).
+pub const MAX_TEXT: u64 = 256 << 20;
+
+/// A UTF-8 text file of at most [`MAX_TEXT`] bytes (also a device or pipe, read up to that).
+fn read_text(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        bail!("{} is a directory, not a text file", path.display());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_TEXT + 1).read_to_end(&mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() as u64 > MAX_TEXT {
+        bail!("{} is larger than {} MiB, the most perplexity reads", path.display(), MAX_TEXT >> 20);
+    }
+    String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))
 }
 
 #[derive(clap::Args, Debug)]
@@ -286,7 +340,7 @@ pub struct PerplexityArgs {
 
 pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
     let (model, tok, _) = args.model.load()?;
-    let text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let text = read_text(&args.file)?;
     let ids = tok.encode(&text, false)?;
     if args.chunk < 2 {
         bail!("--ctx must be at least 2");

@@ -41,6 +41,9 @@ fn cached_ggufs(cache: &Cache, repo: &str) -> Vec<String> {
 
 /// The local path of `file` (or of the repo's only GGUF file) from `repo`, downloading it if needed.
 pub fn resolve(repo: &str, file: Option<&str>) -> Result<PathBuf> {
+    if let Some(f) = file {
+        check_repo_path(f)?;
+    }
     let cache = cache();
     let file = match file {
         Some(f) => f.to_owned(),
@@ -62,6 +65,18 @@ pub fn resolve(repo: &str, file: Option<&str>) -> Result<PathBuf> {
         bail!("{repo}/{file} is not in the Hugging Face cache at {} and HF_HUB_OFFLINE is set", cache.path().display());
     }
     download(&cache, repo, &file)
+}
+
+/// A file of a repository is named by a relative path that stays inside it: no `..`, no root,
+/// no drive prefix (the cache joins it onto the snapshot directory).
+fn check_repo_path(file: &str) -> Result<()> {
+    use std::path::Component;
+    let path = std::path::Path::new(file);
+    let inside = !file.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if !inside {
+        bail!("--hf-file {file:?} must be a path inside the repository (no `..`, not absolute)");
+    }
+    Ok(())
 }
 
 #[cfg(feature = "hf-download")]

@@ -24,6 +24,8 @@
 //! The output is written to a temporary file beside the target, fsynced and renamed, so a failed
 //! conversion never leaves a half-written model.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufWriter;
@@ -59,6 +61,8 @@ pub enum ConvertError {
     },
     #[error("{path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
+    #[error("output {path}: {message}")]
+    Output { path: PathBuf, message: String },
     #[error("unsupported checkpoint: {0}")]
     Unsupported(String),
     #[error("tensor {name}: {message}")]
@@ -259,6 +263,8 @@ impl Default for ConvertOptions {
 /// What a conversion wrote.
 #[derive(Debug, Clone)]
 pub struct Summary {
+    /// The file written: the output path, or the regular file it is a symbolic link to.
+    pub path: PathBuf,
     pub architecture: String,
     pub tensors: usize,
     pub bytes: u64,
@@ -274,6 +280,10 @@ fn read_json(path: &Path) -> Result<Json> {
 }
 
 /// The parts of config.json we use.
+/// Largest size config.json may give (hidden, layers, vocabulary, context …): 2²⁸ fits the
+/// 32-bit GGUF fields and lets two sizes multiply without overflow; real models are far below.
+const MAX_CONFIG_DIM: u64 = 1 << 28;
+
 #[derive(Debug, Clone)]
 struct HfConfig {
     architecture: String,
@@ -300,24 +310,52 @@ impl HfConfig {
         let path = dir.join("config.json");
         let j = read_json(&path)?;
         let bad = |message: String| ConvertError::Checkpoint { path: path.clone(), message };
-        let int = |k: &str| j[k].as_u64().ok_or_else(|| bad(format!("missing or non-integer {k:?}")));
+        // Every size goes into a 32-bit GGUF field and sizes allocations: checked, never cast.
+        let range = |k: &str, v: u64| -> Result<u64> {
+            if (1..=MAX_CONFIG_DIM).contains(&v) {
+                Ok(v)
+            } else {
+                Err(bad(format!("{k:?} = {v} is out of range (1 to {MAX_CONFIG_DIM})")))
+            }
+        };
+        let int = |k: &str| match j.get(k) {
+            None | Some(Json::Null) => Err(bad(format!("missing {k:?}"))),
+            Some(v) => range(k, v.as_u64().ok_or_else(|| bad(format!("{k:?} = {v} is not a non-negative integer")))?),
+        };
+        let int_or = |k: &str, default: u64| match j.get(k) {
+            None | Some(Json::Null) => Ok(default),
+            Some(_) => int(k),
+        };
+        let float_or = |v: &Json, k: &str, default: f64| match v {
+            Json::Null => Ok(default),
+            v => match v.as_f64() {
+                Some(x) if x.is_finite() && x > 0.0 => Ok(x),
+                _ => Err(bad(format!("{k:?} = {v} must be a finite number above 0"))),
+            },
+        };
         let architecture =
             j["architectures"][0].as_str().ok_or_else(|| bad("missing \"architectures\"".into()))?.to_owned();
         let (hidden, heads) = (int("hidden_size")?, int("num_attention_heads")?);
-        if heads == 0 || hidden % heads != 0 {
+        if hidden % heads != 0 {
             return Err(bad(format!("hidden_size {hidden} is not a multiple of num_attention_heads {heads}")));
         }
-        let rope_theta = j["rope_parameters"]["rope_theta"].as_f64().or(j["rope_theta"].as_f64()).unwrap_or(10000.0);
+        let rope = &j["rope_parameters"]["rope_theta"];
+        let rope_theta = float_or(if rope.is_null() { &j["rope_theta"] } else { rope }, "rope_theta", 10000.0)?;
+        let head_dim = int_or("head_dim", hidden / heads)?;
+        let kv_heads = int_or("num_key_value_heads", heads)?;
+        if heads * head_dim > MAX_CONFIG_DIM || heads % kv_heads != 0 {
+            return Err(bad(format!("{heads} heads of {head_dim} with {kv_heads} KV heads is not a valid shape")));
+        }
         Ok(HfConfig {
             architecture,
             hidden,
             ff: int("intermediate_size")?,
             layers: int("num_hidden_layers")?,
             heads,
-            kv_heads: j["num_key_value_heads"].as_u64().unwrap_or(heads),
-            head_dim: j["head_dim"].as_u64().unwrap_or(hidden / heads),
-            ctx: j["max_position_embeddings"].as_u64().unwrap_or(2048),
-            eps: j["rms_norm_eps"].as_f64().unwrap_or(1e-6),
+            kv_heads,
+            head_dim,
+            ctx: int_or("max_position_embeddings", 2048)?,
+            eps: float_or(&j["rms_norm_eps"], "rms_norm_eps", 1e-6)?,
             rope_theta,
             vocab: int("vocab_size")?,
             hidden_act: j["hidden_act"].as_str().unwrap_or("silu").to_owned(),
@@ -364,9 +402,7 @@ impl Checkpoint {
         for path in files {
             let io = |source| ConvertError::Io { path: path.clone(), source };
             let file = File::open(&path).map_err(io)?;
-            // SAFETY: read-only private map of a checkpoint file we only read; concurrent truncation by
-            // another process is outside our contract (as for every mmap-based loader).
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+            let map = bitnet_format::map_file(&file).map_err(io)?;
             let invalid = |e: safetensors::SafeTensorError| ConvertError::Checkpoint {
                 path: path.clone(),
                 message: format!("not a valid safetensors file: {e}"),
@@ -388,6 +424,33 @@ impl Checkpoint {
             maps.push(map);
         }
         Ok(Checkpoint { maps, index })
+    }
+
+    /// The config's layer count and vocabulary must match the tensors present, checked before
+    /// a plan (and a padded vocabulary) is sized from them.
+    fn check_config(&self, c: &HfConfig) -> Result<()> {
+        let layers = self
+            .index
+            .keys()
+            .filter_map(|n| n.strip_prefix("model.layers.")?.split('.').next()?.parse::<u64>().ok())
+            .max()
+            .map_or(0, |l| l + 1);
+        if layers != c.layers {
+            return Err(ConvertError::Unsupported(format!(
+                "config.json has num_hidden_layers = {} but the checkpoint has tensors for {layers} layers",
+                c.layers
+            )));
+        }
+        let embed = "model.embed_tokens.weight";
+        let rows = self.index.get(embed).and_then(|e| e.shape.first().copied());
+        match rows {
+            None => Err(ConvertError::Tensor { name: embed.into(), message: "missing from the checkpoint".into() }),
+            Some(rows) if rows as u64 != c.vocab => Err(ConvertError::Unsupported(format!(
+                "config.json has vocab_size = {} but {embed} has {rows} rows",
+                c.vocab
+            ))),
+            Some(_) => Ok(()),
+        }
     }
 
     /// A tensor's dtype, shape (row-major, as in PyTorch) and bytes.
@@ -626,9 +689,11 @@ pub fn convert_dir_with_progress(
     opts: ConvertOptions,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Summary> {
+    output_target(out)?;
     let config = HfConfig::load(dir)?;
     let (family, source) = detect(&config)?;
     let ckpt = Checkpoint::open(dir)?;
+    ckpt.check_config(&config)?;
     let tok = TokenizerMetadata::load(dir, config.vocab as usize)?;
     if family == Family::OneBitLlm && !matches!(tok.vocab, Vocab::SentencePiece { .. }) {
         // bitnet-b1.58 files carry no activation key: SiLU (1bitLLM) is told from squared ReLU
@@ -648,16 +713,20 @@ pub fn convert_dir_with_progress(
     m.insert("general.name", dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     m.insert("general.file_type", opts.outtype.file_type());
     m.insert("general.quantization_version", 2u32);
-    m.insert(format!("{arch}.vocab_size"), config.vocab as u32);
-    m.insert(format!("{arch}.context_length"), config.ctx as u32);
-    m.insert(format!("{arch}.embedding_length"), config.hidden as u32);
-    m.insert(format!("{arch}.block_count"), config.layers as u32);
-    m.insert(format!("{arch}.feed_forward_length"), config.ff as u32);
-    m.insert(format!("{arch}.attention.head_count"), config.heads as u32);
-    m.insert(format!("{arch}.attention.head_count_kv"), config.kv_heads as u32);
+    // Checked (config sizes are at most MAX_CONFIG_DIM), never truncated.
+    let u32_of = |k: &str, v: u64| {
+        u32::try_from(v).map_err(|_| ConvertError::Unsupported(format!("{k} = {v} does not fit a 32-bit GGUF field")))
+    };
+    m.insert(format!("{arch}.vocab_size"), u32_of("vocab_size", config.vocab)?);
+    m.insert(format!("{arch}.context_length"), u32_of("context_length", config.ctx)?);
+    m.insert(format!("{arch}.embedding_length"), u32_of("embedding_length", config.hidden)?);
+    m.insert(format!("{arch}.block_count"), u32_of("block_count", config.layers)?);
+    m.insert(format!("{arch}.feed_forward_length"), u32_of("feed_forward_length", config.ff)?);
+    m.insert(format!("{arch}.attention.head_count"), u32_of("attention.head_count", config.heads)?);
+    m.insert(format!("{arch}.attention.head_count_kv"), u32_of("attention.head_count_kv", config.kv_heads)?);
     m.insert(format!("{arch}.attention.layer_norm_rms_epsilon"), config.eps as f32);
     m.insert(format!("{arch}.rope.freq_base"), config.rope_theta as f32);
-    m.insert(format!("{arch}.rope.dimension_count"), config.head_dim as u32);
+    m.insert(format!("{arch}.rope.dimension_count"), u32_of("rope.dimension_count", config.head_dim)?);
     if opts.outtype == OutType::I2s {
         m.insert(i2s::LAYOUT_KEY, I2sLayout::X86.as_str());
     }
@@ -699,7 +768,7 @@ pub fn convert_dir_with_progress(
         }
     }
 
-    let bytes = write_atomically(out, b, |w| {
+    let (bytes, path) = write_atomically(out, b, |w| {
         for (done, p) in plans.iter().enumerate() {
             progress(Progress { done, total: plans.len(), tensor: &p.gguf });
             let bytes = match p.kind {
@@ -734,7 +803,7 @@ pub fn convert_dir_with_progress(
     })?;
     let scales =
         if opts.outtype.separate_scale() { plans.iter().filter(|p| p.kind == Kind::Ternary).count() } else { 0 };
-    Ok(Summary { architecture: arch.into(), tensors: plans.len() + scales, bytes })
+    Ok(Summary { path, architecture: arch.into(), tensors: plans.len() + scales, bytes })
 }
 
 /// bitnet.cpp's name for the scale tensor of a TL1/TL2 weight.
@@ -742,14 +811,74 @@ fn scale_name(weight: &str) -> String {
     format!("{weight}_scale")
 }
 
-/// Writes a GGUF through a temporary file beside `out` (fsync, then rename), so `out` is either
-/// the complete new file or untouched; returns the bytes written.
+/// Where the output really goes: `out` itself when it does not exist or is a regular file, the
+/// file a symlink points to when that is a regular file (the link is kept). Anything else (a
+/// directory, a device such as /dev/full, a FIFO, a dangling link) is refused before any work is
+/// done: renaming over it would replace it with a regular file.
+pub fn output_target(out: &Path) -> Result<PathBuf> {
+    let refuse = |message: String| ConvertError::Output { path: out.to_owned(), message };
+    let meta = match std::fs::symlink_metadata(out) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out.to_owned()),
+        Err(source) => return Err(ConvertError::Io { path: out.to_owned(), source }),
+    };
+    let (target, meta) = if meta.file_type().is_symlink() {
+        let target = std::fs::canonicalize(out).map_err(|_| {
+            refuse("is a symbolic link to a file that does not exist; refusing to replace the link".into())
+        })?;
+        let meta = std::fs::metadata(&target).map_err(|source| ConvertError::Io { path: target.clone(), source })?;
+        (target, meta)
+    } else {
+        (out.to_owned(), meta)
+    };
+    let kind = file_kind(&meta.file_type());
+    if kind != "regular file" {
+        let through =
+            if target != out { format!(" (through the symbolic link to {})", target.display()) } else { String::new() };
+        return Err(refuse(format!("is a {kind}{through}, not a regular file; refusing to replace it")));
+    }
+    Ok(target)
+}
+
+/// A file type in words, for error messages.
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_block_device() || t.is_char_device() {
+            return "device";
+        }
+        if t.is_fifo() {
+            return "named pipe";
+        }
+        if t.is_socket() {
+            return "socket";
+        }
+    }
+    if t.is_dir() {
+        "directory"
+    } else if t.is_symlink() {
+        "symbolic link"
+    } else if t.is_file() {
+        "regular file"
+    } else {
+        "special file"
+    }
+}
+
+/// Writes a GGUF through a temporary file beside the output (fsync, then rename), so the output is
+/// either the complete new file or untouched, and the temporary file is removed on every error
+/// path (the rename's included). The output is checked by [`output_target`] before and again
+/// right before the rename. Returns the bytes written and the path written (a symlink's target).
 fn write_atomically(
     out: &Path,
     b: GgufBuilder,
     body: impl FnOnce(&mut bitnet_format::GgufWriter<BufWriter<File>>) -> Result<()>,
-) -> Result<u64> {
-    let tmp = out.with_extension(format!("gguf.tmp{}", std::process::id()));
+) -> Result<(u64, PathBuf)> {
+    let target = output_target(out)?;
+    let mut tmp_name = target.file_name().unwrap_or(target.as_os_str()).to_owned();
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = target.with_file_name(tmp_name);
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| ConvertError::Io { path, source }
@@ -761,13 +890,15 @@ fn write_atomically(
         let file =
             w.finish()?.into_inner().map_err(|e| ConvertError::Io { path: tmp.clone(), source: e.into_error() })?;
         file.sync_all().map_err(io(&tmp))?;
-        Ok(file.metadata().map_err(io(&tmp))?.len())
+        let bytes = file.metadata().map_err(io(&tmp))?.len();
+        if output_target(out)? != target {
+            return Err(ConvertError::Output { path: out.to_owned(), message: "changed while converting".into() });
+        }
+        std::fs::rename(&tmp, &target).map_err(io(&target))?;
+        Ok(bytes)
     })();
     match result {
-        Ok(bytes) => {
-            std::fs::rename(&tmp, out).map_err(io(out))?;
-            Ok(bytes)
-        }
+        Ok(bytes) => Ok((bytes, target)),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             Err(e)
@@ -809,6 +940,7 @@ pub fn requantize_with_progress(
     opts: RequantizeOptions,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Summary> {
+    output_target(out)?;
     let file = bitnet_format::GgufFile::open(input)?;
     let hidden = file.tensor_info("token_embd.weight").and_then(|t| t.shape.first().copied()).unwrap_or(0) as usize;
     let emb_target = opts.embedding_type.map(|ty| ty.for_rows(hidden).tensor_type());
@@ -882,7 +1014,7 @@ pub fn requantize_with_progress(
     b.with_metadata(meta);
     let arch = file.metadata().get("general.architecture").and_then(|v| v.as_str()).unwrap_or("?").to_owned();
     let mut tensors = 0;
-    let bytes = write_atomically(out, b, |w| {
+    let (bytes, path) = write_atomically(out, b, |w| {
         let total = file.tensors().len();
         for (done, t) in file.tensors().iter().enumerate() {
             progress(Progress { done, total, tensor: &t.name });
@@ -935,7 +1067,7 @@ pub fn requantize_with_progress(
         }
         Ok(())
     })?;
-    Ok(Summary { architecture: arch, tensors, bytes })
+    Ok(Summary { path, architecture: arch, tensors, bytes })
 }
 
 /// Decodes a ternary tensor of a GGUF file to its values and scales.

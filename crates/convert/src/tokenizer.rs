@@ -62,7 +62,7 @@ impl TokenizerMetadata {
     /// `vocab_size` (the embedding's row count) when the tokenizer has fewer.
     pub fn load(dir: &Path, vocab_size: usize) -> Result<TokenizerMetadata> {
         let Pieces { mut vocab, mut tokens, types: mut token_types, trainer_ids } =
-            if dir.join("tokenizer.model").exists() { sentencepiece(dir)? } else { byte_level_bpe(dir)? };
+            if dir.join("tokenizer.model").exists() { sentencepiece(dir)? } else { byte_level_bpe(dir, vocab_size)? };
         if tokens.len() > vocab_size {
             return Err(ConvertError::Checkpoint {
                 path: dir.into(),
@@ -149,7 +149,7 @@ struct Pieces {
 }
 
 /// tokenizer.json's byte-level BPE: tokens by id (gaps as `[PADn]`), types, merges, pre-tokenizer.
-fn byte_level_bpe(dir: &Path) -> Result<Pieces> {
+fn byte_level_bpe(dir: &Path, vocab_size: usize) -> Result<Pieces> {
     let path = dir.join("tokenizer.json");
     let j = read_json(&path)?;
     let bad = |message: String| ConvertError::Checkpoint { path: path.clone(), message };
@@ -174,6 +174,11 @@ fn byte_level_bpe(dir: &Path) -> Result<Pieces> {
         .chain(added.iter().filter_map(|a| a["id"].as_u64()))
         .max()
         .ok_or_else(|| bad("empty vocabulary".into()))?;
+    // The padded vocabulary is sized from the largest id: bounded by the model's vocab_size (itself
+    // checked against the embedding rows) before anything is allocated.
+    if max_id >= vocab_size as u64 {
+        return Err(bad(format!("token id {max_id} is beyond the model's vocab_size {vocab_size}")));
+    }
     let n = max_id as usize + 1;
     let mut tokens: Vec<Option<String>> = vec![None; n];
     let mut token_types = vec![NORMAL; n];

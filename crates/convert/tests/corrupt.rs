@@ -36,12 +36,16 @@ fn expect_error_with(dir: &Path, opts: ConvertOptions, needle: &str) {
     let err = convert_dir(dir, &out, opts).unwrap_err().to_string();
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
     assert!(!out.exists(), "no output file after a failed conversion");
+    no_temp_files(dir);
+}
+
+fn no_temp_files(dir: &Path) {
     let leftovers: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
         .collect();
-    assert!(leftovers.is_empty(), "temporary files left behind");
+    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
 }
 
 fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
@@ -84,7 +88,79 @@ fn wrong_shape() {
 fn missing_tensor() {
     let d = copy("missing");
     edit_config(&d, |j| j["num_hidden_layers"] = 3.into());
-    expect_error(&d, "model.layers.2");
+    expect_error(&d, "num_hidden_layers = 3 but the checkpoint has tensors for 2 layers");
+}
+
+#[test]
+fn config_sizes_are_checked_before_anything_is_planned() {
+    // 10^4 layers took 28 s planning and 10^12 aborted on allocation: now checked against the
+    // checkpoint first. A vocab of 2^32+384 aborted padding the vocabulary; a context of 2^32+128
+    // was stored as 128.
+    let cases: [(&str, serde_json::Value, &str); 7] = [
+        ("num_hidden_layers", 10_000.into(), "num_hidden_layers = 10000 but the checkpoint has tensors for 2 layers"),
+        ("num_hidden_layers", 1_000_000_000_000u64.into(), "out of range"),
+        ("vocab_size", ((1u64 << 32) + 384).into(), "out of range"),
+        ("vocab_size", 100_000.into(), "vocab_size = 100000 but model.embed_tokens.weight has"),
+        ("max_position_embeddings", ((1u64 << 32) + 128).into(), "out of range"),
+        ("max_position_embeddings", (-5).into(), "not a non-negative integer"),
+        ("rms_norm_eps", (-1e-6).into(), "must be a finite number above 0"),
+    ];
+    for (i, (key, value, want)) in cases.into_iter().enumerate() {
+        let d = copy(&format!("size-{i}"));
+        edit_config(&d, |j| j[key] = value);
+        let start = std::time::Instant::now();
+        expect_error(&d, want);
+        assert!(start.elapsed().as_secs() < 10, "{key}: took {:?}", start.elapsed());
+    }
+}
+
+#[test]
+fn outputs_that_are_not_regular_files_are_refused() {
+    let d = copy("outputs");
+    let opts = ConvertOptions::default();
+    // A directory, a dangling symbolic link and a device are refused before any work, untouched.
+    std::fs::create_dir(d.join("dir.gguf")).unwrap();
+    let err = convert_dir(&d, &d.join("dir.gguf"), opts).unwrap_err().to_string();
+    assert!(err.contains("is a directory"), "{err}");
+    assert!(d.join("dir.gguf").is_dir());
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(d.join("nowhere"), d.join("dangling.gguf")).unwrap();
+        let err = convert_dir(&d, &d.join("dangling.gguf"), opts).unwrap_err().to_string();
+        assert!(err.contains("symbolic link to a file that does not exist"), "{err}");
+        if Path::new("/dev/null").exists() {
+            let err = convert_dir(&d, Path::new("/dev/null"), opts).unwrap_err().to_string();
+            assert!(err.contains("is a device"), "{err}");
+            assert!(!std::fs::metadata("/dev/null").unwrap().is_file(), "/dev/null is still a device");
+        }
+        // A link to a regular file: the file is replaced, the link kept.
+        std::fs::write(d.join("real.gguf"), b"old").unwrap();
+        std::os::unix::fs::symlink(d.join("real.gguf"), d.join("link.gguf")).unwrap();
+        let s = convert_dir(&d, &d.join("link.gguf"), opts).unwrap();
+        assert_eq!(s.path, std::fs::canonicalize(d.join("real.gguf")).unwrap());
+        assert!(std::fs::symlink_metadata(d.join("link.gguf")).unwrap().file_type().is_symlink());
+        assert!(std::fs::metadata(d.join("real.gguf")).unwrap().len() > 3);
+    }
+    no_temp_files(&d);
+}
+
+#[test]
+fn a_failed_rename_removes_the_temporary_file() {
+    // The output turns into a directory while converting: the rename must fail, and the
+    // full-size temporary file must not stay behind (the rename's `?` used to skip the cleanup).
+    let d = copy("rename");
+    let out = d.join("out.gguf");
+    let mut made = false;
+    let err = bitnet_convert::convert_dir_with_progress(&d, &out, ConvertOptions::default(), &mut |_| {
+        if !made {
+            std::fs::create_dir(&out).unwrap();
+            made = true;
+        }
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("is a directory"), "{err}");
+    no_temp_files(&d);
 }
 
 #[test]
@@ -136,7 +212,7 @@ fn one_bit_llm_problems() {
 
     let d = copy_of("tiny-bitnet-1bitllm", "1bit-vocab");
     edit_config(&d, |j| j["vocab_size"] = 10.into());
-    expect_error(&d, "more than vocab_size 10");
+    expect_error(&d, "vocab_size = 10 but model.embed_tokens.weight has 602 rows");
 
     let d = copy_of("tiny-bitnet-1bitllm", "1bit-subnorm");
     let st = std::fs::read(d.join("model.safetensors")).unwrap();

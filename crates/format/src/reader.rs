@@ -169,12 +169,23 @@ impl Gguf<memmap2::Mmap> {
         let path = path.as_ref();
         let io = |source| GgufError::Io { path: path.to_owned(), source };
         let file = std::fs::File::open(path).map_err(io)?;
-        // SAFETY: the map is read-only and private to this process. Another process truncating or
-        // rewriting the file while it is mapped is outside what any mmap-based reader can defend
-        // against (llama.cpp has the same contract); we never write through the map.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Gguf::parse_with(map, options)
+        // mmap of a directory or device fails with a cryptic "No such device": say what it is.
+        let ty = file.metadata().map_err(io)?.file_type();
+        if !ty.is_file() {
+            let what = if ty.is_dir() { "a directory" } else { "not a regular file" };
+            return Err(io(std::io::Error::other(format!("it is {what}, not a GGUF file"))));
+        }
+        Gguf::parse_with(map_file(&file).map_err(io)?, options)
     }
+}
+
+/// A read-only memory map of a whole file: the workspace's one mmap, so that the crates reading
+/// model files (GGUF here, safetensors checkpoints in the converter) need no unsafe code.
+pub fn map_file(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: the map is read-only and private to this process. Another process truncating or
+    // rewriting the file while it is mapped is outside what any mmap-based reader can defend
+    // against (llama.cpp has the same contract); we never write through the map.
+    unsafe { memmap2::Mmap::map(file) }
 }
 
 impl<D: AsRef<[u8]>> Gguf<D> {

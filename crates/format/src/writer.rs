@@ -16,6 +16,7 @@
 //! # Ok::<(), bitnet_format::GgufError>(())
 //! ```
 
+use std::collections::HashSet;
 use std::io::Write;
 
 use crate::error::{GgufError, Result};
@@ -39,6 +40,8 @@ pub struct GgufBuilder {
     version: u32,
     metadata: Metadata,
     tensors: Vec<Planned>,
+    /// Names declared so far (a duplicate check per tensor without a scan of all before it).
+    names: HashSet<String>,
 }
 
 impl Default for GgufBuilder {
@@ -50,7 +53,7 @@ impl Default for GgufBuilder {
 impl GgufBuilder {
     /// A GGUF v3 file with default alignment.
     pub fn new() -> GgufBuilder {
-        GgufBuilder { version: 3, metadata: Metadata::new(), tensors: Vec::new() }
+        GgufBuilder { version: 3, metadata: Metadata::new(), tensors: Vec::new(), names: HashSet::new() }
     }
 
     /// Writes version 2 or 3 (identical layouts for little-endian files).
@@ -88,7 +91,7 @@ impl GgufBuilder {
         if shape.len() > MAX_DIMS as usize {
             return Err(GgufError::TooManyDims { tensor: name, offset: 0, n_dims: shape.len() as u32 });
         }
-        if self.tensors.iter().any(|t| t.name == name) {
+        if self.names.contains(&name) {
             return Err(GgufError::DuplicateTensor { tensor: name, offset: 0 });
         }
         let size = ty.byte_size(shape).map_err(|reason| GgufError::BadShape {
@@ -98,6 +101,7 @@ impl GgufBuilder {
             ty: ty.to_string(),
             reason,
         })?;
+        self.names.insert(name.clone());
         self.tensors.push(Planned { name, shape: shape.to_vec(), ty, offset: 0, size });
         Ok(self)
     }
@@ -232,4 +236,23 @@ impl<W: Write> GgufWriter<W> {
         self.out.flush()?;
         Ok(self.out)
     }
+}
+
+/// Writes a copy of `file` with `metadata` in place of its own (tensors byte for byte, in
+/// order): for tools that edit a model's metadata, and the tests and fuzz targets that mutate it.
+pub fn rewrite_metadata<D: AsRef<[u8]>, W: Write>(
+    file: &crate::reader::Gguf<D>,
+    metadata: Metadata,
+    out: W,
+) -> Result<W> {
+    let mut b = GgufBuilder::new();
+    b.with_metadata(metadata);
+    for t in file.tensors() {
+        b.add_tensor(t.name.clone(), t.ty, &t.shape)?;
+    }
+    let mut w = b.start(out)?;
+    for t in file.tensors() {
+        w.write_tensor(&t.name, file.tensor_data(t))?;
+    }
+    w.finish()
 }

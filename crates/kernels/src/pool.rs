@@ -51,7 +51,16 @@ impl std::fmt::Debug for ThreadPool {
 
 impl ThreadPool {
     /// A pool that runs jobs on `threads` threads (at least 1, the caller included).
+    ///
+    /// # Panics
+    /// If a worker thread cannot be started; [`ThreadPool::try_new`] returns that as an error.
     pub fn new(threads: usize) -> ThreadPool {
+        ThreadPool::try_new(threads).expect("spawning a worker thread")
+    }
+
+    /// [`ThreadPool::new`], or the error of the first worker thread that could not be started
+    /// (the workers already started are stopped again).
+    pub fn try_new(threads: usize) -> std::io::Result<ThreadPool> {
         let shared = Arc::new(Shared {
             job: Mutex::new(None),
             epoch: AtomicU64::new(0),
@@ -62,16 +71,14 @@ impl ThreadPool {
             panicked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
-        let workers = (1..threads.max(1))
-            .map(|i| {
-                let shared = Arc::clone(&shared);
-                std::thread::Builder::new()
-                    .name(format!("bitnet-worker-{i}"))
-                    .spawn(move || worker(&shared, i))
-                    .expect("spawning a worker thread")
-            })
-            .collect();
-        ThreadPool { shared, workers, running: Mutex::new(()) }
+        // Built up in the pool itself so that its Drop stops the workers started before a failure.
+        let mut pool = ThreadPool { shared, workers: Vec::new(), running: Mutex::new(()) };
+        for i in 1..threads.max(1) {
+            let shared = Arc::clone(&pool.shared);
+            let w = std::thread::Builder::new().name(format!("bitnet-worker-{i}")).spawn(move || worker(&shared, i))?;
+            pool.workers.push(w);
+        }
+        Ok(pool)
     }
 
     /// Threads that run each job (workers + the caller).

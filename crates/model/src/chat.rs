@@ -47,6 +47,7 @@ impl ChatTemplate {
     /// Compiles `source`; `bos` and `eos` are the texts of the model's BOS/EOS tokens.
     pub fn new(source: &str, bos: &str, eos: &str) -> Result<ChatTemplate> {
         let mut env = Environment::new();
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_template_owned("chat", source.to_owned())
@@ -59,13 +60,68 @@ impl ChatTemplate {
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let msgs: Vec<_> = messages.iter().map(|m| context! { role => &m.role, content => &m.content }).collect();
         let t = self.env.get_template("chat").map_err(|e| ModelError::Invalid(e.to_string()))?;
-        t.render(context! {
-            messages => msgs,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => &self.bos,
-            eos_token => &self.eos,
-        })
-        .map_err(|e| ModelError::Invalid(format!("chat template: {e}")))
+        let mut out = Limited(Vec::new());
+        t.render_captured_to(
+            context! {
+                messages => msgs,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => &self.bos,
+                eos_token => &self.eos,
+            },
+            &mut out,
+        )
+        .map(drop)
+        .map_err(|e| match e.kind() {
+            ErrorKind::OutOfFuel => ModelError::Invalid(format!(
+                "chat template too expensive: it ran past {TEMPLATE_FUEL} steps (a loop that does not end?)"
+            )),
+            ErrorKind::WriteFailure => ModelError::Invalid(format!(
+                "chat template too expensive: its output passed {} MiB",
+                TEMPLATE_OUTPUT_LIMIT >> 20
+            )),
+            _ => ModelError::Invalid(format!("chat template: {e}")),
+        })?;
+        String::from_utf8(out.0).map_err(|_| ModelError::Invalid("chat template: output is not UTF-8".into()))
+    }
+
+    /// The token ids of a rendered conversation (the template writes BOS itself where the model
+    /// wants one). An empty rendering is an error: there would be nothing to answer.
+    pub fn encode(
+        &self,
+        tok: &crate::Tokenizer,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>> {
+        let text = self.render(messages, add_generation_prompt)?;
+        let ids = tok.encode(&text, false)?;
+        if ids.is_empty() {
+            return Err(ModelError::Invalid("the chat template renders the conversation as nothing".into()));
+        }
+        Ok(ids)
+    }
+}
+
+/// Template instructions one rendering may execute: real templates take a few hundred per
+/// message; a runaway loop stops here in well under a second.
+pub const TEMPLATE_FUEL: u64 = 20_000_000;
+
+/// Bytes one rendering may write (far past any context window).
+pub const TEMPLATE_OUTPUT_LIMIT: usize = 64 << 20;
+
+/// A writer that fails past [`TEMPLATE_OUTPUT_LIMIT`].
+struct Limited(Vec<u8>);
+
+impl std::io::Write for Limited {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > TEMPLATE_OUTPUT_LIMIT {
+            return Err(std::io::Error::other("chat template output too large"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -102,6 +158,19 @@ mod tests {
         let t = ChatTemplate::new(src, "", "").unwrap();
         let out = t.render(&[Message::new("user", "  Hi ")], true).unwrap();
         assert!(out.ends_with("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"), "{out}");
+    }
+
+    #[test]
+    fn runaway_templates_stop() {
+        let nested = "{% for a in range(100000) %}{% for b in range(100000) %}{{ a }}{% endfor %}{% endfor %}";
+        let t = ChatTemplate::new(nested, "", "").unwrap();
+        let start = std::time::Instant::now();
+        let err = t.render(&[], true).unwrap_err().to_string();
+        assert!(err.contains("chat template too expensive"), "{err}");
+        assert!(start.elapsed().as_secs() < 30);
+        let wide = "{% for a in range(100000) %}{{ 'x' * 10000 }}{% endfor %}";
+        let err = ChatTemplate::new(wide, "", "").unwrap().render(&[], true).unwrap_err().to_string();
+        assert!(err.contains("chat template too expensive"), "{err}");
     }
 
     #[test]

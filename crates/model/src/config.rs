@@ -7,6 +7,17 @@ use crate::error::{ModelError, Result};
 /// Architecture names (`general.architecture`) this crate runs.
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &["bitnet-b1.58", "bitnet-25", "bitnet", "llama"];
 
+/// Largest size (hidden, heads, vocabulary, context …) a file may give: 2²⁸, orders of magnitude
+/// above any real model, small enough that products of two sizes cannot overflow.
+const MAX_DIM: u64 = 1 << 28;
+
+/// Most layers a file may claim (the real models have 24 to 80).
+const MAX_LAYERS: u64 = 1 << 16;
+
+fn wrong_type(key: &str, v: &bitnet_format::Value, expected: &str) -> ModelError {
+    ModelError::BadMetadata(format!("{key} has the wrong type: {} where {expected} is expected", v.value_type().name()))
+}
+
 /// The FFN's gate activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -71,44 +82,82 @@ impl Config {
             }
         };
         let key = |k: &str| format!("{arch}.{k}");
-        let int = |k: &str| -> Result<usize> {
-            m.get_u64(&key(k)).map(|v| v as usize).ok_or_else(|| ModelError::MissingMetadata(key(k)))
+        // Every size is checked at load, with the key and value named: a file's numbers decide
+        // allocations and loop bounds later.
+        let int_opt = |k: &str| -> Result<Option<usize>> {
+            let k = key(k);
+            match m.get(&k) {
+                None => Ok(None),
+                Some(v) => match v.as_u64() {
+                    Some(n) if (1..=MAX_DIM).contains(&n) => Ok(Some(n as usize)),
+                    Some(n) => Err(ModelError::BadMetadata(format!("{k} = {n} is out of range (1 to {MAX_DIM})"))),
+                    None => Err(wrong_type(&k, v, "an unsigned integer")),
+                },
+            }
+        };
+        let int = |k: &str| int_opt(k)?.ok_or_else(|| ModelError::MissingMetadata(key(k)));
+        let float = |k: &str, default: f64| -> Result<f64> {
+            let k = key(k);
+            match m.get(&k) {
+                None => Ok(default),
+                Some(v) => match v.as_f64() {
+                    Some(x) if x.is_finite() && x > 0.0 => Ok(x),
+                    Some(x) => Err(ModelError::BadMetadata(format!("{k} = {x} must be a finite number above 0"))),
+                    None => Err(wrong_type(&k, v, "a number")),
+                },
+            }
         };
         let hidden = int("embedding_length")?;
         let heads = int("attention.head_count")?;
-        if heads == 0 || hidden % heads != 0 {
+        if hidden % heads != 0 {
             return Err(ModelError::BadMetadata(format!(
                 "{} = {hidden} is not a multiple of {} = {heads}",
                 key("embedding_length"),
                 key("attention.head_count")
             )));
         }
-        let kv_heads = m.get_u64(&key("attention.head_count_kv")).map_or(heads, |v| v as usize);
-        if kv_heads == 0 || heads % kv_heads != 0 {
+        let kv_heads = int_opt("attention.head_count_kv")?.unwrap_or(heads);
+        if heads % kv_heads != 0 {
             return Err(ModelError::BadMetadata(format!("{heads} attention heads cannot share {kv_heads} KV heads")));
         }
-        let head_dim = m.get_u64(&key("attention.key_length")).map_or(hidden / heads, |v| v as usize);
-        let vocab_size = m
-            .get_u64(&key("vocab_size"))
-            .map(|v| v as usize)
-            .or_else(|| m.get("tokenizer.ggml.tokens").and_then(|t| t.as_array()).map(|a| a.len()))
-            .ok_or_else(|| ModelError::MissingMetadata(key("vocab_size")))?;
-        let rope_dims = m.get_u64(&key("rope.dimension_count")).map_or(head_dim, |v| v as usize);
+        let head_dim = int_opt("attention.key_length")?.unwrap_or(hidden / heads);
+        if (heads * head_dim) as u64 > MAX_DIM {
+            return Err(ModelError::BadMetadata(format!("{heads} heads of {head_dim} are too large")));
+        }
+        let vocab_size = match int_opt("vocab_size")? {
+            Some(v) => v,
+            None => match m.get("tokenizer.ggml.tokens").and_then(|t| t.as_array()).map(|a| a.len()) {
+                Some(0) => return Err(ModelError::BadMetadata("tokenizer.ggml.tokens is empty".into())),
+                Some(n) => n,
+                None => return Err(ModelError::MissingMetadata(key("vocab_size"))),
+            },
+        };
+        let rope_dims = int_opt("rope.dimension_count")?.unwrap_or(head_dim);
         if rope_dims > head_dim || !rope_dims.is_multiple_of(2) {
-            return Err(ModelError::BadMetadata(format!("rope.dimension_count {rope_dims} for head size {head_dim}")));
+            return Err(ModelError::BadMetadata(format!(
+                "{} = {rope_dims} for heads of {head_dim} (must be even and at most the head size)",
+                key("rope.dimension_count")
+            )));
+        }
+        let layers = int("block_count")?;
+        if layers as u64 > MAX_LAYERS {
+            return Err(ModelError::BadMetadata(format!(
+                "{} = {layers} is out of range (1 to {MAX_LAYERS})",
+                key("block_count")
+            )));
         }
         Ok(Config {
             architecture: arch.into(),
             vocab_size,
             hidden,
-            layers: int("block_count")?,
+            layers,
             heads,
             kv_heads,
             head_dim,
             ff: int("feed_forward_length")?,
             context_length: int("context_length")?,
-            rms_eps: m.get_f64(&key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5) as f32,
-            rope_base: m.get_f64(&key("rope.freq_base")).unwrap_or(10000.0) as f32,
+            rms_eps: float("attention.layer_norm_rms_epsilon", 1e-5)? as f32,
+            rope_base: float("rope.freq_base", 10000.0)? as f32,
             rope_dims,
             rope_style,
             activation,

@@ -33,7 +33,7 @@ pub fn perplexity(
     for (i, part) in ids.chunks(body).enumerate() {
         let tokens: Vec<u32> = bos.into_iter().chain(part.iter().copied()).collect();
         if tokens.len() >= 2 {
-            let mut cache = model.new_cache(tokens.len());
+            let mut cache = model.new_cache(tokens.len())?;
             let logits = model.forward(&tokens, &mut cache, true)?;
             for (p, row) in logits.chunks_exact(vocab).take(tokens.len() - 1).enumerate() {
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);

@@ -5,7 +5,7 @@
 //! use bitnet_model::{Model, LoadOptions, Tokenizer, Sampler, SamplingParams};
 //! let model = Model::load("model.gguf", LoadOptions::default())?;
 //! let tok = Tokenizer::from_metadata(model.metadata())?;
-//! let mut cache = model.new_cache(512);
+//! let mut cache = model.new_cache(512)?;
 //! let mut ids = tok.encode("The capital of France is", true)?;
 //! let mut sampler = Sampler::new(SamplingParams::default());
 //! let mut logits = model.forward(&ids, &mut cache, false)?;
@@ -18,10 +18,13 @@
 //! # Ok::<(), bitnet_model::ModelError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod chat;
 pub mod config;
 pub mod error;
 pub mod eval;
+pub mod generate;
 pub mod model;
 pub mod ops;
 pub mod sampling;
@@ -34,6 +37,7 @@ pub use chat::{ChatTemplate, Message};
 pub use config::{Activation, Config, RopeStyle};
 pub use error::{ModelError, Result};
 pub use eval::{Perplexity, perplexity};
+pub use generate::{GenerateOptions, Generation, Piece, Sequence, StopReason};
 pub use model::{KvCache, KvType, LoadOptions, Model};
 pub use sampling::{Sampler, SamplingParams, argmax};
 pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -84,7 +84,9 @@ impl Model {
         let (q_dim, kv_dim) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
         let m = |name: &str, rows, cols| Matrix::load(&file, name, rows, cols, layout);
         let embed = m("token_embd.weight", c.vocab_size, c.hidden)?;
-        let mut layers = Vec::with_capacity(c.layers);
+        check_block_count(&file, c)?;
+        // Never sized from the file's count up front: each layer is pushed once its tensors load.
+        let mut layers = Vec::new();
         for l in 0..c.layers {
             let p = |n: &str| format!("blk.{l}.{n}.weight");
             let sub = |n: &str, len| if c.sub_norms { vector(&file, &p(n), len).map(Some) } else { Ok(None) };
@@ -126,7 +128,7 @@ impl Model {
             head,
             kernel,
             dense,
-            pool: Pool::new(threads),
+            pool: Pool::try_new(threads)?,
             bufs: BufferPool::default(),
             load_time: start.elapsed(),
         })
@@ -152,15 +154,40 @@ impl Model {
         self.pool.threads()
     }
 
-    /// A fresh KV cache for `ctx` positions.
-    pub fn new_cache(&self, ctx: usize) -> KvCache {
+    /// A fresh exact (f32) KV cache for `ctx` positions.
+    pub fn new_cache(&self, ctx: usize) -> Result<KvCache> {
         self.new_cache_of(ctx, KvType::F32)
     }
 
-    /// A KV cache for `ctx` positions holding `ty` elements.
-    pub fn new_cache_of(&self, ctx: usize, ty: KvType) -> KvCache {
+    /// A KV cache for `ctx` positions holding `ty` elements. Its memory grows as positions are
+    /// filled; a `ctx` whose full cache could not fit this machine's memory (RAM and swap) is an
+    /// error naming the bytes it needs.
+    pub fn new_cache_of(&self, ctx: usize, ty: KvType) -> Result<KvCache> {
+        if ctx == 0 {
+            return Err(ModelError::Invalid("the context must hold at least 1 token".into()));
+        }
         let kv_dim = self.config.kv_heads * self.config.head_dim;
-        KvCache { ctx, len: 0, store: KvStore::new(ty, self.config.layers, ctx * kv_dim) }
+        let elem = match ty {
+            KvType::F32 => 4,
+            KvType::F16 => 2,
+        };
+        let bytes = ctx
+            .checked_mul(kv_dim)
+            .and_then(|n| n.checked_mul(2 * elem))
+            .and_then(|n| n.checked_mul(self.config.layers))
+            .ok_or_else(|| ModelError::Invalid(format!("a KV cache of {ctx} positions is too large to address")))?;
+        if let Some(have) = crate::threads::memory_bytes()
+            && bytes as u64 > have
+        {
+            return Err(ModelError::Invalid(format!(
+                "a KV cache of {ctx} positions needs {:.1} GiB ({} layers × keys and values × {kv_dim} × {elem} bytes \
+                 per position), more than this machine's {:.1} GiB of memory (lower --ctx-size)",
+                bytes as f64 / GIB,
+                self.config.layers,
+                have as f64 / GIB
+            )));
+        }
+        Ok(KvCache { ctx, len: 0, kv_dim, store: KvStore::new(ty, self.config.layers) })
     }
 
     fn matmul(&self, w: &Matrix, x: &[f32]) -> Result<Buf<'_>> {
@@ -242,6 +269,12 @@ impl Model {
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> Result<Vec<f32>> {
         let c = &self.config;
         let n = tokens.len();
+        if n == 0 {
+            return Err(ModelError::Invalid("no tokens to run".into()));
+        }
+        if cache.kv_dim != c.kv_heads * c.head_dim || cache.store.layers() != c.layers {
+            return Err(ModelError::Invalid("this KV cache was made for another model".into()));
+        }
         if cache.len + n > cache.ctx {
             return Err(ModelError::ContextFull { needed: cache.len + n, ctx: cache.ctx });
         }
@@ -262,7 +295,7 @@ impl Model {
             let [mut q, mut k, v] = self.matmuls([&layer.wq, &layer.wk, &layer.wv], &h)?;
             rope.apply(&mut q, c.heads, hd);
             rope.apply(&mut k, c.kv_heads, hd);
-            cache.store.write(l, pos0 * kv_dim, &k, &v);
+            cache.store.write(l, pos0 * kv_dim, &k, &v)?;
             let (kc, vc) = cache.store.layer(l);
             let mut attn = self.attention(&q, kc, vc, pos0, n);
             if let Some(w) = &layer.attn_sub_norm {
@@ -291,6 +324,24 @@ impl Model {
         rms_norm(&mut last, &self.output_norm, c.rms_eps);
         Ok(self.matmul(&self.head, &last)?.into_vec())
     }
+}
+
+/// The file's `block_count` must match the `blk.N.*` tensors it holds: a count too large is a
+/// missing tensor, one too small would silently run a shrunken model.
+fn check_block_count(file: &GgufFile, c: &Config) -> Result<()> {
+    let blocks = file
+        .tensors()
+        .iter()
+        .filter_map(|t| t.name.strip_prefix("blk.")?.split('.').next()?.parse::<usize>().ok())
+        .max()
+        .map_or(0, |b| b + 1);
+    if blocks != c.layers {
+        return Err(ModelError::BadMetadata(format!(
+            "{}.block_count = {} but the file has tensors for {blocks} blocks",
+            c.architecture, c.layers
+        )));
+    }
+    Ok(())
 }
 
 /// cos/sin of every rotated pair at positions `pos0..pos0+n`, computed in f32 as transformers does.
@@ -342,8 +393,11 @@ impl RopeTable {
 pub struct KvCache {
     ctx: usize,
     len: usize,
+    kv_dim: usize,
     store: KvStore,
 }
+
+const GIB: f64 = (1u64 << 30) as f64;
 
 /// Element type of the KV cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -356,7 +410,7 @@ pub enum KvType {
     F16,
 }
 
-/// Keys and values per layer, `ctx × kv_dim` each.
+/// Keys and values per layer, `positions × kv_dim` each, grown as positions are written.
 #[derive(Debug, Clone)]
 enum KvStore {
     F32 {
@@ -378,19 +432,36 @@ enum KvSlice<'a> {
 }
 
 impl KvStore {
-    fn new(ty: KvType, layers: usize, len: usize) -> KvStore {
+    fn new(ty: KvType, layers: usize) -> KvStore {
         match ty {
-            KvType::F32 => KvStore::F32 { k: vec![vec![0.0; len]; layers], v: vec![vec![0.0; len]; layers] },
-            KvType::F16 => KvStore::F16 { k: vec![vec![0; 2 * len]; layers], v: vec![vec![0; 2 * len]; layers] },
+            KvType::F32 => KvStore::F32 { k: vec![Vec::new(); layers], v: vec![Vec::new(); layers] },
+            KvType::F16 => KvStore::F16 { k: vec![Vec::new(); layers], v: vec![Vec::new(); layers] },
         }
     }
 
-    /// Stores `k`, `v` (`n × kv_dim`) of layer `l` from element `at` on.
-    fn write(&mut self, l: usize, at: usize, k: &[f32], v: &[f32]) {
+    fn layers(&self) -> usize {
+        match self {
+            KvStore::F32 { k, .. } => k.len(),
+            KvStore::F16 { k, .. } => k.len(),
+        }
+    }
+
+    /// Stores `k`, `v` (`n × kv_dim`) of layer `l` from element `at` on, growing the layer's
+    /// buffers when they are shorter (amortized doubling; an allocation failure is an error).
+    fn write(&mut self, l: usize, at: usize, k: &[f32], v: &[f32]) -> Result<()> {
+        fn grown<T: Copy + Default>(buf: &mut Vec<T>, len: usize) -> Result<&mut Vec<T>> {
+            if buf.len() < len {
+                buf.try_reserve(len - buf.len()).map_err(|_| {
+                    ModelError::Invalid(format!("out of memory growing the KV cache to {len} elements"))
+                })?;
+                buf.resize(len, T::default());
+            }
+            Ok(buf)
+        }
         match self {
             KvStore::F32 { k: ks, v: vs } => {
-                ks[l][at..at + k.len()].copy_from_slice(k);
-                vs[l][at..at + v.len()].copy_from_slice(v);
+                grown(&mut ks[l], at + k.len())?[at..at + k.len()].copy_from_slice(k);
+                grown(&mut vs[l], at + v.len())?[at..at + v.len()].copy_from_slice(v);
             }
             KvStore::F16 { k: ks, v: vs } => {
                 let put = |dst: &mut [u8], src: &[f32]| {
@@ -398,10 +469,11 @@ impl KvStore {
                         d.copy_from_slice(&half::f16::from_f32(x).to_le_bytes());
                     }
                 };
-                put(&mut ks[l][2 * at..2 * (at + k.len())], k);
-                put(&mut vs[l][2 * at..2 * (at + v.len())], v);
+                put(&mut grown(&mut ks[l], 2 * (at + k.len()))?[2 * at..], k);
+                put(&mut grown(&mut vs[l], 2 * (at + v.len()))?[2 * at..], v);
             }
         }
+        Ok(())
     }
 
     fn layer(&self, l: usize) -> (KvSlice<'_>, KvSlice<'_>) {

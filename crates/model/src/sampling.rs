@@ -33,6 +33,29 @@ impl Default for SamplingParams {
     }
 }
 
+impl SamplingParams {
+    /// Checks that every value is finite and means something: temperature ≥ 0, top-p in (0, 1],
+    /// min-p in [0, 1], repeat penalty > 0. The error names the field and the value.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |name: &str, v: f32, want: &str| {
+            Err(crate::ModelError::Invalid(format!("sampling: {name} = {v} must be {want}")))
+        };
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return bad("temperature", self.temperature, "a finite number ≥ 0 (0 is greedy)");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p", self.top_p, "above 0 and at most 1 (1 is off)");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min_p", self.min_p, "between 0 and 1 (0 is off)");
+        }
+        if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
+            return bad("repeat_penalty", self.repeat_penalty, "a finite number above 0 (1 is off)");
+        }
+        Ok(())
+    }
+}
+
 /// A seeded sampler.
 #[derive(Debug, Clone)]
 pub struct Sampler {
@@ -44,6 +67,12 @@ impl Sampler {
     /// A sampler with its own random stream.
     pub fn new(params: SamplingParams) -> Sampler {
         Sampler { params, state: params.seed ^ 0x853c_49e6_748f_ea9b }
+    }
+
+    /// [`Sampler::new`] after [`SamplingParams::validate`].
+    pub fn try_new(params: SamplingParams) -> crate::Result<Sampler> {
+        params.validate()?;
+        Ok(Sampler::new(params))
     }
 
     /// SplitMix64: small, fast, and good enough for sampling.

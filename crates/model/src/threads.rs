@@ -25,6 +25,17 @@ pub fn physical_cores() -> usize {
     cores.len().clamp(1, logical)
 }
 
+/// RAM plus swap in bytes (Linux's /proc/meminfo), or `None` where that cannot be read: the
+/// bound a request for memory (a KV cache) is checked against before it is made.
+pub fn memory_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = |key: &str| -> Option<u64> {
+        let line = info.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()
+    };
+    Some((kib("MemTotal:")? + kib("SwapTotal:").unwrap_or(0)) * 1024)
+}
+
 /// Splits matmuls and attention heads over a persistent [`ThreadPool`].
 #[derive(Debug, Clone)]
 pub struct Pool {
@@ -34,15 +45,31 @@ pub struct Pool {
     parts: Arc<Vec<Mutex<Vec<f32>>>>,
 }
 
+/// The most threads a model runs on: far beyond any CPU this targets, well below what makes thread
+/// creation fail or the per-thread buffers matter.
+pub const MAX_THREADS: usize = 1024;
+
 /// Fewest output rows worth giving a thread of their own.
 const MIN_ROWS_PER_THREAD: usize = 16;
 
 impl Pool {
     /// A pool of `threads` (at least 1).
+    ///
+    /// # Panics
+    /// If a thread cannot be started ([`Pool::try_new`] returns that as an error).
     pub fn new(threads: usize) -> Pool {
-        let pool = ThreadPool::new(threads);
+        Pool::try_new(threads).expect("starting the worker threads")
+    }
+
+    /// A pool of `threads` (at least 1, at most [`MAX_THREADS`]), or why it cannot be had.
+    pub fn try_new(threads: usize) -> crate::Result<Pool> {
+        if threads > MAX_THREADS {
+            return Err(crate::ModelError::Invalid(format!("{threads} threads: at most {MAX_THREADS} are supported")));
+        }
+        let pool = ThreadPool::try_new(threads)
+            .map_err(|e| crate::ModelError::Invalid(format!("cannot start {threads} threads: {e}")))?;
         let parts = (0..pool.threads()).map(|_| Mutex::new(Vec::new())).collect();
-        Pool { pool: Arc::new(pool), parts: Arc::new(parts) }
+        Ok(Pool { pool: Arc::new(pool), parts: Arc::new(parts) })
     }
 
     /// Number of threads.

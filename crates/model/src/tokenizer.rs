@@ -213,10 +213,15 @@ impl Tokenizer {
 }
 
 /// Turns a stream of token ids into text pieces as soon as they form whole UTF-8 characters.
+///
+/// Each push decodes the whole stream and emits what follows the text already emitted. Decoding
+/// more tokens can change earlier text (a byte-fallback piece completing a character, a stripped
+/// leading space); text already emitted cannot be taken back, so then only what follows the
+/// longest common prefix (cut at a character boundary) is emitted.
 #[derive(Debug, Default)]
 pub struct StreamDecoder {
     ids: Vec<u32>,
-    emitted: usize,
+    emitted: String,
 }
 
 impl StreamDecoder {
@@ -225,11 +230,40 @@ impl StreamDecoder {
         self.ids.push(id);
         let text = tok.decode(&self.ids, false)?;
         // A multi-byte character split across tokens decodes to U+FFFD until it is whole.
-        if text.ends_with('\u{FFFD}') || text.len() < self.emitted {
+        if text.ends_with('\u{FFFD}') {
             return Ok(String::new());
         }
-        let new = text[self.emitted..].to_owned();
-        self.emitted = text.len();
+        let common = common_prefix(&self.emitted, &text);
+        let new = text[common..].to_owned();
+        if common < self.emitted.len() && new.is_empty() {
+            // The text got shorter: nothing new until it passes what was emitted.
+            return Ok(String::new());
+        }
+        self.emitted = text;
         Ok(new)
+    }
+}
+
+/// Length in bytes of the longest common prefix of `a` and `b` that ends on a character boundary.
+fn common_prefix(a: &str, b: &str) -> usize {
+    a.char_indices()
+        .zip(b.chars())
+        .find(|((_, x), y)| x != y)
+        .map_or(a.len().min(b.len()), |((i, _), _)| i)
+        .min(b.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::common_prefix;
+
+    #[test]
+    fn common_prefix_ends_on_a_character_boundary() {
+        assert_eq!(common_prefix("abc", "abd"), 2);
+        assert_eq!(common_prefix("ab", "abcd"), 2);
+        assert_eq!(common_prefix("abcd", "ab"), 2);
+        // 'é' is two bytes; 'è' shares its first byte: the prefix stops before both.
+        assert_eq!(common_prefix("aé", "aè"), 1);
+        assert_eq!(common_prefix("", "x"), 0);
     }
 }

@@ -33,7 +33,7 @@ fn demo_greedy_continuations() {
     for prompt in ["The Rust compiler", "Return a list of", "In this chapter, we"] {
         let mut ids = tok.encode(prompt, true).unwrap();
         let n_prompt = ids.len();
-        let mut cache = model.new_cache(128);
+        let mut cache = model.new_cache(128).unwrap();
         let mut logits = model.forward(&ids, &mut cache, false).unwrap();
         for _ in 0..24 {
             let next = argmax(&logits);

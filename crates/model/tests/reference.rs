@@ -84,7 +84,7 @@ fn tiny_ternary_llama_matches_transformers() {
 fn f16_embeddings_keep_greedy_tokens() {
     let (model, reference) = load("tiny-bitnet-b1.58", EmbeddingType::F16, 2);
     let tokens = ids(&reference["tokens"]);
-    let mut cache = model.new_cache(64);
+    let mut cache = model.new_cache(64).unwrap();
     let logits = model.forward(&tokens, &mut cache, false).unwrap();
     assert_eq!(argmax(&logits), ids(&reference["greedy"])[0]);
 }
@@ -103,12 +103,12 @@ fn quantized_embeddings_run() {
     };
     let (exact, reference) = load_as("tiny-bitnet-b1.58-256", OutType::I2s, EmbeddingType::F32, 2);
     let tokens = ids(&reference["tokens"]);
-    let want = exact.forward(&tokens, &mut exact.new_cache(64), false).unwrap();
+    let want = exact.forward(&tokens, &mut exact.new_cache(64).unwrap(), false).unwrap();
     let range = want.iter().fold(f32::MIN, |m, &v| m.max(v)) - want.iter().fold(f32::MAX, |m, &v| m.min(v));
     let greedy = ids(&reference["greedy"])[0];
     for (ty, k, tol) in [(EmbeddingType::Q8_0, 1, 0.03), (EmbeddingType::Q6K, 3, 0.15)] {
         let (model, _) = load_as("tiny-bitnet-b1.58-256", OutType::I2s, ty, 2);
-        let logits = model.forward(&tokens, &mut model.new_cache(64), false).unwrap();
+        let logits = model.forward(&tokens, &mut model.new_cache(64).unwrap(), false).unwrap();
         assert!(top(&logits, k).contains(&greedy), "{ty:?}: {:?}", top(&logits, 4));
         let worst = logits.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(worst <= tol * range, "{ty:?}: logits off by {worst} (range {range})");
@@ -165,8 +165,8 @@ fn bitnet_cpp_converted_file_loads() {
     let (ours, reference) = load_as("tiny-bitnet-1bitllm", OutType::F16, EmbeddingType::F32, 2);
     check_tokenizer(&theirs, &reference);
     let tokens = ids(&reference["tokens"]);
-    let a = theirs.forward(&tokens, &mut theirs.new_cache(64), true).unwrap();
-    let b = ours.forward(&tokens, &mut ours.new_cache(64), true).unwrap();
+    let a = theirs.forward(&tokens, &mut theirs.new_cache(64).unwrap(), true).unwrap();
+    let b = ours.forward(&tokens, &mut ours.new_cache(64).unwrap(), true).unwrap();
     let range = b.iter().fold(0f32, |m, v| m.max(v.abs()));
     let worst = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / range;
     assert!(worst < 1e-5, "bitnet.cpp's F16 file vs ours: {worst:.2e} of the logit range");
@@ -208,7 +208,7 @@ fn bitnet_cpp_i2s_file_follows_bitnet_cpp() {
     )
     .unwrap();
     let tokens = ids(&reference["tokens"]);
-    let logits = model.forward(&tokens, &mut model.new_cache(64), true).unwrap();
+    let logits = model.forward(&tokens, &mut model.new_cache(64).unwrap(), true).unwrap();
     let vocab = model.config.vocab_size;
     let mut same_argmax = 0;
     for (pos, (err, same)) in position_errors(&logits, &bitnet_cpp["logits"], vocab).into_iter().enumerate() {
@@ -245,7 +245,7 @@ fn bitnet_cpp_reads_our_files() {
         let tokens = ids(&reference["tokens"]);
         assert_eq!(greedy(&model, &tokens, 12), ids(&theirs["greedy"]), "{name}: our greedy tokens on it");
         if theirs["logits"].is_array() {
-            let ours = model.forward(&tokens, &mut model.new_cache(64), true).unwrap();
+            let ours = model.forward(&tokens, &mut model.new_cache(64).unwrap(), true).unwrap();
             let vocab = model.config.vocab_size;
             for (pos, (err, _)) in position_errors(&ours, &theirs["logits"], vocab).into_iter().enumerate() {
                 assert!(err < 6e-2, "{name} position {pos}: {err:.2e} of the range from bitnet.cpp's logits");
@@ -263,8 +263,9 @@ fn f16_kv_cache_keeps_greedy_tokens() {
     for name in ["tiny-bitnet-b1.58", "tiny-llama-ternary", "tiny-bitnet-1bitllm"] {
         let (model, reference) = load(name, EmbeddingType::F32, 2);
         let tokens = ids(&reference["tokens"]);
-        let exact = model.forward(&tokens, &mut model.new_cache(64), true).unwrap();
-        let half = model.forward(&tokens, &mut model.new_cache_of(64, bitnet_model::KvType::F16), true).unwrap();
+        let exact = model.forward(&tokens, &mut model.new_cache(64).unwrap(), true).unwrap();
+        let half =
+            model.forward(&tokens, &mut model.new_cache_of(64, bitnet_model::KvType::F16).unwrap(), true).unwrap();
         let range = exact.iter().fold(0f32, |m, v| m.max(v.abs()));
         let err = exact.iter().zip(&half).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / range;
         eprintln!("{name}: f16 KV cache moves logits by {err:.2e} of their range");
@@ -293,14 +294,14 @@ fn llama_cpp_tq_files_load() {
         )
         .unwrap();
         assert_eq!(model.config.architecture, "bitnet");
-        let logits = model.forward(&tokens, &mut model.new_cache(64), true).unwrap();
+        let logits = model.forward(&tokens, &mut model.new_cache(64).unwrap(), true).unwrap();
         let vocab = model.config.vocab_size;
         for (pos, (err, _)) in position_errors(&logits, &reference["logits"], vocab).into_iter().enumerate() {
             assert!(err < 5e-2, "{ty} position {pos}: {err:.2e} of the logit range");
         }
         let outtype = if ty == "tq1_0" { OutType::Tq1_0 } else { OutType::Tq2_0 };
         let (ours, _) = load_as("tiny-bitnet-1bitllm-256", outtype, EmbeddingType::F16, 2);
-        let mine = ours.forward(&tokens, &mut ours.new_cache(64), true).unwrap();
+        let mine = ours.forward(&tokens, &mut ours.new_cache(64).unwrap(), true).unwrap();
         let range = mine.iter().fold(0f32, |m, v| m.max(v.abs()));
         let err = logits.iter().zip(&mine).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / range;
         assert!(err < 1e-3, "{ty}: llama.cpp's file vs our conversion: {err:.2e} of the range");
@@ -311,7 +312,7 @@ fn llama_cpp_tq_files_load() {
 #[test]
 fn context_overflow_is_an_error() {
     let (model, _) = load("tiny-bitnet-b1.58", EmbeddingType::F16, 1);
-    let mut cache = model.new_cache(4);
+    let mut cache = model.new_cache(4).unwrap();
     let err = model.forward(&[1, 2, 3, 4, 5], &mut cache, false).unwrap_err();
     assert!(err.to_string().contains("context full"), "{err}");
     let err = model.forward(&[100_000], &mut cache, false).unwrap_err();
@@ -342,7 +343,7 @@ fn float_layer_weights_load_and_run() {
     for outtype in [OutType::F16, OutType::F32] {
         let (model, reference) = load_as("tiny-bitnet-b1.58", outtype, EmbeddingType::F16, 2);
         let tokens = ids(&reference["tokens"]);
-        let logits = model.forward(&tokens, &mut model.new_cache(64), false).unwrap();
+        let logits = model.forward(&tokens, &mut model.new_cache(64).unwrap(), false).unwrap();
         assert_eq!(logits.len(), model.config.vocab_size);
         assert!(logits.iter().all(|v| v.is_finite()), "{outtype:?}");
     }

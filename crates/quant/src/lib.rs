@@ -23,6 +23,8 @@
 //! # Ok::<(), bitnet_quant::QuantError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod act;
 pub mod dense;
 pub mod error;

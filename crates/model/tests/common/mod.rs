@@ -18,7 +18,7 @@ pub fn ids(v: &Value) -> Vec<u32> {
 /// continuation exactly.
 pub fn check_against_reference(model: &Model, reference: &Value, label: &str) {
     let tokens = ids(&reference["tokens"]);
-    let mut cache = model.new_cache(64);
+    let mut cache = model.new_cache(64).unwrap();
     let logits = model.forward(&tokens, &mut cache, true).unwrap();
     let vocab = model.config.vocab_size;
     let (mut worst, mut close, mut total) = (0f32, 0, 0);
@@ -64,7 +64,7 @@ pub fn greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
 
 /// [`greedy`] with a KV cache of `kv` elements.
 pub fn greedy_with(model: &Model, prompt: &[u32], n: usize, kv: bitnet_model::KvType) -> Vec<u32> {
-    let mut cache = model.new_cache_of(prompt.len() + n, kv);
+    let mut cache = model.new_cache_of(prompt.len() + n, kv).unwrap();
     let mut next = argmax(&model.forward(prompt, &mut cache, false).unwrap());
     let mut generated = vec![next];
     while generated.len() < n {
