@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use bitnet_benches::{Aligned, B2B4T, B7, HEAD_2B4T, I2S, activations, dense, packed};
 use bitnet_format::TensorType;
-use bitnet_kernels::{available_dense_kernels, available_ternary_kernels};
+use bitnet_kernels::Kernels;
 use bitnet_quant::{PackedTernary, TernaryFormat};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -23,12 +23,13 @@ fn ternary(c: &mut Criterion) {
                 let mut g = c.benchmark_group(format!("{fname} {name} n={n}"));
                 g.throughput(Throughput::Bytes(data.len() as u64));
                 g.sample_size(10);
-                for k in available_ternary_kernels() {
+                for set in Kernels::available() {
                     // The scalar reference at 128 tokens takes seconds per call.
-                    if k.name() == "scalar" && n > 1 {
+                    if set.name() == "scalar" && n > 1 {
                         continue;
                     }
-                    g.bench_function(k.name(), |b| b.iter(|| k.gemm(&w, black_box(&x), &mut out).expect("gemm")));
+                    let k = set.ternary();
+                    g.bench_function(set.name(), |b| b.iter(|| k.gemm(&w, black_box(&x), &mut out).expect("gemm")));
                 }
                 g.finish();
             }
@@ -45,8 +46,9 @@ fn heads(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("{ty} {name} n=1"));
         g.throughput(Throughput::Bytes(data.len() as u64));
         g.sample_size(10);
-        for k in available_dense_kernels() {
-            g.bench_function(k.name(), |b| {
+        for set in Kernels::available() {
+            let k = set.dense();
+            g.bench_function(set.name(), |b| {
                 b.iter(|| k.gemm_rows(ty, &data, cols, black_box(&x), 0..rows, &mut out).expect("gemv"))
             });
         }
@@ -66,8 +68,9 @@ fn streaming(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("{fname} stream 16x{rows}x{cols} n=1"));
         g.throughput(Throughput::Bytes((data.len() * copies.len()) as u64));
         g.sample_size(10);
-        for k in available_ternary_kernels().into_iter().filter(|k| k.name() != "scalar") {
-            g.bench_function(k.name(), |b| {
+        for set in Kernels::available().into_iter().filter(|k| k.name() != "scalar") {
+            let k = set.ternary();
+            g.bench_function(set.name(), |b| {
                 b.iter(|| {
                     for d in &copies {
                         let w = PackedTernary::new(format, rows, cols, d.bytes(), None).expect("packed");

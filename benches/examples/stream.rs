@@ -2,7 +2,7 @@
 use std::time::Instant;
 
 use bitnet_benches::{Aligned, I2S, activations, packed};
-use bitnet_kernels::available_ternary_kernels;
+use bitnet_kernels::Kernels;
 use bitnet_quant::{PackedTernary, TernaryFormat};
 
 fn main() {
@@ -14,14 +14,15 @@ fn main() {
         for offset in [32, 0, 32, 0] {
             let buf = Aligned::new(&data, offset);
             let w = PackedTernary::new(format, rows, cols, buf.bytes(), None).unwrap();
-            for k in available_ternary_kernels().into_iter().filter(|k| k.name() != "scalar") {
+            for set in Kernels::available().into_iter().filter(|k| k.name() != "scalar") {
+                let k = set.ternary();
                 let mut best = f64::MAX;
                 for _ in 0..5 {
                     let t = Instant::now();
                     k.gemm(&w, &x, &mut out).unwrap();
                     best = best.min(t.elapsed().as_secs_f64());
                 }
-                println!("{format:?} offset {offset} {}: {:.2} GB/s", k.name(), data.len() as f64 / best / 1e9);
+                println!("{format:?} offset {offset} {}: {:.2} GB/s", set.name(), data.len() as f64 / best / 1e9);
             }
         }
     }

@@ -638,21 +638,9 @@ fn report(rows: &[Row], bw: &[Bandwidth], opts: &Options, pp: usize, tg: usize) 
     s
 }
 
-/// The kernel `bitnet` picks here (BITNET_KERNEL, if set, is reported as set).
+/// The kernel set `bitnet` picks here (the one BITNET_KERNEL names, if set).
 fn bitnet_kernel_name() -> String {
-    std::env::var("BITNET_KERNEL")
-        .unwrap_or_else(|_| if is_x86_64_avx512_vnni() { "avx512-vnni".into() } else { "best available".into() })
-}
-
-fn is_x86_64_avx512_vnni() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512bw")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    bitnet_kernels::Kernels::from_env().map_or_else(|e| e, |k| k.name().to_owned())
 }
 
 /// Today's date (UTC) as YYYY-MM-DD, from the system clock.

@@ -125,8 +125,8 @@ pub fn measure(
     let mut results = Vec::new();
     let mut last = None;
     for &t in &threads {
-        let model =
-            Model::load(path, LoadOptions { threads: t }).with_context(|| format!("cannot load {}", path.display()))?;
+        let model = Model::load(path, LoadOptions { threads: t, ..Default::default() })
+            .with_context(|| format!("cannot load {}", path.display()))?;
         let ctx = model.config.context_length.max(1);
         let tests = prompt
             .iter()

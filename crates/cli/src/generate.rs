@@ -78,8 +78,8 @@ impl ModelArgs {
         if !path.exists() {
             bail!("model file {} does not exist", path.display());
         }
-        let model =
-            Model::load(&path, LoadOptions { threads }).with_context(|| format!("cannot load {}", path.display()))?;
+        let model = Model::load(&path, LoadOptions { threads, ..Default::default() })
+            .with_context(|| format!("cannot load {}", path.display()))?;
         let tok = Tokenizer::from_metadata(model.metadata()).context("cannot build the tokenizer")?;
         let ctx = self.ctx_size.unwrap_or(model.config.context_length.min(4096));
         if ctx == 0 {

@@ -7,10 +7,9 @@
 
 use std::arch::x86_64::*;
 
-use crate::avx2;
-use crate::ternary::{Codes, Isa, Job};
-
-pub(crate) struct Avx512;
+use crate::Avx512;
+use crate::ternary::{Codes, Isa, Job, tq_gemv};
+use crate::x256;
 
 impl Isa for Avx512 {
     fn prepare(a: &[i8], out: &mut [i8]) {
@@ -26,15 +25,6 @@ impl Isa for Avx512 {
         }
     }
 
-    unsafe fn tile<const R: usize, const T: usize>(
-        _job: &Job<'_>,
-        _row0: usize,
-        _acts: [&[i8]; T],
-        _sums: [&[i32]; T],
-    ) -> [[f32; T]; R] {
-        unreachable!("AVX-512 runs every many-token product through Isa::gemm, which takes every format")
-    }
-
     unsafe fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
         // SAFETY: the caller guarantees AVX-512 F/BW/VL/VNNI.
         unsafe { gemv(job, rows, act, sums, dots) }
@@ -47,7 +37,7 @@ impl Isa for Avx512 {
         stride: usize,
         sums: &[i32],
         dots: &mut [f32],
-    ) -> bool {
+    ) {
         // SAFETY: the caller guarantees AVX-512 F/BW/VL/VNNI.
         unsafe {
             match job.codes {
@@ -55,7 +45,6 @@ impl Isa for Avx512 {
                 Codes::Tq2 | Codes::Tq1 => gemm_tq(job, rows, acts, stride, sums, dots),
             }
         }
-        true
     }
 }
 
@@ -175,8 +164,8 @@ fn gemm_tq(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: usi
                         [block[64], block[65]]
                     }
                     Codes::Tq1 => {
-                        for (g, q) in avx2::tq1_codes(block).into_iter().enumerate() {
-                            avx2::store(&mut out[g * 32..], q);
+                        for (g, q) in x256::tq1_codes(block).into_iter().enumerate() {
+                            x256::store(&mut out[g * 32..], q);
                         }
                         [block[52], block[53]]
                     }
@@ -336,21 +325,7 @@ fn load_half(s: &[u8]) -> __m512i {
     unsafe { _mm512_maskz_loadu_epi8(0xFFFF_FFFF, s.as_ptr().cast()) }
 }
 
-/// The four 2-bit code groups of 64 bytes, in element order.
-#[target_feature(enable = "avx512f,avx512bw")]
-fn decode(v: __m512i, codes: Codes) -> [__m512i; 4] {
-    let m = _mm512_set1_epi8(3);
-    let (s2, s4, s6) = (_mm512_srli_epi16::<2>(v), _mm512_srli_epi16::<4>(v), _mm512_srli_epi16::<6>(v));
-    match codes {
-        Codes::I2s => {
-            [_mm512_and_si512(s6, m), _mm512_and_si512(s4, m), _mm512_and_si512(s2, m), _mm512_and_si512(v, m)]
-        }
-        Codes::Tq2 => {
-            [_mm512_and_si512(v, m), _mm512_and_si512(s2, m), _mm512_and_si512(s4, m), _mm512_and_si512(s6, m)]
-        }
-        Codes::Tq1 => unreachable!("TQ1_0 is decoded by avx2::gemv_tq1"),
-    }
-}
+crate::ternary::decode_2bit!("avx512f,avx512bw", __m512i, _mm512_set1_epi8, _mm512_srli_epi16, _mm512_and_si512);
 
 /// One token against many rows (decoding): memory-bound, so each row is read front to back
 /// with four independent accumulators (the `vpdpbusd` latency chain never limits the stream)
@@ -377,9 +352,9 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
                 let mut acc = [[zero; 4]; 2];
                 for (w, a) in row.chunks_exact(64).zip(act.chunks_exact(256)) {
                     for (half, acc) in acc.iter_mut().enumerate() {
-                        let v = avx2::load(&w[half * 32..]);
+                        let v = x256::load(&w[half * 32..]);
                         for g in 0..4 {
-                            let x = avx2::load_i8(&a[g * 64 + half * 32..]);
+                            let x = x256::load_i8(&a[g * 64 + half * 32..]);
                             // Into a zero register, then added: the loop-carried chain is a 1-cycle
                             // add instead of `vpdpbusd`'s latency, which streams faster.
                             let p = _mm256_dpbusd_epi32(zero, _mm256_and_si256(v, masks[g]), x);
@@ -388,11 +363,11 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
                     }
                 }
                 if job.half_tail {
-                    let v = avx2::load(&row[full * 64..]);
+                    let v = x256::load(&row[full * 64..]);
                     let a = &act[full * 256..];
                     for g in 0..4 {
                         acc[0][g] =
-                            _mm256_dpbusd_epi32(acc[0][g], _mm256_and_si256(v, masks[g]), avx2::load_i8(&a[g * 64..]));
+                            _mm256_dpbusd_epi32(acc[0][g], _mm256_and_si256(v, masks[g]), x256::load_i8(&a[g * 64..]));
                     }
                 }
                 let g: [__m256i; 4] = std::array::from_fn(|g| _mm256_add_epi32(acc[0][g], acc[1][g]));
@@ -400,134 +375,48 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
                     _mm256_add_epi32(_mm256_srai_epi32::<6>(g[0]), _mm256_srai_epi32::<4>(g[1])),
                     _mm256_add_epi32(_mm256_srai_epi32::<2>(g[2]), g[3]),
                 );
-                let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
-                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-                *dot = (_mm_cvtsi128_si32(s) - sums[0]) as f32;
+                *dot = (x256::hsum(s) - sums[0]) as f32;
             }
         }
-        Codes::Tq2 => {
-            for (r, dot) in rows.zip(dots.iter_mut()) {
-                let row = job.row(r);
-                let mut sum = 0f32;
-                for c in 0..job.chunks {
-                    let block = &row[c * 66..c * 66 + 66];
-                    let q = decode(load(block), Codes::Tq2);
-                    let mut acc = [zero; 2];
-                    for g in 0..4 {
-                        acc[g % 2] = _mm512_dpbusd_epi32(acc[g % 2], q[g], load_i8(&act[c * 256 + g * 64..]));
-                    }
-                    let d = half::f16::from_le_bytes([block[64], block[65]]).to_f32();
-                    let i = _mm512_reduce_add_epi32(_mm512_add_epi32(acc[0], acc[1])) - sums[c];
-                    sum += i as f32 * d;
-                }
-                *dot = sum;
+        Codes::Tq2 => tq_gemv(job, rows, act, sums, dots, |block, a| {
+            let q = decode(load(block), Codes::Tq2);
+            let mut acc = [zero; 2];
+            for g in 0..4 {
+                acc[g % 2] = _mm512_dpbusd_epi32(acc[g % 2], q[g], load_i8(&a[g * 64..]));
             }
-        }
+            _mm512_reduce_add_epi32(_mm512_add_epi32(acc[0], acc[1]))
+        }),
         // 256-bit decoding: the base-3 digits need 16-bit multiplies either way.
-        Codes::Tq1 => avx2::gemv_tq1(job, rows, act, sums, dots),
+        Codes::Tq1 => x256::gemv_tq1(job, rows, act, sums, dots),
     }
 }
 
+/// Signed bytes `16j .. 16j + 16` of `q`, widened to f32.
 #[target_feature(enable = "avx512f")]
-fn load_f32(s: &[f32]) -> __m512 {
-    assert!(s.len() >= 16);
-    // SAFETY: the slice holds at least 16 floats; the load is unaligned.
-    unsafe { _mm512_loadu_ps(s.as_ptr()) }
-}
-
-/// 16 halves from 32 bytes, widened to f32.
-#[target_feature(enable = "avx512f")]
-fn load_f16(s: &[u8]) -> __m512 {
-    assert!(s.len() >= 32);
-    // SAFETY: the slice holds at least 32 bytes; the load is unaligned.
-    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(s.as_ptr().cast()) })
-}
-
-/// 16 int8 from 16 bytes, widened to f32.
-#[target_feature(enable = "avx512f")]
-fn load_q8(s: &[u8]) -> __m512 {
-    assert!(s.len() >= 16);
-    // SAFETY: the slice holds at least 16 bytes; the load is unaligned.
-    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(unsafe { _mm_loadu_si128(s.as_ptr().cast()) }))
-}
-
-/// Σ w·x over a Q8_0 row: even blocks into one accumulator, odd into the other (two named
-/// registers and two blocks per step: an `acc[b % 2]` array had kept them in memory), the block
-/// scale widened and broadcast by `vcvtph2ps` instead of a scalar f16 conversion.
-#[target_feature(enable = "avx512f")]
-fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
-    let block = |b: &[u8], xb: &[f32], acc: __m512| {
-        let d = _mm512_cvtph_ps(_mm256_set1_epi16(i16::from_le_bytes([b[0], b[1]])));
-        let p = _mm512_mul_ps(load_q8(&b[2..]), load_f32(xb));
-        let p = _mm512_fmadd_ps(load_q8(&b[18..]), load_f32(&xb[16..]), p);
-        _mm512_fmadd_ps(p, d, acc)
-    };
-    let (mut even, mut odd) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    let pairs = (w.len() / 68).min(x.len() / 64);
-    let tail = (pairs * 68, pairs * 64);
-    for (b, xb) in w.chunks_exact(68).zip(x.chunks_exact(64)) {
-        even = block(b, xb, even);
-        odd = block(&b[34..], &xb[32..], odd);
-    }
-    if w.len() - tail.0 >= 34 && x.len() - tail.1 >= 32 {
-        even = block(&w[tail.0..], &x[tail.1..], even);
-    }
-    _mm512_reduce_add_ps(_mm512_add_ps(even, odd))
-}
-
-/// Σ w·x over a Q6_K row (210-byte blocks of 256: `ql[128]`, `qh[64]`, `scales[16]`, f16 `d`):
-/// codes from `avx2::q6k_codes`, widened to f32 16 at a time, one scale per 16 weights.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn dot_q6_k(w: &[u8], x: &[f32]) -> f32 {
-    let mut acc = [_mm512_setzero_ps(); 2];
-    for (block, xb) in w.chunks_exact(210).zip(x.chunks_exact(256)) {
-        let d = half::f16::from_le_bytes([block[208], block[209]]).to_f32();
-        for h in 0..2 {
-            let q = crate::avx2::q6k_codes(block, h);
-            for (k, &qs) in q.iter().enumerate() {
-                for g in 0..2 {
-                    let bytes = if g == 0 { _mm256_castsi256_si128(qs) } else { _mm256_extracti128_si256::<1>(qs) };
-                    let v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
-                    let scale = d * f32::from(block[192 + h * 8 + g + 2 * k] as i8);
-                    let xi = &xb[h * 128 + 32 * k + 16 * g..];
-                    acc[g] = _mm512_fmadd_ps(_mm512_mul_ps(v, _mm512_set1_ps(scale)), load_f32(xi), acc[g]);
-                }
-            }
-        }
-    }
-    _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
+fn widen_q6(q: __m256i, j: usize) -> __m512 {
+    let bytes = if j == 0 { _mm256_castsi256_si128(q) } else { _mm256_extracti128_si256::<1>(q) };
+    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes))
 }
 
 crate::vecops::f32_kernels!(
+    crate::Avx512,
     "avx512f",
     "avx512",
     16,
     __m512,
     _mm512_setzero_ps,
     _mm512_set1_ps,
+    _mm512_mul_ps,
     _mm512_fmadd_ps,
     _mm512_add_ps,
     _mm512_storeu_ps,
-    _mm512_reduce_add_ps
+    _mm512_reduce_add_ps,
+    _mm512_loadu_ps,
+    __m256i,
+    _mm256_loadu_si256,
+    _mm256_set1_epi16,
+    _mm512_cvtph_ps,
+    _mm_loadu_si128,
+    _mm512_cvtepi8_epi32,
+    _mm512_cvtepi32_ps
 );
-
-impl crate::dense::DenseIsa for Avx512 {
-    unsafe fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
-        // SAFETY: the caller guarantees AVX-512 F.
-        unsafe { dot_f32(w, x) }
-    }
-    unsafe fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
-        // SAFETY: the caller guarantees AVX-512 F.
-        unsafe { dot_f16(w, x) }
-    }
-    unsafe fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
-        // SAFETY: the caller guarantees AVX-512 F.
-        unsafe { dot_q8_0(w, x) }
-    }
-
-    unsafe fn dot_q6_k(w: &[u8], x: &[f32]) -> f32 {
-        // SAFETY: the caller guarantees AVX-512 F/BW/VL (Avx512Dense::detect checks all three).
-        unsafe { dot_q6_k(w, x) }
-    }
-}

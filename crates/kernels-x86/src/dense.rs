@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use bitnet_format::TensorType;
 use bitnet_quant::QuantError;
-use bitnet_quant::dense::{DenseKernel, check_dense, dequantize_row};
+use bitnet_quant::dense::{check_dense, dequantize_row};
 
 /// One instruction set's row dot products.
 pub(crate) trait DenseIsa {
@@ -39,7 +39,7 @@ pub(crate) trait DenseIsa {
 
 /// # Safety
 /// The CPU must support `I`.
-unsafe fn gemm_rows<I: DenseIsa>(
+pub(crate) unsafe fn gemm_rows<I: DenseIsa>(
     ty: TensorType,
     w: &[u8],
     cols: usize,
@@ -69,66 +69,6 @@ unsafe fn gemm_rows<I: DenseIsa>(
     }
     Ok(())
 }
-
-macro_rules! dense_kernel {
-    ($name:ident, $isa:ty, $label:literal, $detect:expr) => {
-        /// A dense kernel for one x86 instruction set; built only by `detect`.
-        #[derive(Debug, Clone, Copy)]
-        pub struct $name(());
-
-        impl $name {
-            /// The kernel, if this CPU supports its instruction set.
-            pub fn detect() -> Option<$name> {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    if $detect {
-                        return Some($name(()));
-                    }
-                }
-                None
-            }
-        }
-
-        impl DenseKernel for $name {
-            fn name(&self) -> &'static str {
-                $label
-            }
-
-            fn gemm_rows(
-                &self,
-                ty: TensorType,
-                w: &[u8],
-                cols: usize,
-                x: &[f32],
-                rows: Range<usize>,
-                out: &mut [f32],
-            ) -> Result<(), QuantError> {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    // SAFETY: `self` exists only if `detect` found the instruction set.
-                    unsafe { gemm_rows::<$isa>(ty, w, cols, x, rows, out) }
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                {
-                    bitnet_quant::ScalarDense.gemm_rows(ty, w, cols, x, rows, out)
-                }
-            }
-        }
-    };
-}
-
-dense_kernel!(
-    Avx512Dense,
-    crate::avx512::Avx512,
-    "avx512",
-    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vl")
-);
-dense_kernel!(
-    Avx2Dense,
-    crate::avx2::Avx2,
-    "avx2-fma",
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
-);
 
 /// Scalar tails shared by both ISAs (the elements after the last whole vector).
 pub(crate) fn tail_f32(w: &[f32], x: &[f32]) -> f32 {

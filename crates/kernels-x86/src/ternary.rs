@@ -70,50 +70,73 @@ impl<'a> Job<'a> {
     }
 }
 
-/// One instruction set's inner loops.
+/// `decode(v, codes)`: the four 2-bit code groups of one vector of packed codes, in element
+/// order (I2_S keeps group `g` at shift `6 − 2g`, TQ2_0 at `2g`), for an instruction set's vector
+/// type and intrinsics. TQ1_0's base-3 codes are decoded by `x256::tq1_codes` instead.
+#[cfg(target_arch = "x86_64")]
+macro_rules! decode_2bit {
+    ($feat:literal, $vec:ty, $set1_epi8:ident, $srli_epi16:ident, $and:ident) => {
+        #[target_feature(enable = $feat)]
+        fn decode(v: $vec, codes: Codes) -> [$vec; 4] {
+            let m = $set1_epi8(3);
+            let (s2, s4, s6) = ($srli_epi16::<2>(v), $srli_epi16::<4>(v), $srli_epi16::<6>(v));
+            match codes {
+                Codes::I2s => [$and(s6, m), $and(s4, m), $and(s2, m), $and(v, m)],
+                Codes::Tq2 => [$and(v, m), $and(s2, m), $and(s4, m), $and(s6, m)],
+                Codes::Tq1 => unreachable!("TQ1_0 is decoded by x256::tq1_codes"),
+            }
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use decode_2bit;
+
+/// The TQ formats' one-token product, given the ISA's exact code dot product of one block:
+/// `dots[i] = Σ_block (block_dot(block, a) − sum_block) as f32 · d_block` for row `rows.start + i`,
+/// blocks in order (the reference's float steps), `d` the f16 in each block's last two bytes.
+#[inline(always)]
+pub(crate) fn tq_gemv(
+    job: &Job<'_>,
+    rows: Range<usize>,
+    act: &[i8],
+    sums: &[i32],
+    dots: &mut [f32],
+    block_dot: impl Fn(&[u8], &[i8]) -> i32,
+) {
+    let bytes = job.row_bytes / job.chunks.max(1);
+    for (r, dot) in rows.zip(dots.iter_mut()) {
+        let row = job.row(r);
+        let mut sum = 0f32;
+        for (c, block) in row.chunks_exact(bytes).enumerate() {
+            let d = half::f16::from_le_bytes([block[bytes - 2], block[bytes - 1]]).to_f32();
+            sum += (block_dot(block, &act[c * QK_K..]) - sums[c]) as f32 * d;
+        }
+        *dot = sum;
+    }
+}
+
+/// One instruction set's ternary inner loops.
 pub(crate) trait Isa {
-    /// Writes one token's activations (length a multiple of 128) in the order [`Isa::tile`]
-    /// reads them, zero-padded to `out.len()` = chunks·256.
+    /// Writes one token's activations (length a multiple of 128) in the order [`Isa::gemv`] and
+    /// [`Isa::gemm`] read them, zero-padded to `out.len()` = chunks·256 (TQ1_0 reads them
+    /// unprepared, in element order).
     fn prepare(a: &[i8], out: &mut [i8]);
 
-    /// The exact integer dot products of rows `row0..row0+R` with `T` prepared tokens, as f32:
-    /// I2_S `(Σ t·a) as f32`; TQ2_0 `Σ_block (Σ_block t·a) as f32 · d_block`, blocks in order.
-    /// `sums[t]` holds token t's code sum (I2_S) or its per-chunk sums (TQ2_0). Only reached
-    /// when [`Isa::gemm`] declines (AVX2; AVX-512's gemm takes every format).
-    ///
-    /// # Safety
-    /// The CPU must support the ISA's target features.
-    unsafe fn tile<const R: usize, const T: usize>(
-        job: &Job<'_>,
-        row0: usize,
-        acts: [&[i8]; T],
-        sums: [&[i32]; T],
-    ) -> [[f32; T]; R];
-
-    /// [`Isa::tile`] for one token and every row of `rows`: `dots[i]` for row `rows.start + i`.
+    /// The exact integer dot products of one token with every row of `rows`, as f32 (`dots[i]`
+    /// for row `rows.start + i`): I2_S `(Σ t·a) as f32`; TQ `Σ_block (Σ_block t·a) as f32 ·
+    /// d_block`, blocks in order. `sums` holds the token's code sum (I2_S) or its per-chunk sums
+    /// (TQ).
     ///
     /// # Safety
     /// The CPU must support the ISA's target features.
     unsafe fn gemv(job: &Job<'_>, rows: Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]);
 
-    /// A whole many-token GEMM, if this ISA has a dedicated one: `dots[t·len + i]` = the exact
-    /// dot product (as in [`Isa::tile`]) of row `rows.start + i` with token `t` of `acts`
-    /// (`stride` bytes apart; prepared, except TQ1_0's in element order); `sums` as for
-    /// [`Isa::tile`], `sums[t·chunks + c]` for the TQ formats. Returns false (and writes
-    /// nothing) otherwise.
+    /// [`Isa::gemv`] for many tokens (`acts` holds them `stride` bytes apart): `dots[t·len + i]`
+    /// for row `rows.start + i` and token `t`; `sums[t·per_token ..]` as for [`Isa::gemv`].
     ///
     /// # Safety
     /// The CPU must support the ISA's target features.
-    unsafe fn gemm(
-        _job: &Job<'_>,
-        _rows: Range<usize>,
-        _acts: &[i8],
-        _stride: usize,
-        _sums: &[i32],
-        _dots: &mut [f32],
-    ) -> bool {
-        false
-    }
+    unsafe fn gemm(job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]);
 }
 
 fn check(w: &PackedTernary<'_>, x: &QuantizedActivations, rows: &Range<usize>, out: &[f32]) -> Result<(), QuantError> {
@@ -172,7 +195,8 @@ pub(crate) fn take_scratch<T: Copy + Default>(
     v
 }
 
-/// The fast path once the activations are prepared.
+/// The fast path once the activations are prepared: exact integer dot products from the ISA,
+/// then the reference's float steps.
 ///
 /// # Safety
 /// The CPU must support `I`'s target features.
@@ -185,199 +209,40 @@ unsafe fn run<I: Isa>(
     stride: usize,
 ) -> Result<(), QuantError> {
     let n = x.len();
-    let (sums, per_token): (Vec<i32>, usize) = match job.codes {
-        Codes::I2s => (x.rows.iter().map(|a| a.sum).collect(), 1),
-        Codes::Tq2 | Codes::Tq1 => {
-            let s = (0..n)
-                .flat_map(|t| x.row(t).chunks_exact(QK_K).map(|b| b.iter().map(|&v| i32::from(v)).sum::<i32>()))
-                .collect();
-            (s, job.chunks)
-        }
+    let sums: Vec<i32> = match job.codes {
+        Codes::I2s => x.rows.iter().map(|a| a.sum).collect(),
+        Codes::Tq2 | Codes::Tq1 => (0..n)
+            .flat_map(|t| x.row(t).chunks_exact(QK_K).map(|b| b.iter().map(|&v| i32::from(v)).sum::<i32>()))
+            .collect(),
     };
+    // TQ1_0 reads the activations in element order, straight from `x`.
+    let acts = if job.codes == Codes::Tq1 { &x.codes[..] } else { acts };
+    // SAFETY: the caller guarantees the CPU supports I.
+    unsafe {
+        if n == 1 {
+            I::gemv(job, rows.clone(), acts, &sums, out);
+        } else {
+            I::gemm(job, rows.clone(), acts, stride, &sums, out);
+        }
+    }
     let w_scale = match job.codes {
         Codes::I2s => f32::from_le_bytes(job.data[job.row_bytes * job.rows..][..4].try_into().expect("4 bytes")),
         Codes::Tq2 | Codes::Tq1 => 1.0,
     };
-    let ctx = Ctx { job, acts, stride, sums: &sums, per_token, x, w_scale, rows };
-    let finish_all = |out: &mut [f32]| {
-        let len = ctx.rows.len();
-        for (t, part) in out.chunks_exact_mut(len).enumerate() {
-            let act = x.rows[t];
-            part.iter_mut().for_each(|v| *v = ctx.finish(*v, act));
+    for (part, act) in out.chunks_exact_mut(rows.len().max(1)).zip(&x.rows) {
+        for v in part.iter_mut() {
+            *v = match job.codes {
+                Codes::I2s => *v / act.scale * w_scale,
+                Codes::Tq2 | Codes::Tq1 => *v / act.scale,
+            };
         }
-    };
-    if n > 1 && job.codes != Codes::I2s {
-        // TQ1_0 reads the activations in element order, straight from `x`.
-        let tq_acts = if job.codes == Codes::Tq1 { &x.codes[..] } else { acts };
-        // SAFETY: the caller guarantees the CPU supports I.
-        if unsafe { I::gemm(job, ctx.rows.clone(), tq_acts, stride, &sums, out) } {
-            finish_all(out);
-            return Ok(());
-        }
-    }
-    if job.codes == Codes::Tq1 {
-        // One token at a time: each block is decoded per token (TQ1_0 has no many-token kernel).
-        let len = ctx.rows.len();
-        for (t, part) in out.chunks_exact_mut(len).enumerate() {
-            // SAFETY: the caller guarantees the CPU supports I.
-            unsafe { I::gemv(job, ctx.rows.clone(), x.row(t), &sums[t * per_token..], part) };
-            let act = x.rows[t];
-            part.iter_mut().for_each(|v| *v = ctx.finish(*v, act));
-        }
-        return Ok(());
-    }
-    if n == 1 {
-        // SAFETY: the caller guarantees the CPU supports I.
-        unsafe { I::gemv(job, ctx.rows.clone(), acts, &sums, out) };
-        let act = x.rows[0];
-        for v in out.iter_mut() {
-            *v = ctx.finish(*v, act);
-        }
-        return Ok(());
-    }
-    // SAFETY: the caller guarantees the CPU supports I.
-    if job.codes == Codes::I2s && unsafe { I::gemm(job, ctx.rows.clone(), acts, stride, &sums, out) } {
-        finish_all(out);
-        return Ok(());
-    }
-    // Blocks of rows small enough to stay in L1/L2 while every token passes over them.
-    let mut r0 = ctx.rows.start;
-    while r0 < ctx.rows.end {
-        let block = r0..(r0 + ROW_BLOCK).min(ctx.rows.end);
-        let mut t0 = 0;
-        while t0 < n {
-            let tt = (n - t0).min(4);
-            // SAFETY: the caller guarantees the CPU supports I.
-            unsafe {
-                match tt {
-                    1 => ctx.rows_of::<I, 4, 1>(t0, block.clone(), out),
-                    2 => ctx.rows_of::<I, 2, 2>(t0, block.clone(), out),
-                    3 => ctx.rows_of::<I, 2, 3>(t0, block.clone(), out),
-                    _ => ctx.rows_of::<I, 2, 4>(t0, block.clone(), out),
-                }
-            }
-            t0 += tt;
-        }
-        r0 = block.end;
     }
     Ok(())
 }
 
-/// Rows per cache block of the many-token path (64 rows of 2560 I2_S weights: 40 KiB).
-const ROW_BLOCK: usize = 64;
-
-/// Everything one `gemm_rows` call shares between its tiles.
-struct Ctx<'a, 'b> {
-    job: &'a Job<'b>,
-    acts: &'a [i8],
-    stride: usize,
-    sums: &'a [i32],
-    per_token: usize,
-    x: &'a QuantizedActivations,
-    w_scale: f32,
-    rows: Range<usize>,
-}
-
-impl Ctx<'_, '_> {
-    /// Tokens `t0..t0+T` against every row, `R` rows at a time.
-    ///
-    /// # Safety
-    /// The CPU must support `I`'s target features.
-    unsafe fn rows_of<I: Isa, const R: usize, const T: usize>(&self, t0: usize, block: Range<usize>, out: &mut [f32]) {
-        let acts: [&[i8]; T] = std::array::from_fn(|i| &self.acts[(t0 + i) * self.stride..][..self.stride]);
-        let sums: [&[i32]; T] = std::array::from_fn(|i| &self.sums[(t0 + i) * self.per_token..][..self.per_token]);
-        let mut r = block.start;
-        while r < block.end {
-            if r + R <= block.end {
-                // SAFETY: the caller guarantees the CPU supports I.
-                let v = unsafe { I::tile::<R, T>(self.job, r, acts, sums) };
-                self.store(t0, r, &v, out);
-                r += R;
-            } else {
-                // SAFETY: the caller guarantees the CPU supports I.
-                let v = unsafe { I::tile::<1, T>(self.job, r, acts, sums) };
-                self.store(t0, r, &v, out);
-                r += 1;
-            }
-        }
-    }
-
-    /// The reference's float steps on an exact dot product.
-    fn finish(&self, dot: f32, act: bitnet_quant::ActScale) -> f32 {
-        match self.job.codes {
-            Codes::I2s => dot / act.scale * self.w_scale,
-            Codes::Tq2 | Codes::Tq1 => dot / act.scale,
-        }
-    }
-
-    fn store<const R: usize, const T: usize>(&self, t0: usize, r0: usize, v: &[[f32; T]; R], out: &mut [f32]) {
-        let len = self.rows.len();
-        for (i, row) in v.iter().enumerate() {
-            for (t, &dot) in row.iter().enumerate() {
-                let act = self.x.rows[t0 + t];
-                out[(t0 + t) * len + r0 + i - self.rows.start] = self.finish(dot, act);
-            }
-        }
+impl Job<'_> {
+    /// Code sums per token: 1 for I2_S (the whole row), one per 256-chunk for the TQ formats.
+    pub fn sums_per_token(&self) -> usize {
+        if self.codes == Codes::I2s { 1 } else { self.chunks }
     }
 }
-
-macro_rules! kernel {
-    ($name:ident, $isa:ty, $label:literal, $detect:expr) => {
-        /// A ternary kernel for one x86 instruction set (see the crate docs); built only by
-        /// `detect`, so holding one proves the CPU runs it.
-        #[derive(Debug, Clone, Copy)]
-        pub struct $name(());
-
-        impl $name {
-            /// The kernel, if this CPU supports its instruction set.
-            pub fn detect() -> Option<$name> {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    if $detect {
-                        return Some($name(()));
-                    }
-                }
-                None
-            }
-        }
-
-        impl TernaryKernel for $name {
-            fn name(&self) -> &'static str {
-                $label
-            }
-
-            fn supports(&self, format: TernaryFormat) -> bool {
-                matches!(format, TernaryFormat::I2s(I2sLayout::X86) | TernaryFormat::Tq2_0)
-            }
-
-            fn gemm_rows(
-                &self,
-                w: &PackedTernary<'_>,
-                x: &QuantizedActivations,
-                rows: Range<usize>,
-                out: &mut [f32],
-            ) -> Result<(), QuantError> {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    // SAFETY: `self` exists only if `detect` found the instruction set.
-                    unsafe { gemm_rows::<$isa>(w, x, rows, out) }
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                {
-                    ScalarKernel.gemm_rows(w, x, rows, out)
-                }
-            }
-        }
-    };
-}
-
-kernel!(
-    Avx512Kernel,
-    crate::avx512::Avx512,
-    "avx512-vnni",
-    is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512vl")
-        && is_x86_feature_detected!("avx512vnni")
-);
-kernel!(Avx2Kernel, crate::avx2::Avx2, "avx2", is_x86_feature_detected!("avx2"));

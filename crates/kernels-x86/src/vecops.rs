@@ -1,44 +1,50 @@
 //! f32 vector operations of the forward pass (attention dot products, value accumulation) on
-//! the widest vector unit, as plain function pointers chosen once.
+//! the widest vector unit, as plain function pointers handed out by each instruction set's
+//! kernel type.
 
 pub use bitnet_quant::vecops::F32Ops;
 
-/// The widest f32 kernels this CPU runs, if any x86 vector path applies.
-pub fn best() -> Option<F32Ops> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            return Some(crate::avx512::ops());
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
-            return Some(crate::avx2::ops());
-        }
-    }
-    None
-}
-
-/// Every f32 kernel set this CPU runs (for tests).
-pub fn available() -> Vec<F32Ops> {
-    let mut out = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            out.push(crate::avx512::ops());
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
-            out.push(crate::avx2::ops());
-        }
-    }
-    out
-}
-
-/// The f32 kernels of one instruction set, from its vector width and intrinsics (the invoking
-/// module provides `load_f32(&[f32]) -> vector` and `load_f16(&[u8]) -> vector`): the F32 and
-/// F16 row dot products of the dense kernels, `axpy`, attention `scores` and `weighted_sum`,
-/// and `ops()` handing them out as an [`F32Ops`].
+/// The f32 kernels of one instruction set, written once for any vector width `$w` (f32 lanes)
+/// from its intrinsics: `$half` is the integer vector of `$w` halves (`$load_half` loads it,
+/// `$set1_half` broadcasts one, `$cvtph` widens it), `$load_q8` loads at least `$w` bytes into the
+/// low lanes of an `__m128i`, and `$cvt_i8` widens `$w` signed bytes to i32 lanes. The invoking
+/// module provides only `widen_q6(__m256i, j)` (the `j`-th vector's worth of 32 signed bytes, as
+/// f32). The macro writes the loads, the dense row dot products (F32, F16, Q8_0, Q6_K, and the
+/// `dense::DenseIsa` impl on them), `axpy`, attention `scores` and `weighted_sum`, and `ops()`
+/// handing those out as an [`F32Ops`].
 macro_rules! f32_kernels {
-    ($feat:literal, $label:literal, $w:literal, $vec:ty, $zero:ident, $set1:ident, $fma:ident, $add:ident, $store:ident,
-     $reduce:ident) => {
+    ($token:ty, $feat:literal, $label:literal, $w:literal, $vec:ty, $zero:ident, $set1:ident, $mul:ident, $fma:ident,
+     $add:ident, $store:ident, $reduce:ident, $loadu:ident, $half:ty, $load_half:ident, $set1_half:ident,
+     $cvtph:ident, $load_q8:ident, $cvt_i8:ident, $cvt_i32:ident) => {
+        #[target_feature(enable = $feat)]
+        fn load_f32(s: &[f32]) -> $vec {
+            assert!(s.len() >= $w);
+            // SAFETY: the slice holds at least a vector of floats; the load is unaligned.
+            unsafe { $loadu(s.as_ptr()) }
+        }
+
+        /// `$w` halves from `2·$w` bytes, widened to f32.
+        #[target_feature(enable = $feat)]
+        fn load_f16(s: &[u8]) -> $vec {
+            assert!(s.len() >= 2 * $w);
+            // SAFETY: the slice holds at least 2·$w bytes; the load is unaligned.
+            $cvtph(unsafe { $load_half(s.as_ptr().cast::<$half>()) })
+        }
+
+        /// `$w` int8 from `$w` bytes, widened to f32.
+        #[target_feature(enable = $feat)]
+        fn load_q8(s: &[u8]) -> $vec {
+            assert!(s.len() >= $w);
+            // SAFETY: the slice holds the $w bytes `$load_q8` reads; the load is unaligned.
+            $cvt_i32($cvt_i8(unsafe { $load_q8(s.as_ptr().cast()) }))
+        }
+
+        /// A Q8_0 block's f16 scale, widened and broadcast.
+        #[target_feature(enable = $feat)]
+        fn q8_scale(b: &[u8]) -> $vec {
+            $cvtph($set1_half(i16::from_le_bytes([b[0], b[1]])))
+        }
+
         /// Σ w·x over `n` elements, `w(i)` loading a vector of weights at element `i` as f32:
         /// four accumulators over four vectors, then one vector at a time; the tail (< one
         /// vector) is left to the caller.
@@ -71,6 +77,76 @@ macro_rules! f32_kernels {
             let n = x.len().min(w.len() / 2);
             let (s, i) = dot_lanes(n, x, |i| load_f16(&w[2 * i..]));
             s + crate::dense::tail_f16(&w[2 * i..2 * n], &x[i..n])
+        }
+
+        /// Σ w·x over a Q8_0 row (34-byte blocks: f16 d, 32 int8): even blocks into one
+        /// accumulator, odd into the other (two named registers and two blocks per step: an
+        /// `acc[b % 2]` array had kept them in memory), the block scale widened and broadcast by
+        /// `vcvtph2ps` instead of a scalar f16 conversion.
+        #[target_feature(enable = $feat)]
+        fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
+            let block = |b: &[u8], xb: &[f32], acc: $vec| {
+                let mut p = $mul(load_q8(&b[2..]), load_f32(xb));
+                for k in 1..32 / $w {
+                    p = $fma(load_q8(&b[2 + $w * k..]), load_f32(&xb[$w * k..]), p);
+                }
+                $fma(p, q8_scale(b), acc)
+            };
+            let (mut even, mut odd) = ($zero(), $zero());
+            let pairs = (w.len() / 68).min(x.len() / 64);
+            let tail = (pairs * 68, pairs * 64);
+            for (b, xb) in w.chunks_exact(68).zip(x.chunks_exact(64)) {
+                even = block(b, xb, even);
+                odd = block(&b[34..], &xb[32..], odd);
+            }
+            if w.len() - tail.0 >= 34 && x.len() - tail.1 >= 32 {
+                even = block(&w[tail.0..], &x[tail.1..], even);
+            }
+            $reduce($add(even, odd))
+        }
+
+        /// Σ w·x over a Q6_K row (210-byte blocks of 256: `ql[128]`, `qh[64]`, `scales[16]`,
+        /// f16 `d`): codes from `x256::q6k_codes`, widened to f32 a vector at a time, one scale
+        /// per 16 weights, alternate vectors into two accumulators.
+        #[target_feature(enable = $feat)]
+        fn dot_q6_k(w: &[u8], x: &[f32]) -> f32 {
+            let mut acc = [$zero(); 2];
+            for (block, xb) in w.chunks_exact(210).zip(x.chunks_exact(256)) {
+                let d = half::f16::from_le_bytes([block[208], block[209]]).to_f32();
+                for h in 0..2 {
+                    for (k, qk) in crate::x256::q6k_codes(block, h).into_iter().enumerate() {
+                        for j in 0..32 / $w {
+                            let scale = d * f32::from(block[192 + h * 8 + j * $w / 16 + 2 * k] as i8);
+                            let xi = &xb[h * 128 + 32 * k + $w * j..];
+                            let v = $mul(widen_q6(qk, j), $set1(scale));
+                            acc[j % 2] = $fma(v, load_f32(xi), acc[j % 2]);
+                        }
+                    }
+                }
+            }
+            $reduce($add(acc[0], acc[1]))
+        }
+
+        impl crate::dense::DenseIsa for $token {
+            unsafe fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+                // SAFETY: the caller guarantees the instruction set.
+                unsafe { dot_f32(w, x) }
+            }
+
+            unsafe fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+                // SAFETY: the caller guarantees the instruction set.
+                unsafe { dot_f16(w, x) }
+            }
+
+            unsafe fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
+                // SAFETY: the caller guarantees the instruction set.
+                unsafe { dot_q8_0(w, x) }
+            }
+
+            unsafe fn dot_q6_k(w: &[u8], x: &[f32]) -> f32 {
+                // SAFETY: the caller guarantees the instruction set.
+                unsafe { dot_q6_k(w, x) }
+            }
         }
 
         /// y += a·x.
@@ -223,10 +299,11 @@ macro_rules! f32_kernels {
             )
         }
 
-        pub(crate) fn ops() -> crate::vecops::F32Ops {
+        /// The f32 ops; the token proves the CPU runs the instruction set.
+        pub(crate) fn ops(_: $token) -> crate::vecops::F32Ops {
             fn dot(a: &[f32], b: &[f32]) -> f32 {
-                // SAFETY: reachable only through the F32Ops that `vecops::best`/`available`
-                // build after detecting the instruction set.
+                // SAFETY: reachable only through the F32Ops that `ops` returns, which takes the
+                // token that `detect` builds after detecting the instruction set.
                 unsafe { dot_f32(a, b) }
             }
             fn axpy_(y: &mut [f32], a: f32, x: &[f32]) {

@@ -1,100 +1,139 @@
-//! What runs the model's hot loops: the kernel chosen for this CPU, and the threads.
+//! What runs the model's hot loops: the kernel set chosen for this CPU, and the threads.
 //!
-//! * [`ternary_kernel`] picks the fastest [`TernaryKernel`] the CPU supports (AVX-512 VNNI, then
-//!   AVX2, else the scalar reference); `BITNET_KERNEL=scalar|avx2|avx512-vnni` forces one, for
-//!   benchmarks and bisecting.
+//! * [`Kernels`]: one instruction set's ternary kernel, dense kernel and f32 ops, chosen together
+//!   from one feature check per instruction set (AVX-512 VNNI, then AVX2, else the portable
+//!   reference). [`Kernels::from_env`] reads `BITNET_KERNEL=NAME` — the only place that reads it —
+//!   to force a set, for benchmarks and bisecting; a model holds the set it was loaded with.
 //! * [`ThreadPool`]: persistent workers that spin between jobs, so a parallel region costs well
 //!   under a microsecond (rayon costs 6–28 µs here, and decoding runs hundreds per token).
 //!
 //! ```
-//! let kernel = bitnet_kernels::ternary_kernel().unwrap();
+//! let kernels = bitnet_kernels::Kernels::best();
 //! let pool = bitnet_kernels::ThreadPool::new(2);
 //! let hits = std::sync::atomic::AtomicUsize::new(0);
 //! pool.run(&|_thread| { hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed); });
 //! assert_eq!(hits.into_inner(), 2);
-//! println!("{} on {} threads", kernel.name(), pool.threads());
+//! println!("{} on {} threads", kernels.name(), pool.threads());
 //! ```
 
 mod pool;
 
+use std::sync::Arc;
+
+pub use bitnet_quant::vecops::F32Ops;
 pub use pool::ThreadPool;
 
 use bitnet_quant::{DenseKernel, ScalarDense, ScalarKernel, TernaryKernel};
 
-/// Every ternary kernel this CPU can run, fastest first (the scalar reference last).
-pub fn available_ternary_kernels() -> Vec<Box<dyn TernaryKernel>> {
-    let mut out: Vec<Box<dyn TernaryKernel>> = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        if let Some(k) = bitnet_kernels_x86::Avx512Kernel::detect() {
-            out.push(Box::new(k));
-        }
-        if let Some(k) = bitnet_kernels_x86::Avx2Kernel::detect() {
-            out.push(Box::new(k));
-        }
-    }
-    out.push(Box::new(ScalarKernel));
-    out
-}
-
-/// The environment variable that forces a kernel by name.
+/// The environment variable that forces a kernel set by name.
 pub const KERNEL_ENV: &str = "BITNET_KERNEL";
 
-/// The fastest ternary kernel for this CPU, or the one `BITNET_KERNEL` names (an error if this
-/// CPU cannot run it or the name is unknown).
-pub fn ternary_kernel() -> Result<Box<dyn TernaryKernel>, String> {
-    let mut all = available_ternary_kernels();
-    match std::env::var(KERNEL_ENV) {
-        Ok(want) if !want.is_empty() => {
-            let names: Vec<_> = all.iter().map(|k| k.name()).collect();
-            match all.iter().position(|k| k.name() == want) {
-                Some(i) => Ok(all.swap_remove(i)),
-                None => {
-                    Err(format!("{KERNEL_ENV}={want}: not available on this CPU (available: {})", names.join(", ")))
-                }
+/// One instruction set's kernels: everything the forward pass runs on the CPU's vector units.
+#[derive(Clone)]
+pub struct Kernels {
+    name: &'static str,
+    ternary: Arc<dyn TernaryKernel>,
+    dense: Arc<dyn DenseKernel>,
+    f32: F32Ops,
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernels").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Default for Kernels {
+    fn default() -> Self {
+        Kernels::best()
+    }
+}
+
+impl Kernels {
+    /// A set from its parts (a kernel crate's own set, or a mix for experiments).
+    pub fn new(
+        name: &'static str,
+        ternary: Arc<dyn TernaryKernel>,
+        dense: Arc<dyn DenseKernel>,
+        f32: F32Ops,
+    ) -> Kernels {
+        Kernels { name, ternary, dense, f32 }
+    }
+
+    /// A set taking its ternary kernel, dense kernel and f32 ops from three sets: for finding
+    /// which part of a set makes results differ.
+    pub fn mixed(name: &'static str, ternary: &Kernels, dense: &Kernels, f32: &Kernels) -> Kernels {
+        Kernels::new(name, ternary.ternary.clone(), dense.dense.clone(), f32.f32)
+    }
+
+    /// The portable reference kernels (`scalar`): every other set is tested against these.
+    pub fn scalar() -> Kernels {
+        Kernels::new("scalar", Arc::new(ScalarKernel), Arc::new(ScalarDense), bitnet_quant::vecops::SCALAR)
+    }
+
+    /// Every set this CPU runs, fastest first, the scalar reference last.
+    pub fn available() -> Vec<Kernels> {
+        let mut out = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            use bitnet_kernels_x86::{Avx2, Avx512};
+            if let Some(k) = Avx512::detect() {
+                out.push(Kernels::new(Avx512::NAME, Arc::new(k), Arc::new(k), k.f32_ops()));
+            }
+            if let Some(k) = Avx2::detect() {
+                out.push(Kernels::new(Avx2::NAME, Arc::new(k), Arc::new(k), k.f32_ops()));
             }
         }
-        _ => Ok(all.swap_remove(0)),
+        out.push(Kernels::scalar());
+        out
     }
-}
 
-/// Every dense kernel this CPU can run, fastest first (the scalar reference last).
-pub fn available_dense_kernels() -> Vec<Box<dyn DenseKernel>> {
-    let mut out: Vec<Box<dyn DenseKernel>> = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        if let Some(k) = bitnet_kernels_x86::Avx512Dense::detect() {
-            out.push(Box::new(k));
-        }
-        if let Some(k) = bitnet_kernels_x86::Avx2Dense::detect() {
-            out.push(Box::new(k));
+    /// Names of every set this crate knows, whether or not this CPU runs it.
+    pub const KNOWN: &'static [&'static str] = &["avx512-vnni", "avx2", "scalar"];
+
+    /// The fastest set this CPU runs.
+    pub fn best() -> Kernels {
+        Kernels::available().swap_remove(0)
+    }
+
+    /// The set called `name`, or an error listing what this CPU offers.
+    pub fn named(name: &str) -> Result<Kernels, String> {
+        let mut all = Kernels::available();
+        match all.iter().position(|k| k.name == name) {
+            Some(i) => Ok(all.swap_remove(i)),
+            None => {
+                let names: Vec<_> = all.iter().map(|k| k.name).collect();
+                let what = if Kernels::KNOWN.contains(&name) { "not available on this CPU" } else { "unknown" };
+                Err(format!("kernel set {name:?} is {what} (this CPU offers: {})", names.join(", ")))
+            }
         }
     }
-    out.push(Box::new(ScalarDense));
-    out
-}
 
-/// The fastest dense kernel for this CPU (the scalar one when `BITNET_KERNEL=scalar`).
-pub fn dense_kernel() -> Box<dyn DenseKernel> {
-    let mut all = available_dense_kernels();
-    if std::env::var(KERNEL_ENV).is_ok_and(|v| v == "scalar") {
-        return all.pop().expect("the scalar kernel is always there");
+    /// The set `BITNET_KERNEL` names, or the fastest when it is unset or empty.
+    pub fn from_env() -> Result<Kernels, String> {
+        match std::env::var(KERNEL_ENV) {
+            Ok(want) if !want.is_empty() => Kernels::named(&want).map_err(|e| format!("{KERNEL_ENV}: {e}")),
+            _ => Ok(Kernels::best()),
+        }
     }
-    all.swap_remove(0)
-}
 
-/// The f32 vector kernels (attention dot products, value accumulation) for this CPU; the
-/// portable ones when `BITNET_KERNEL=scalar`. Chosen once.
-pub fn f32_ops() -> &'static bitnet_quant::vecops::F32Ops {
-    static OPS: std::sync::OnceLock<bitnet_quant::vecops::F32Ops> = std::sync::OnceLock::new();
-    OPS.get_or_init(|| {
-        if std::env::var(KERNEL_ENV).is_ok_and(|v| v == "scalar") {
-            return bitnet_quant::vecops::SCALAR;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if let Some(ops) = bitnet_kernels_x86::vecops::best() {
-            return ops;
-        }
-        bitnet_quant::vecops::SCALAR
-    })
+    /// The set's name ("avx512-vnni", "avx2", "scalar").
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Ternary weights × int8 activations.
+    pub fn ternary(&self) -> &dyn TernaryKernel {
+        self.ternary.as_ref()
+    }
+
+    /// Float and block-quantized weights (heads, embeddings) × f32 activations.
+    pub fn dense(&self) -> &dyn DenseKernel {
+        self.dense.as_ref()
+    }
+
+    /// f32 vector operations (attention, norms).
+    pub fn f32(&self) -> &F32Ops {
+        &self.f32
+    }
 }

@@ -20,7 +20,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bitnet_format::{GgufFile, ReadOptions};
-use bitnet_quant::{DenseKernel, I2sLayout, QuantizedActivations, TernaryKernel};
+use bitnet_kernels::Kernels;
+use bitnet_quant::{I2sLayout, QuantizedActivations};
 
 use crate::config::{Activation, Config, RopeStyle};
 use crate::error::{ModelError, Result};
@@ -44,10 +45,12 @@ struct Layer {
 }
 
 /// Options for loading.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     /// Threads for the matmuls and attention (0: one per physical core).
     pub threads: usize,
+    /// The kernel set (`None`: the one `BITNET_KERNEL` names, else the fastest this CPU runs).
+    pub kernels: Option<Kernels>,
 }
 
 /// A loaded model: weights stay in the memory-mapped file.
@@ -58,8 +61,7 @@ pub struct Model {
     layers: Vec<Layer>,
     output_norm: Vec<f32>,
     head: Matrix,
-    kernel: Box<dyn TernaryKernel>,
-    dense: Box<dyn DenseKernel>,
+    kernels: Kernels,
     pool: Pool,
     /// Activation buffers reused across matmuls and passes.
     bufs: BufferPool,
@@ -69,7 +71,7 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("config", &self.config).field("kernel", &self.kernel.name()).finish()
+        f.debug_struct("Model").field("config", &self.config).field("kernels", &self.kernels.name()).finish()
     }
 }
 
@@ -117,8 +119,10 @@ impl Model {
             });
         }
         let threads = if opts.threads == 0 { crate::threads::physical_cores() } else { opts.threads };
-        let kernel = bitnet_kernels::ternary_kernel().map_err(ModelError::Kernel)?;
-        let dense = bitnet_kernels::dense_kernel();
+        let kernels = match opts.kernels {
+            Some(k) => k,
+            None => Kernels::from_env().map_err(ModelError::Kernel)?,
+        };
         Ok(Model {
             config,
             file,
@@ -126,8 +130,7 @@ impl Model {
             layers,
             output_norm,
             head,
-            kernel,
-            dense,
+            kernels,
             pool: Pool::try_new(threads)?,
             bufs: BufferPool::default(),
             load_time: start.elapsed(),
@@ -144,9 +147,14 @@ impl Model {
         self.file.bytes().len()
     }
 
-    /// The kernel in use.
+    /// The name of the kernel set in use.
     pub fn kernel_name(&self) -> &'static str {
-        self.kernel.name()
+        self.kernels.name()
+    }
+
+    /// The kernel set in use.
+    pub fn kernels(&self) -> &Kernels {
+        &self.kernels
     }
 
     /// Threads used per matmul.
@@ -216,8 +224,7 @@ impl Model {
         let acts = if ternary { Some(self.quantize(x, ws[0].cols)?) } else { None };
         let mut outs: [Buf<'_>; K] = std::array::from_fn(|i| self.bufs.overwritten(x.len() / ws[i].cols * ws[i].rows));
         for (w, out) in ws.iter().zip(&mut outs) {
-            let (kernel, dense) = (self.kernel.as_ref(), self.dense.as_ref());
-            w.matmul(self.file.bytes(), kernel, dense, &self.pool, x, acts.as_ref(), out)?;
+            w.matmul(self.file.bytes(), &self.kernels, &self.pool, x, acts.as_ref(), out)?;
         }
         Ok(outs)
     }
@@ -228,7 +235,7 @@ impl Model {
         let c = &self.config;
         let (hd, kv_dim, group) = (c.head_dim, c.kv_heads * c.head_dim, c.heads / c.kv_heads);
         let scale = 1.0 / (hd as f32).sqrt();
-        let ops = bitnet_kernels::f32_ops();
+        let ops = self.kernels.f32();
         let one_head = |head: usize| {
             let kvh = head / group;
             let mut out = self.bufs.zeroed(n * hd);

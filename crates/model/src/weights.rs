@@ -3,8 +3,9 @@
 use std::ops::Range;
 
 use bitnet_format::{GgufFile, TensorInfo, TensorType};
+use bitnet_kernels::Kernels;
 use bitnet_quant::dense::{DENSE_TYPES, dequantize_row, row_bytes};
-use bitnet_quant::{DenseKernel, I2sLayout, PackedTernary, QuantizedActivations, TernaryFormat, TernaryKernel};
+use bitnet_quant::{I2sLayout, PackedTernary, QuantizedActivations, TernaryFormat};
 
 use crate::error::{ModelError, Result};
 use crate::threads::Pool;
@@ -94,12 +95,10 @@ impl Matrix {
 
     /// `out[n·rows + r] = Σ_c W[r, c] · x[n·cols + c]` for each of the `x.len() / cols` rows of x.
     /// `acts` may hold x already quantized (matrices that share an input quantize it once).
-    #[allow(clippy::too_many_arguments)]
     pub fn matmul(
         &self,
         file: &[u8],
-        kernel: &dyn TernaryKernel,
-        dense: &dyn DenseKernel,
+        kernels: &Kernels,
         pool: &Pool,
         x: &[f32],
         acts: Option<&QuantizedActivations>,
@@ -118,14 +117,14 @@ impl Matrix {
                     }
                 };
                 let w = PackedTernary::new(format, self.rows, self.cols, self.bytes(file), None)?;
-                pool.rows(self.rows, n, out, |rows, part| kernel.gemm_rows(&w, acts, rows, part))?;
+                pool.rows(self.rows, n, out, |rows, part| kernels.ternary().gemm_rows(&w, acts, rows, part))?;
                 if let Some(s) = extra_scale {
                     out.iter_mut().for_each(|v| *v *= s);
                 }
             }
             MatrixKind::Dense(ty) => {
                 let w = self.bytes(file);
-                pool.rows(self.rows, n, out, |rows, part| dense.gemm_rows(ty, w, self.cols, x, rows, part))?;
+                pool.rows(self.rows, n, out, |rows, part| kernels.dense().gemm_rows(ty, w, self.cols, x, rows, part))?;
             }
         }
         Ok(())

@@ -13,7 +13,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn demo() -> (Model, Tokenizer) {
-    let model = Model::load(fixture("bitnet-demo.gguf"), LoadOptions { threads: 2 }).unwrap();
+    let model = Model::load(fixture("bitnet-demo.gguf"), LoadOptions { threads: 2, ..Default::default() }).unwrap();
     let tok = Tokenizer::from_metadata(model.metadata()).unwrap();
     (model, tok)
 }

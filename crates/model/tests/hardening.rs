@@ -31,14 +31,14 @@ fn edited(tag: &str, edit: impl FnOnce(&mut Metadata)) -> PathBuf {
 
 fn load_error(tag: &str, edit: impl FnOnce(&mut Metadata)) -> String {
     let path = edited(tag, edit);
-    match Model::load(&path, LoadOptions { threads: 1 }) {
+    match Model::load(&path, LoadOptions { threads: 1, ..Default::default() }) {
         Ok(_) => panic!("{tag}: the edited model loaded"),
         Err(e) => e.to_string(),
     }
 }
 
 fn load(name: &str) -> (Model, Tokenizer) {
-    let model = Model::load(fixture(name), LoadOptions { threads: 2 }).unwrap();
+    let model = Model::load(fixture(name), LoadOptions { threads: 2, ..Default::default() }).unwrap();
     let tok = Tokenizer::from_metadata(model.metadata()).unwrap();
     (model, tok)
 }

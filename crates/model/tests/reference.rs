@@ -32,7 +32,7 @@ fn convert_fixture(name: &str, outtype: OutType, embedding_type: EmbeddingType, 
 
 fn load_as(name: &str, outtype: OutType, embedding_type: EmbeddingType, threads: usize) -> (Model, Value) {
     let out = convert_fixture(name, outtype, embedding_type, threads);
-    let model = Model::load(&out, LoadOptions { threads }).unwrap();
+    let model = Model::load(&out, LoadOptions { threads, ..Default::default() }).unwrap();
     let reference = std::fs::read_to_string(fixture_dir(name).join("reference.json")).unwrap();
     (model, serde_json::from_str(&reference).unwrap())
 }
@@ -159,7 +159,7 @@ fn tiny_1bitllm_matches_transformers() {
 #[test]
 fn bitnet_cpp_converted_file_loads() {
     let path = fixture_dir("tiny-bitnet-1bitllm-bitnetcpp-f16.gguf");
-    let theirs = Model::load(&path, LoadOptions { threads: 2 }).unwrap();
+    let theirs = Model::load(&path, LoadOptions { threads: 2, ..Default::default() }).unwrap();
     assert_eq!(theirs.config.architecture, "bitnet");
     assert_eq!(theirs.config.activation, bitnet_model::Activation::Silu);
     let (ours, reference) = load_as("tiny-bitnet-1bitllm", OutType::F16, EmbeddingType::F32, 2);
@@ -197,7 +197,7 @@ fn bitnet_cpp_i2s_file_follows_bitnet_cpp() {
     }
     assert_eq!(matrices, 7);
 
-    let model = Model::load(&path, LoadOptions { threads: 2 }).unwrap();
+    let model = Model::load(&path, LoadOptions { threads: 2, ..Default::default() }).unwrap();
     assert_eq!(model.config.architecture, "bitnet");
     let bitnet_cpp: Value = serde_json::from_str(
         &std::fs::read_to_string(fixture_dir("tiny-bitnet-1bitllm-128-bitnetcpp-i2_s.json")).unwrap(),
@@ -241,7 +241,7 @@ fn bitnet_cpp_reads_our_files() {
         let sha = format!("{:x}", sha2::Sha256::digest(std::fs::read(&path).unwrap()));
         assert_eq!(sha, theirs["sha256"].as_str().unwrap(), "{name}: the file bitnet.cpp read is what we write");
         assert_eq!(ids(&theirs["greedy"]), ids(&reference["greedy"]), "{name}: bitnet.cpp's greedy tokens on our file");
-        let model = Model::load(&path, LoadOptions { threads: 2 }).unwrap();
+        let model = Model::load(&path, LoadOptions { threads: 2, ..Default::default() }).unwrap();
         let tokens = ids(&reference["tokens"]);
         assert_eq!(greedy(&model, &tokens, 12), ids(&theirs["greedy"]), "{name}: our greedy tokens on it");
         if theirs["logits"].is_array() {
@@ -290,7 +290,7 @@ fn llama_cpp_tq_files_load() {
     for ty in ["tq1_0", "tq2_0"] {
         let model = Model::load(
             fixture_dir(&format!("tiny-bitnet-1bitllm-256-llamacpp-{ty}.gguf")),
-            LoadOptions { threads: 2 },
+            LoadOptions { threads: 2, ..Default::default() },
         )
         .unwrap();
         assert_eq!(model.config.architecture, "bitnet");

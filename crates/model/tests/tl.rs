@@ -45,13 +45,12 @@ fn tl_tensors_of_preset_shapes_match_i2s() {
         let file = GgufFile::open(&path).unwrap();
         let a = Matrix::load(&file, "tl.weight", rows, cols, I2sLayout::X86).unwrap();
         let b = Matrix::load(&file, "i2s.weight", rows, cols, I2sLayout::X86).unwrap();
-        let kernel = bitnet_kernels::ternary_kernel().unwrap();
-        let dense = bitnet_kernels::dense_kernel();
+        let kernels = bitnet_kernels::Kernels::best();
         let pool = Pool::new(2);
         let x: Vec<f32> = (0..2 * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
         let (mut ya, mut yb) = (vec![0f32; 2 * rows], vec![0f32; 2 * rows]);
-        a.matmul(file.bytes(), kernel.as_ref(), dense.as_ref(), &pool, &x, None, &mut ya).unwrap();
-        b.matmul(file.bytes(), kernel.as_ref(), dense.as_ref(), &pool, &x, None, &mut yb).unwrap();
+        a.matmul(file.bytes(), &kernels, &pool, &x, None, &mut ya).unwrap();
+        b.matmul(file.bytes(), &kernels, &pool, &x, None, &mut yb).unwrap();
         assert_eq!(ya, yb, "{ty} {rows}x{cols}");
         std::fs::remove_file(&path).ok();
     }

@@ -31,6 +31,8 @@ pub mod error;
 pub mod i2s;
 pub mod reference;
 pub mod ternary;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod tl;
 pub mod torch_sum;
 pub mod tq;

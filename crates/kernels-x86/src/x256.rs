@@ -1,0 +1,111 @@
+//! 256-bit integer helpers both x86 instruction sets use: unaligned loads and stores, the
+//! horizontal sum, TQ1_0's base-3 decoding (its digits need 16-bit multiplies at any width) and
+//! Q6_K's code assembly. AVX-512 code calls them too (AVX-512 F implies AVX2).
+
+use std::arch::x86_64::*;
+
+use crate::ternary::Job;
+
+#[target_feature(enable = "avx2")]
+pub(crate) fn load(s: &[u8]) -> __m256i {
+    assert!(s.len() >= 32);
+    // SAFETY: the slice holds at least 32 bytes; the load is unaligned.
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2")]
+pub(crate) fn load_i8(s: &[i8]) -> __m256i {
+    assert!(s.len() >= 32);
+    // SAFETY: the slice holds at least 32 bytes; the load is unaligned.
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2")]
+pub(crate) fn store(dst: &mut [u8], v: __m256i) {
+    assert!(dst.len() >= 32);
+    // SAFETY: the slice holds at least 32 writable bytes; the store is unaligned.
+    unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) }
+}
+
+#[target_feature(enable = "avx2")]
+pub(crate) fn hsum(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Base-3 digit of each byte of `q` picked by the per-byte power of three in `pow`, as TQ1_0
+/// stores it: `((q·3^k mod 256)·3) >> 8` (a digit 0..2 = ternary value + 1), in 16-bit lanes.
+#[target_feature(enable = "avx2")]
+fn trits(q: __m256i, pow: __m256i) -> __m256i {
+    let zero = _mm256_setzero_si256();
+    let digit = |q16: __m256i, p16: __m256i| {
+        let m = _mm256_and_si256(_mm256_mullo_epi16(q16, p16), _mm256_set1_epi16(0xFF));
+        _mm256_srli_epi16::<8>(_mm256_mullo_epi16(m, _mm256_set1_epi16(3)))
+    };
+    let lo = digit(_mm256_unpacklo_epi8(q, zero), _mm256_unpacklo_epi8(pow, zero));
+    let hi = digit(_mm256_unpackhi_epi8(q, zero), _mm256_unpackhi_epi8(pow, zero));
+    _mm256_packus_epi16(lo, hi)
+}
+
+/// The 256 codes (0, 1, 2) of one 54-byte TQ1_0 block in element order, 32 per register.
+#[target_feature(enable = "avx2")]
+pub(crate) fn tq1_codes(block: &[u8]) -> [__m256i; 8] {
+    let mut out = [_mm256_setzero_si256(); 8];
+    // Bytes 0..32: digit k of byte m is element 32k + m.
+    let qs = load(block);
+    for (k, p) in [1i8, 3, 9, 27, 81].into_iter().enumerate() {
+        out[k] = trits(qs, _mm256_set1_epi8(p));
+    }
+    // Bytes 32..48: digit k of byte m is element 160 + 16k + m; bytes 48..52: digit k of byte j
+    // is element 240 + 4k + j. So 32 consecutive codes are two digits of the 16 bytes, or the
+    // last digit of the 16 bytes and the four bytes repeated with their four powers.
+    assert!(block.len() >= 52);
+    // SAFETY: the block holds bytes 32..48 (asserted above); the load is unaligned.
+    let tail = unsafe { _mm_loadu_si128(block[32..48].as_ptr().cast()) };
+    let qh = _mm_set1_epi32(i32::from_le_bytes([block[48], block[49], block[50], block[51]]));
+    let both = _mm256_set_m128i(tail, tail);
+    let pair = |lo: i8, hi: i8| _mm256_set_m128i(_mm_set1_epi8(hi), _mm_set1_epi8(lo));
+    out[5] = trits(both, pair(1, 3));
+    out[6] = trits(both, pair(9, 27));
+    let last_pow =
+        _mm256_set_m128i(_mm_setr_epi8(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27), _mm_set1_epi8(81));
+    out[7] = trits(_mm256_set_m128i(qh, tail), last_pow);
+    out
+}
+
+/// Σ code·a over one 54-byte TQ1_0 block and 256 activations in element order.
+#[target_feature(enable = "avx2")]
+fn tq1_block_dot(block: &[u8], a: &[i8]) -> i32 {
+    let ones = _mm256_set1_epi16(1);
+    assert!(a.len() >= 256);
+    let mut acc = _mm256_setzero_si256();
+    for (i, codes) in tq1_codes(block).into_iter().enumerate() {
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(codes, load_i8(&a[32 * i..])), ones));
+    }
+    hsum(acc)
+}
+
+/// TQ1_0 rows against one token's activations (element order): `dots[i] = Σ_block (Σ t·a)·d`.
+#[target_feature(enable = "avx2")]
+pub(crate) fn gemv_tq1(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
+    crate::ternary::tq_gemv(job, rows, act, sums, dots, |block, a| tq1_block_dot(block, a));
+}
+
+/// The 128 six-bit codes of half `h` (0 or 1) of a Q6_K block, minus 32, as four registers of 32
+/// signed bytes: register `k` holds elements `32k .. 32k + 32` of the half. Each code is its low
+/// nibble (`ql`) or'd with two high bits (`qh`), assembled with byte operations.
+#[target_feature(enable = "avx2")]
+pub(crate) fn q6k_codes(block: &[u8], h: usize) -> [__m256i; 4] {
+    let (m4, m3, off) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3), _mm256_set1_epi8(32));
+    let (l0, l1, hh) = (load(&block[h * 64..]), load(&block[h * 64 + 32..]), load(&block[128 + h * 32..]));
+    let hi = |v: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(v, m3));
+    let q = [
+        _mm256_or_si256(_mm256_and_si256(l0, m4), hi(hh)),
+        _mm256_or_si256(_mm256_and_si256(l1, m4), hi(_mm256_srli_epi16::<2>(hh))),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4), hi(_mm256_srli_epi16::<4>(hh))),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l1), m4), hi(_mm256_srli_epi16::<6>(hh))),
+    ];
+    q.map(|v| _mm256_sub_epi8(v, off))
+}

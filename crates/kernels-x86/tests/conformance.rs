@@ -1,0 +1,77 @@
+//! Every x86 kernel set this CPU runs, through bitnet-quant's conformance harness (ternary
+//! bit-identical to the reference, dense and f32 ops to float rounding, inputs at every offset);
+//! a set this CPU lacks is named as skipped.
+
+use bitnet_kernels_x86::{Avx2, Avx512};
+use bitnet_quant::testkit;
+use bitnet_quant::vecops::F32Ops;
+
+/// Random cases per format and check.
+const CASES: u32 = 48;
+
+/// Runs the harness on one set, or says why it is skipped.
+fn check<K: bitnet_quant::TernaryKernel + bitnet_quant::DenseKernel>(
+    name: &str,
+    set: Option<(K, F32Ops)>,
+    lacks: &str,
+) {
+    match set {
+        Some((k, ops)) => {
+            testkit::ternary(&k, CASES);
+            testkit::dense(&k, CASES);
+            testkit::f32_ops(&ops, CASES);
+            eprintln!("tested: {name}");
+        }
+        None => eprintln!("skipped: {name} (this CPU lacks {lacks})"),
+    }
+}
+
+#[test]
+fn avx512_vnni() {
+    check(Avx512::NAME, Avx512::detect().map(|k| (k, k.f32_ops())), "AVX-512 F/BW/VL/VNNI");
+}
+
+#[test]
+fn avx2() {
+    check(Avx2::NAME, Avx2::detect().map(|k| (k, k.f32_ops())), "AVX2/FMA/F16C");
+}
+
+#[test]
+fn the_harness_accepts_the_reference() {
+    testkit::ternary(&bitnet_quant::ScalarKernel, 4);
+    testkit::dense(&bitnet_quant::ScalarDense, 4);
+    testkit::f32_ops(&bitnet_quant::vecops::SCALAR, 4);
+}
+
+/// A kernel that is wrong in one output of one token: the harness must catch it.
+struct OffByOne;
+
+impl bitnet_quant::TernaryKernel for OffByOne {
+    fn name(&self) -> &'static str {
+        "off-by-one"
+    }
+
+    fn supports(&self, _: bitnet_quant::TernaryFormat) -> bool {
+        true
+    }
+
+    fn gemm_rows(
+        &self,
+        w: &bitnet_quant::PackedTernary<'_>,
+        x: &bitnet_quant::QuantizedActivations,
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) -> Result<(), bitnet_quant::QuantError> {
+        bitnet_quant::ScalarKernel.gemm_rows(w, x, rows, out)?;
+        if let Some(last) = out.last_mut() {
+            *last = f32::from_bits(last.to_bits() ^ 1);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+#[should_panic(expected = "off-by-one")]
+fn the_harness_catches_a_wrong_kernel() {
+    testkit::ternary(&OffByOne, 8);
+}

@@ -1,0 +1,332 @@
+//! The conformance harness every fast kernel is tested with (feature `testkit`): any
+//! [`TernaryKernel`], [`DenseKernel`] or [`F32Ops`] against this crate's scalar reference, with
+//! proptest, over row counts, lengths (every tail: I2_S half chunks, dense widths that are not
+//! whole vectors), token counts, row sub-ranges and the start offset of the input (0..64 bytes:
+//! dense rows come from the memory map unaligned, so inputs are placed at every offset inside a
+//! buffer padded on both sides, as memchr tests its inputs).
+//!
+//! Ternary kernels must be bit-identical to the reference (integer sums are exact and the float
+//! steps the reference's); dense and f32 kernels agree to float rounding, bounded relative to
+//! Σ|w·x|. Each check panics with the kernel's name and the failing case.
+//!
+//! ```
+//! # #[cfg(feature = "testkit")] {
+//! bitnet_quant::testkit::ternary(&bitnet_quant::ScalarKernel, 8);
+//! bitnet_quant::testkit::dense(&bitnet_quant::ScalarDense, 8);
+//! bitnet_quant::testkit::f32_ops(&bitnet_quant::vecops::SCALAR, 8);
+//! # }
+//! ```
+
+use bitnet_format::TensorType;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+use crate::dense::{DenseKernel, ScalarDense, dequantize_row, row_bytes};
+use crate::i2s::{self, I2sLayout};
+use crate::reference::{PackedTernary, ScalarKernel, TernaryFormat, TernaryKernel};
+use crate::tq::{self, TqKind};
+use crate::vecops::{F32Ops, SCALAR};
+use crate::{ActScale, QuantizedActivations, TernaryMatrix};
+
+/// Bytes of padding on both sides of every input; inputs start at offset 0..PAD inside it.
+const PAD: usize = 64;
+
+/// A deterministic stream of pseudo-random numbers (splitmix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// `data` copied to offset `offset` of a buffer with garbage on both sides.
+fn padded(data: &[u8], offset: usize) -> Vec<u8> {
+    let mut buf = vec![0xA5u8; offset + data.len() + PAD];
+    buf[offset..offset + data.len()].copy_from_slice(data);
+    buf
+}
+
+fn runner(cases: u32) -> TestRunner {
+    TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() })
+}
+
+fn activations(rng: &mut Rng, n: usize, cols: usize) -> QuantizedActivations {
+    let codes: Vec<i8> = (0..n * cols)
+        .map(|_| match rng.below(10) {
+            0 => -128,
+            1 => 127,
+            _ => rng.next() as i8,
+        })
+        .collect();
+    let rows = codes
+        .chunks_exact(cols)
+        .map(|r| ActScale { scale: 1.0 + rng.below(1000) as f32 / 7.0, sum: r.iter().map(|&v| i32::from(v)).sum() })
+        .collect();
+    QuantizedActivations { cols, codes, rows }
+}
+
+fn ternary_matrix(rng: &mut Rng, rows: usize, cols: usize) -> TernaryMatrix {
+    TernaryMatrix::new(rows, cols, (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect())
+        .expect("the values fit the shape")
+}
+
+/// `kernel` against the reference on one matrix: every token count given, the whole matrix and a
+/// random row range, the weights at byte offset `offset`.
+#[allow(clippy::too_many_arguments)]
+fn ternary_case(
+    kernel: &dyn TernaryKernel,
+    format: TernaryFormat,
+    rows: usize,
+    cols: usize,
+    data: &[u8],
+    n: usize,
+    offset: usize,
+    rng: &mut Rng,
+) -> Result<(), TestCaseError> {
+    let x = activations(rng, n, cols);
+    let buf = padded(data, offset);
+    let w = PackedTernary::new(format, rows, cols, &buf[offset..offset + data.len()], None)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let start = rng.below(rows as u64) as usize;
+    let end = start + 1 + rng.below((rows - start) as u64) as usize;
+    for range in [0..rows, start..end] {
+        let mut want = vec![0f32; n * range.len()];
+        ScalarKernel.gemm_rows(&w, &x, range.clone(), &mut want).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut got = vec![f32::NAN; n * range.len()];
+        kernel.gemm_rows(&w, &x, range.clone(), &mut got).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        // Bits, so that a NaN or a signed zero counts too.
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(
+            bits(&got),
+            bits(&want),
+            "{} {:?} {}x{}, {} tokens, rows {:?}, offset {}",
+            kernel.name(),
+            format,
+            rows,
+            cols,
+            n,
+            range,
+            offset
+        );
+    }
+    Ok(())
+}
+
+/// Checks a ternary kernel against [`ScalarKernel`] over `cases` random cases per format: I2_S
+/// (x86 order with whole and half 256-chunks; the ARM and interleaved orders and rows that are
+/// not whole blocks, which fast kernels hand to the reference), TQ2_0 and TQ1_0 with real
+/// per-block scales; then that bad arguments are errors, not panics.
+pub fn ternary(kernel: &dyn TernaryKernel, cases: u32) {
+    let fail = |what: &str, e| panic!("{} ({what}): {e}", kernel.name());
+    let shape = (1usize..40, 1usize..12, 1usize..10, 0usize..PAD, any::<u64>());
+    runner(cases)
+        .run(&shape, |(rows, blocks, n, offset, seed)| {
+            let mut rng = Rng(seed);
+            let cols = blocks * 128;
+            let scale = 0.37 + rng.below(100) as f32 / 50.0;
+            let m = ternary_matrix(&mut rng, rows, cols);
+            let bytes = i2s::pack(&m, scale, I2sLayout::X86).expect("packable");
+            ternary_case(kernel, TernaryFormat::I2s(I2sLayout::X86), rows, cols, &bytes, n, offset, &mut rng)?;
+            // Rows of 64 (not whole 128-blocks) and the other I2_S orders.
+            let small = ternary_matrix(&mut rng, rows * 2, 64);
+            let bytes = i2s::pack(&small, 1.5, I2sLayout::X86).expect("packable");
+            ternary_case(kernel, TernaryFormat::I2s(I2sLayout::X86), rows * 2, 64, &bytes, n.min(3), offset, &mut rng)?;
+            for layout in [I2sLayout::Arm, I2sLayout::X86Interleaved4] {
+                // The interleaved order packs rows in fours.
+                let m = ternary_matrix(&mut rng, rows * 4, 256);
+                let bytes = i2s::pack(&m, 0.5, layout).expect("packable");
+                ternary_case(kernel, TernaryFormat::I2s(layout), rows * 4, 256, &bytes, n.min(3), offset, &mut rng)?;
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| fail("I2_S", e));
+    let shape = (1usize..24, 1usize..7, 1usize..10, 0usize..PAD, any::<u64>());
+    runner(cases)
+        .run(&shape, |(rows, blocks, n, offset, seed)| {
+            let mut rng = Rng(seed);
+            let cols = blocks * 256;
+            let floats: Vec<f32> = (0..rows * cols).map(|_| (rng.below(2001) as f32 - 1000.0) / 300.0).collect();
+            for (kind, format) in [(TqKind::Tq2_0, TernaryFormat::Tq2_0), (TqKind::Tq1_0, TernaryFormat::Tq1_0)] {
+                let bytes: Vec<u8> =
+                    floats.chunks_exact(cols).flat_map(|r| tq::quantize_row(kind, r).expect("whole blocks")).collect();
+                ternary_case(kernel, format, rows, cols, &bytes, n, offset, &mut rng)?;
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| fail("TQ1_0/TQ2_0", e));
+
+    // Bad arguments are errors.
+    let bytes =
+        i2s::pack(&TernaryMatrix::new(2, 128, vec![1; 256]).expect("shape"), 1.0, I2sLayout::X86).expect("packable");
+    let w = PackedTernary::new(TernaryFormat::I2s(I2sLayout::X86), 2, 128, &bytes, None).expect("valid");
+    let x = QuantizedActivations::quantize(&[0.5; 128], 128).expect("valid");
+    let name = kernel.name();
+    assert!(kernel.gemm_rows(&w, &x, 0..2, &mut [0.0; 3]).is_err(), "{name}: wrong output length");
+    assert!(kernel.gemm_rows(&w, &x, 0..3, &mut [0.0; 3]).is_err(), "{name}: rows past the end");
+    let short = PackedTernary { data: &bytes[..40], ..w };
+    assert!(kernel.gemm_rows(&short, &x, 0..2, &mut [0.0; 2]).is_err(), "{name}: short buffer");
+}
+
+/// Random bytes that decode to finite, moderate values for every dense type.
+fn dense_weights(ty: TensorType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng(seed);
+    let rb = row_bytes(ty, cols).expect("whole blocks");
+    let mut b: Vec<u8> = (0..rows * rb).map(|_| (rng.next() >> 24) as u8).collect();
+    match ty {
+        TensorType::F32 => b.chunks_exact_mut(4).for_each(|f| f[3] = 0x3e | (f[3] & 0x80)),
+        TensorType::F16 | TensorType::BF16 => {
+            let hi = if ty == TensorType::F16 { 0x38 } else { 0x3e };
+            b.chunks_exact_mut(2).for_each(|h| h[1] = hi | (h[1] & 0x83));
+        }
+        TensorType::Q8_0 => b.chunks_exact_mut(34).for_each(|blk| blk[1] = 0x20),
+        TensorType::Q6_K => b.chunks_exact_mut(210).for_each(|blk| blk[209] = 0x20),
+        other => unreachable!("{other} is not a dense type"),
+    }
+    b
+}
+
+/// The dense types a [`DenseKernel`] takes.
+pub const DENSE: [TensorType; 5] =
+    [TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q6_K];
+
+/// Checks a dense kernel against [`ScalarDense`] over `cases` random cases of every dense type:
+/// |got − want| ≤ 1e-5·Σ|w·x| for each output; float widths that are not whole vectors; weights
+/// at every byte offset 0..64; then that bad arguments are errors.
+pub fn dense(kernel: &dyn DenseKernel, cases: u32) {
+    let shape = (1usize..20, 1usize..6, 1usize..4, 0usize..40, 0usize..PAD, any::<u64>());
+    runner(cases)
+        .run(&shape, |(rows, blocks, n, extra, offset, seed)| {
+            for ty in DENSE {
+                let cols = match ty {
+                    TensorType::Q8_0 => blocks * 32,
+                    TensorType::Q6_K => blocks * 256,
+                    _ => blocks * 32 + extra,
+                };
+                let data = dense_weights(ty, rows, cols, seed);
+                let buf = padded(&data, offset);
+                let w = &buf[offset..offset + data.len()];
+                let x: Vec<f32> =
+                    (0..n * cols).map(|i| ((i * 7919 + seed as usize) % 201) as f32 / 100.0 - 1.0).collect();
+                let start = (seed as usize) % rows;
+                let rb = row_bytes(ty, cols).expect("whole blocks");
+                for range in [0..rows, start..rows] {
+                    let mut want = vec![0f32; n * range.len()];
+                    ScalarDense
+                        .gemm_rows(ty, w, cols, &x, range.clone(), &mut want)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let mut got = vec![f32::NAN; n * range.len()];
+                    kernel
+                        .gemm_rows(ty, w, cols, &x, range.clone(), &mut got)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    for (j, (g, e)) in got.iter().zip(&want).enumerate() {
+                        let r = range.start + j % range.len();
+                        let mut row = vec![0f32; cols];
+                        dequantize_row(ty, &w[r * rb..(r + 1) * rb], &mut row);
+                        let xr = &x[(j / range.len()) * cols..][..cols];
+                        let mag: f32 = row.iter().zip(xr).map(|(a, b)| (a * b).abs()).sum();
+                        prop_assert!(
+                            (g - e).abs() <= 1e-5 * mag + 1e-30,
+                            "{} {} {}x{} offset {}: {} vs {}",
+                            kernel.name(),
+                            ty,
+                            rows,
+                            cols,
+                            offset,
+                            g,
+                            e
+                        );
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
+
+    let w = dense_weights(TensorType::F16, 2, 64, 1);
+    let name = kernel.name();
+    let mut out = [0f32; 2];
+    assert!(kernel.gemm_rows(TensorType::F16, &w, 64, &[0.0; 63], 0..2, &mut out).is_err(), "{name}: ragged x");
+    assert!(kernel.gemm_rows(TensorType::F16, &w[..100], 64, &[0.0; 64], 0..2, &mut out).is_err(), "{name}: short w");
+    assert!(
+        kernel.gemm_rows(TensorType::Q8_0, &w, 48, &[0.0; 48], 0..1, &mut out[..1]).is_err(),
+        "{name}: partial block"
+    );
+    assert!(kernel.gemm_rows(TensorType::I2_S, &w, 64, &[0.0; 64], 0..1, &mut out[..1]).is_err(), "{name}: not dense");
+}
+
+/// Checks f32 ops against [`SCALAR`] over `cases` random cases: `dot` and `axpy` at every length
+/// 0..200 and element offset 0..16; attention `scores` and `weighted_sum` (f32 and f16 keys and
+/// values) for head sizes that are and are not whole vectors, strides above the head size, and
+/// every offset.
+pub fn f32_ops(ops: &F32Ops, cases: u32) {
+    let close = |got: f32, want: f32, mag: f32| (got - want).abs() <= 1e-5 * mag + 1e-6;
+    runner(cases)
+        .run(&(0usize..200, 0usize..16, any::<u64>()), |(n, off, seed)| {
+            let mut rng = Rng(seed);
+            let mut val = || (rng.below(2001) as f32 - 1000.0) / 500.0;
+            let a: Vec<f32> = (0..n + off).map(|_| val()).collect();
+            let b: Vec<f32> = (0..n + off).map(|_| val()).collect();
+            let (a, b) = (&a[off..], &b[off..]);
+            let mag: f32 = a.iter().zip(b).map(|(x, y)| (x * y).abs()).sum();
+            let (got, want) = ((ops.dot)(a, b), (SCALAR.dot)(a, b));
+            prop_assert!(close(got, want, mag), "{} dot n={} off={}: {} vs {}", ops.name, n, off, got, want);
+            let mut y = b.to_vec();
+            (ops.axpy)(&mut y, 0.5, a);
+            for i in 0..n {
+                prop_assert!((y[i] - (b[i] + 0.5 * a[i])).abs() <= 1e-6, "{} axpy n={} i={}", ops.name, n, i);
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{}: {e}", ops.name));
+    runner(cases)
+        .run(&(1usize..300, 0usize..64, 1usize..40, 0usize..16, any::<u64>()), |(hd, more, n, off, seed)| {
+            let stride = hd + more;
+            let mut rng = Rng(seed);
+            let mut val = || (rng.below(2001) as f32 - 1000.0) / 1000.0;
+            let q: Vec<f32> = (0..hd).map(|_| val()).collect();
+            let k: Vec<f32> = (0..off + n * stride).map(|_| val()).collect();
+            let w: Vec<f32> = (0..n).map(|i| 1.0 / (1.0 + i as f32)).collect();
+            let k = &k[off..];
+            let k16: Vec<u8> = k.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
+            // Every output is bounded by Σ|q|·max|k| (scores) or Σw·max|v| (weighted sums): ≤ 1e-4.
+            let near = |got: &[f32], want: &[f32], what: &str| -> Result<(), TestCaseError> {
+                for (g, e) in got.iter().zip(want) {
+                    prop_assert!(
+                        (g - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                        "{} {} hd={}: {} vs {}",
+                        ops.name,
+                        what,
+                        hd,
+                        g,
+                        e
+                    );
+                }
+                Ok(())
+            };
+            let (mut got, mut want) = (vec![0f32; n], vec![0f32; n]);
+            (ops.scores)(&q, k, stride, &mut got);
+            (SCALAR.scores)(&q, k, stride, &mut want);
+            near(&got, &want, "scores")?;
+            (ops.scores_f16)(&q, &k16, stride, &mut got);
+            (SCALAR.scores_f16)(&q, &k16, stride, &mut want);
+            near(&got, &want, "scores_f16")?;
+            let (mut got, mut want) = (vec![0.25f32; hd], vec![0.25f32; hd]);
+            (ops.weighted_sum)(&w, k, stride, &mut got);
+            (SCALAR.weighted_sum)(&w, k, stride, &mut want);
+            near(&got, &want, "weighted_sum")?;
+            let (mut got, mut want) = (vec![0.25f32; hd], vec![0.25f32; hd]);
+            (ops.weighted_sum_f16)(&w, &k16, stride, &mut got);
+            (SCALAR.weighted_sum_f16)(&w, &k16, stride, &mut want);
+            near(&got, &want, "weighted_sum_f16")
+        })
+        .unwrap_or_else(|e| panic!("{}: {e}", ops.name));
+}
