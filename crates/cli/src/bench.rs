@@ -156,8 +156,7 @@ pub fn run(args: &Args) -> Result<()> {
     if !args.model.exists() {
         bail!("model file {} does not exist", args.model.display());
     }
-    let threads =
-        if args.threads.is_empty() { vec![bitnet_model::threads::physical_cores()] } else { args.threads.clone() };
+    let threads = if args.threads.is_empty() { vec![bitnet_model::physical_cores()] } else { args.threads.clone() };
     let (model, results) = measure(
         &args.model,
         &args.prompt,

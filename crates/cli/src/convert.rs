@@ -94,27 +94,16 @@ pub fn run(args: &Args) -> Result<()> {
                 dir.display()
             );
         }
-        let bar = progress_bar();
-        let s = bitnet_convert::requantize_with_progress(&dir, &args.out, opts, &mut |p| {
-            bar.set_length(p.total as u64);
-            bar.set_position(p.done as u64);
-            bar.set_message(p.tensor.to_owned());
-        });
-        bar.finish_and_clear();
-        let s = s.with_context(|| format!("cannot re-encode {}", dir.display()))?;
+        let s = with_progress_bar(|progress| bitnet_convert::requantize_with_progress(&dir, &args.out, opts, progress))
+            .with_context(|| format!("cannot re-encode {}", dir.display()))?;
         report(args, &s);
         return Ok(());
     }
     let embedding_type = embedding(args.embedding_type.unwrap_or(Embedding::Auto));
     let outtype = outtype(args.outtype.unwrap_or(Out::I2s));
-    let bar = progress_bar();
-    let s = convert_dir_with_progress(&dir, &args.out, ConvertOptions { outtype, embedding_type }, &mut |p| {
-        bar.set_length(p.total as u64);
-        bar.set_position(p.done as u64);
-        bar.set_message(p.tensor.to_owned());
-    });
-    bar.finish_and_clear();
-    let s = s.with_context(|| format!("cannot convert {}", dir.display()))?;
+    let opts = ConvertOptions { outtype, embedding_type };
+    let s = with_progress_bar(|progress| convert_dir_with_progress(&dir, &args.out, opts, progress))
+        .with_context(|| format!("cannot convert {}", dir.display()))?;
     report(args, &s);
     Ok(())
 }
@@ -134,11 +123,19 @@ fn report(args: &Args, s: &bitnet_convert::Summary) {
     eprintln!("wrote {}{through} ({}, {} tensors, {} bytes)", s.path.display(), s.architecture, s.tensors, s.bytes);
 }
 
-fn progress_bar() -> indicatif::ProgressBar {
-    indicatif::ProgressBar::new(0).with_style(
+/// Runs `job` with a progress bar of tensors written, cleared when it ends.
+fn with_progress_bar<T>(job: impl FnOnce(&mut dyn FnMut(bitnet_convert::Progress<'_>)) -> T) -> T {
+    let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors, {elapsed} {msg}")
             .expect("valid template"),
-    )
+    );
+    let out = job(&mut |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(p.tensor.to_owned());
+    });
+    bar.finish_and_clear();
+    out
 }
 
 fn outtype(o: Out) -> OutType {

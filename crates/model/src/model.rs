@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bitnet_format::{GgufFile, ReadOptions};
 use bitnet_kernels::Kernels;
-use bitnet_quant::{I2sLayout, QuantizedActivations};
+use bitnet_quant::QuantizedActivations;
 
 use crate::config::{Activation, Config, RopeStyle};
 use crate::error::{ModelError, Result};
@@ -81,10 +81,9 @@ impl Model {
         let start = Instant::now();
         let file = GgufFile::open_with(path, ReadOptions::default())?;
         let config = Config::from_metadata(file.metadata())?;
-        let layout = I2sLayout::of_file(file.metadata())?;
         let c = &config;
         let (q_dim, kv_dim) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let m = |name: &str, rows, cols| Matrix::load(&file, name, rows, cols, layout);
+        let m = |name: &str, rows, cols| Matrix::load(&file, name, rows, cols);
         let embed = m("token_embd.weight", c.vocab_size, c.hidden)?;
         check_block_count(&file, c)?;
         // Never sized from the file's count up front: each layer is pushed once its tensors load.

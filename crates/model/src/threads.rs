@@ -53,14 +53,6 @@ pub const MAX_THREADS: usize = 1024;
 const MIN_ROWS_PER_THREAD: usize = 16;
 
 impl Pool {
-    /// A pool of `threads` (at least 1).
-    ///
-    /// # Panics
-    /// If a thread cannot be started ([`Pool::try_new`] returns that as an error).
-    pub fn new(threads: usize) -> Pool {
-        Pool::try_new(threads).expect("starting the worker threads")
-    }
-
     /// A pool of `threads` (at least 1, at most [`MAX_THREADS`]), or why it cannot be had.
     pub fn try_new(threads: usize) -> crate::Result<Pool> {
         if threads > MAX_THREADS {

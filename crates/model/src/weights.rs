@@ -22,7 +22,6 @@ pub enum MatrixKind {
 /// A `rows × cols` weight matrix whose bytes live in the model file.
 #[derive(Debug, Clone)]
 pub struct Matrix {
-    pub name: String,
     pub rows: usize,
     pub cols: usize,
     pub kind: MatrixKind,
@@ -51,32 +50,30 @@ fn scalar(file: &GgufFile, name: &str) -> Result<Option<f32>> {
 
 impl Matrix {
     /// Looks up a 2-D weight `name` (ggml shape `[cols, rows]`) and checks its shape.
-    pub fn load(file: &GgufFile, name: &str, rows: usize, cols: usize, i2s_layout: I2sLayout) -> Result<Matrix> {
+    pub fn load(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
         let t = info(file, name)?;
         let (ne0, ne1) =
             (t.shape.first().copied().unwrap_or(1) as usize, t.shape.get(1).copied().unwrap_or(1) as usize);
         if t.shape.len() > 2 || ne0 != cols || ne1 != rows {
             return Err(bad(name, format!("shape {:?}, expected [{cols}, {rows}]", t.shape)));
         }
-        let base = name.strip_suffix(".weight").unwrap_or(name);
-        let kind = match t.ty {
-            TensorType::I2_S => MatrixKind::Ternary {
-                format: TernaryFormat::I2s(i2s_layout),
-                extra_scale: scalar(file, &format!("{base}.scale"))?,
-            },
-            TensorType::TQ1_0 | TensorType::TQ2_0 => MatrixKind::Ternary {
-                format: if t.ty == TensorType::TQ1_0 { TernaryFormat::Tq1_0 } else { TernaryFormat::Tq2_0 },
-                extra_scale: scalar(file, &format!("{base}.scale"))?,
-            },
-            TensorType::TL1 | TensorType::TL2 => return tl_as_i2s(file, t, name, rows, cols),
-            ty if DENSE_TYPES.contains(&ty) => {
-                row_bytes(ty, cols).map_err(|e| bad(name, e.to_string()))?;
-                MatrixKind::Dense(ty)
+        let kind = match PackedTernary::from_gguf(file, t, rows, cols) {
+            Some(packed) => {
+                let packed = packed.map_err(|e| bad(name, e.to_string()))?;
+                if let TernaryFormat::Tl1(_) | TernaryFormat::Tl2(_) = packed.format {
+                    return tl_as_i2s(&packed);
+                }
+                let base = name.strip_suffix(".weight").unwrap_or(name);
+                MatrixKind::Ternary { format: packed.format, extra_scale: scalar(file, &format!("{base}.scale"))? }
             }
-            ty => return Err(bad(name, format!("type {ty} is not supported for weights"))),
+            None if DENSE_TYPES.contains(&t.ty) => {
+                row_bytes(t.ty, cols).map_err(|e| bad(name, e.to_string()))?;
+                MatrixKind::Dense(t.ty)
+            }
+            None => return Err(bad(name, format!("type {} is not supported for weights", t.ty))),
         };
         let start = (file.data_offset() + t.offset) as usize;
-        Ok(Matrix { name: name.into(), rows, cols, kind, range: start..start + t.size as usize, owned: None })
+        Ok(Matrix { rows, cols, kind, range: start..start + t.size as usize, owned: None })
     }
 
     fn bytes<'a>(&'a self, file: &'a [u8]) -> &'a [u8] {
@@ -131,23 +128,19 @@ impl Matrix {
     }
 }
 
-/// bitnet.cpp's TL1/TL2 tensors, unpacked with the tiling of its preset kernels for the shape and
-/// repacked to I2_S in memory, so the I2_S kernels run them; the scale comes from the separate
-/// `<name>_scale` tensor bitnet.cpp's converter writes.
-fn tl_as_i2s(file: &GgufFile, t: &TensorInfo, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
-    use bitnet_quant::{i2s, tl};
-    let tl2 = t.ty == TensorType::TL2;
-    let tiling = tl::tiling_of_file(file.metadata(), tl2, rows, cols).map_err(|e| bad(name, e.to_string()))?;
-    let scale = scalar(file, &format!("{name}_scale"))?
-        .ok_or_else(|| bad(name, format!("{} needs its scale tensor {name}_scale", t.ty)))?;
-    let format = if tl2 { TernaryFormat::Tl2(tiling) } else { TernaryFormat::Tl1(tiling) };
-    let packed = PackedTernary::new(format, rows, cols, file.tensor_data(t), Some(scale))?;
-    let (m, _) = packed.unpack()?;
-    let bytes = i2s::pack(&m, scale, I2sLayout::X86)?;
+/// bitnet.cpp's TL1/TL2 tensors (read with the tiling of its preset kernels for the shape and
+/// the scale of the separate `<name>_scale` tensor), repacked to I2_S in memory, so the I2_S
+/// kernels run them.
+fn tl_as_i2s(packed: &PackedTernary<'_>) -> Result<Matrix> {
+    let (m, scales) = packed.unpack()?;
+    let scale = match scales {
+        bitnet_quant::WeightScales::Tensor(s) => s,
+        bitnet_quant::WeightScales::Blocks { .. } => unreachable!("TL formats have one scale"),
+    };
+    let bytes = bitnet_quant::i2s::pack(&m, scale, I2sLayout::X86)?;
     Ok(Matrix {
-        name: name.into(),
-        rows,
-        cols,
+        rows: packed.rows,
+        cols: packed.cols,
         kind: MatrixKind::Ternary { format: TernaryFormat::I2s(I2sLayout::X86), extra_scale: None },
         range: 0..0,
         owned: Some(std::sync::Arc::new(bytes)),
@@ -166,4 +159,84 @@ pub fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
         ty => return Err(bad(name, format!("type {ty}, expected F32, F16 or BF16"))),
     }
     Ok(out)
+}
+
+/// bitnet.cpp's TL1/TL2 tensors load (with the tiling of its preset kernels for the shape),
+/// repacked to I2_S, and multiply exactly like the same matrix stored as I2_S.
+#[cfg(test)]
+mod tests {
+    use std::io::BufWriter;
+
+    use bitnet_format::{GgufBuilder, GgufFile, TensorType};
+    use bitnet_quant::{I2sLayout, TernaryMatrix, i2s, tl};
+
+    use super::Matrix;
+    use crate::threads::Pool;
+
+    fn ternary(rows: usize, cols: usize) -> TernaryMatrix {
+        let mut s = 0x1234_5678u64;
+        let values = (0..rows * cols)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s % 3) as i8 - 1
+            })
+            .collect();
+        TernaryMatrix::new(rows, cols, values).unwrap()
+    }
+
+    #[test]
+    fn tl_tensors_of_preset_shapes_match_i2s() {
+        for (ty, rows, cols) in [(TensorType::TL1, 1536, 1536), (TensorType::TL2, 1536, 4096)] {
+            let m = ternary(rows, cols);
+            let scale = 0.75f32;
+            let tiling = tl::preset_tiling(ty == TensorType::TL2, rows, cols).unwrap();
+            let tl_bytes =
+                if ty == TensorType::TL1 { tl::pack_tl1(&m, tiling) } else { tl::pack_tl2(&m, tiling) }.unwrap();
+            let i2s_bytes = i2s::pack(&m, scale, I2sLayout::X86).unwrap();
+            let path = std::env::temp_dir().join(format!("tl-{}-{ty}.gguf", std::process::id()));
+            let mut b = GgufBuilder::new();
+            b.metadata_mut().insert("general.architecture", "bitnet");
+            let shape = [cols as u64, rows as u64];
+            b.add_tensor("tl.weight", ty, &shape).unwrap();
+            b.add_tensor("tl.weight_scale", TensorType::F32, &[1]).unwrap();
+            b.add_tensor("i2s.weight", TensorType::I2_S, &shape).unwrap();
+            let mut w = b.start(BufWriter::new(std::fs::File::create(&path).unwrap())).unwrap();
+            w.write_tensor("tl.weight", &tl_bytes).unwrap();
+            w.write_tensor("tl.weight_scale", &scale.to_le_bytes()).unwrap();
+            w.write_tensor("i2s.weight", &i2s_bytes).unwrap();
+            w.finish().unwrap();
+
+            let file = GgufFile::open(&path).unwrap();
+            let a = Matrix::load(&file, "tl.weight", rows, cols).unwrap();
+            let b = Matrix::load(&file, "i2s.weight", rows, cols).unwrap();
+            let kernels = bitnet_kernels::Kernels::best();
+            let pool = Pool::try_new(2).unwrap();
+            let x: Vec<f32> = (0..2 * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            let (mut ya, mut yb) = (vec![0f32; 2 * rows], vec![0f32; 2 * rows]);
+            a.matmul(file.bytes(), &kernels, &pool, &x, None, &mut ya).unwrap();
+            b.matmul(file.bytes(), &kernels, &pool, &x, None, &mut yb).unwrap();
+            assert_eq!(ya, yb, "{ty} {rows}x{cols}");
+            std::fs::remove_file(&path).ok();
+        }
+    }
+
+    #[test]
+    fn tl_shapes_without_a_preset_are_a_clear_error() {
+        let (rows, cols) = (256, 256);
+        let m = ternary(rows, cols);
+        let bytes = tl::pack_tl1(&m, tl::TlTiling { bm: 256, bk: 128, bmm: 32 }).unwrap();
+        let path = std::env::temp_dir().join(format!("tl-nopreset-{}.gguf", std::process::id()));
+        let mut b = GgufBuilder::new();
+        b.metadata_mut().insert("general.architecture", "bitnet");
+        b.add_tensor("x.weight", TensorType::TL1, &[cols as u64, rows as u64]).unwrap();
+        let mut w = b.start(BufWriter::new(std::fs::File::create(&path).unwrap())).unwrap();
+        w.write_tensor("x.weight", &bytes).unwrap();
+        w.finish().unwrap();
+        let file = GgufFile::open(&path).unwrap();
+        let err = Matrix::load(&file, "x.weight", rows, cols).unwrap_err().to_string();
+        assert!(err.contains("preset") && err.contains("256x256"), "{err}");
+        std::fs::remove_file(&path).ok();
+    }
 }

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use bitnet_format::{GgufFile, Metadata, Value, rewrite_metadata};
-use bitnet_model::threads::{MAX_THREADS, Pool};
 use bitnet_model::{
-    GenerateOptions, KvType, LoadOptions, Model, ModelError, SamplingParams, Sequence, StopReason, Tokenizer,
+    GenerateOptions, KvType, LoadOptions, MAX_THREADS, Model, ModelError, SamplingParams, Sequence, StopReason,
+    Tokenizer,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -109,9 +109,10 @@ fn kv_cache_size_is_checked_and_grows_with_use() {
 
 #[test]
 fn thread_counts_are_bounded() {
-    let err = Pool::try_new(MAX_THREADS + 1).unwrap_err().to_string();
+    let load = |threads| Model::load(fixture(TINY), LoadOptions { threads, ..Default::default() });
+    let err = load(MAX_THREADS + 1).unwrap_err().to_string();
     assert!(err.contains("at most"), "{err}");
-    assert_eq!(Pool::try_new(3).unwrap().threads(), 3);
+    assert_eq!(load(3).unwrap().threads(), 3);
 }
 
 #[test]

@@ -67,6 +67,47 @@ pub struct PackedTernary<'a> {
 }
 
 impl<'a> PackedTernary<'a> {
+    /// The ternary tensor `t` of a GGUF file (`rows × cols`) as the kernels read it: I2_S in the
+    /// code order the file's metadata names, TQ1_0, TQ2_0, or TL1/TL2 with the file's tiling for
+    /// the shape and the scale from bitnet.cpp's separate `<name>_scale` tensor (one F32). `None`
+    /// when the tensor's type is not ternary. The one place that maps a file's tensor to a
+    /// format, for the converter and the model loader alike.
+    pub fn from_gguf<D: AsRef<[u8]>>(
+        file: &'a bitnet_format::Gguf<D>,
+        t: &bitnet_format::TensorInfo,
+        rows: usize,
+        cols: usize,
+    ) -> Option<Result<Self, QuantError>> {
+        use bitnet_format::TensorType;
+        let tl2 = t.ty == TensorType::TL2;
+        let format = match t.ty {
+            TensorType::I2_S => crate::I2sLayout::of_file(file.metadata()).map(TernaryFormat::I2s),
+            TensorType::TQ1_0 => Ok(TernaryFormat::Tq1_0),
+            TensorType::TQ2_0 => Ok(TernaryFormat::Tq2_0),
+            TensorType::TL1 | TensorType::TL2 => crate::tl::tiling_of_file(file.metadata(), tl2, rows, cols)
+                .map(|tiling| if tl2 { TernaryFormat::Tl2(tiling) } else { TernaryFormat::Tl1(tiling) }),
+            _ => return None,
+        };
+        Some(format.and_then(|format| {
+            let scale = match format {
+                TernaryFormat::Tl1(_) | TernaryFormat::Tl2(_) => {
+                    let name = format!("{}_scale", t.name);
+                    let s = file
+                        .tensor_info(&name)
+                        .filter(|s| s.ty == TensorType::F32 && s.numel() == 1)
+                        .map(|s| file.tensor_data(s))
+                        .ok_or_else(|| QuantError::Unsupported {
+                            format: if tl2 { "TL2" } else { "TL1" },
+                            reason: format!("{} needs its scale tensor {name} (one F32 value)", t.name),
+                        })?;
+                    Some(f32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+                }
+                _ => None,
+            };
+            PackedTernary::new(format, rows, cols, file.tensor_data(t), scale)
+        }))
+    }
+
     /// Wraps packed bytes, checking their length (and that TL formats have their scale).
     pub fn new(
         format: TernaryFormat,

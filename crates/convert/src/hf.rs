@@ -1,0 +1,145 @@
+//! Hugging Face checkpoint → GGUF.
+
+use super::*;
+
+/// Converts the Hugging Face checkpoint in `dir` to a GGUF file at `out`.
+pub fn convert_dir(dir: &Path, out: &Path, opts: ConvertOptions) -> Result<Summary> {
+    convert_dir_with_progress(dir, out, opts, &mut |_| {})
+}
+
+/// Where a conversion is: tensors written so far out of all, and the one being written.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    pub done: usize,
+    pub total: usize,
+    pub tensor: &'a str,
+}
+
+/// [`convert_dir`], calling `progress` before each tensor (for a progress bar).
+pub fn convert_dir_with_progress(
+    dir: &Path,
+    out: &Path,
+    opts: ConvertOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Summary> {
+    output_target(out)?;
+    let config = HfConfig::load(dir)?;
+    let (family, source) = detect(&config)?;
+    let ckpt = Checkpoint::open(dir)?;
+    ckpt.check_config(&config)?;
+    let tok = TokenizerMetadata::load(dir, config.vocab as usize)?;
+    if family == Family::OneBitLlm && !matches!(tok.vocab, Vocab::SentencePiece { .. }) {
+        // bitnet-b1.58 files carry no activation key: SiLU (1bitLLM) is told from squared ReLU
+        // (2B-4T) by the SentencePiece vocabulary, as 1bitLLM models all have one.
+        return Err(ConvertError::Unsupported(
+            "a BitnetForCausalLM (1bitLLM) checkpoint without tokenizer.model: its SiLU graph is recognised by the \
+             SentencePiece vocabulary"
+                .into(),
+        ));
+    }
+    let arch = if family.bitnet_graph() { ARCH_BITNET_B158 } else { "llama" };
+    let plans = plan(&config, family);
+
+    let mut b = GgufBuilder::new();
+    let m = b.metadata_mut();
+    m.insert("general.architecture", arch);
+    m.insert("general.name", dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    m.insert("general.file_type", opts.outtype.file_type());
+    m.insert("general.quantization_version", 2u32);
+    // Checked (config sizes are at most MAX_CONFIG_DIM), never truncated.
+    let u32_of = |k: &str, v: u64| {
+        u32::try_from(v).map_err(|_| ConvertError::Unsupported(format!("{k} = {v} does not fit a 32-bit GGUF field")))
+    };
+    m.insert(format!("{arch}.vocab_size"), u32_of("vocab_size", config.vocab)?);
+    m.insert(format!("{arch}.context_length"), u32_of("context_length", config.ctx)?);
+    m.insert(format!("{arch}.embedding_length"), u32_of("embedding_length", config.hidden)?);
+    m.insert(format!("{arch}.block_count"), u32_of("block_count", config.layers)?);
+    m.insert(format!("{arch}.feed_forward_length"), u32_of("feed_forward_length", config.ff)?);
+    m.insert(format!("{arch}.attention.head_count"), u32_of("attention.head_count", config.heads)?);
+    m.insert(format!("{arch}.attention.head_count_kv"), u32_of("attention.head_count_kv", config.kv_heads)?);
+    m.insert(format!("{arch}.attention.layer_norm_rms_epsilon"), config.eps as f32);
+    m.insert(format!("{arch}.rope.freq_base"), config.rope_theta as f32);
+    m.insert(format!("{arch}.rope.dimension_count"), u32_of("rope.dimension_count", config.head_dim)?);
+    if opts.outtype == OutType::I2s {
+        m.insert(i2s::LAYOUT_KEY, I2sLayout::X86.as_str());
+    }
+    if opts.outtype.separate_scale() {
+        // Every shape's tiling, decided (and checked) before anything is written.
+        let tl2 = opts.outtype == OutType::Tl2;
+        let mut tilings: Vec<(usize, usize, tl::TlTiling)> = Vec::new();
+        for p in plans.iter().filter(|p| p.kind == Kind::Ternary) {
+            let (rows, cols) = (p.shape[0], p.shape[1]);
+            if !tilings.iter().any(|&(r, c, _)| (r, c) == (rows, cols)) {
+                let t = tl::choose_tiling(tl2, rows, cols)
+                    .map_err(|e| ConvertError::Unsupported(format!("--outtype {}: {}: {e}", opts.outtype, p.hf)))?;
+                tilings.push((rows, cols, t));
+            }
+        }
+        let values = tl::encode_tilings(&tilings).into_iter().map(Value::U32).collect();
+        m.insert(tl::TILINGS_KEY, Array::new(bitnet_format::ValueType::U32, values).expect("all U32"));
+    }
+    tok.write(m);
+
+    let emb_type = opts.embedding_type.for_rows(config.hidden as usize).tensor_type();
+    // Block types need whole blocks per row: say so before writing anything.
+    bitnet_quant::dense::row_bytes(emb_type, config.hidden as usize).map_err(|e| {
+        ConvertError::Unsupported(format!(
+            "--embedding-type {emb_type} cannot hold rows of {} (hidden size): {e}",
+            config.hidden
+        ))
+    })?;
+    for p in &plans {
+        let ne: Vec<u64> = p.shape.iter().rev().map(|&d| d as u64).collect();
+        let ty = match p.kind {
+            Kind::Norm => TensorType::F32,
+            Kind::Embedding => emb_type,
+            Kind::Ternary => opts.outtype.tensor_type(),
+        };
+        b.add_tensor(&p.gguf, ty, &ne)?;
+        if p.kind == Kind::Ternary && opts.outtype.separate_scale() {
+            b.add_tensor(scale_name(&p.gguf), TensorType::F32, &[1])?;
+        }
+    }
+
+    let (bytes, path) = write_atomically(out, b, |w| {
+        for (done, p) in plans.iter().enumerate() {
+            progress(Progress { done, total: plans.len(), tensor: &p.gguf });
+            let bytes = match p.kind {
+                Kind::Ternary => {
+                    let (m, scale) = ternary(&ckpt, p, source)?;
+                    let bytes = opts.outtype.pack(&m, scale)?;
+                    if opts.outtype.separate_scale() {
+                        w.write_tensor(&p.gguf, &bytes)?;
+                        w.write_tensor(&scale_name(&p.gguf), &scale.to_le_bytes())?;
+                        continue;
+                    }
+                    bytes
+                }
+                Kind::Norm | Kind::Embedding => {
+                    let (values, shape) = ckpt.f32(&p.hf)?;
+                    check_shape(p, &shape)?;
+                    match p.kind {
+                        Kind::Embedding => {
+                            let mut bytes = Vec::new();
+                            for row in values.chunks(config.hidden as usize) {
+                                bytes.extend(bitnet_quant::dense::quantize_row(emb_type, row)?);
+                            }
+                            bytes
+                        }
+                        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    }
+                }
+            };
+            w.write_tensor(&p.gguf, &bytes)?;
+        }
+        Ok(())
+    })?;
+    let scales =
+        if opts.outtype.separate_scale() { plans.iter().filter(|p| p.kind == Kind::Ternary).count() } else { 0 };
+    Ok(Summary { path, architecture: arch.into(), tensors: plans.len() + scales, bytes })
+}
+
+/// bitnet.cpp's name for the scale tensor of a TL1/TL2 weight.
+pub(crate) fn scale_name(weight: &str) -> String {
+    format!("{weight}_scale")
+}
