@@ -27,6 +27,14 @@ impl Message {
 }
 
 /// A compiled chat template.
+///
+/// ```
+/// use bitnet_model::{ChatTemplate, Message};
+/// let t = ChatTemplate::new(bitnet_model::chat::BITNET_2B4T_TEMPLATE, "<|begin_of_text|>", "<|end_of_text|>")?;
+/// let text = t.render(&[Message::new("user", "Hi")], true)?;
+/// assert_eq!(text, "<|begin_of_text|>User: Hi<|eot_id|>Assistant: ");
+/// # Ok::<(), bitnet_model::ModelError>(())
+/// ```
 pub struct ChatTemplate {
     env: Environment<'static>,
     bos: String,

@@ -65,6 +65,14 @@ impl Config {
     /// Reads the hyper-parameters. The activation of `bitnet-b1.58` files is told apart by the
     /// tokenizer: 2B-4T (squared ReLU) has Llama 3's BPE vocabulary, 1bitLLM models (SiLU) a
     /// SentencePiece one.
+    ///
+    /// ```
+    /// # let file = bitnet_format::GgufFile::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/bitnet-demo.gguf"))?;
+    /// let c = bitnet_model::Config::from_metadata(file.metadata())?;
+    /// assert_eq!(c.architecture, "bitnet-b1.58");
+    /// assert!(c.layers > 0 && c.hidden % c.heads == 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_metadata(m: &Metadata) -> Result<Config> {
         let arch = m.architecture().ok_or_else(|| ModelError::MissingMetadata("general.architecture".into()))?;
         let (activation, sub_norms, rope_style) = match arch {

@@ -18,6 +18,16 @@ pub struct Perplexity {
 /// Scores `ids` in independent chunks of at most `chunk` tokens, each starting with BOS when
 /// the model wants one; every token after the first of a chunk is predicted from those before it.
 /// `progress(done, total, ppl_so_far)` is called after each chunk.
+///
+/// ```
+/// # use bitnet_model::{LoadOptions, Model, Tokenizer, perplexity};
+/// # let model = Model::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/bitnet-demo.gguf"), LoadOptions::default())?;
+/// let tok = Tokenizer::from_metadata(model.metadata())?;
+/// let ids = tok.encode("The compiler checks that every reference is valid.", false)?;
+/// let r = perplexity(&model, &tok, &ids, 8, |_done, _total, _so_far| {})?;
+/// assert!(r.perplexity.is_finite() && r.perplexity > 1.0);
+/// # Ok::<(), bitnet_model::ModelError>(())
+/// ```
 pub fn perplexity(
     model: &Model,
     tok: &Tokenizer,

@@ -6,9 +6,10 @@
 //! [`Generation`]: an iterator of [`Piece`]s that samples, stops on stop tokens, stop strings or
 //! the length budget, and detokenizes incrementally.
 //!
-//! ```no_run
+//! ```
 //! use bitnet_model::{GenerateOptions, KvType, LoadOptions, Model, Sequence, Tokenizer};
-//! let model = Model::load("model.gguf", LoadOptions::default())?;
+//! # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/bitnet-demo.gguf");
+//! let model = Model::load(path, LoadOptions::default())?;
 //! let tok = Tokenizer::from_metadata(model.metadata())?;
 //! let mut seq = Sequence::new(&model, 512, KvType::F16)?;
 //! let prompt = tok.encode("The capital of France is", true)?;

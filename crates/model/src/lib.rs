@@ -1,9 +1,10 @@
 //! BitNet b1.58 and ternary Llama/Falcon3 models: load a GGUF file, run the forward pass with a
 //! KV cache, tokenize, sample.
 //!
-//! ```no_run
+//! ```
 //! use bitnet_model::{Model, LoadOptions, Tokenizer, Sampler, SamplingParams};
-//! let model = Model::load("model.gguf", LoadOptions::default())?;
+//! # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/bitnet-demo.gguf");
+//! let model = Model::load(path, LoadOptions::default())?;
 //! let tok = Tokenizer::from_metadata(model.metadata())?;
 //! let mut cache = model.new_cache(512)?;
 //! let mut ids = tok.encode("The capital of France is", true)?;
@@ -38,7 +39,7 @@ pub use config::{Activation, Config, RopeStyle};
 pub use error::{ModelError, Result};
 pub use eval::{Perplexity, perplexity};
 pub use generate::{GenerateOptions, Generation, Piece, Sequence, StopReason};
-pub use model::{KvCache, KvType, LoadOptions, Model};
+pub use model::{KvCache, KvType, LoadOptions, Model, Step};
 pub use sampling::{Sampler, SamplingParams, argmax};
 pub use threads::{MAX_THREADS, physical_cores};
 pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -44,6 +44,17 @@ struct Layer {
     ffn_sub_norm: Option<Vec<f32>>,
 }
 
+/// One sequence's part of a [`Model::forward_batch`] step.
+#[derive(Debug)]
+pub struct Step<'a> {
+    /// The new tokens, run at the cache's next positions.
+    pub tokens: &'a [u32],
+    /// The sequence's cache.
+    pub cache: &'a mut KvCache,
+    /// Logits of every new token, or only of the last.
+    pub all_logits: bool,
+}
+
 /// Options for loading.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -53,7 +64,21 @@ pub struct LoadOptions {
     pub kernels: Option<Kernels>,
 }
 
-/// A loaded model: weights stay in the memory-mapped file.
+/// A loaded model: weights stay in the memory-mapped file. One model serves any number of
+/// sequences, each with its own [`KvCache`] (see [`crate::Sequence`] for generation).
+///
+/// ```
+/// use bitnet_model::{LoadOptions, Model, Tokenizer, argmax};
+/// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/bitnet-demo.gguf");
+/// let model = Model::load(path, LoadOptions::default())?;
+/// let tok = Tokenizer::from_metadata(model.metadata())?;
+/// let ids = tok.encode("The Rust compiler", true)?;
+/// let mut cache = model.new_cache(64)?;
+/// let logits = model.forward(&ids, &mut cache, false)?; // the last position's
+/// assert_eq!(logits.len(), model.config.vocab_size);
+/// println!("next: {:?} ({} kernels)", tok.decode(&[argmax(&logits)], false)?, model.kernel_name());
+/// # Ok::<(), bitnet_model::ModelError>(())
+/// ```
 pub struct Model {
     pub config: Config,
     file: GgufFile,
@@ -273,37 +298,81 @@ impl Model {
     /// Runs `tokens` at the cache's next positions and returns their logits (`n × vocab`), or
     /// only the last token's when `all_logits` is false.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> Result<Vec<f32>> {
+        let mut steps = [Step { tokens, cache, all_logits }];
+        Ok(self.forward_batch(&mut steps)?.pop().expect("one step, one result"))
+    }
+
+    /// One forward pass over several sequences at once, each at its own position with its own
+    /// cache: the matmuls run over every step's rows together (each weight matrix is read once
+    /// for all of them, which is what makes serving many sequences cheap), attention and the
+    /// cache writes per sequence. Returns each step's logits as [`Model::forward`] would. Every
+    /// step is checked before anything runs, so an error leaves every cache as it was.
+    ///
+    /// ```
+    /// # use bitnet_model::{LoadOptions, Model, Step};
+    /// # let model = Model::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/bitnet-demo.gguf"), LoadOptions::default())?;
+    /// let (mut a, mut b) = (model.new_cache(64)?, model.new_cache(64)?);
+    /// model.forward(&[1, 2, 3, 4], &mut a, false)?; // `a` is further along than `b`
+    /// let out = model.forward_batch(&mut [
+    ///     Step { tokens: &[5], cache: &mut a, all_logits: false },
+    ///     Step { tokens: &[1, 2], cache: &mut b, all_logits: false },
+    /// ])?;
+    /// assert_eq!((out.len(), a.len(), b.len()), (2, 5, 2));
+    /// # Ok::<(), bitnet_model::ModelError>(())
+    /// ```
+    pub fn forward_batch(&self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>> {
         let c = &self.config;
-        let n = tokens.len();
-        if n == 0 {
-            return Err(ModelError::Invalid("no tokens to run".into()));
-        }
-        if cache.kv_dim != c.kv_heads * c.head_dim || cache.store.layers() != c.layers {
-            return Err(ModelError::Invalid("this KV cache was made for another model".into()));
-        }
-        if cache.len + n > cache.ctx {
-            return Err(ModelError::ContextFull { needed: cache.len + n, ctx: cache.ctx });
-        }
-        let bytes = self.file.bytes();
-        let mut x = vec![0f32; n * c.hidden];
-        for (row, &t) in x.chunks_exact_mut(c.hidden).zip(tokens) {
-            if t as usize >= c.vocab_size {
+        let (hd, kv_dim, q_dim) = (c.head_dim, c.kv_heads * c.head_dim, c.heads * c.head_dim);
+        for step in steps.iter() {
+            let n = step.tokens.len();
+            if n == 0 {
+                return Err(ModelError::Invalid("no tokens to run".into()));
+            }
+            if step.cache.kv_dim != kv_dim || step.cache.store.layers() != c.layers {
+                return Err(ModelError::Invalid("this KV cache was made for another model".into()));
+            }
+            if step.cache.len + n > step.cache.ctx {
+                return Err(ModelError::ContextFull { needed: step.cache.len + n, ctx: step.cache.ctx });
+            }
+            if let Some(&t) = step.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
                 return Err(ModelError::BadToken { id: t, vocab: c.vocab_size });
             }
+        }
+        if steps.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Rows of every step, one after the other: step i owns rows starts[i]..starts[i] + n_i.
+        let starts: Vec<usize> =
+            steps.iter().scan(0, |at, s| Some(std::mem::replace(at, *at + s.tokens.len()))).collect();
+        let rows = starts.last().copied().unwrap_or(0) + steps.last().map_or(0, |s| s.tokens.len());
+        let bytes = self.file.bytes();
+        let mut x = vec![0f32; rows * c.hidden];
+        let tokens = steps.iter().flat_map(|s| s.tokens.iter());
+        for (row, &t) in x.chunks_exact_mut(c.hidden).zip(tokens) {
             self.embed.dense_row(bytes, t as usize, row);
         }
-        let pos0 = cache.len;
-        let (hd, kv_dim) = (c.head_dim, c.kv_heads * c.head_dim);
-        let rope = RopeTable::new(c, pos0, n);
+        let spans: Vec<(usize, usize)> = steps.iter().map(|s| (s.cache.len, s.tokens.len())).collect();
+        let rope = RopeTable::new(c, &spans);
         for (l, layer) in self.layers.iter().enumerate() {
             let mut h = self.bufs.copy_of(&x);
             rms_norm(&mut h, &layer.attn_norm, c.rms_eps);
             let [mut q, mut k, v] = self.matmuls([&layer.wq, &layer.wk, &layer.wv], &h)?;
             rope.apply(&mut q, c.heads, hd);
             rope.apply(&mut k, c.kv_heads, hd);
-            cache.store.write(l, pos0 * kv_dim, &k, &v)?;
-            let (kc, vc) = cache.store.layer(l);
-            let mut attn = self.attention(&q, kc, vc, pos0, n);
+            let mut attn = if steps.len() == 1 { None } else { Some(self.bufs.overwritten(rows * q_dim)) };
+            let mut single = None;
+            for (step, &start) in steps.iter_mut().zip(&starts) {
+                let (pos0, n) = (step.cache.len, step.tokens.len());
+                let kv = start * kv_dim..(start + n) * kv_dim;
+                step.cache.store.write(l, pos0 * kv_dim, &k[kv.clone()], &v[kv])?;
+                let (kc, vc) = step.cache.store.layer(l);
+                let out = self.attention(&q[start * q_dim..(start + n) * q_dim], kc, vc, pos0, n);
+                match &mut attn {
+                    Some(all) => all[start * q_dim..(start + n) * q_dim].copy_from_slice(&out),
+                    None => single = Some(out),
+                }
+            }
+            let mut attn = attn.or(single).expect("at least one step");
             if let Some(w) = &layer.attn_sub_norm {
                 rms_norm(&mut attn, w, c.rms_eps);
             }
@@ -325,10 +394,36 @@ impl Model {
             let d = self.matmul(&layer.w_down, &f)?;
             x.iter_mut().zip(d.iter()).for_each(|(a, b)| *a += b);
         }
-        cache.len += n;
-        let mut last = if all_logits { x } else { x[(n - 1) * c.hidden..].to_vec() };
+        // The rows whose logits are wanted, through one head matmul for every step.
+        let wanted: Vec<(usize, usize)> = steps
+            .iter()
+            .zip(&starts)
+            .map(|(s, &start)| {
+                let n = s.tokens.len();
+                if s.all_logits { (start, n) } else { (start + n - 1, 1) }
+            })
+            .collect();
+        let mut last = Vec::with_capacity(wanted.iter().map(|w| w.1).sum::<usize>() * c.hidden);
+        for &(from, n) in &wanted {
+            last.extend_from_slice(&x[from * c.hidden..(from + n) * c.hidden]);
+        }
         rms_norm(&mut last, &self.output_norm, c.rms_eps);
-        Ok(self.matmul(&self.head, &last)?.into_vec())
+        let logits = self.matmul(&self.head, &last)?;
+        for step in steps.iter_mut() {
+            step.cache.len += step.tokens.len();
+        }
+        if steps.len() == 1 {
+            return Ok(vec![logits.into_vec()]);
+        }
+        let vocab = c.vocab_size;
+        let mut at = 0;
+        Ok(wanted
+            .iter()
+            .map(|&(_, n)| {
+                at += n;
+                logits[(at - n) * vocab..at * vocab].to_vec()
+            })
+            .collect())
     }
 }
 
@@ -359,12 +454,14 @@ struct RopeTable {
 }
 
 impl RopeTable {
-    fn new(c: &Config, pos0: usize, n: usize) -> RopeTable {
+    /// The table for rows at positions `pos0..pos0 + n` of each `(pos0, n)` span, in order.
+    fn new(c: &Config, spans: &[(usize, usize)]) -> RopeTable {
         let half = c.rope_dims / 2;
         let inv_freq: Vec<f32> =
             (0..half).map(|i| 1.0 / c.rope_base.powf((2 * i) as f32 / c.rope_dims as f32)).collect();
-        let (mut cos, mut sin) = (Vec::with_capacity(n * half), Vec::with_capacity(n * half));
-        for p in pos0..pos0 + n {
+        let rows: usize = spans.iter().map(|s| s.1).sum();
+        let (mut cos, mut sin) = (Vec::with_capacity(rows * half), Vec::with_capacity(rows * half));
+        for p in spans.iter().flat_map(|&(pos0, n)| pos0..pos0 + n) {
             for f in &inv_freq {
                 let angle = p as f32 * f;
                 cos.push(angle.cos());
@@ -394,7 +491,20 @@ impl RopeTable {
     }
 }
 
-/// Keys and values of every layer for the positions seen so far.
+/// Keys and values of every layer for the positions seen so far: one sequence's state, separate
+/// from the weights. Its memory grows as positions are filled.
+///
+/// ```
+/// # use bitnet_model::{KvType, LoadOptions, Model};
+/// # let model = Model::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/bitnet-demo.gguf"), LoadOptions::default())?;
+/// let mut cache = model.new_cache_of(32, KvType::F16)?;
+/// model.forward(&[1, 2, 3], &mut cache, false)?;
+/// assert_eq!((cache.len(), cache.capacity()), (3, 32));
+/// cache.truncate(1); // forget positions 1.. (to rerun them differently)
+/// model.forward(&[7], &mut cache, false)?;
+/// assert_eq!(cache.len(), 2);
+/// # Ok::<(), bitnet_model::ModelError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct KvCache {
     ctx: usize,

@@ -57,6 +57,18 @@ impl SamplingParams {
 }
 
 /// A seeded sampler.
+///
+/// ```
+/// use bitnet_model::{Sampler, SamplingParams};
+/// let logits = [0.1, 2.0, 0.3, 1.9];
+/// let mut greedy = Sampler::try_new(SamplingParams::default())?;
+/// assert_eq!(greedy.sample(&logits, &[]), 1);
+/// let params = SamplingParams { temperature: 0.8, top_k: 2, seed: 7, ..SamplingParams::default() };
+/// let mut s = Sampler::try_new(params)?;
+/// assert!(matches!(s.sample(&logits, &[]), 1 | 3)); // one of the two most likely
+/// assert!(Sampler::try_new(SamplingParams { temperature: f32::NAN, ..params }).is_err());
+/// # Ok::<(), bitnet_model::ModelError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Sampler {
     params: SamplingParams,

@@ -20,6 +20,19 @@ use crate::error::{ModelError, Result};
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// A tokenizer with the model's special tokens.
+///
+/// ```
+/// # use bitnet_model::{LoadOptions, Model, StreamDecoder, Tokenizer};
+/// # let model = Model::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/bitnet-demo.gguf"), LoadOptions::default())?;
+/// let tok = Tokenizer::from_metadata(model.metadata())?;
+/// let ids = tok.encode("fn main() {}", false)?;
+/// assert_eq!(tok.decode(&ids, false)?, "fn main() {}");
+/// // Streaming: text as soon as it forms whole characters.
+/// let mut stream = StreamDecoder::default();
+/// let text: String = ids.iter().map(|&id| stream.push(&tok, id)).collect::<Result<_, _>>()?;
+/// assert_eq!(text, "fn main() {}");
+/// # Ok::<(), bitnet_model::ModelError>(())
+/// ```
 pub struct Tokenizer {
     inner: HfTokenizer,
     /// Beginning-of-sequence token.

@@ -209,3 +209,37 @@ fn streaming_llama_cpp_vocabularies_never_splits_a_character() {
         }
     }
 }
+
+#[test]
+fn a_batched_step_equals_each_sequence_run_alone() {
+    use bitnet_model::Step;
+    let (model, tok) = load("bitnet-demo.gguf");
+    let a_prompt = tok.encode("The Rust compiler", true).unwrap();
+    let b_prompt = tok.encode("fn main", true).unwrap();
+    // Alone.
+    let mut a = model.new_cache(64).unwrap();
+    let mut b = model.new_cache(64).unwrap();
+    model.forward(&a_prompt, &mut a, false).unwrap();
+    let want_a = model.forward(&[42, 7], &mut a, true).unwrap();
+    let want_b = model.forward(&b_prompt, &mut b, false).unwrap();
+    // Together: `a` one step further than `b`, different lengths and logits wanted.
+    let (mut a2, mut b2) = (model.new_cache(64).unwrap(), model.new_cache(64).unwrap());
+    model.forward(&a_prompt, &mut a2, false).unwrap();
+    let got = model
+        .forward_batch(&mut [
+            Step { tokens: &[42, 7], cache: &mut a2, all_logits: true },
+            Step { tokens: &b_prompt, cache: &mut b2, all_logits: false },
+        ])
+        .unwrap();
+    let close = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(p, q)| (p - q).abs() <= 1e-4 * (1.0 + q.abs()));
+    assert_eq!((got[0].len(), got[1].len()), (want_a.len(), want_b.len()));
+    assert!(close(&got[0], &want_a) && close(&got[1], &want_b));
+    assert_eq!((a2.len(), b2.len()), (a.len(), b.len()));
+    // A bad step leaves every cache untouched.
+    let err = model.forward_batch(&mut [
+        Step { tokens: &[1], cache: &mut a2, all_logits: false },
+        Step { tokens: &[], cache: &mut b2, all_logits: false },
+    ]);
+    assert!(err.is_err());
+    assert_eq!((a2.len(), b2.len()), (a.len(), b.len()));
+}
