@@ -216,3 +216,22 @@ fn llama_cpp_vocabularies_stream_without_panicking() {
         assert!(o.stdout.starts_with("Hello"), "{}", o.stdout);
     }
 }
+
+#[test]
+fn an_unknown_kernel_set_lists_what_this_cpu_offers() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bitnet"))
+        .args(["run", "-m", &fixture(TINY), "-p", "x", "-n", "1"])
+        .env("BITNET_KERNEL", "neon")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("\"neon\" is unknown") && err.contains("this CPU offers") && err.contains("scalar"), "{err}");
+    // A set this CPU runs is used whole and named in the timings.
+    let out = Command::new(env!("CARGO_BIN_EXE_bitnet"))
+        .args(["run", "-m", &fixture(TINY), "-p", "x", "-n", "1"])
+        .env("BITNET_KERNEL", "scalar")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kernel scalar"));
+}

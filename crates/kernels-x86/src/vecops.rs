@@ -83,26 +83,35 @@ macro_rules! f32_kernels {
         /// accumulator, odd into the other (two named registers and two blocks per step: an
         /// `acc[b % 2]` array had kept them in memory), the block scale widened and broadcast by
         /// `vcvtph2ps` instead of a scalar f16 conversion.
+        /// Σ w·x over a Q8_0 row (34-byte blocks: f16 d, 32 int8): two blocks per step, even
+        /// ones into one accumulator and odd ones into the other (constant indices after the
+        /// inner loop unrolls: an `acc[b % 2]` index had kept them in memory on AVX-512), each
+        /// block's scale widened and broadcast by `vcvtph2ps` (a scalar f16 conversion per block
+        /// cost a third of the time).
         #[target_feature(enable = $feat)]
         fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
-            let block = |b: &[u8], xb: &[f32], acc: $vec| {
+            let mut acc = [$zero(); 2];
+            let pairs = (w.len() / 68).min(x.len() / 64);
+            let blocks = (w.len() / 34).min(x.len() / 32);
+            for (b2, xb2) in w.chunks_exact(68).zip(x.chunks_exact(64)).take(pairs) {
+                for h in 0..2 {
+                    let (b, xb) = (&b2[34 * h..], &xb2[32 * h..]);
+                    let mut p = $mul(load_q8(&b[2..]), load_f32(xb));
+                    for k in 1..32 / $w {
+                        p = $fma(load_q8(&b[2 + $w * k..]), load_f32(&xb[$w * k..]), p);
+                    }
+                    acc[h] = $fma(p, q8_scale(b), acc[h]);
+                }
+            }
+            if blocks > 2 * pairs {
+                let (b, xb) = (&w[68 * pairs..], &x[64 * pairs..]);
                 let mut p = $mul(load_q8(&b[2..]), load_f32(xb));
                 for k in 1..32 / $w {
                     p = $fma(load_q8(&b[2 + $w * k..]), load_f32(&xb[$w * k..]), p);
                 }
-                $fma(p, q8_scale(b), acc)
-            };
-            let (mut even, mut odd) = ($zero(), $zero());
-            let pairs = (w.len() / 68).min(x.len() / 64);
-            let tail = (pairs * 68, pairs * 64);
-            for (b, xb) in w.chunks_exact(68).zip(x.chunks_exact(64)) {
-                even = block(b, xb, even);
-                odd = block(&b[34..], &xb[32..], odd);
+                acc[0] = $fma(p, q8_scale(b), acc[0]);
             }
-            if w.len() - tail.0 >= 34 && x.len() - tail.1 >= 32 {
-                even = block(&w[tail.0..], &x[tail.1..], even);
-            }
-            $reduce($add(even, odd))
+            $reduce($add(acc[0], acc[1]))
         }
 
         /// Σ w·x over a Q6_K row (210-byte blocks of 256: `ql[128]`, `qh[64]`, `scales[16]`,
