@@ -87,35 +87,6 @@ fn read_line<R: BufRead>(mut input: R) -> Result<Line> {
     }
 }
 
-/// The conversation's tokens, dropping the oldest turns while it leaves less than `reserve`
-/// tokens of the context for the answer. A last message too long on its own is an error.
-fn fit(
-    template: &ChatTemplate,
-    tok: &Tokenizer,
-    messages: &mut Vec<Message>,
-    reserve: usize,
-    ctx: usize,
-) -> Result<Vec<u32>> {
-    loop {
-        let t = template.encode(tok, messages, true)?;
-        if t.len() + reserve <= ctx {
-            return Ok(t);
-        }
-        let first = messages.iter().position(|m| m.role != "system");
-        match first {
-            Some(i) if messages.len() - i > 1 => {
-                messages.remove(i);
-                eprintln!("(context full: dropped the oldest message)");
-            }
-            _ => bail!(
-                "the conversation is {} tokens, too long for the context of {ctx} with {reserve} tokens left for the \
-                 answer (shorten the message or raise --ctx-size)",
-                t.len()
-            ),
-        }
-    }
-}
-
 pub fn run(args: &ChatArgs) -> Result<()> {
     let (model, tok, ctx) = args.model.load()?;
     let template = template(args, &model, &tok)?;
@@ -161,11 +132,24 @@ pub fn run(args: &ChatArgs) -> Result<()> {
             _ => {}
         }
         messages.push(Message::new("user", line));
-        let tokens = match fit(&template, &tok, &mut messages, args.n_predict.min(ctx / 2), ctx) {
-            Ok(t) => t,
+        let reserve = args.n_predict.min(ctx / 2);
+        let tokens = match template.encode_fitting(&tok, &mut messages, reserve, ctx) {
+            Ok((t, dropped)) => {
+                for _ in 0..dropped {
+                    eprintln!("(context full: dropped the oldest message)");
+                }
+                t
+            }
             Err(e) => {
                 // The session goes on without this message.
-                eprintln!("({e:#}; the message was dropped)");
+                let e = match e {
+                    bitnet_model::ModelError::ContextFull { needed, ctx } => format!(
+                        "the message is too long for the context of {ctx} ({needed} tokens with {reserve} left for \
+                         the answer; shorten it or raise --ctx-size)"
+                    ),
+                    e => e.to_string(),
+                };
+                eprintln!("({e}; the message was dropped)");
                 messages.pop();
                 continue;
             }

@@ -109,6 +109,36 @@ impl ChatTemplate {
     }
 }
 
+impl ChatTemplate {
+    /// The conversation's tokens with room for an answer of `reserve` tokens in a context of
+    /// `ctx`: while it does not fit, the oldest message after the system messages is dropped
+    /// from `messages` (the last message is never dropped). Returns the tokens and how many
+    /// messages were dropped; a last message too long on its own is
+    /// [`ModelError::ContextFull`].
+    pub fn encode_fitting(
+        &self,
+        tok: &crate::Tokenizer,
+        messages: &mut Vec<Message>,
+        reserve: usize,
+        ctx: usize,
+    ) -> Result<(Vec<u32>, usize)> {
+        let mut dropped = 0;
+        loop {
+            let t = self.encode(tok, messages, true)?;
+            if t.len().saturating_add(reserve) <= ctx {
+                return Ok((t, dropped));
+            }
+            match messages.iter().position(|m| m.role != "system") {
+                Some(i) if messages.len() - i > 1 => {
+                    messages.remove(i);
+                    dropped += 1;
+                }
+                _ => return Err(ModelError::ContextFull { needed: t.len() + reserve, ctx }),
+            }
+        }
+    }
+}
+
 /// Template instructions one rendering may execute: real templates take a few hundred per
 /// message; a runaway loop stops here in well under a second.
 pub const TEMPLATE_FUEL: u64 = 20_000_000;

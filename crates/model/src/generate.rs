@@ -133,6 +133,38 @@ impl Sequence {
         self.generate_with(model, tok, prompt, opts, Box::new(sampler))
     }
 
+    /// [`Sequence::generate`] for a conversation: `messages` rendered with `template` (the
+    /// assistant's turn opened), the oldest turns dropped from `messages` while the prompt leaves
+    /// fewer than `opts.max_tokens` (at most half the context) for the answer; the prefix the
+    /// cache already holds (earlier turns) is not run again.
+    ///
+    /// ```
+    /// # use bitnet_model::{ChatTemplate, GenerateOptions, KvType, LoadOptions, Message, Model, Sequence, Tokenizer};
+    /// # let model = Model::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/bitnet-demo.gguf"), LoadOptions::default())?;
+    /// # let tok = Tokenizer::from_metadata(model.metadata())?;
+    /// let template = ChatTemplate::new(bitnet_model::chat::BITNET_2B4T_TEMPLATE, "", "")?;
+    /// let mut seq = Sequence::new(&model, 128, KvType::F16)?;
+    /// let mut messages = vec![Message::new("user", "What does the borrow checker do?")];
+    /// let opts = GenerateOptions { max_tokens: 8, ..GenerateOptions::default() };
+    /// let answer: String = seq.generate_chat(&model, &tok, &template, &mut messages, &opts)?
+    ///     .map(|p| p.map(|p| p.text))
+    ///     .collect::<Result<_, _>>()?;
+    /// messages.push(Message::new("assistant", answer));
+    /// # Ok::<(), bitnet_model::ModelError>(())
+    /// ```
+    pub fn generate_chat<'a>(
+        &'a mut self,
+        model: &'a Model,
+        tok: &'a Tokenizer,
+        template: &crate::ChatTemplate,
+        messages: &mut Vec<crate::Message>,
+        opts: &GenerateOptions,
+    ) -> Result<Generation<'a>> {
+        let reserve = opts.max_tokens.min(self.capacity() / 2);
+        let (prompt, _) = template.encode_fitting(tok, messages, reserve, self.capacity())?;
+        self.generate(model, tok, &prompt, opts)
+    }
+
     /// [`Sequence::generate`] with a sampler that lives on across generations (a chat's: its
     /// random stream continues from turn to turn).
     pub fn generate_with<'a>(
