@@ -53,7 +53,7 @@ pub fn write(size: &str, outtype: &str, out: &Path) -> Result<()> {
     write_arch(size, outtype, ARCHES[0], out)
 }
 
-/// [`write`] under architecture name `arch` (one of [`ARCHES`]).
+/// [`write()`] under architecture name `arch` (one of [`ARCHES`]).
 pub fn write_arch(size: &str, outtype: &str, arch: &str, out: &Path) -> Result<()> {
     if !ARCHES.contains(&arch) {
         bail!("unknown --arch {arch:?} (one of {})", ARCHES.join(", "));

@@ -7,7 +7,7 @@
 //! * Packings, each with pack and unpack: [`i2s`] (bitnet.cpp I2_S in its x86, ARM and
 //!   row-interleaved orders), [`tq`] (llama.cpp TQ1_0, TQ2_0), [`tl`] (bitnet.cpp TL1, TL2).
 //! * [`dense`]: F32/F16/BF16/Q8_0/Q6_K rows and the dense (output head) kernel interface.
-//! * [`reference`]: the one kernel interface ([`TernaryKernel`]) and its scalar implementation.
+//! * [`reference`](mod@reference): the one kernel interface ([`TernaryKernel`]) and its scalar implementation.
 //!
 //! ```
 //! use bitnet_quant::{absmean_quantize, i2s, ScalarKernel, TernaryKernel, PackedTernary,

@@ -16,7 +16,7 @@
 //! writes it as a separate F32 tensor `<name>_scale`.
 //!
 //! The permutations are written as the converter's reshape/transpose chains over an index array
-//! ([`Nd`]), so that packing is a gather and unpacking the matching scatter.
+//! (`Nd`), so that packing is a gather and unpacking the matching scatter.
 
 use crate::error::{QuantError, check_len, check_multiple};
 use crate::ternary::TernaryMatrix;

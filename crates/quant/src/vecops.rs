@@ -59,7 +59,7 @@ pub fn scores(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
     }
 }
 
-/// Σ_p w[p] · v[p·stride ..][..out.len()] added to `out`.
+/// `Σ_p w[p] · v[p·stride ..][..out.len()]` added to `out`.
 pub fn weighted_sum(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
     for (p, &wp) in w.iter().enumerate() {
         axpy(out, wp, &v[p * stride..p * stride + out.len()]);
