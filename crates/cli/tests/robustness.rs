@@ -235,3 +235,33 @@ fn an_unknown_kernel_set_lists_what_this_cpu_offers() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("kernel scalar"));
 }
+
+#[test]
+fn hostile_hyperparameters_in_a_model_or_a_checkpoint() {
+    use bitnet_format::{GgufFile, Value, rewrite_metadata};
+    let dir = scratch("hyper");
+    // A GGUF whose block_count claims 2^31 layers, or fewer than its tensors.
+    let src = GgufFile::open(fixture(TINY)).unwrap();
+    for (tag, count, needle) in [("huge", 1u64 << 31, "out of range"), ("one", 1, "tensors for 2 blocks")] {
+        let mut m = src.metadata().clone();
+        m.insert("bitnet-b1.58.block_count", Value::U64(count));
+        let path = dir.join(format!("{tag}.gguf"));
+        std::fs::write(&path, rewrite_metadata(&src, m, Vec::new()).unwrap()).unwrap();
+        fails(&["run", "-m", path.to_str().unwrap(), "-p", "x", "-n", "1"], 1, needle);
+    }
+    // A checkpoint whose config.json claims 10^4 layers: refused at once, nothing written.
+    let ckpt = dir.join("ckpt");
+    std::fs::create_dir(&ckpt).unwrap();
+    for f in std::fs::read_dir(fixture(CKPT)).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, ckpt.join(f.file_name().unwrap())).unwrap();
+    }
+    let config = ckpt.join("config.json");
+    let mut j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    j["num_hidden_layers"] = 10_000.into();
+    std::fs::write(&config, j.to_string()).unwrap();
+    let out = dir.join("out.gguf");
+    fails(&["convert", ckpt.to_str().unwrap(), "-o", out.to_str().unwrap()], 1, "num_hidden_layers = 10000");
+    assert!(!out.exists());
+    no_temp_files(&dir);
+}
