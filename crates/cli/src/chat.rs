@@ -132,8 +132,7 @@ pub fn run(args: &ChatArgs) -> Result<()> {
             _ => {}
         }
         messages.push(Message::new("user", line));
-        let reserve = args.n_predict.min(ctx / 2);
-        let tokens = match template.encode_fitting(&tok, &mut messages, reserve, ctx) {
+        let tokens = match seq.chat_prompt(&tok, &template, &mut messages, args.n_predict) {
             Ok((t, dropped)) => {
                 for _ in 0..dropped {
                     eprintln!("(context full: dropped the oldest message)");
@@ -144,7 +143,7 @@ pub fn run(args: &ChatArgs) -> Result<()> {
                 // The session goes on without this message.
                 let e = match e {
                     bitnet_model::ModelError::ContextFull { needed, ctx } => format!(
-                        "the message is too long for the context of {ctx} ({needed} tokens with {reserve} left for \
+                        "the message is too long for the context of {ctx} ({needed} tokens with the room kept for \
                          the answer; shorten it or raise --ctx-size)"
                     ),
                     e => e.to_string(),

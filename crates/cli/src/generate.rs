@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use bitnet_model::sampling::limits;
 use bitnet_model::{GenerateOptions, LoadOptions, Model, SamplingParams, Sequence, Tokenizer};
 
 /// The demo model that ships in the source tree (used when no model is named).
@@ -117,45 +118,46 @@ pub fn check_threads(threads: usize) -> Result<usize> {
 #[derive(clap::Args, Debug, Clone)]
 pub struct SamplingArgs {
     /// Temperature; 0 means greedy decoding.
-    #[arg(long = "temp", default_value_t = 0.8, value_parser = non_negative, allow_negative_numbers = true)]
+    #[arg(long = "temp", default_value_t = 0.8, value_parser = temperature, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Sample from the k most likely tokens (0 = all).
     #[arg(long, default_value_t = 40)]
     pub top_k: usize,
     /// Sample from the smallest set of tokens whose probabilities add up to p.
-    #[arg(long, default_value_t = 0.95, value_parser = probability_above_zero)]
+    #[arg(long, default_value_t = 0.95, value_parser = top_p)]
     pub top_p: f32,
     /// Drop tokens less likely than min-p × the most likely token.
-    #[arg(long, default_value_t = 0.05, value_parser = probability)]
+    #[arg(long, default_value_t = 0.05, value_parser = min_p)]
     pub min_p: f32,
     /// Penalty for repeating one of the last 64 tokens (1 = off).
-    #[arg(long, default_value_t = 1.1, value_parser = positive)]
+    #[arg(long, default_value_t = 1.1, value_parser = repeat_penalty)]
     pub repeat_penalty: f32,
     /// Random seed (the same seed gives the same text).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
 }
 
-/// A finite number accepted by `ok`, for clap (its message names the flag and the value).
-fn number(s: &str, ok: impl Fn(f32) -> bool, want: &str) -> std::result::Result<f32, String> {
+/// A flag's number checked against the model crate's range for it (clap names the flag and the
+/// value in its message).
+fn number(s: &str, limit: limits::Limit) -> std::result::Result<f32, String> {
     let v: f32 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if v.is_finite() && ok(v) { Ok(v) } else { Err(format!("must be {want}")) }
+    limit(v).map_err(|want| format!("must be {want}"))
 }
 
-fn non_negative(s: &str) -> std::result::Result<f32, String> {
-    number(s, |v| v >= 0.0, "a finite number ≥ 0 (0 is greedy)")
+fn temperature(s: &str) -> std::result::Result<f32, String> {
+    number(s, limits::temperature)
 }
 
-fn positive(s: &str) -> std::result::Result<f32, String> {
-    number(s, |v| v > 0.0, "a finite number above 0 (1 is off)")
+fn top_p(s: &str) -> std::result::Result<f32, String> {
+    number(s, limits::top_p)
 }
 
-fn probability(s: &str) -> std::result::Result<f32, String> {
-    number(s, |v| (0.0..=1.0).contains(&v), "between 0 and 1")
+fn min_p(s: &str) -> std::result::Result<f32, String> {
+    number(s, limits::min_p)
 }
 
-fn probability_above_zero(s: &str) -> std::result::Result<f32, String> {
-    number(s, |v| v > 0.0 && v <= 1.0, "above 0 and at most 1")
+fn repeat_penalty(s: &str) -> std::result::Result<f32, String> {
+    number(s, limits::repeat_penalty)
 }
 
 impl SamplingArgs {

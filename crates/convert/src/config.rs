@@ -7,11 +7,11 @@ pub(crate) fn read_json(path: &Path) -> Result<Json> {
     serde_json::from_str(&text).map_err(|source| ConvertError::Json { path: path.into(), source })
 }
 
-/// The parts of config.json we use.
-/// Largest size config.json may give (hidden, layers, vocabulary, context …): 2²⁸ fits the
-/// 32-bit GGUF fields and lets two sizes multiply without overflow; real models are far below.
-pub(crate) const MAX_CONFIG_DIM: u64 = 1 << 28;
+/// Largest size config.json may give (hidden, layers, vocabulary, context …): what the loader
+/// accepts.
+pub(crate) const MAX_CONFIG_DIM: u64 = bitnet_format::MAX_MODEL_DIM;
 
+/// The parts of config.json we use.
 #[derive(Debug, Clone)]
 pub(crate) struct HfConfig {
     pub(crate) architecture: String,

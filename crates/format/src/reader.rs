@@ -20,6 +20,11 @@ pub const MAX_KEY_LEN: u64 = 65_535;
 pub const MAX_TENSOR_NAME_LEN: u64 = 256;
 /// Deepest array nesting accepted (real files use 1; deep nesting would only exhaust the stack).
 pub const MAX_NESTING: usize = 8;
+/// Largest model size (hidden, heads, layers' inputs, vocabulary, context …) the converter writes
+/// and the loader accepts: 2²⁸, orders of magnitude above any real model, small enough that it fits
+/// the 32-bit GGUF fields and two sizes multiply without overflow.
+pub const MAX_MODEL_DIM: u64 = 1 << 28;
+
 /// Most dimensions a tensor may have (ggml's GGML_MAX_DIMS).
 pub const MAX_DIMS: u32 = 4;
 

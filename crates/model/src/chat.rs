@@ -107,9 +107,7 @@ impl ChatTemplate {
         }
         Ok(ids)
     }
-}
 
-impl ChatTemplate {
     /// The conversation's tokens with room for an answer of `reserve` tokens in a context of
     /// `ctx`: while it does not fit, the oldest message after the system messages is dropped
     /// from `messages` (the last message is never dropped). Returns the tokens and how many

@@ -7,9 +7,8 @@ use crate::error::{ModelError, Result};
 /// Architecture names (`general.architecture`) this crate runs.
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &["bitnet-b1.58", "bitnet-25", "bitnet", "llama"];
 
-/// Largest size (hidden, heads, vocabulary, context …) a file may give: 2²⁸, orders of magnitude
-/// above any real model, small enough that products of two sizes cannot overflow.
-const MAX_DIM: u64 = 1 << 28;
+/// Largest size (hidden, heads, vocabulary, context …) a file may give.
+const MAX_DIM: u64 = bitnet_format::MAX_MODEL_DIM;
 
 /// Most layers a file may claim (the real models have 24 to 80).
 const MAX_LAYERS: u64 = 1 << 16;

@@ -160,9 +160,22 @@ impl Sequence {
         messages: &mut Vec<crate::Message>,
         opts: &GenerateOptions,
     ) -> Result<Generation<'a>> {
-        let reserve = opts.max_tokens.min(self.capacity() / 2);
-        let (prompt, _) = template.encode_fitting(tok, messages, reserve, self.capacity())?;
+        let (prompt, _) = self.chat_prompt(tok, template, messages, opts.max_tokens)?;
         self.generate(model, tok, &prompt, opts)
+    }
+
+    /// The prompt [`Sequence::generate_chat`] runs: `messages` rendered, the oldest turns dropped
+    /// from them while fewer than `max_tokens` (at most half the context) would be left for the
+    /// answer; also how many were dropped. A last message too long on its own is
+    /// [`ModelError::ContextFull`].
+    pub fn chat_prompt(
+        &self,
+        tok: &Tokenizer,
+        template: &crate::ChatTemplate,
+        messages: &mut Vec<crate::Message>,
+        max_tokens: usize,
+    ) -> Result<(Vec<u32>, usize)> {
+        template.encode_fitting(tok, messages, max_tokens.min(self.capacity() / 2), self.capacity())
     }
 
     /// [`Sequence::generate`] with a sampler that lives on across generations (a chat's: its

@@ -344,7 +344,7 @@ impl Model {
         // Rows of every step, one after the other: step i owns rows starts[i]..starts[i] + n_i.
         let starts: Vec<usize> =
             steps.iter().scan(0, |at, s| Some(std::mem::replace(at, *at + s.tokens.len()))).collect();
-        let rows = starts.last().copied().unwrap_or(0) + steps.last().map_or(0, |s| s.tokens.len());
+        let rows: usize = steps.iter().map(|s| s.tokens.len()).sum();
         let bytes = self.file.bytes();
         let mut x = vec![0f32; rows * c.hidden];
         let tokens = steps.iter().flat_map(|s| s.tokens.iter());

@@ -33,24 +33,50 @@ impl Default for SamplingParams {
     }
 }
 
+/// What each float sampling parameter may be: `Ok(v)`, or `Err` saying what it must be. The one
+/// definition of the ranges, for [`SamplingParams::validate`] and for front ends that check
+/// their flags as they parse them.
+pub mod limits {
+    /// One parameter's check.
+    pub type Limit = fn(f32) -> Result<f32, &'static str>;
+
+    fn check(v: f32, ok: bool, want: &'static str) -> Result<f32, &'static str> {
+        if v.is_finite() && ok { Ok(v) } else { Err(want) }
+    }
+
+    /// Temperature: finite, ≥ 0.
+    pub fn temperature(v: f32) -> Result<f32, &'static str> {
+        check(v, v >= 0.0, "a finite number ≥ 0 (0 is greedy)")
+    }
+
+    /// Top-p: above 0, at most 1.
+    pub fn top_p(v: f32) -> Result<f32, &'static str> {
+        check(v, v > 0.0 && v <= 1.0, "above 0 and at most 1 (1 is off)")
+    }
+
+    /// Min-p: 0 to 1.
+    pub fn min_p(v: f32) -> Result<f32, &'static str> {
+        check(v, (0.0..=1.0).contains(&v), "between 0 and 1 (0 is off)")
+    }
+
+    /// Repeat penalty: finite, above 0.
+    pub fn repeat_penalty(v: f32) -> Result<f32, &'static str> {
+        check(v, v > 0.0, "a finite number above 0 (1 is off)")
+    }
+}
+
 impl SamplingParams {
-    /// Checks that every value is finite and means something: temperature ≥ 0, top-p in (0, 1],
-    /// min-p in [0, 1], repeat penalty > 0. The error names the field and the value.
+    /// Checks that every value is finite and means something ([`limits`]): temperature ≥ 0,
+    /// top-p in (0, 1], min-p in [0, 1], repeat penalty > 0. The error names the field and the value.
     pub fn validate(&self) -> crate::Result<()> {
-        let bad = |name: &str, v: f32, want: &str| {
-            Err(crate::ModelError::Invalid(format!("sampling: {name} = {v} must be {want}")))
-        };
-        if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return bad("temperature", self.temperature, "a finite number ≥ 0 (0 is greedy)");
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad("top_p", self.top_p, "above 0 and at most 1 (1 is off)");
-        }
-        if !(0.0..=1.0).contains(&self.min_p) {
-            return bad("min_p", self.min_p, "between 0 and 1 (0 is off)");
-        }
-        if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
-            return bad("repeat_penalty", self.repeat_penalty, "a finite number above 0 (1 is off)");
+        let fields: [(&str, f32, limits::Limit); 4] = [
+            ("temperature", self.temperature, limits::temperature),
+            ("top_p", self.top_p, limits::top_p),
+            ("min_p", self.min_p, limits::min_p),
+            ("repeat_penalty", self.repeat_penalty, limits::repeat_penalty),
+        ];
+        for (name, v, limit) in fields {
+            limit(v).map_err(|want| crate::ModelError::Invalid(format!("sampling: {name} = {v} must be {want}")))?;
         }
         Ok(())
     }

@@ -132,11 +132,9 @@ impl Matrix {
 /// the scale of the separate `<name>_scale` tensor), repacked to I2_S in memory, so the I2_S
 /// kernels run them.
 fn tl_as_i2s(packed: &PackedTernary<'_>) -> Result<Matrix> {
-    let (m, scales) = packed.unpack()?;
-    let scale = match scales {
-        bitnet_quant::WeightScales::Tensor(s) => s,
-        bitnet_quant::WeightScales::Blocks { .. } => unreachable!("TL formats have one scale"),
-    };
+    // PackedTernary::new refuses TL bytes without their scale.
+    let Some(scale) = packed.scale else { return Err(ModelError::Invalid("a TL tensor without its scale".into())) };
+    let (m, _) = packed.unpack()?;
     let bytes = bitnet_quant::i2s::pack(&m, scale, I2sLayout::X86)?;
     Ok(Matrix {
         rows: packed.rows,
