@@ -8,21 +8,31 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use crate::Avx2;
-use crate::ternary::{Codes, Isa, Job, tq_gemv};
 use crate::x256::{gemv_tq1, hsum, load, load_i8};
+use bitnet_quant::isa::{Codes, Job, TernaryIsa, tq_gemv};
 
-impl Isa for Avx2 {
-    fn prepare(a: &[i8], out: &mut [i8]) {
-        out[..a.len()].copy_from_slice(a);
-        out[a.len()..].fill(0);
+impl TernaryIsa for Avx2 {
+    fn accepts(self, codes: Codes) -> bool {
+        codes != Codes::I2sArm
     }
 
-    unsafe fn gemv(job: &Job<'_>, rows: Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
-        // SAFETY: the caller guarantees AVX2.
+    fn gemv(self, job: &Job<'_>, rows: Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
+        // SAFETY: the token exists only if `detect` found AVX2.
         unsafe { gemv(job, rows, act, sums, dots) }
     }
 
-    unsafe fn gemm(job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
+    fn gemm(self, job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
+        // SAFETY: the token exists only if `detect` found AVX2.
+        unsafe { gemm(job, rows, acts, stride, sums, dots) }
+    }
+}
+
+/// The many-token product.
+///
+/// # Safety
+/// The CPU must support AVX2.
+unsafe fn gemm(job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
+    {
         let per = job.sums_per_token();
         let n = sums.len() / per;
         if job.codes == Codes::Tq1 {
@@ -120,7 +130,7 @@ fn block_dot(q: &[__m256i; 4], a: &[i8]) -> __m256i {
 fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
     let zero = _mm256_setzero_si256();
     match job.codes {
-        Codes::I2s => {
+        Codes::I2s | Codes::I2sArm => {
             // Two 128-weight blocks per step into two accumulators (an index computed from the
             // block number kept them in memory); each block's i16 sums are widened at once, so
             // no i16 sum can overflow.
@@ -162,7 +172,7 @@ fn tile<const R: usize, const T: usize>(
         let row = job.row(row0 + r);
         for c in 0..job.chunks {
             match job.codes {
-                Codes::I2s => {
+                Codes::I2s | Codes::I2sArm => {
                     let halves = if job.half_tail && c + 1 == job.chunks { 1 } else { 2 };
                     for h in 0..halves {
                         let q = decode(load(&row[c * 64 + h * 32..]), Codes::I2s);
@@ -185,7 +195,7 @@ fn tile<const R: usize, const T: usize>(
                 Codes::Tq1 => unreachable!("TQ1_0 runs through gemv"),
             }
         }
-        if job.codes == Codes::I2s {
+        if job.codes.is_i2s() {
             for t in 0..T {
                 dots[r][t] = (hsum(acc[r][t]) - sums[t][0]) as f32;
             }

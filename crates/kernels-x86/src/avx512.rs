@@ -8,11 +8,15 @@
 use std::arch::x86_64::*;
 
 use crate::Avx512;
-use crate::ternary::{Codes, Isa, Job, tq_gemv};
 use crate::x256;
+use bitnet_quant::isa::{Codes, Job, TernaryIsa, take_scratch, tq_gemv};
 
-impl Isa for Avx512 {
-    fn prepare(a: &[i8], out: &mut [i8]) {
+impl TernaryIsa for Avx512 {
+    fn accepts(self, codes: Codes) -> bool {
+        codes != Codes::I2sArm
+    }
+
+    fn prepare(self, a: &[i8], out: &mut [i8]) {
         for (c, chunk) in out.chunks_exact_mut(256).enumerate() {
             for (i, dst) in chunk.chunks_exact_mut(32).enumerate() {
                 let (g, half) = (i / 2, i % 2);
@@ -25,12 +29,13 @@ impl Isa for Avx512 {
         }
     }
 
-    unsafe fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
-        // SAFETY: the caller guarantees AVX-512 F/BW/VL/VNNI.
+    fn gemv(self, job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
+        // SAFETY: the token exists only if `detect` found AVX-512 F/BW/VL/VNNI.
         unsafe { gemv(job, rows, act, sums, dots) }
     }
 
-    unsafe fn gemm(
+    fn gemm(
+        self,
         job: &Job<'_>,
         rows: std::ops::Range<usize>,
         acts: &[i8],
@@ -38,10 +43,10 @@ impl Isa for Avx512 {
         sums: &[i32],
         dots: &mut [f32],
     ) {
-        // SAFETY: the caller guarantees AVX-512 F/BW/VL/VNNI.
+        // SAFETY: the token exists only if `detect` found AVX-512 F/BW/VL/VNNI.
         unsafe {
             match job.codes {
-                Codes::I2s => gemm_i2s(job, rows, acts, stride, sums, dots),
+                Codes::I2s | Codes::I2sArm => gemm_i2s(job, rows, acts, stride, sums, dots),
                 Codes::Tq2 | Codes::Tq1 => gemm_tq(job, rows, acts, stride, sums, dots),
             }
         }
@@ -73,7 +78,7 @@ fn gemm_i2s(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: us
     let n = acts.len() / stride;
     let len = rows.len();
     let full = if job.half_tail { job.chunks - 1 } else { job.chunks };
-    let mut decoded = crate::ternary::take_scratch(&DECODED, GEMM_ROWS * stride);
+    let mut decoded = take_scratch(&DECODED, GEMM_ROWS * stride);
     let mut b0 = rows.start;
     while b0 < rows.end {
         let nb = GEMM_ROWS.min(rows.end - b0);
@@ -138,11 +143,11 @@ fn tiles(n: usize, rows: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
 fn gemm_tq(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
     let (n, len, chunks) = (acts.len() / stride, rows.len(), job.chunks);
     let block_bytes = job.row_bytes / chunks;
-    let mut decoded = crate::ternary::take_scratch(&DECODED, GEMM_ROWS * stride);
+    let mut decoded = take_scratch(&DECODED, GEMM_ROWS * stride);
     // Block scales of the decoded rows, `[row][chunk]`.
-    let mut scales = crate::ternary::take_scratch(&SCALES, GEMM_ROWS * chunks);
+    let mut scales = take_scratch(&SCALES, GEMM_ROWS * chunks);
     // Activation sums block-major, `[chunk][token]`, so four tokens' sums are one load.
-    let mut bsums = crate::ternary::take_scratch(&BSUMS, chunks * n);
+    let mut bsums = take_scratch(&BSUMS, chunks * n);
     for t in 0..n {
         for c in 0..chunks {
             bsums[c * n + t] = sums[t * chunks + c];
@@ -169,7 +174,7 @@ fn gemm_tq(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: usi
                         }
                         [block[52], block[53]]
                     }
-                    Codes::I2s => unreachable!("I2_S runs through gemm_i2s"),
+                    Codes::I2s | Codes::I2sArm => unreachable!("I2_S runs through gemm_i2s"),
                 };
                 scales[i * chunks + c] = half::f16::from_le_bytes(d).to_f32();
             }
@@ -334,7 +339,7 @@ crate::ternary::decode_2bit!("avx512f,avx512bw", __m512i, _mm512_set1_epi8, _mm5
 fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
     let zero = _mm512_setzero_si512();
     match job.codes {
-        Codes::I2s => {
+        Codes::I2s | Codes::I2sArm => {
             // Masking each 2-bit field in place (no shift) leaves code·4^k, k = 3 − g; the four
             // groups accumulate apart and are shifted back once per row, exactly. Products stay
             // within u8 × i8 (192·127) and the sums far within i32 for any row length.

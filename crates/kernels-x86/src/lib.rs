@@ -7,9 +7,10 @@
 //! * [`Avx2`]: AVX2 + FMA + F16C (`vpmaddubsw` + `vpmaddwd`), 128 weights per 32-byte load.
 //!
 //! Layout, as memchr's: one module per instruction set (`avx2`, `avx512`), the 256-bit integer
-//! helpers both use in `x256`, the ISA-independent halves of the ternary and dense kernels
-//! (checks, activation preparation, the reference's float steps) in `ternary` and `dense`, and
-//! the f32 ops written once for any vector width in `vecops`.
+//! helpers both use in `x256`, the 2-bit decoder in `ternary`, and the f32 ops written once for
+//! any vector width in `vecops`. The ISA-independent halves of the ternary and dense kernels
+//! (checks, activation preparation, the reference's float steps) are `bitnet_quant::isa`,
+//! shared with kernels-arm.
 //!
 //! Both handle I2_S in its x86 code order (the official files; rows must be whole 128-blocks,
 //! which every real model has), TQ2_0 and TQ1_0; any other format or shape goes to the scalar
@@ -34,16 +35,17 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
-mod dense;
+#[cfg(target_arch = "x86_64")]
 mod ternary;
 pub mod vecops;
 #[cfg(target_arch = "x86_64")]
 mod x256;
 
-/// Defines the kernel type of one instruction set: a struct that only `detect()` builds (so
-/// holding one proves the CPU runs every feature listed), implementing [`bitnet_quant::TernaryKernel`]
-/// and [`bitnet_quant::DenseKernel`] on the instruction set's inner loops (its module implements
-/// `ternary::Isa` and `dense::DenseIsa` for the struct) and handing out its f32 ops.
+/// Defines the kernel type of one instruction set: a token that only `detect()` builds (so
+/// holding one proves the CPU runs every feature listed). Its module implements
+/// `bitnet_quant::isa::{TernaryIsa, DenseIsa}` on it, from which [`bitnet_quant::TernaryKernel`]
+/// and [`bitnet_quant::DenseKernel`] follow; on other architectures `detect()` is always `None`
+/// and the kernels are the reference's.
 macro_rules! isa_kernels {
     ($(#[$doc:meta])* $name:ident, $module:ident, $label:literal, [$($feature:tt),+]) => {
         $(#[$doc])*
@@ -78,60 +80,11 @@ macro_rules! isa_kernels {
             }
         }
 
-        impl bitnet_quant::TernaryKernel for $name {
-            fn name(&self) -> &'static str {
-                $label
-            }
+        #[cfg(target_arch = "x86_64")]
+        bitnet_quant::isa_kernel_impls!($name, $label);
 
-            fn supports(&self, format: bitnet_quant::TernaryFormat) -> bool {
-                use bitnet_quant::{I2sLayout, TernaryFormat};
-                matches!(format, TernaryFormat::I2s(I2sLayout::X86) | TernaryFormat::Tq2_0 | TernaryFormat::Tq1_0)
-            }
-
-            fn gemm_rows(
-                &self,
-                w: &bitnet_quant::PackedTernary<'_>,
-                x: &bitnet_quant::QuantizedActivations,
-                rows: std::ops::Range<usize>,
-                out: &mut [f32],
-            ) -> Result<(), bitnet_quant::QuantError> {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    // SAFETY: `self` exists only if `detect` found every feature.
-                    unsafe { ternary::gemm_rows::<$name>(w, x, rows, out) }
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                {
-                    bitnet_quant::ScalarKernel.gemm_rows(w, x, rows, out)
-                }
-            }
-        }
-
-        impl bitnet_quant::DenseKernel for $name {
-            fn name(&self) -> &'static str {
-                $label
-            }
-
-            fn gemm_rows(
-                &self,
-                ty: bitnet_format::TensorType,
-                w: &[u8],
-                cols: usize,
-                x: &[f32],
-                rows: std::ops::Range<usize>,
-                out: &mut [f32],
-            ) -> Result<(), bitnet_quant::QuantError> {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    // SAFETY: `self` exists only if `detect` found every feature.
-                    unsafe { dense::gemm_rows::<$name>(ty, w, cols, x, rows, out) }
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                {
-                    bitnet_quant::ScalarDense.gemm_rows(ty, w, cols, x, rows, out)
-                }
-            }
-        }
+        #[cfg(not(target_arch = "x86_64"))]
+        bitnet_quant::isa_kernel_impls!($name, $label, reference);
     };
 }
 

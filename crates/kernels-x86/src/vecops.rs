@@ -10,7 +10,7 @@ pub use bitnet_quant::vecops::F32Ops;
 /// low lanes of an `__m128i`, and `$cvt_i8` widens `$w` signed bytes to i32 lanes. The invoking
 /// module provides only `widen_q6(__m256i, j)` (the `j`-th vector's worth of 32 signed bytes, as
 /// f32). The macro writes the loads, the dense row dot products (F32, F16, Q8_0, Q6_K, and the
-/// `dense::DenseIsa` impl on them), `axpy`, attention `scores` and `weighted_sum`, and `ops()`
+/// `bitnet_quant::isa::DenseIsa` impl on them), `axpy`, attention `scores` and `weighted_sum`, and `ops()`
 /// handing those out as an [`F32Ops`].
 macro_rules! f32_kernels {
     ($token:ty, $feat:literal, $label:literal, $w:literal, $vec:ty, $zero:ident, $set1:ident, $mul:ident, $fma:ident,
@@ -69,14 +69,14 @@ macro_rules! f32_kernels {
         fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
             let n = w.len().min(x.len());
             let (s, i) = dot_lanes(n, x, |i| load_f32(&w[i..]));
-            s + crate::dense::tail_f32(&w[i..n], &x[i..n])
+            s + bitnet_quant::isa::tail_f32(&w[i..n], &x[i..n])
         }
 
         #[target_feature(enable = $feat)]
         fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
             let n = x.len().min(w.len() / 2);
             let (s, i) = dot_lanes(n, x, |i| load_f16(&w[2 * i..]));
-            s + crate::dense::tail_f16(&w[2 * i..2 * n], &x[i..n])
+            s + bitnet_quant::isa::tail_f16(&w[2 * i..2 * n], &x[i..n])
         }
 
         /// Σ w·x over a Q8_0 row (34-byte blocks: f16 d, 32 int8): even blocks into one
@@ -136,24 +136,24 @@ macro_rules! f32_kernels {
             $reduce($add(acc[0], acc[1]))
         }
 
-        impl crate::dense::DenseIsa for $token {
-            unsafe fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
-                // SAFETY: the caller guarantees the instruction set.
+        impl bitnet_quant::isa::DenseIsa for $token {
+            fn dot_f32(self, w: &[f32], x: &[f32]) -> f32 {
+                // SAFETY: the token exists only if `detect` found the instruction set.
                 unsafe { dot_f32(w, x) }
             }
 
-            unsafe fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
-                // SAFETY: the caller guarantees the instruction set.
+            fn dot_f16(self, w: &[u8], x: &[f32]) -> f32 {
+                // SAFETY: as for `dot_f32`.
                 unsafe { dot_f16(w, x) }
             }
 
-            unsafe fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
-                // SAFETY: the caller guarantees the instruction set.
+            fn dot_q8_0(self, w: &[u8], x: &[f32]) -> f32 {
+                // SAFETY: as for `dot_f32`.
                 unsafe { dot_q8_0(w, x) }
             }
 
-            unsafe fn dot_q6_k(w: &[u8], x: &[f32]) -> f32 {
-                // SAFETY: the caller guarantees the instruction set.
+            fn dot_q6_k(self, w: &[u8], x: &[f32]) -> f32 {
+                // SAFETY: as for `dot_f32`.
                 unsafe { dot_q6_k(w, x) }
             }
         }
@@ -230,7 +230,7 @@ macro_rules! f32_kernels {
             let hd = q.len();
             let key = |p: usize, e: usize| load_f16(&k[2 * (p * stride + e)..2 * (p * stride + hd)]);
             let tail = |p: usize, j0: usize| {
-                crate::dense::tail_f16(&k[2 * (p * stride + j0)..2 * (p * stride + hd)], &q[j0..])
+                bitnet_quant::isa::tail_f16(&k[2 * (p * stride + j0)..2 * (p * stride + hd)], &q[j0..])
             };
             if !scores_by(q, out, key, tail) {
                 bitnet_quant::vecops::scores_f16(q, k, stride, out)

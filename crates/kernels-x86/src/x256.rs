@@ -4,7 +4,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::ternary::Job;
+use bitnet_quant::isa::Job;
 
 #[target_feature(enable = "avx2")]
 pub(crate) fn load(s: &[u8]) -> __m256i {
@@ -90,7 +90,7 @@ fn tq1_block_dot(block: &[u8], a: &[i8]) -> i32 {
 /// TQ1_0 rows against one token's activations (element order): `dots[i] = Σ_block (Σ t·a)·d`.
 #[target_feature(enable = "avx2")]
 pub(crate) fn gemv_tq1(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
-    crate::ternary::tq_gemv(job, rows, act, sums, dots, |block, a| tq1_block_dot(block, a));
+    bitnet_quant::isa::tq_gemv(job, rows, act, sums, dots, |block, a| tq1_block_dot(block, a));
 }
 
 /// The 128 six-bit codes of half `h` (0 or 1) of a Q6_K block, minus 32, as four registers of 32

@@ -7,6 +7,8 @@
 //! * Packings, each with pack and unpack: [`i2s`] (bitnet.cpp I2_S in its x86, ARM and
 //!   row-interleaved orders), [`tq`] (llama.cpp TQ1_0, TQ2_0), [`tl`] (bitnet.cpp TL1, TL2).
 //! * [`dense`]: F32/F16/BF16/Q8_0/Q6_K rows and the dense (output head) kernel interface.
+//! * [`isa`]: the instruction-set-independent half of the fast kernels (checks, tiling,
+//!   the reference's float steps), which kernel crates fill with their inner loops.
 //! * [`reference`](mod@reference): the one kernel interface ([`TernaryKernel`]) and its scalar implementation.
 //!
 //! ```
@@ -29,6 +31,7 @@ pub mod act;
 pub mod dense;
 pub mod error;
 pub mod i2s;
+pub mod isa;
 pub mod reference;
 pub mod ternary;
 #[cfg(feature = "testkit")]

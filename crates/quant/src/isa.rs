@@ -1,0 +1,409 @@
+//! The instruction-set-independent half of every fast kernel crate (kernels-x86, kernels-arm):
+//! argument checks, the view of a packed matrix a vector loop reads ([`Job`]), activation
+//! preparation, the dense row loop, and the reference's final float operations. An instruction
+//! set supplies only its inner loops, through [`TernaryIsa`] and [`DenseIsa`].
+//!
+//! Both traits are implemented on a *token*: a zero-sized value that the kernel crate builds only
+//! after detecting the CPU features its loops use, so holding one proves they may run. The trait
+//! methods are therefore safe; each implementation's `unsafe` call into its `#[target_feature]`
+//! loop rests on the token (this crate itself has no unsafe code).
+//!
+//! Codes are `t + 1 ∈ {0, 1, 2}`; `Σ code·a − Σ a = Σ t·a` undoes the offset, with the
+//! activation sum computed once per token (per 256-block for the TQ formats), so every integer
+//! sum is exact and a fast kernel's result equals [`ScalarKernel`]'s bit for bit.
+
+use std::ops::Range;
+
+pub use bitnet_format::TensorType;
+
+use crate::dense::{check_dense, dequantize_row};
+use crate::tq::{QK_K, TQ1_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
+use crate::{I2sLayout, PackedTernary, QuantError, QuantizedActivations, ScalarKernel, TernaryFormat, TernaryKernel};
+
+/// Which code layout a fast path reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codes {
+    /// I2_S x86 order: per 128 weights 32 bytes, group `g` of 32 at shift `6 − 2g`; one tensor
+    /// scale after the codes.
+    I2s,
+    /// I2_S ARM order: per 64 weights 16 bytes, group `g` of 16 at shift `6 − 2g`.
+    I2sArm,
+    /// TQ2_0: per 256 weights 64 code bytes (two 128-halves, group `g` at shift `2g`) + f16 `d`.
+    Tq2,
+    /// TQ1_0: per 256 weights 48 bytes of five base-3 digits, 4 bytes of four, f16 `d`.
+    Tq1,
+}
+
+impl Codes {
+    /// The I2_S orders (one tensor scale) as opposed to the TQ formats (a scale per block).
+    pub fn is_i2s(self) -> bool {
+        matches!(self, Codes::I2s | Codes::I2sArm)
+    }
+}
+
+/// A matrix as a fast path sees it. Rows are walked in chunks of 256 weights.
+#[derive(Debug)]
+pub struct Job<'a> {
+    pub codes: Codes,
+    pub data: &'a [u8],
+    /// Bytes from one row's codes to the next.
+    pub row_bytes: usize,
+    /// 256-weight chunks per row, rounded up.
+    pub chunks: usize,
+    /// I2_S only: the last chunk is not whole (x86 order: it holds one 128-block; ARM order:
+    /// `cols % 256` weights in 64-blocks).
+    pub half_tail: bool,
+    /// Rows of the whole matrix.
+    pub rows: usize,
+    /// Columns (weights per row).
+    pub cols: usize,
+}
+
+impl<'a> Job<'a> {
+    /// The fast-path view of `w`, or `None` when only the reference handles it (rows that are
+    /// not whole blocks, the interleaved I2_S order, TL1/TL2).
+    pub fn of(w: &PackedTernary<'a>) -> Option<Job<'a>> {
+        let (rows, cols) = (w.rows, w.cols);
+        let i2s = |codes| Job {
+            codes,
+            data: w.data,
+            row_bytes: cols / 4,
+            chunks: cols.div_ceil(256),
+            half_tail: cols % 256 != 0,
+            rows,
+            cols,
+        };
+        let job = match w.format {
+            TernaryFormat::I2s(I2sLayout::X86) if cols % 128 == 0 => i2s(Codes::I2s),
+            TernaryFormat::I2s(I2sLayout::Arm) if cols % 64 == 0 => i2s(Codes::I2sArm),
+            TernaryFormat::Tq2_0 | TernaryFormat::Tq1_0 if cols % QK_K == 0 => {
+                let (codes, block) = if w.format == TernaryFormat::Tq2_0 {
+                    (Codes::Tq2, TQ2_0_BLOCK_BYTES)
+                } else {
+                    (Codes::Tq1, TQ1_0_BLOCK_BYTES)
+                };
+                Job {
+                    codes,
+                    data: w.data,
+                    row_bytes: cols / QK_K * block,
+                    chunks: cols / QK_K,
+                    half_tail: false,
+                    rows,
+                    cols,
+                }
+            }
+            _ => return None,
+        };
+        // The loads are bounds-checked; this check turns a short buffer into an error rather
+        // than a panic.
+        let need = rows * job.row_bytes + if job.codes.is_i2s() { 4 } else { 0 };
+        (cols > 0 && w.data.len() >= need).then_some(job)
+    }
+
+    /// Row `r`'s bytes.
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// Code sums per token: 1 for I2_S (the whole row), one per 256-chunk for the TQ formats.
+    pub fn sums_per_token(&self) -> usize {
+        if self.codes.is_i2s() { 1 } else { self.chunks }
+    }
+}
+
+/// The TQ formats' one-token product, given the ISA's exact code dot product of one block:
+/// `dots[i] = Σ_block (block_dot(block, a) − sum_block) as f32 · d_block` for row `rows.start + i`,
+/// blocks in order (the reference's float steps), `d` the f16 in each block's last two bytes.
+#[inline(always)]
+pub fn tq_gemv(
+    job: &Job<'_>,
+    rows: Range<usize>,
+    act: &[i8],
+    sums: &[i32],
+    dots: &mut [f32],
+    block_dot: impl Fn(&[u8], &[i8]) -> i32,
+) {
+    let bytes = job.row_bytes / job.chunks.max(1);
+    for (r, dot) in rows.zip(dots.iter_mut()) {
+        let row = job.row(r);
+        let mut sum = 0f32;
+        for (c, block) in row.chunks_exact(bytes).enumerate() {
+            sum += (block_dot(block, &act[c * QK_K..]) - sums[c]) as f32 * tq_scale(block);
+        }
+        *dot = sum;
+    }
+}
+
+/// A TQ block's `d` (the f16 in its last two bytes), as f32.
+#[inline(always)]
+pub fn tq_scale(block: &[u8]) -> f32 {
+    let n = block.len();
+    half::f16::from_le_bytes([block[n - 2], block[n - 1]]).to_f32()
+}
+
+/// One instruction set's ternary inner loops, implemented on its detection token.
+pub trait TernaryIsa: Copy {
+    /// Whether the loops read this code layout (the rest goes to the reference).
+    fn accepts(self, codes: Codes) -> bool;
+
+    /// Writes one token's activations (length a multiple of 64) in the order [`TernaryIsa::gemv`]
+    /// and [`TernaryIsa::gemm`] read them, zero-padded to `out.len()` = chunks·256 (TQ1_0 reads
+    /// them unprepared, in element order). The default keeps element order.
+    fn prepare(self, a: &[i8], out: &mut [i8]) {
+        out[..a.len()].copy_from_slice(a);
+        out[a.len()..].fill(0);
+    }
+
+    /// The exact integer dot products of one token with every row of `rows`, as f32 (`dots[i]`
+    /// for row `rows.start + i`): I2_S `(Σ t·a) as f32`; TQ `Σ_block (Σ_block t·a) as f32 ·
+    /// d_block`, blocks in order. `sums` holds the token's code sum (I2_S) or its per-chunk sums
+    /// (TQ).
+    fn gemv(self, job: &Job<'_>, rows: Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]);
+
+    /// [`TernaryIsa::gemv`] for many tokens (`acts` holds them `stride` bytes apart):
+    /// `dots[t·len + i]` for row `rows.start + i` and token `t`; `sums[t·per_token ..]` as for
+    /// [`TernaryIsa::gemv`].
+    fn gemm(self, job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]);
+}
+
+/// Whether `isa`'s loops (rather than the reference they fall back to) run `format`.
+pub fn supports<I: TernaryIsa>(isa: I, format: TernaryFormat) -> bool {
+    match format {
+        TernaryFormat::I2s(I2sLayout::X86) => isa.accepts(Codes::I2s),
+        TernaryFormat::I2s(I2sLayout::Arm) => isa.accepts(Codes::I2sArm),
+        TernaryFormat::Tq2_0 => isa.accepts(Codes::Tq2),
+        TernaryFormat::Tq1_0 => isa.accepts(Codes::Tq1),
+        TernaryFormat::I2s(I2sLayout::X86Interleaved4) | TernaryFormat::Tl1(_) | TernaryFormat::Tl2(_) => false,
+    }
+}
+
+fn check(w: &PackedTernary<'_>, x: &QuantizedActivations, rows: &Range<usize>, out: &[f32]) -> Result<(), QuantError> {
+    let len = |what, expected: usize, got: usize| {
+        if expected == got { Ok(()) } else { Err(QuantError::Length { what, expected, got }) }
+    };
+    len("activation row length", w.cols, x.cols)?;
+    len("output", x.len() * rows.len(), out.len())?;
+    if rows.end > w.rows || rows.start > rows.end {
+        return Err(QuantError::Length { what: "row range end", expected: w.rows, got: rows.end });
+    }
+    Ok(())
+}
+
+thread_local! {
+    /// Prepared activations, kept per thread between calls: a fresh 1 MB buffer per matmul
+    /// costs page faults and zeroing that showed up as a tenth of prompt time.
+    static ACTS: std::cell::Cell<Vec<i8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// This thread's scratch buffer from `cell`, resized to `len` (contents unspecified); put it
+/// back with `cell.set(v)` to reuse it.
+pub fn take_scratch<T: Copy + Default>(
+    cell: &'static std::thread::LocalKey<std::cell::Cell<Vec<T>>>,
+    len: usize,
+) -> Vec<T> {
+    let mut v = cell.take();
+    v.resize(len, T::default());
+    v
+}
+
+/// [`TernaryKernel::gemm_rows`] on `isa`'s loops, or the reference where they do not apply.
+pub fn gemm_rows<I: TernaryIsa>(
+    isa: I,
+    w: &PackedTernary<'_>,
+    x: &QuantizedActivations,
+    rows: Range<usize>,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    check(w, x, &rows, out)?;
+    let Some(job) = Job::of(w).filter(|j| isa.accepts(j.codes)) else {
+        return ScalarKernel.gemm_rows(w, x, rows, out);
+    };
+    let n = x.len();
+    let stride = job.chunks * 256;
+    let mut acts = take_scratch(&ACTS, n * stride);
+    // TQ1_0 reads the activations in element order, straight from `x`.
+    if job.codes != Codes::Tq1 {
+        for (t, dst) in acts.chunks_exact_mut(stride).enumerate() {
+            isa.prepare(x.row(t), dst);
+        }
+    }
+    run(isa, &job, x, rows, out, &acts, stride);
+    ACTS.set(acts);
+    Ok(())
+}
+
+/// The fast path once the activations are prepared: exact integer dot products from the ISA,
+/// then the reference's float steps.
+fn run<I: TernaryIsa>(
+    isa: I,
+    job: &Job<'_>,
+    x: &QuantizedActivations,
+    rows: Range<usize>,
+    out: &mut [f32],
+    acts: &[i8],
+    stride: usize,
+) {
+    let n = x.len();
+    let sums: Vec<i32> = if job.codes.is_i2s() {
+        x.rows.iter().map(|a| a.sum).collect()
+    } else {
+        (0..n).flat_map(|t| x.row(t).chunks_exact(QK_K).map(|b| b.iter().map(|&v| i32::from(v)).sum::<i32>())).collect()
+    };
+    // TQ1_0 reads the activations in element order, straight from `x`.
+    let acts = if job.codes == Codes::Tq1 { &x.codes[..] } else { acts };
+    if n == 1 {
+        isa.gemv(job, rows.clone(), acts, &sums, out);
+    } else {
+        isa.gemm(job, rows.clone(), acts, stride, &sums, out);
+    }
+    let w_scale = if job.codes.is_i2s() {
+        f32::from_le_bytes(job.data[job.row_bytes * job.rows..][..4].try_into().expect("4 bytes"))
+    } else {
+        1.0
+    };
+    for (part, act) in out.chunks_exact_mut(rows.len().max(1)).zip(&x.rows) {
+        for v in part.iter_mut() {
+            *v = if job.codes.is_i2s() { *v / act.scale * w_scale } else { *v / act.scale };
+        }
+    }
+}
+
+/// One instruction set's dense row dot products, implemented on its detection token.
+pub trait DenseIsa: Copy {
+    /// Σ w·x over an f32 row.
+    fn dot_f32(self, w: &[f32], x: &[f32]) -> f32;
+    /// Σ w·x over an F16 row (`w` holds `x.len()` little-endian halves).
+    fn dot_f16(self, w: &[u8], x: &[f32]) -> f32;
+    /// Σ w·x over a Q8_0 row (34-byte blocks: f16 d, 32 int8).
+    fn dot_q8_0(self, w: &[u8], x: &[f32]) -> f32;
+    /// Σ w·x over a Q6_K row (210-byte blocks of 256).
+    fn dot_q6_k(self, w: &[u8], x: &[f32]) -> f32;
+}
+
+/// [`crate::DenseKernel::gemm_rows`] on `isa`'s row dot products: F16, Q8_0 and Q6_K rows are
+/// read in place; F32 and BF16 rows are decoded into a scratch row first (the reference
+/// dequantizer; file bytes need not be f32-aligned) and then take the F32 path.
+pub fn dense_gemm_rows<I: DenseIsa>(
+    isa: I,
+    ty: TensorType,
+    w: &[u8],
+    cols: usize,
+    x: &[f32],
+    rows: Range<usize>,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    let rb = check_dense(ty, w, cols, x, &rows, out)?;
+    let len = rows.len();
+    let mut scratch = vec![0f32; cols];
+    for (i, r) in rows.enumerate() {
+        let row = &w[r * rb..(r + 1) * rb];
+        if matches!(ty, TensorType::BF16 | TensorType::F32) {
+            dequantize_row(ty, row, &mut scratch);
+        }
+        for (j, xr) in x.chunks_exact(cols).enumerate() {
+            out[j * len + i] = match ty {
+                TensorType::F16 => isa.dot_f16(row, xr),
+                TensorType::Q8_0 => isa.dot_q8_0(row, xr),
+                TensorType::Q6_K => isa.dot_q6_k(row, xr),
+                _ => isa.dot_f32(&scratch, xr),
+            };
+        }
+    }
+    Ok(())
+}
+
+/// The scalar tail of an f32 dot product (the elements after the last whole vector).
+pub fn tail_f32(w: &[f32], x: &[f32]) -> f32 {
+    w.iter().zip(x).map(|(a, b)| a * b).sum()
+}
+
+/// The scalar tail of an F16 dot product.
+pub fn tail_f16(w: &[u8], x: &[f32]) -> f32 {
+    w.chunks_exact(2).zip(x).map(|(h, b)| half::f16::from_le_bytes([h[0], h[1]]).to_f32() * b).sum()
+}
+
+/// Implements [`TernaryKernel`] and [`crate::DenseKernel`] for a token type that implements
+/// [`TernaryIsa`] and [`DenseIsa`]: `name` is the kernel set's name. With a third argument,
+/// `reference`, they run the scalar reference instead: for a kernel crate built for another
+/// architecture, whose token `detect()` never builds.
+#[macro_export]
+macro_rules! isa_kernel_impls {
+    ($token:ty, $name:expr, reference) => {
+        impl $crate::TernaryKernel for $token {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn supports(&self, _: $crate::TernaryFormat) -> bool {
+                false
+            }
+
+            fn gemm_rows(
+                &self,
+                w: &$crate::PackedTernary<'_>,
+                x: &$crate::QuantizedActivations,
+                rows: ::std::ops::Range<usize>,
+                out: &mut [f32],
+            ) -> Result<(), $crate::QuantError> {
+                $crate::ScalarKernel.gemm_rows(w, x, rows, out)
+            }
+        }
+
+        impl $crate::DenseKernel for $token {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn gemm_rows(
+                &self,
+                ty: $crate::isa::TensorType,
+                w: &[u8],
+                cols: usize,
+                x: &[f32],
+                rows: ::std::ops::Range<usize>,
+                out: &mut [f32],
+            ) -> Result<(), $crate::QuantError> {
+                $crate::ScalarDense.gemm_rows(ty, w, cols, x, rows, out)
+            }
+        }
+    };
+    ($token:ty, $name:expr) => {
+        impl $crate::TernaryKernel for $token {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn supports(&self, format: $crate::TernaryFormat) -> bool {
+                $crate::isa::supports(*self, format)
+            }
+
+            fn gemm_rows(
+                &self,
+                w: &$crate::PackedTernary<'_>,
+                x: &$crate::QuantizedActivations,
+                rows: ::std::ops::Range<usize>,
+                out: &mut [f32],
+            ) -> Result<(), $crate::QuantError> {
+                $crate::isa::gemm_rows(*self, w, x, rows, out)
+            }
+        }
+
+        impl $crate::DenseKernel for $token {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn gemm_rows(
+                &self,
+                ty: $crate::isa::TensorType,
+                w: &[u8],
+                cols: usize,
+                x: &[f32],
+                rows: ::std::ops::Range<usize>,
+                out: &mut [f32],
+            ) -> Result<(), $crate::QuantError> {
+                $crate::isa::dense_gemm_rows(*self, ty, w, cols, x, rows, out)
+            }
+        }
+    };
+}
