@@ -12,6 +12,7 @@ pub use bitnet_quant::vecops::F32Ops;
 /// f32). The macro writes the loads, the dense row dot products (F32, F16, Q8_0, Q6_K, and the
 /// `bitnet_quant::isa::DenseIsa` impl on them), `axpy`, attention `scores` and `weighted_sum`, and `ops()`
 /// handing those out as an [`F32Ops`].
+#[cfg(target_arch = "x86_64")]
 macro_rules! f32_kernels {
     ($token:ty, $feat:literal, $label:literal, $w:literal, $vec:ty, $zero:ident, $set1:ident, $mul:ident, $fma:ident,
      $add:ident, $store:ident, $reduce:ident, $loadu:ident, $half:ty, $load_half:ident, $set1_half:ident,
@@ -347,4 +348,5 @@ macro_rules! f32_kernels {
         }
     };
 }
+#[cfg(target_arch = "x86_64")]
 pub(crate) use f32_kernels;

@@ -4,36 +4,18 @@
 
 use bitnet_kernels_x86::{Avx2, Avx512};
 use bitnet_quant::testkit;
-use bitnet_quant::vecops::F32Ops;
 
 /// Random cases per format and check.
 const CASES: u32 = 48;
 
-/// Runs the harness on one set, or says why it is skipped.
-fn check<K: bitnet_quant::TernaryKernel + bitnet_quant::DenseKernel>(
-    name: &str,
-    set: Option<(K, F32Ops)>,
-    lacks: &str,
-) {
-    match set {
-        Some((k, ops)) => {
-            testkit::ternary(&k, CASES);
-            testkit::dense(&k, CASES);
-            testkit::f32_ops(&ops, CASES);
-            eprintln!("tested: {name}");
-        }
-        None => eprintln!("skipped: {name} (this CPU lacks {lacks})"),
-    }
-}
-
 #[test]
 fn avx512_vnni() {
-    check(Avx512::NAME, Avx512::detect().map(|k| (k, k.f32_ops())), "AVX-512 F/BW/VL/VNNI");
+    testkit::kernel_set(Avx512::NAME, Avx512::detect().map(|k| (k, k.f32_ops())), "AVX-512 F/BW/VL/VNNI", CASES);
 }
 
 #[test]
 fn avx2() {
-    check(Avx2::NAME, Avx2::detect().map(|k| (k, k.f32_ops())), "AVX2/FMA/F16C");
+    testkit::kernel_set(Avx2::NAME, Avx2::detect().map(|k| (k, k.f32_ops())), "AVX2/FMA/F16C", CASES);
 }
 
 #[test]

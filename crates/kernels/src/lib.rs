@@ -1,8 +1,8 @@
 //! What runs the model's hot loops: the kernel set chosen for this CPU, and the threads.
 //!
 //! * [`Kernels`]: one instruction set's ternary kernel, dense kernel and f32 ops, chosen together
-//!   from one feature check per instruction set (AVX-512 VNNI, then AVX2, else the portable
-//!   reference). [`Kernels::from_env`] reads `BITNET_KERNEL=NAME` — the only place that reads it —
+//!   from one feature check per instruction set (x86: AVX-512 VNNI, then AVX2; aarch64: NEON
+//!   with i8mm, with dotprod, or plain; else the portable reference). [`Kernels::from_env`] reads `BITNET_KERNEL=NAME` — the only place that reads it —
 //!   to force a set, for benchmarks and bisecting; a model holds the set it was loaded with.
 //! * [`ThreadPool`]: persistent workers that spin between jobs, so a parallel region costs well
 //!   under a microsecond (rayon costs 6–28 µs here, and decoding runs hundreds per token).
@@ -84,12 +84,25 @@ impl Kernels {
                 out.push(Kernels::new(Avx2::NAME, Arc::new(k), Arc::new(k), k.f32_ops()));
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        {
+            use bitnet_kernels_arm::{Dotprod, I8mm, Neon};
+            if let Some(k) = I8mm::detect() {
+                out.push(Kernels::new(I8mm::NAME, Arc::new(k), Arc::new(k), k.f32_ops()));
+            }
+            if let Some(k) = Dotprod::detect() {
+                out.push(Kernels::new(Dotprod::NAME, Arc::new(k), Arc::new(k), k.f32_ops()));
+            }
+            if let Some(k) = Neon::detect() {
+                out.push(Kernels::new(Neon::NAME, Arc::new(k), Arc::new(k), k.f32_ops()));
+            }
+        }
         out.push(Kernels::scalar());
         out
     }
 
     /// Names of every set this crate knows, whether or not this CPU runs it.
-    pub const KNOWN: &'static [&'static str] = &["avx512-vnni", "avx2", "scalar"];
+    pub const KNOWN: &'static [&'static str] = &["avx512-vnni", "avx2", "neon-i8mm", "neon-dotprod", "neon", "scalar"];
 
     /// The fastest set this CPU runs.
     pub fn best() -> Kernels {
@@ -117,7 +130,7 @@ impl Kernels {
         }
     }
 
-    /// The set's name ("avx512-vnni", "avx2", "scalar").
+    /// The set's name ("avx512-vnni", "avx2", "neon-i8mm", "neon-dotprod", "neon", "scalar").
     pub fn name(&self) -> &'static str {
         self.name
     }

@@ -121,6 +121,21 @@ fn ternary_case(
     Ok(())
 }
 
+/// Runs the three checks below on one kernel set (ternary, dense, f32 ops) with `cases` cases
+/// each and prints `tested: NAME`, or prints `skipped: NAME (this CPU lacks LACKS)` when `set`
+/// is `None` (the CPU does not run it): a kernel crate's conformance test per set.
+pub fn kernel_set<K: TernaryKernel + DenseKernel>(name: &str, set: Option<(K, F32Ops)>, lacks: &str, cases: u32) {
+    match set {
+        Some((k, ops)) => {
+            ternary(&k, cases);
+            dense(&k, cases);
+            f32_ops(&ops, cases);
+            eprintln!("tested: {name}");
+        }
+        None => eprintln!("skipped: {name} (this CPU lacks {lacks})"),
+    }
+}
+
 /// Checks a ternary kernel against [`ScalarKernel`] over `cases` random cases per format: I2_S
 /// (x86 order with whole and half 256-chunks; the ARM and interleaved orders and rows that are
 /// not whole blocks, which fast kernels hand to the reference), TQ2_0 and TQ1_0 with real
@@ -140,12 +155,16 @@ pub fn ternary(kernel: &dyn TernaryKernel, cases: u32) {
             let small = ternary_matrix(&mut rng, rows * 2, 64);
             let bytes = i2s::pack(&small, 1.5, I2sLayout::X86).expect("packable");
             ternary_case(kernel, TernaryFormat::I2s(I2sLayout::X86), rows * 2, 64, &bytes, n.min(3), offset, &mut rng)?;
-            for layout in [I2sLayout::Arm, I2sLayout::X86Interleaved4] {
-                // The interleaved order packs rows in fours.
-                let m = ternary_matrix(&mut rng, rows * 4, 256);
-                let bytes = i2s::pack(&m, 0.5, layout).expect("packable");
-                ternary_case(kernel, TernaryFormat::I2s(layout), rows * 4, 256, &bytes, n.min(3), offset, &mut rng)?;
-            }
+            // The ARM order's 64-blocks, rows of any number of them (kernels-arm runs it).
+            let arm_cols = 64 * (1 + rng.below(12) as usize);
+            let m = ternary_matrix(&mut rng, rows, arm_cols);
+            let bytes = i2s::pack(&m, 0.5, I2sLayout::Arm).expect("packable");
+            ternary_case(kernel, TernaryFormat::I2s(I2sLayout::Arm), rows, arm_cols, &bytes, n, offset, &mut rng)?;
+            // The interleaved order packs rows in fours.
+            let m = ternary_matrix(&mut rng, rows * 4, 256);
+            let bytes = i2s::pack(&m, 0.5, I2sLayout::X86Interleaved4).expect("packable");
+            let format = TernaryFormat::I2s(I2sLayout::X86Interleaved4);
+            ternary_case(kernel, format, rows * 4, 256, &bytes, n.min(3), offset, &mut rng)?;
             Ok(())
         })
         .unwrap_or_else(|e| fail("I2_S", e));
