@@ -320,7 +320,7 @@ macro_rules! ternary_loops {
         fn fields(acc: &mut [int32x4_t; 4], v: uint8x16_t, act: impl Fn(u32) -> int8x16_t) {
             let s8 = vreinterpretq_s8_u8;
             acc[0] = mac(acc[0], s8(vshrq_n_u8::<6>(v)), act(6));
-            acc[1] = mac(acc[1], s8(vandq_u8(v, vdupq_n_u8(0x30))), act(2));
+            acc[1] = mac(acc[1], s8(vandq_u8(v, vdupq_n_u8(0x30))), act(4));
             acc[2] = mac(acc[2], s8(vandq_u8(v, vdupq_n_u8(0x0C))), act(2));
             acc[3] = mac(acc[3], s8(vandq_u8(v, vdupq_n_u8(0x03))), act(0));
         }
