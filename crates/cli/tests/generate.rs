@@ -1,9 +1,9 @@
 //! `bitnet run`, `logits`, `perplexity` and `convert` end to end on the tiny fixture model.
 
-use std::process::Command;
+mod common;
 
 fn bitnet(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_bitnet")).args(args).output().unwrap();
+    let out = common::bitnet_command().args(args).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -138,7 +138,7 @@ fn bad_input_gives_one_clear_line() {
 
 fn chat(args: &[&str], input: &str) -> (bool, String, String) {
     use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bitnet"))
+    let mut child = common::bitnet_command()
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -199,7 +199,7 @@ fn fake_hf_cache(files: &[&str]) -> String {
 }
 
 fn bitnet_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_bitnet")).args(args).envs(env.iter().copied()).output().unwrap();
+    let out = common::bitnet_command().args(args).envs(env.iter().copied()).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

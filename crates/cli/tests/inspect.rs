@@ -1,9 +1,9 @@
 //! `bitnet inspect` end to end, through the built binary.
 
-use std::process::Command;
+mod common;
 
 fn bitnet(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_bitnet")).args(args).output().unwrap();
+    let out = common::bitnet_command().args(args).output().unwrap();
     (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
 }
 

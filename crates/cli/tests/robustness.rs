@@ -1,9 +1,11 @@
 //! Every hostile input a user can give the `bitnet` binary: exit status 1 (2 for usage errors)
 //! with a message naming what is wrong, never a panic, and no file left behind.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 struct Out {
     code: Option<i32>,
@@ -12,7 +14,7 @@ struct Out {
 }
 
 fn bitnet_with(args: &[&str], stdin: Option<&[u8]>) -> Out {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bitnet"))
+    let mut child = common::bitnet_command()
         .args(args)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
@@ -123,7 +125,7 @@ fn messages_are_clear() {
 
 #[test]
 fn a_closed_pipe_ends_quietly() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bitnet"))
+    let mut child = common::bitnet_command()
         .args(["run", "-m", &fixture(TINY), "-p", "The function", "-n", "100", "--temp", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -219,16 +221,16 @@ fn llama_cpp_vocabularies_stream_without_panicking() {
 
 #[test]
 fn an_unknown_kernel_set_lists_what_this_cpu_offers() {
-    let out = Command::new(env!("CARGO_BIN_EXE_bitnet"))
+    let out = common::bitnet_command()
         .args(["run", "-m", &fixture(TINY), "-p", "x", "-n", "1"])
-        .env("BITNET_KERNEL", "neon")
+        .env("BITNET_KERNEL", "sse9")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("\"neon\" is unknown") && err.contains("this CPU offers") && err.contains("scalar"), "{err}");
+    assert!(err.contains("\"sse9\" is unknown") && err.contains("this CPU offers") && err.contains("scalar"), "{err}");
     // A set this CPU runs is used whole and named in the timings.
-    let out = Command::new(env!("CARGO_BIN_EXE_bitnet"))
+    let out = common::bitnet_command()
         .args(["run", "-m", &fixture(TINY), "-p", "x", "-n", "1"])
         .env("BITNET_KERNEL", "scalar")
         .output()

@@ -200,10 +200,9 @@ mod tests {
     fn runaway_templates_stop() {
         let nested = "{% for a in range(100000) %}{% for b in range(100000) %}{{ a }}{% endfor %}{% endfor %}";
         let t = ChatTemplate::new(nested, "", "").unwrap();
-        let start = std::time::Instant::now();
+        // The fuel bounds the work (no timing here: the test also runs under an emulator).
         let err = t.render(&[], true).unwrap_err().to_string();
         assert!(err.contains("chat template too expensive"), "{err}");
-        assert!(start.elapsed().as_secs() < 30);
         let wide = "{% for a in range(100000) %}{{ 'x' * 10000 }}{% endfor %}";
         let err = ChatTemplate::new(wide, "", "").unwrap().render(&[], true).unwrap_err().to_string();
         assert!(err.contains("chat template too expensive"), "{err}");
