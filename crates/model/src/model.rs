@@ -108,7 +108,11 @@ impl Model {
         let config = Config::from_metadata(file.metadata())?;
         let c = &config;
         let (q_dim, kv_dim) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let m = |name: &str, rows, cols| Matrix::load(&file, name, rows, cols);
+        let kernels = match opts.kernels {
+            Some(k) => k,
+            None => Kernels::from_env().map_err(ModelError::Kernel)?,
+        };
+        let m = |name: &str, rows, cols| Matrix::load(&file, name, rows, cols)?.suited_to(file.bytes(), &kernels);
         let embed = m("token_embd.weight", c.vocab_size, c.hidden)?;
         check_block_count(&file, c)?;
         // Never sized from the file's count up front: each layer is pushed once its tensors load.
@@ -143,10 +147,6 @@ impl Model {
             });
         }
         let threads = if opts.threads == 0 { crate::threads::physical_cores() } else { opts.threads };
-        let kernels = match opts.kernels {
-            Some(k) => k,
-            None => Kernels::from_env().map_err(ModelError::Kernel)?,
-        };
         Ok(Model {
             config,
             file,

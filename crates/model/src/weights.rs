@@ -76,6 +76,34 @@ impl Matrix {
         Ok(Matrix { rows, cols, kind, range: start..start + t.size as usize, owned: None })
     }
 
+    /// The matrix in a code order `kernels` read on their fast path: an I2_S order they do not
+    /// read (bitnet.cpp's ARM or row-interleaved order on x86, the interleaved one on ARM) is
+    /// repacked once, at load, to the x86 order every fast set reads; any other matrix is
+    /// returned as it is (the scalar set reads every order).
+    pub fn suited_to(self, file: &[u8], kernels: &Kernels) -> Result<Matrix> {
+        let MatrixKind::Ternary { format: TernaryFormat::I2s(layout), extra_scale } = self.kind else {
+            return Ok(self);
+        };
+        let (t, x86) = (kernels.ternary(), TernaryFormat::I2s(I2sLayout::X86));
+        if t.supports(self.kind_format()) || !t.supports(x86) || !self.cols.is_multiple_of(128) {
+            return Ok(self);
+        }
+        let bytes = bitnet_quant::i2s::repack(self.bytes(file), self.rows, self.cols, layout, I2sLayout::X86)?;
+        Ok(Matrix {
+            kind: MatrixKind::Ternary { format: x86, extra_scale },
+            range: 0..0,
+            owned: Some(std::sync::Arc::new(bytes)),
+            ..self
+        })
+    }
+
+    fn kind_format(&self) -> TernaryFormat {
+        match self.kind {
+            MatrixKind::Ternary { format, .. } => format,
+            MatrixKind::Dense(_) => unreachable!("only ternary matrices have a ternary format"),
+        }
+    }
+
     fn bytes<'a>(&'a self, file: &'a [u8]) -> &'a [u8] {
         match &self.owned {
             Some(bytes) => bytes,
@@ -218,6 +246,41 @@ mod tests {
             assert_eq!(ya, yb, "{ty} {rows}x{cols}");
             std::fs::remove_file(&path).ok();
         }
+    }
+
+    /// Every I2_S order bitnet.cpp writes loads for every kernel set, in an order the set reads
+    /// on its fast path (repacked at load where needed), and multiplies exactly like x86 order.
+    #[test]
+    fn every_i2s_order_runs_on_every_kernel_set() {
+        let (rows, cols) = (64, 384);
+        let m = ternary(rows, cols);
+        let path = std::env::temp_dir().join(format!("i2s-orders-{}.gguf", std::process::id()));
+        let orders = [I2sLayout::X86, I2sLayout::Arm, I2sLayout::X86Interleaved4];
+        let x: Vec<f32> = (0..3 * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let pool = Pool::try_new(2).unwrap();
+        let mut want: Option<Vec<f32>> = None;
+        for layout in orders {
+            let mut b = GgufBuilder::new();
+            b.metadata_mut().insert("general.architecture", "bitnet");
+            b.metadata_mut().insert(i2s::LAYOUT_KEY, layout.as_str());
+            b.add_tensor("w.weight", TensorType::I2_S, &[cols as u64, rows as u64]).unwrap();
+            let mut w = b.start(BufWriter::new(std::fs::File::create(&path).unwrap())).unwrap();
+            w.write_tensor("w.weight", &i2s::pack(&m, 0.5, layout).unwrap()).unwrap();
+            w.finish().unwrap();
+            let file = GgufFile::open(&path).unwrap();
+            for kernels in bitnet_kernels::Kernels::available() {
+                let a = Matrix::load(&file, "w.weight", rows, cols).unwrap().suited_to(file.bytes(), &kernels).unwrap();
+                let super::MatrixKind::Ternary { format, .. } = a.kind else { panic!("ternary") };
+                assert!(kernels.ternary().supports(format), "{} runs {layout:?} as {format:?}", kernels.name());
+                let mut y = vec![0f32; 3 * rows];
+                a.matmul(file.bytes(), &kernels, &pool, &x, None, &mut y).unwrap();
+                match &want {
+                    Some(w) => assert_eq!(&y, w, "{} {layout:?}", kernels.name()),
+                    None => want = Some(y),
+                }
+            }
+        }
+        std::fs::remove_file(&path).ok();
     }
 
     #[test]
