@@ -36,6 +36,21 @@ pub(crate) fn ld_i8(s: &[i8]) -> int8x16_t {
     unsafe { vld1q_s8(s.as_ptr()) }
 }
 
+/// 16 signed bytes (no bounds check: the array is exactly that).
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) fn ld16(s: &[i8; 16]) -> int8x16_t {
+    // SAFETY: the array holds 16 bytes; NEON loads need no alignment.
+    unsafe { vld1q_s8(s.as_ptr()) }
+}
+
+/// Elements `k` of the row (or token, or pair) starting at `start` of `v`, as 16-byte arrays
+/// (`k.len()` a multiple of 16; a shorter slice panics here, once, not in the loop).
+#[inline]
+pub(crate) fn blocks16<'a>(v: &'a [i8], start: usize, k: &Range<usize>) -> &'a [[i8; 16]] {
+    v[start + k.start..start + k.end].as_chunks::<16>().0
+}
+
 /// Stores 16 signed bytes at the front of `d`.
 #[target_feature(enable = "neon")]
 #[inline]
@@ -298,8 +313,9 @@ pub(crate) fn gemm_tiled<const R: usize, const T: usize>(
 /// `ternary_loops!` carry codes times up to 16, which keeps i32 lanes exact only below it.
 pub(crate) const MASK_LIMIT: usize = 1 << 22;
 
-/// A level's one-token loop and plain micro-kernel from its `mac(acc, codes, act)`: `acc` plus
-/// the products of 16 int8 pairs, exact in four i32 lanes (codes up to 32 in magnitude).
+/// A level's one-token loop from its `mac(acc, c, a)`, `acc` plus the 16 products of `c` and
+/// `a`, and `mac2(acc, c0, a0, c1, a1)`, both pairs' 32 products: exact in four i32 lanes for
+/// codes up to 32 in magnitude.
 ///
 /// I2_S and TQ2_0 rows are read with each 2-bit field masked in place (`v & 0x30` is 16× the
 /// code): one operation per 16 codes instead of a shift and a mask; fields at different scales
@@ -323,6 +339,19 @@ macro_rules! ternary_loops {
             acc[1] = mac(acc[1], s8(vandq_u8(v, vdupq_n_u8(0x30))), act(4));
             acc[2] = mac(acc[2], s8(vandq_u8(v, vdupq_n_u8(0x0C))), act(2));
             acc[3] = mac(acc[3], s8(vandq_u8(v, vdupq_n_u8(0x03))), act(0));
+        }
+
+        /// [`fields`] over two vectors whose fields pair up (`act(s, j)` for vector `j`): one
+        /// `mac2` per scale, which lets a level keep both in narrow lanes before widening.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        fn fields2(acc: &mut [int32x4_t; 4], v: [uint8x16_t; 2], act: impl Fn(u32, usize) -> int8x16_t) {
+            let s8 = vreinterpretq_s8_u8;
+            let f = |m: u8, j: usize| s8(vandq_u8(v[j], vdupq_n_u8(m)));
+            acc[0] = mac2(acc[0], s8(vshrq_n_u8::<6>(v[0])), act(6, 0), s8(vshrq_n_u8::<6>(v[1])), act(6, 1));
+            acc[1] = mac2(acc[1], f(0x30, 0), act(4, 0), f(0x30, 1), act(4, 1));
+            acc[2] = mac2(acc[2], f(0x0C, 0), act(2, 0), f(0x0C, 1), act(2, 1));
+            acc[3] = mac2(acc[3], f(0x03, 0), act(0, 0), f(0x03, 1), act(0, 1));
         }
 
         /// The exact sum of what [`fields`] accumulated.
@@ -354,16 +383,23 @@ macro_rules! ternary_loops {
                         let row = job.row(r);
                         let mut acc = [vdupq_n_s32(0); 4];
                         if job.codes == Codes::I2s {
-                            // Field at shift s of vector h: elements 32·(6 − s)/2 + 16h.
+                            // Field at shift s of vector h: elements 16·(6 − s) + 16h.
                             for (w, a) in row.chunks_exact(32).zip(act.chunks_exact(128)) {
-                                for h in 0..2 {
-                                    let off = 16 * h;
-                                    fields(&mut acc, ld(&w[off..]), |s| ld_i8(&a[16 * (6 - s) as usize + off..]));
-                                }
+                                let v = [ld(w), ld(&w[16..])];
+                                fields2(&mut acc, v, |s, h| ld_i8(&a[16 * (6 - s) as usize + 16 * h..]));
                             }
                         } else {
-                            for (w, a) in row.chunks_exact(16).zip(act.chunks_exact(64)) {
-                                fields(&mut acc, ld(w), |s| ld_i8(&a[8 * (6 - s) as usize..]));
+                            // ARM order, two 64-blocks at a time: field at shift s of block j,
+                            // elements 64j + 8·(6 − s).
+                            let pairs = row.chunks_exact(32);
+                            let odd = pairs.remainder();
+                            for (w, a) in pairs.zip(act.chunks_exact(128)) {
+                                let v = [ld(w), ld(&w[16..])];
+                                fields2(&mut acc, v, |s, j| ld_i8(&a[64 * j + 8 * (6 - s) as usize..]));
+                            }
+                            if !odd.is_empty() {
+                                let a = &act[(row.len() - 16) * 4..];
+                                fields(&mut acc, ld(odd), |s| ld_i8(&a[8 * (6 - s) as usize..]));
                             }
                         }
                         *dot = combine(&acc).wrapping_sub(sums[0]) as f32;
@@ -373,10 +409,8 @@ macro_rules! ternary_loops {
                     let mut acc = [vdupq_n_s32(0); 4];
                     // Field at shift s of vector k of half h: elements 128h + 16s + 16k.
                     for h in 0..2 {
-                        for k in 0..2 {
-                            let off = 128 * h + 16 * k;
-                            fields(&mut acc, ld(&block[32 * h + 16 * k..]), |s| ld_i8(&a[off + 16 * s as usize..]));
-                        }
+                        let v = [ld(&block[32 * h..]), ld(&block[32 * h + 16..])];
+                        fields2(&mut acc, v, |s, k| ld_i8(&a[128 * h + 16 * s as usize + 16 * k..]));
                     }
                     combine(&acc)
                 }),
@@ -399,28 +433,6 @@ macro_rules! ternary_loops {
                     }
                 }
             }
-        }
-
-        /// `R` rows × `T` tokens of signed values in element order (`Layout::Plain`), over the
-        /// elements `k` (a multiple of 16): one multiply-accumulate per row and token per 16.
-        #[target_feature(enable = $feat)]
-        pub(crate) fn tile<const R: usize, const T: usize>(
-            w: &[i8],
-            a: &[i8],
-            stride: usize,
-            k: Range<usize>,
-        ) -> [[i32; T]; R] {
-            let mut acc = [[vdupq_n_s32(0); T]; R];
-            for e in k.step_by(16) {
-                let wv: [int8x16_t; R] = std::array::from_fn(|r| ld_i8(&w[r * stride + e..]));
-                for t in 0..T {
-                    let av = ld_i8(&a[t * stride + e..]);
-                    for r in 0..R {
-                        acc[r][t] = mac(acc[r][t], wv[r], av);
-                    }
-                }
-            }
-            acc.map(|row| row.map(|v| vaddvq_s32(v)))
         }
     };
 }

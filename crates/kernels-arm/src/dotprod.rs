@@ -24,7 +24,37 @@ pub(crate) fn mac(mut acc: int32x4_t, c: int8x16_t, a: int8x16_t) -> int32x4_t {
     acc
 }
 
+/// `acc` plus the products of both pairs (two `sdot`).
+#[target_feature(enable = "dotprod")]
+#[inline]
+fn mac2(acc: int32x4_t, c0: int8x16_t, a0: int8x16_t, c1: int8x16_t, a1: int8x16_t) -> int32x4_t {
+    mac(mac(acc, c0, a0), c1, a1)
+}
+
 crate::codes::ternary_loops!("neon,dotprod");
+
+/// `R` rows × `T` tokens of signed values in element order (`Layout::Plain`), over the
+/// elements `k` (a multiple of 16): one multiply-accumulate per row and token per 16.
+/// Rows and tokens are cut to exactly `k` as 16-byte arrays first, so the loop has no
+/// bounds checks (they had been half its instructions).
+// Not inlined: one call per tile is nothing, and tools/arm-mca.py finds the loop by name.
+#[inline(never)]
+#[target_feature(enable = "neon,dotprod")]
+fn tile<const R: usize, const T: usize>(w: &[i8], a: &[i8], stride: usize, k: Range<usize>) -> [[i32; T]; R] {
+    let wr: [&[[i8; 16]]; R] = std::array::from_fn(|r| crate::codes::blocks16(w, r * stride, &k));
+    let ar: [&[[i8; 16]]; T] = std::array::from_fn(|t| crate::codes::blocks16(a, t * stride, &k));
+    let mut acc = [[vdupq_n_s32(0); T]; R];
+    for i in 0..k.len() / 16 {
+        let wv: [int8x16_t; R] = std::array::from_fn(|r| crate::codes::ld16(&wr[r][i]));
+        for t in 0..T {
+            let av = crate::codes::ld16(&ar[t][i]);
+            for r in 0..R {
+                acc[r][t] = mac(acc[r][t], wv[r], av);
+            }
+        }
+    }
+    acc.map(|row| row.map(|v| vaddvq_s32(v)))
+}
 
 /// [`gemv`] for other levels that have dotprod (i8mm).
 ///

@@ -11,7 +11,7 @@ use std::ops::Range;
 use bitnet_quant::isa::{Codes, Job, TernaryIsa};
 
 use crate::I8mm;
-use crate::codes::{Layout, gemm_tiled, ld_i8};
+use crate::codes::{Layout, gemm_tiled};
 
 /// `acc` plus the 2×2 products of the row pair `w` and token pair `a` (`smmla`).
 #[target_feature(enable = "i8mm")]
@@ -31,20 +31,39 @@ fn smmla(mut acc: int32x4_t, w: int8x16_t, a: int8x16_t) -> int32x4_t {
     acc
 }
 
-/// Rows × tokens per micro-kernel: 4 row pairs × 2 token pairs, 8 accumulators; per 16
-/// elements 8 + 4 loads feed 16 `smmla`.
+/// Rows × tokens per micro-kernel: 4 row pairs × 4 token pairs, 16 accumulators; per 16
+/// elements 8 + 8 loads feed 32 `smmla`.
 const R: usize = 8;
-const T: usize = 4;
+const T: usize = 8;
+
+/// The 32 bytes as two vectors.
+#[target_feature(enable = "neon")]
+#[inline]
+fn ld32(s: &[i8; 32]) -> [int8x16_t; 2] {
+    // SAFETY: the array holds 32 bytes; NEON loads need no alignment.
+    unsafe { [vld1q_s8(s.as_ptr()), vld1q_s8(s.as_ptr().add(16))] }
+}
+
+/// Bytes `k` of the pair starting at `start` of `v`, as 32-byte arrays (16 elements of two rows).
+#[inline]
+fn blocks32<'a>(v: &'a [i8], start: usize, k: &Range<usize>) -> &'a [[i8; 32]] {
+    v[start + k.start..start + k.end].as_chunks::<32>().0
+}
 
 /// `R` rows × `T` tokens in [`Layout::Pairs`] over the elements `k` (a multiple of 16).
+// Not inlined: one call per tile is nothing, and tools/arm-mca.py finds the loop by name.
+#[inline(never)]
 #[target_feature(enable = "neon,i8mm")]
 fn tile(w: &[i8], a: &[i8], stride: usize, k: Range<usize>) -> [[i32; T]; R] {
+    // Pairs hold 32 bytes per 16 elements: elements k of a pair are bytes 2k.
+    let k2 = 2 * k.start..2 * k.end;
+    let wp: [&[[i8; 32]]; R / 2] = std::array::from_fn(|p| blocks32(w, 2 * p * stride, &k2));
+    let ap: [&[[i8; 32]]; T / 2] = std::array::from_fn(|q| blocks32(a, 2 * q * stride, &k2));
     let mut acc = [[vdupq_n_s32(0); T / 2]; R / 2];
-    for e in k.step_by(16) {
-        let wv: [[int8x16_t; 2]; R / 2] =
-            std::array::from_fn(|p| [ld_i8(&w[2 * p * stride + 2 * e..]), ld_i8(&w[2 * p * stride + 2 * e + 16..])]);
+    for i in 0..k.len() / 16 {
+        let wv: [[int8x16_t; 2]; R / 2] = std::array::from_fn(|p| ld32(&wp[p][i]));
         for q in 0..T / 2 {
-            let av = [ld_i8(&a[2 * q * stride + 2 * e..]), ld_i8(&a[2 * q * stride + 2 * e + 16..])];
+            let av = ld32(&ap[q][i]);
             for p in 0..R / 2 {
                 acc[p][q] = smmla(smmla(acc[p][q], wv[p][0], av[0]), wv[p][1], av[1]);
             }
