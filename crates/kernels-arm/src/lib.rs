@@ -47,69 +47,32 @@ mod neon;
 #[cfg(target_arch = "aarch64")]
 mod vecops;
 
-/// Defines the kernel type of one feature level: a token that only `detect()` builds (so holding
-/// one proves the CPU runs every feature listed). Its module implements
-/// `bitnet_quant::isa::TernaryIsa` on it and `vecops` implements `DenseIsa`, from which
-/// [`bitnet_quant::TernaryKernel`] and [`bitnet_quant::DenseKernel`] follow; on other
-/// architectures `detect()` is always `None` and the kernels are the reference's.
-macro_rules! level_kernels {
+// The kernel types: tokens that only `detect()` builds; each level's module implements
+// `bitnet_quant::isa::TernaryIsa` on its token, `vecops` implements `DenseIsa` on all three.
+macro_rules! level {
     ($(#[$doc:meta])* $name:ident, $label:literal, [$($feature:tt),+]) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy)]
-        pub struct $name(());
-
-        impl $name {
-            /// The name of this kernel set (`BITNET_KERNEL` selects it by this name).
-            pub const NAME: &'static str = $label;
-
-            /// The kernels, if this CPU supports every feature they use.
-            pub fn detect() -> Option<$name> {
-                #[cfg(target_arch = "aarch64")]
-                {
-                    if $(std::arch::is_aarch64_feature_detected!($feature))&&+ {
-                        return Some($name(()));
-                    }
-                }
-                None
-            }
-
-            /// The f32 ops (attention, norms): base NEON at every level.
-            pub fn f32_ops(self) -> bitnet_quant::vecops::F32Ops {
-                #[cfg(target_arch = "aarch64")]
-                {
-                    vecops::OPS
-                }
-                #[cfg(not(target_arch = "aarch64"))]
-                {
-                    bitnet_quant::vecops::SCALAR
-                }
-            }
-        }
+        bitnet_quant::kernel_token!(
+            $(#[$doc])* $name, $label, "aarch64", is_aarch64_feature_detected, [$($feature),+], vecops::ops
+        );
 
         #[cfg(target_arch = "aarch64")]
         vecops::dense_isa!($name);
-
-        #[cfg(target_arch = "aarch64")]
-        bitnet_quant::isa_kernel_impls!($name, $label);
-
-        #[cfg(not(target_arch = "aarch64"))]
-        bitnet_quant::isa_kernel_impls!($name, $label, reference);
     };
 }
 
-level_kernels!(
+level!(
     /// NEON with dotprod for one token and i8mm (`smmla`) for many.
     I8mm,
     "neon-i8mm",
     ["neon", "dotprod", "i8mm"]
 );
-level_kernels!(
+level!(
     /// NEON with the dot product instructions (`sdot`).
     Dotprod,
     "neon-dotprod",
     ["neon", "dotprod"]
 );
-level_kernels!(
+level!(
     /// Base NEON (every aarch64 CPU).
     Neon,
     "neon",

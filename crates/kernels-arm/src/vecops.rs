@@ -289,39 +289,7 @@ fn weighted_sum_f16(w: &[f32], v: &[u8], stride: usize, out: &mut [f32]) {
     )
 }
 
-/// The f32 ops of every level, as plain function pointers.
-pub(crate) const OPS: F32Ops = {
-    fn dot(a: &[f32], b: &[f32]) -> f32 {
-        // SAFETY: NEON is part of every aarch64 CPU.
-        unsafe { dot_f32(a, b) }
-    }
-    fn axpy_(y: &mut [f32], a: f32, x: &[f32]) {
-        // SAFETY: as for `dot`.
-        unsafe { axpy(y, a, x) }
-    }
-    fn scores_(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
-        // SAFETY: as for `dot`.
-        unsafe { scores(q, k, stride, out) }
-    }
-    fn weighted_sum_(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
-        // SAFETY: as for `dot`.
-        unsafe { weighted_sum(w, v, stride, out) }
-    }
-    fn scores_f16_(q: &[f32], k: &[u8], stride: usize, out: &mut [f32]) {
-        // SAFETY: as for `dot`.
-        unsafe { scores_f16(q, k, stride, out) }
-    }
-    fn weighted_sum_f16_(w: &[f32], v: &[u8], stride: usize, out: &mut [f32]) {
-        // SAFETY: as for `dot`.
-        unsafe { weighted_sum_f16(w, v, stride, out) }
-    }
-    F32Ops {
-        name: "neon",
-        dot,
-        axpy: axpy_,
-        scores: scores_,
-        weighted_sum: weighted_sum_,
-        scores_f16: scores_f16_,
-        weighted_sum_f16: weighted_sum_f16_,
-    }
-};
+/// The f32 ops of every level (base NEON: any level's token will do).
+pub(crate) fn ops<T>(_: T) -> F32Ops {
+    bitnet_quant::f32_ops!("neon", dot_f32, axpy, scores, weighted_sum, scores_f16, weighted_sum_f16)
+}

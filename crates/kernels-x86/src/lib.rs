@@ -41,64 +41,23 @@ pub mod vecops;
 #[cfg(target_arch = "x86_64")]
 mod x256;
 
-/// Defines the kernel type of one instruction set: a token that only `detect()` builds (so
-/// holding one proves the CPU runs every feature listed). Its module implements
-/// `bitnet_quant::isa::{TernaryIsa, DenseIsa}` on it, from which [`bitnet_quant::TernaryKernel`]
-/// and [`bitnet_quant::DenseKernel`] follow; on other architectures `detect()` is always `None`
-/// and the kernels are the reference's.
-macro_rules! isa_kernels {
-    ($(#[$doc:meta])* $name:ident, $module:ident, $label:literal, [$($feature:tt),+]) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy)]
-        pub struct $name(());
-
-        impl $name {
-            /// The name of this kernel set (`BITNET_KERNEL` selects it by this name).
-            pub const NAME: &'static str = $label;
-
-            /// The kernels, if this CPU supports every feature they use.
-            pub fn detect() -> Option<$name> {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    if $(std::arch::is_x86_feature_detected!($feature))&&+ {
-                        return Some($name(()));
-                    }
-                }
-                None
-            }
-
-            /// The f32 ops (attention, norms) of this instruction set.
-            pub fn f32_ops(self) -> vecops::F32Ops {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    $module::ops(self)
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                {
-                    bitnet_quant::vecops::SCALAR
-                }
-            }
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        bitnet_quant::isa_kernel_impls!($name, $label);
-
-        #[cfg(not(target_arch = "x86_64"))]
-        bitnet_quant::isa_kernel_impls!($name, $label, reference);
-    };
-}
-
-isa_kernels!(
+// The kernel types: tokens that only `detect()` builds; each module implements
+// `bitnet_quant::isa::{TernaryIsa, DenseIsa}` on its token.
+bitnet_quant::kernel_token!(
     /// AVX-512 kernels (F, BW, VL, VNNI; AVX2, FMA and F16C for the 256-bit helpers).
     Avx512,
-    avx512,
     "avx512-vnni",
-    ["avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx2", "fma", "f16c"]
+    "x86_64",
+    is_x86_feature_detected,
+    ["avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx2", "fma", "f16c"],
+    avx512::ops
 );
-isa_kernels!(
+bitnet_quant::kernel_token!(
     /// AVX2 kernels (with FMA and F16C, which every AVX2 CPU has).
     Avx2,
-    avx2,
     "avx2",
-    ["avx2", "fma", "f16c"]
+    "x86_64",
+    is_x86_feature_detected,
+    ["avx2", "fma", "f16c"],
+    avx2::ops
 );

@@ -311,40 +311,7 @@ macro_rules! f32_kernels {
 
         /// The f32 ops; the token proves the CPU runs the instruction set.
         pub(crate) fn ops(_: $token) -> crate::vecops::F32Ops {
-            fn dot(a: &[f32], b: &[f32]) -> f32 {
-                // SAFETY: reachable only through the F32Ops that `ops` returns, which takes the
-                // token that `detect` builds after detecting the instruction set.
-                unsafe { dot_f32(a, b) }
-            }
-            fn axpy_(y: &mut [f32], a: f32, x: &[f32]) {
-                // SAFETY: as for `dot`.
-                unsafe { axpy(y, a, x) }
-            }
-            fn scores_(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
-                // SAFETY: as for `dot`.
-                unsafe { scores(q, k, stride, out) }
-            }
-            fn weighted_sum_(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
-                // SAFETY: as for `dot`.
-                unsafe { weighted_sum(w, v, stride, out) }
-            }
-            fn scores_f16_(q: &[f32], k: &[u8], stride: usize, out: &mut [f32]) {
-                // SAFETY: as for `dot`.
-                unsafe { scores_f16(q, k, stride, out) }
-            }
-            fn weighted_sum_f16_(w: &[f32], v: &[u8], stride: usize, out: &mut [f32]) {
-                // SAFETY: as for `dot`.
-                unsafe { weighted_sum_f16(w, v, stride, out) }
-            }
-            crate::vecops::F32Ops {
-                name: $label,
-                dot,
-                axpy: axpy_,
-                scores: scores_,
-                weighted_sum: weighted_sum_,
-                scores_f16: scores_f16_,
-                weighted_sum_f16: weighted_sum_f16_,
-            }
+            bitnet_quant::f32_ops!($label, dot_f32, axpy, scores, weighted_sum, scores_f16, weighted_sum_f16)
         }
     };
 }

@@ -407,3 +407,98 @@ macro_rules! isa_kernel_impls {
         }
     };
 }
+
+/// An [`F32Ops`](crate::vecops::F32Ops) from one instruction set's `#[target_feature]` functions
+/// (`dot`, `axpy`, `scores`, `weighted_sum`, `scores_f16`, `weighted_sum_f16`, in that order),
+/// each wrapped in a plain `fn` (function pointers cannot carry target features). Invoke it only
+/// in a function that takes the instruction set's detection token, so the ops are handed out only
+/// where the features were found.
+#[macro_export]
+macro_rules! f32_ops {
+    ($name:expr, $dot:path, $axpy:path, $scores:path, $weighted_sum:path, $scores_f16:path, $weighted_sum_f16:path) => {{
+        fn wrapped_dot(a: &[f32], b: &[f32]) -> f32 {
+            // SAFETY: reachable only through the F32Ops built here, which the invoking code
+            // hands out only to a holder of the detection token of these functions' features.
+            unsafe { $dot(a, b) }
+        }
+        fn wrapped_axpy(y: &mut [f32], a: f32, x: &[f32]) {
+            // SAFETY: as for `wrapped_dot`.
+            unsafe { $axpy(y, a, x) }
+        }
+        fn wrapped_scores(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+            // SAFETY: as for `wrapped_dot`.
+            unsafe { $scores(q, k, stride, out) }
+        }
+        fn wrapped_weighted_sum(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+            // SAFETY: as for `wrapped_dot`.
+            unsafe { $weighted_sum(w, v, stride, out) }
+        }
+        fn wrapped_scores_f16(q: &[f32], k: &[u8], stride: usize, out: &mut [f32]) {
+            // SAFETY: as for `wrapped_dot`.
+            unsafe { $scores_f16(q, k, stride, out) }
+        }
+        fn wrapped_weighted_sum_f16(w: &[f32], v: &[u8], stride: usize, out: &mut [f32]) {
+            // SAFETY: as for `wrapped_dot`.
+            unsafe { $weighted_sum_f16(w, v, stride, out) }
+        }
+        // Distinct names: a local `fn dot` would shadow the `$dot` it wraps.
+        $crate::vecops::F32Ops {
+            name: $name,
+            dot: wrapped_dot,
+            axpy: wrapped_axpy,
+            scores: wrapped_scores,
+            weighted_sum: wrapped_weighted_sum,
+            scores_f16: wrapped_scores_f16,
+            weighted_sum_f16: wrapped_weighted_sum_f16,
+        }
+    }};
+}
+
+/// Defines a kernel crate's detection token for one instruction set: a struct that only
+/// `detect()` builds (`std::arch::$detect!` of every feature listed, on `target_arch = $arch`), so
+/// holding one proves the CPU runs them; `f32_ops()` calls `$ops(token)`; the kernel traits come
+/// from [`isa_kernel_impls!`] (the module of the instruction set implements [`TernaryIsa`] and
+/// [`DenseIsa`] on the token). On another architecture `detect()` is always `None` and the
+/// kernels are the reference's.
+#[macro_export]
+macro_rules! kernel_token {
+    ($(#[$doc:meta])* $name:ident, $label:literal, $arch:literal, $detect:ident, [$($feature:tt),+], $ops:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name(());
+
+        impl $name {
+            /// The name of this kernel set (`BITNET_KERNEL` selects it by this name).
+            pub const NAME: &'static str = $label;
+
+            /// The kernels, if this CPU supports every feature they use.
+            pub fn detect() -> Option<$name> {
+                #[cfg(target_arch = $arch)]
+                {
+                    if $(std::arch::$detect!($feature))&&+ {
+                        return Some($name(()));
+                    }
+                }
+                None
+            }
+
+            /// The f32 ops (attention, norms) of this instruction set.
+            pub fn f32_ops(self) -> $crate::vecops::F32Ops {
+                #[cfg(target_arch = $arch)]
+                {
+                    ($ops)(self)
+                }
+                #[cfg(not(target_arch = $arch))]
+                {
+                    $crate::vecops::SCALAR
+                }
+            }
+        }
+
+        #[cfg(target_arch = $arch)]
+        $crate::isa_kernel_impls!($name, $label);
+
+        #[cfg(not(target_arch = $arch))]
+        $crate::isa_kernel_impls!($name, $label, reference);
+    };
+}
