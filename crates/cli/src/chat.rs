@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
-use bitnet_model::chat::BITNET_2B4T_TEMPLATE;
 use bitnet_model::{ChatTemplate, GenerateOptions, Message, Model, Sampler, Sequence, Tokenizer};
 
 use crate::generate::{ModelArgs, SamplingArgs};
@@ -33,15 +32,10 @@ pub struct ChatArgs {
 
 fn template(args: &ChatArgs, model: &Model, tok: &Tokenizer) -> Result<ChatTemplate> {
     let source = match &args.chat_template {
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
-        None => match model.metadata().get_str("tokenizer.chat_template") {
-            Some(t) => t.to_owned(),
-            None if model.config.architecture.starts_with("bitnet") => BITNET_2B4T_TEMPLATE.to_owned(),
-            None => bail!("the model has no chat template; pass one with --chat-template FILE"),
-        },
+        Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?),
+        None => None,
     };
-    let text = |id: Option<u32>| id.and_then(|i| tok.token(i)).unwrap_or("").to_owned();
-    Ok(ChatTemplate::new(&source, &text(tok.bos), &text(tok.eos))?)
+    ChatTemplate::of_model(model, tok, source.as_deref()).context("pass a chat template with --chat-template FILE")
 }
 
 /// Longest message line read from standard input.

@@ -8,6 +8,7 @@ mod convert;
 mod generate;
 mod hub;
 mod inspect;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -43,6 +44,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Measure prompt processing and generation speed (llama-bench style).
     Bench(bench::Args),
+    /// Serve the model over HTTP with an OpenAI-compatible API (continuous batching).
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Convert(args) => convert::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

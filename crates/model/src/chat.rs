@@ -63,6 +63,26 @@ impl ChatTemplate {
         Ok(ChatTemplate { env, bos: bos.into(), eos: eos.into() })
     }
 
+    /// The model's own template (`tokenizer.chat_template`), or for a BitNet model without one
+    /// the BitNet b1.58 2B-4T template; `source` replaces both when given. BOS/EOS are the
+    /// tokenizer's.
+    pub fn of_model(model: &crate::Model, tok: &crate::Tokenizer, source: Option<&str>) -> Result<ChatTemplate> {
+        let source = match source {
+            Some(s) => s,
+            None => match model.metadata().get_str("tokenizer.chat_template") {
+                Some(t) => t,
+                None if model.config.architecture.starts_with("bitnet") => BITNET_2B4T_TEMPLATE,
+                None => {
+                    return Err(ModelError::Invalid(
+                        "the model has no chat template (no tokenizer.chat_template in the file)".into(),
+                    ));
+                }
+            },
+        };
+        let text = |id: Option<u32>| id.and_then(|i| tok.token(i)).unwrap_or("").to_owned();
+        ChatTemplate::new(source, &text(tok.bos), &text(tok.eos))
+    }
+
     /// Renders a conversation; with `add_generation_prompt` the text ends where the assistant's
     /// reply begins.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {

@@ -189,45 +189,19 @@ impl Sequence {
         sampler: impl std::borrow::BorrowMut<Sampler> + 'a,
     ) -> Result<Generation<'a>> {
         let logits = self.prefill(model, prompt)?;
-        let budget = opts.max_tokens.min(self.capacity() - prompt.len());
-        let mut stop_tokens = opts.stop_tokens.clone();
-        if !opts.ignore_eos {
-            stop_tokens.extend_from_slice(&tok.stop_tokens);
-        }
-        Ok(Generation {
-            model,
-            tok,
-            seq: self,
-            sampler: Box::new(sampler),
-            logits,
-            pending: None,
-            generated: 0,
-            budget,
-            max_tokens: opts.max_tokens,
-            stop_tokens,
-            stop_strings: opts.stop_strings.iter().filter(|s| !s.is_empty()).cloned().collect(),
-            stream: StreamDecoder::default(),
-            held: String::new(),
-            stopped: None,
-            finished: false,
-            ids: Vec::new(),
-        })
+        let room = self.capacity() - prompt.len();
+        let decoder = Decoder::new(tok, opts, room, sampler);
+        Ok(Generation { model, tok, seq: self, decoder, logits, pending: None, finished: false })
     }
 }
 
-/// The tokens of one answer as they are sampled; see [`Sequence::generate`].
-///
-/// Each sampled token is run through the model (its keys and values cached) only when the next
-/// one is needed, so the last token of a generation is never run: the sequence then holds
-/// exactly the tokens that were run, and the next prompt's prefix reuse starts from there.
-pub struct Generation<'a> {
-    model: &'a Model,
-    tok: &'a Tokenizer,
-    seq: &'a mut Sequence,
+/// The sampling side of a generation, apart from running the model: samples each token from the
+/// logits it is given, ends on stop tokens, stop strings, the length budget or a full context,
+/// and turns tokens into text incrementally (holding back what may become a stop string).
+/// [`Generation`] drives one with [`Model::forward`]; a server's scheduler drives many at once
+/// with [`Model::forward_batch`], one logits row per sequence per step.
+pub struct Decoder<'a> {
     sampler: Box<dyn std::borrow::BorrowMut<Sampler> + 'a>,
-    logits: Vec<f32>,
-    /// Sampled, not yet run.
-    pending: Option<u32>,
     generated: usize,
     budget: usize,
     max_tokens: usize,
@@ -237,17 +211,42 @@ pub struct Generation<'a> {
     /// Text that may be the start of a stop string, not emitted yet.
     held: String,
     stopped: Option<StopReason>,
-    finished: bool,
     ids: Vec<u32>,
 }
 
-impl std::fmt::Debug for Generation<'_> {
+impl std::fmt::Debug for Decoder<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Generation").field("generated", &self.generated).field("stopped", &self.stopped).finish()
+        f.debug_struct("Decoder").field("generated", &self.generated).field("stopped", &self.stopped).finish()
     }
 }
 
-impl Generation<'_> {
+impl<'a> Decoder<'a> {
+    /// A decoder for an answer of at most `opts.max_tokens` tokens, `room` being what the context
+    /// has left after the prompt.
+    pub fn new(
+        tok: &Tokenizer,
+        opts: &GenerateOptions,
+        room: usize,
+        sampler: impl std::borrow::BorrowMut<Sampler> + 'a,
+    ) -> Decoder<'a> {
+        let mut stop_tokens = opts.stop_tokens.clone();
+        if !opts.ignore_eos {
+            stop_tokens.extend_from_slice(&tok.stop_tokens);
+        }
+        Decoder {
+            sampler: Box::new(sampler),
+            generated: 0,
+            budget: opts.max_tokens.min(room),
+            max_tokens: opts.max_tokens,
+            stop_tokens,
+            stop_strings: opts.stop_strings.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            stream: StreamDecoder::default(),
+            held: String::new(),
+            stopped: None,
+            ids: Vec::new(),
+        }
+    }
+
     /// Why the generation ended (`None` while it has not).
     pub fn stop_reason(&self) -> Option<StopReason> {
         self.stopped
@@ -261,6 +260,41 @@ impl Generation<'_> {
     /// The ids of the answer so far (stop tokens excluded).
     pub fn token_ids(&self) -> &[u32] {
         &self.ids
+    }
+
+    /// Ends the generation if its budget is spent (before the last sampled token is run: it
+    /// never needs to be). Returns whether it has ended, for whatever reason.
+    pub fn check_budget(&mut self) -> bool {
+        if self.stopped.is_none() && self.generated == self.budget {
+            let full = self.budget < self.max_tokens;
+            self.stopped = Some(if full { StopReason::ContextFull } else { StopReason::MaxTokens });
+        }
+        self.stopped.is_some()
+    }
+
+    /// Samples the next token from `logits`, the model's output after `history`: the piece to
+    /// emit (its token must be run before the next call), or `None` once the generation has
+    /// ended ([`Decoder::stop_reason`] says why; [`Decoder::finish`] releases held-back text).
+    pub fn next(&mut self, tok: &Tokenizer, logits: &[f32], history: &[u32]) -> Result<Option<Piece>> {
+        if self.check_budget() {
+            return Ok(None);
+        }
+        let next = (*self.sampler).borrow_mut().sample(logits, history);
+        self.generated += 1;
+        if self.stop_tokens.contains(&next) {
+            self.stopped = Some(StopReason::StopToken);
+            return Ok(None);
+        }
+        self.ids.push(next);
+        let text = self.stream.push(tok, next)?;
+        self.held.push_str(&text);
+        let text = self.release();
+        Ok(Some(Piece { token: Some(next), text }))
+    }
+
+    /// After the end: the text held back for a stop string that never came, if any.
+    pub fn finish(&mut self) -> Option<Piece> {
+        (!self.held.is_empty()).then(|| Piece { token: None, text: std::mem::take(&mut self.held) })
     }
 
     /// Splits `held` into what can be emitted now and what may still become a stop string.
@@ -282,30 +316,58 @@ impl Generation<'_> {
         let rest = self.held.split_off(self.held.len() - keep);
         std::mem::replace(&mut self.held, rest)
     }
+}
+
+/// The tokens of one answer as they are sampled; see [`Sequence::generate`].
+///
+/// Each sampled token is run through the model (its keys and values cached) only when the next
+/// one is needed, so the last token of a generation is never run: the sequence then holds
+/// exactly the tokens that were run, and the next prompt's prefix reuse starts from there.
+pub struct Generation<'a> {
+    model: &'a Model,
+    tok: &'a Tokenizer,
+    seq: &'a mut Sequence,
+    decoder: Decoder<'a>,
+    logits: Vec<f32>,
+    /// Sampled, not yet run.
+    pending: Option<u32>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Generation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generation").field("decoder", &self.decoder).finish()
+    }
+}
+
+impl Generation<'_> {
+    /// Why the generation ended (`None` while it has not).
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.decoder.stop_reason()
+    }
+
+    /// Tokens sampled so far (a stop token included).
+    pub fn generated(&self) -> usize {
+        self.decoder.generated()
+    }
+
+    /// The ids of the answer so far (stop tokens excluded).
+    pub fn token_ids(&self) -> &[u32] {
+        self.decoder.token_ids()
+    }
 
     fn step(&mut self) -> Result<Option<Piece>> {
         // The budget is checked first: the last token sampled is never run.
-        if self.generated == self.budget {
-            let full = self.budget < self.max_tokens;
-            self.stopped = Some(if full { StopReason::ContextFull } else { StopReason::MaxTokens });
+        if self.decoder.check_budget() {
             return Ok(None);
         }
         if let Some(t) = self.pending.take() {
             self.logits = self.model.forward(&[t], &mut self.seq.cache, false)?;
             self.seq.tokens.push(t);
         }
-        let next = (*self.sampler).borrow_mut().sample(&self.logits, &self.seq.tokens);
-        self.generated += 1;
-        if self.stop_tokens.contains(&next) {
-            self.stopped = Some(StopReason::StopToken);
-            return Ok(None);
-        }
-        self.pending = Some(next);
-        self.ids.push(next);
-        let text = self.stream.push(self.tok, next)?;
-        self.held.push_str(&text);
-        let text = self.release();
-        Ok(Some(Piece { token: Some(next), text }))
+        let piece = self.decoder.next(self.tok, &self.logits, &self.seq.tokens)?;
+        self.pending = piece.as_ref().and_then(|p| p.token);
+        Ok(piece)
     }
 }
 
@@ -316,7 +378,7 @@ impl Iterator for Generation<'_> {
         if self.finished {
             return None;
         }
-        if self.stopped.is_none() {
+        if self.decoder.stop_reason().is_none() {
             match self.step() {
                 Ok(Some(piece)) => return Some(Ok(piece)),
                 Ok(None) => {}
@@ -328,6 +390,6 @@ impl Iterator for Generation<'_> {
         }
         // Ended: release text held for a stop string that never came.
         self.finished = true;
-        (!self.held.is_empty()).then(|| Ok(Piece { token: None, text: std::mem::take(&mut self.held) }))
+        self.decoder.finish().map(Ok)
     }
 }

@@ -38,7 +38,7 @@ pub use chat::{ChatTemplate, Message};
 pub use config::{Activation, Config, RopeStyle};
 pub use error::{ModelError, Result};
 pub use eval::{Perplexity, perplexity};
-pub use generate::{GenerateOptions, Generation, Piece, Sequence, StopReason};
+pub use generate::{Decoder, GenerateOptions, Generation, Piece, Sequence, StopReason};
 pub use model::{KvCache, KvType, LoadOptions, Model, Step};
 pub use sampling::{Sampler, SamplingParams, argmax};
 pub use threads::{MAX_THREADS, physical_cores};

@@ -191,6 +191,16 @@ impl Model {
         self.new_cache_of(ctx, KvType::F32)
     }
 
+    /// Bytes one position of one sequence takes in a KV cache of `ty` (keys and values of every
+    /// layer).
+    pub fn kv_bytes_per_token(&self, ty: KvType) -> usize {
+        let elem = match ty {
+            KvType::F32 => 4,
+            KvType::F16 => 2,
+        };
+        self.config.layers * 2 * self.config.kv_heads * self.config.head_dim * elem
+    }
+
     /// A KV cache for `ctx` positions holding `ty` elements. Its memory grows as positions are
     /// filled; a `ctx` whose full cache could not fit this machine's memory (RAM and swap) is an
     /// error naming the bytes it needs.

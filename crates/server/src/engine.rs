@@ -1,0 +1,293 @@
+//! The scheduler: one thread that owns the model and runs continuous batching.
+//!
+//! Up to `parallel` sequences are active, each in its own slot with its own KV cache. Every
+//! step is one [`Model::forward_batch`] over the last sampled token of every decoding sequence
+//! plus one chunk of one prompt still being read, so a long prompt holds the others back by one
+//! chunk per step, never by its whole length. New requests take a free slot at the next step;
+//! finished and abandoned ones (their receiver dropped: the client went away) leave at the next
+//! step. The model's own thread pool does the arithmetic; the async runtime only moves bytes.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bitnet_model::{Decoder, GenerateOptions, KvCache, KvType, Model, Sampler, Step, StopReason, Tokenizer};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::metrics::Metrics;
+
+/// Prompt tokens read per step for the one prompt being read.
+pub const PROMPT_CHUNK: usize = 256;
+
+/// One request, as the engine sees it.
+#[derive(Debug)]
+pub struct Job {
+    pub prompt: Vec<u32>,
+    pub opts: GenerateOptions,
+    /// `Some(k)`: report each token's log-probability and the `k` most likely alternatives.
+    pub logprobs: Option<usize>,
+    pub events: UnboundedSender<Event>,
+    pub received: Instant,
+}
+
+/// A token's log-probability, and the most likely alternatives at its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Why an answer ended, as OpenAI names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    Stop,
+    Length,
+}
+
+/// What the engine tells a request's handler.
+#[derive(Debug)]
+pub enum Event {
+    /// Text (possibly empty while a character or a stop string is incomplete) and its token.
+    Piece { text: String, logprob: Option<TokenLogprob> },
+    /// The end, with exact counts.
+    Done { finish: Finish, prompt_tokens: usize, completion_tokens: usize },
+    /// The request failed inside the engine.
+    Error(String),
+}
+
+/// A sequence in a slot.
+struct Active {
+    job: Job,
+    /// Prompt tokens already run.
+    fed: usize,
+    decoder: Decoder<'static>,
+    /// Sampled, not yet run (the next step runs it).
+    pending: [u32; 1],
+    has_pending: bool,
+    /// Every token the cache holds, then the pending one (the sampler's history).
+    history: Vec<u32>,
+    first_token: bool,
+}
+
+/// The engine's end of the request channel, and what it shares with the HTTP side.
+pub struct Engine {
+    pub model: Model,
+    pub tok: Arc<Tokenizer>,
+    pub ctx: usize,
+    pub kv: KvType,
+    pub parallel: usize,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Engine {
+    /// Runs until every sender of `jobs` is gone (the server is shutting down) and nothing is
+    /// left to do.
+    pub fn run(self, jobs: std::sync::mpsc::Receiver<Job>) {
+        let mut caches: Vec<KvCache> = Vec::new();
+        let mut slots: Vec<Option<Active>> = (0..self.parallel).map(|_| None).collect();
+        let mut waiting: VecDeque<Job> = VecDeque::new();
+        let mut open = true;
+        loop {
+            // Intake: block only when there is nothing to run.
+            if slots.iter().all(Option::is_none) && waiting.is_empty() {
+                if !open {
+                    return;
+                }
+                match jobs.recv() {
+                    Ok(job) => waiting.push_back(job),
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match jobs.try_recv() {
+                    Ok(job) => waiting.push_back(job),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            // Abandoned requests leave (their handler, and so the client, is gone).
+            for slot in slots.iter_mut() {
+                if slot.as_ref().is_some_and(|a| a.job.events.is_closed()) {
+                    *slot = None;
+                    self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let before = waiting.len();
+            waiting.retain(|j| !j.events.is_closed());
+            self.metrics.cancelled.fetch_add((before - waiting.len()) as u64, Ordering::Relaxed);
+            // New requests take free slots.
+            for (i, slot) in slots.iter_mut().enumerate() {
+                if slot.is_some() {
+                    continue;
+                }
+                let Some(job) = waiting.pop_front() else { break };
+                while caches.len() <= i {
+                    match self.model.new_cache_of(self.ctx, self.kv) {
+                        Ok(c) => caches.push(c),
+                        Err(e) => {
+                            let _ = job.events.send(Event::Error(format!("no memory for a KV cache: {e}")));
+                            break;
+                        }
+                    }
+                }
+                if caches.len() <= i {
+                    continue;
+                }
+                caches[i].truncate(0);
+                *slot = Some(self.admit(job));
+            }
+            self.metrics.queue_depth.store(waiting.len(), Ordering::Relaxed);
+            self.metrics.active.store(slots.iter().filter(|s| s.is_some()).count(), Ordering::Relaxed);
+            if slots.iter().all(Option::is_none) {
+                continue;
+            }
+            // A panic in one step fails the requests in it, not the server.
+            let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(&mut slots, &mut caches)));
+            if step.is_err() {
+                for slot in slots.iter_mut() {
+                    if let Some(a) = slot.take() {
+                        let _ = a.job.events.send(Event::Error("internal error while generating".into()));
+                    }
+                }
+            }
+            self.metrics.active.store(slots.iter().filter(|s| s.is_some()).count(), Ordering::Relaxed);
+        }
+    }
+
+    fn admit(&self, job: Job) -> Active {
+        let room = self.ctx.saturating_sub(job.prompt.len());
+        let decoder = Decoder::new(&self.tok, &job.opts, room, Sampler::new(job.opts.sampling));
+        let wait = job.received.elapsed();
+        self.metrics.queue_wait.observe(wait.as_secs_f64());
+        Active { job, fed: 0, decoder, pending: [0], has_pending: false, history: Vec::new(), first_token: true }
+    }
+
+    /// One forward over every active sequence, then sampling.
+    fn step(&self, slots: &mut [Option<Active>], caches: &mut [KvCache]) {
+        // Sequences whose budget is spent end before their last token is run.
+        for slot in slots.iter_mut() {
+            if let Some(a) = slot
+                && a.fed == a.job.prompt.len()
+                && a.decoder.check_budget()
+            {
+                self.finish(slot.take().expect("active"));
+            }
+        }
+        // The prompt to read a chunk of: the one admitted first (lowest slot among those
+        // reading is good enough: slots fill in order).
+        let reader = slots.iter().position(|s| s.as_ref().is_some_and(|a| a.fed < a.job.prompt.len()));
+        let mut order = Vec::new();
+        let mut steps = Vec::new();
+        let started = Instant::now();
+        let mut prompt_rows = 0;
+        for (i, (slot, cache)) in slots.iter_mut().zip(caches.iter_mut()).enumerate() {
+            let Some(a) = slot else { continue };
+            let tokens: &[u32] = if a.fed < a.job.prompt.len() {
+                if Some(i) != reader {
+                    continue;
+                }
+                let n = PROMPT_CHUNK.min(a.job.prompt.len() - a.fed);
+                prompt_rows = n;
+                &a.job.prompt[a.fed..a.fed + n]
+            } else if a.has_pending {
+                &a.pending
+            } else {
+                continue;
+            };
+            order.push((i, tokens.len()));
+            steps.push(Step { tokens, cache, all_logits: false });
+        }
+        if steps.is_empty() {
+            return;
+        }
+        let result = self.model.forward_batch(&mut steps);
+        drop(steps);
+        let logits = match result {
+            Ok(l) => l,
+            Err(e) => {
+                for (i, _) in order {
+                    if let Some(a) = slots[i].take() {
+                        let _ = a.job.events.send(Event::Error(format!("the model failed: {e}")));
+                    }
+                }
+                return;
+            }
+        };
+        let secs = started.elapsed().as_secs_f64();
+        let decoded = order.len() - usize::from(prompt_rows > 0);
+        self.metrics.step(prompt_rows, decoded, secs);
+        for ((i, n), logits) in order.into_iter().zip(logits) {
+            let a = slots[i].as_mut().expect("active");
+            if a.fed < a.job.prompt.len() {
+                a.history.extend_from_slice(&a.job.prompt[a.fed..a.fed + n]);
+                a.fed += n;
+                if a.fed < a.job.prompt.len() {
+                    continue;
+                }
+            } else {
+                a.history.push(a.pending[0]);
+                a.has_pending = false;
+            }
+            if !self.sample(a, &logits) {
+                self.finish(slots[i].take().expect("active"));
+            }
+        }
+    }
+
+    /// Samples the next token of `a` from `logits` and sends its piece; `false` once it ended.
+    fn sample(&self, a: &mut Active, logits: &[f32]) -> bool {
+        let piece = match a.decoder.next(&self.tok, logits, &a.history) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = a.job.events.send(Event::Error(format!("detokenizing: {e}")));
+                return false;
+            }
+        };
+        if a.first_token {
+            a.first_token = false;
+            self.metrics.ttft.observe(a.job.received.elapsed().as_secs_f64());
+        }
+        let Some(piece) = piece else { return false };
+        let token = piece.token.expect("a sampled piece has a token");
+        let logprob = a.job.logprobs.map(|k| logprob(logits, token, k));
+        a.pending = [token];
+        a.has_pending = true;
+        self.metrics.generated.fetch_add(1, Ordering::Relaxed);
+        a.job.events.send(Event::Piece { text: piece.text, logprob }).is_ok()
+    }
+
+    fn finish(&self, mut a: Active) {
+        if let Some(p) = a.decoder.finish() {
+            let _ = a.job.events.send(Event::Piece { text: p.text, logprob: None });
+        }
+        let finish = match a.decoder.stop_reason() {
+            Some(StopReason::MaxTokens | StopReason::ContextFull) => Finish::Length,
+            _ => Finish::Stop,
+        };
+        let completion_tokens = a.decoder.token_ids().len();
+        self.metrics.completed.fetch_add(1, Ordering::Relaxed);
+        let _ = a.job.events.send(Event::Done { finish, prompt_tokens: a.job.prompt.len(), completion_tokens });
+    }
+}
+
+/// `token`'s log-probability under `logits` and the `k` most likely tokens with theirs.
+pub fn logprob(logits: &[f32], token: u32, k: usize) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+    let mut top: Vec<(u32, f32)> = Vec::new();
+    if k > 0 {
+        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+        let k = k.min(idx.len());
+        let by = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+        idx.select_nth_unstable_by(k - 1, by);
+        idx.truncate(k);
+        idx.sort_unstable_by(by);
+        top = idx.into_iter().map(|t| (t, logits[t as usize] - lse)).collect();
+    }
+    TokenLogprob { token, logprob: logits.get(token as usize).map_or(f32::NEG_INFINITY, |l| l - lse), top }
+}
