@@ -276,7 +276,14 @@ fn options(
     };
     Ok(Request_ {
         prompt,
-        opts: GenerateOptions { max_tokens, sampling, stop_strings, stop_tokens: Vec::new(), ignore_eos: false },
+        opts: GenerateOptions {
+            max_tokens,
+            sampling,
+            stop_strings,
+            stop_tokens: Vec::new(),
+            // llama.cpp's server extension: keep going past end-of-sequence tokens.
+            ignore_eos: flag(body, "ignore_eos")?,
+        },
         stream: flag(body, "stream")?,
         include_usage,
         logprobs,

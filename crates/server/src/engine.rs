@@ -57,6 +57,14 @@ pub enum Event {
     Error(String),
 }
 
+/// What became of a sequence after sampling.
+enum Next {
+    Continue,
+    Ended,
+    /// Its client is gone (or it failed and was told so): the slot is freed.
+    Gone,
+}
+
 /// A sequence in a slot.
 struct Active {
     job: Job,
@@ -233,32 +241,40 @@ impl Engine {
                 a.history.push(a.pending[0]);
                 a.has_pending = false;
             }
-            if !self.sample(a, &logits) {
-                self.finish(slots[i].take().expect("active"));
+            match self.sample(a, &logits) {
+                Next::Continue => {}
+                Next::Ended => self.finish(slots[i].take().expect("active")),
+                Next::Gone => {
+                    slots[i] = None;
+                    self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
 
-    /// Samples the next token of `a` from `logits` and sends its piece; `false` once it ended.
-    fn sample(&self, a: &mut Active, logits: &[f32]) -> bool {
+    /// Samples the next token of `a` from `logits` and sends its piece.
+    fn sample(&self, a: &mut Active, logits: &[f32]) -> Next {
         let piece = match a.decoder.next(&self.tok, logits, &a.history) {
             Ok(p) => p,
             Err(e) => {
                 let _ = a.job.events.send(Event::Error(format!("detokenizing: {e}")));
-                return false;
+                return Next::Gone;
             }
         };
         if a.first_token {
             a.first_token = false;
             self.metrics.ttft.observe(a.job.received.elapsed().as_secs_f64());
         }
-        let Some(piece) = piece else { return false };
+        let Some(piece) = piece else { return Next::Ended };
         let token = piece.token.expect("a sampled piece has a token");
         let logprob = a.job.logprobs.map(|k| logprob(logits, token, k));
         a.pending = [token];
         a.has_pending = true;
         self.metrics.generated.fetch_add(1, Ordering::Relaxed);
-        a.job.events.send(Event::Piece { text: piece.text, logprob }).is_ok()
+        match a.job.events.send(Event::Piece { text: piece.text, logprob }) {
+            Ok(()) => Next::Continue,
+            Err(_) => Next::Gone,
+        }
     }
 
     fn finish(&self, mut a: Active) {
