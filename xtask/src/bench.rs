@@ -166,7 +166,7 @@ fn root() -> PathBuf {
 }
 
 /// Builds the release `bitnet` binary and returns its path.
-fn build_cli() -> Result<PathBuf> {
+pub fn build_cli() -> Result<PathBuf> {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "--quiet", "-p", "bitnet-cli"])
         .current_dir(root())
@@ -181,7 +181,7 @@ fn build_cli() -> Result<PathBuf> {
 }
 
 /// The CPU's model name from /proc/cpuinfo.
-fn cpu_name() -> String {
+pub fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -298,6 +298,13 @@ pub fn run(opts: &Options) -> Result<()> {
     let h2h = head_to_head(opts, &bitnet)?;
     md.push_str(&against_bitnet_cpp(&rows, pp, tg, &h2h));
     md.push_str(&head_section(&rows, &heads));
+    // The serving section belongs to `cargo xtask bench-serve`: kept as it is.
+    let old = std::fs::read_to_string(opts.out_dir.join("bench.md")).unwrap_or_default();
+    if let Some(serving) = crate::bench_serve::section(&old) {
+        md.push('\n');
+        md.push_str(serving);
+        md.push('\n');
+    }
     std::fs::write(opts.out_dir.join("bench.md"), md)?;
     crate::plot::tg_by_size(&rows_for_plot(&rows), &opts.out_dir.join("bench.png"))?;
     eprintln!("wrote {} and bench.png", opts.out_dir.join("bench.md").display());
@@ -644,7 +651,7 @@ fn bitnet_kernel_name() -> String {
 }
 
 /// Today's date (UTC) as YYYY-MM-DD, from the system clock.
-fn today() -> String {
+pub fn today() -> String {
     let days =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400) as i64;
     // Civil-from-days (Howard Hinnant's algorithm).

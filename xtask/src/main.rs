@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_serve;
 mod dummy;
 mod malformed;
 mod plot;
@@ -75,6 +76,28 @@ enum Command {
         #[arg(long, value_name = "LLAMA_BENCH")]
         bitnet_cpp: Option<PathBuf>,
     },
+    /// Load-test `bitnet serve` (continuous batching) with C concurrent streaming clients on a
+    /// dummy model; write the table into docs/bench.md.
+    BenchServe {
+        /// Dummy model shape (see `dummy --size`).
+        #[arg(long, default_value = "2B-4T")]
+        size: String,
+        /// Threads of the server.
+        #[arg(short, long, default_value_t = 2)]
+        threads: usize,
+        /// Concurrent clients to test, comma-separated.
+        #[arg(short, long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+        concurrency: Vec<usize>,
+        /// Tokens per answer.
+        #[arg(short = 'n', long, default_value_t = 64)]
+        tokens: usize,
+        /// Requests each client sends, back to back.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// The Markdown file whose serving section is rewritten.
+        #[arg(long, default_value = "docs/bench.md")]
+        out: PathBuf,
+    },
     /// Write the corpus of malformed GGUF files the format crate's tests and fuzzer use.
     MalformedCorpus {
         /// Output directory.
@@ -104,6 +127,16 @@ fn main() -> Result<()> {
             let out_dir = out.unwrap_or_else(|| root().join(if quick { "target/bench-quick" } else { "docs" }));
             let reps = reps.unwrap_or(if quick { 1 } else { 3 });
             bench::run(&bench::Options { quick, threads, reps, out_dir, reuse, bitnet_cpp })
+        }
+        Command::BenchServe { size, threads, concurrency, tokens, rounds, out } => {
+            let bitnet = bench::build_cli()?;
+            let model = root().join(format!("target/dummy/dummy-{size}-i2_s.gguf"));
+            if !model.exists() {
+                std::fs::create_dir_all(model.parent().expect("target/dummy"))?;
+                dummy::write(&size, "i2_s", &model)?;
+            }
+            let out = root().join(out);
+            bench_serve::run(&bench_serve::Options { size, threads, concurrency, tokens, rounds, out }, &bitnet, &model)
         }
         Command::MalformedCorpus { out } => malformed::write_corpus(&root().join(out)),
     }

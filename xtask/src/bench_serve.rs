@@ -1,0 +1,229 @@
+//! `cargo xtask bench-serve`: a load generator for `bitnet serve`. It starts the release server on
+//! a dummy model, drives it over HTTP with C concurrent streaming clients (each asking for the
+//! same number of tokens, past end-of-sequence), and reports aggregate generation tokens/s, time
+//! to first token and inter-token latency (p50/p99) per C, next to `bitnet bench`'s tg of the same
+//! file and threads. The table goes into docs/bench.md between markers (`cargo xtask bench`
+//! keeps it when it rewrites the rest).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+/// Markers around the section this command owns in docs/bench.md.
+pub const BEGIN: &str = "<!-- bench-serve -->";
+pub const END: &str = "<!-- /bench-serve -->";
+
+pub struct Options {
+    pub size: String,
+    pub threads: usize,
+    pub concurrency: Vec<usize>,
+    pub tokens: usize,
+    pub rounds: usize,
+    pub out: PathBuf,
+}
+
+/// What one request saw.
+struct Trace {
+    ttft: f64,
+    gaps: Vec<f64>,
+    tokens: usize,
+}
+
+/// One streaming completion on its own connection: the time to the first token and the gaps
+/// between the following chunks (one per token: the dummy vocabulary is text, one byte or word
+/// per token).
+fn request(addr: &str, prompt: &str, tokens: usize) -> Result<Trace> {
+    let body = json!({"prompt": prompt, "max_tokens": tokens, "temperature": 0, "stream": true,
+                      "ignore_eos": true, "stream_options": {"include_usage": true}})
+    .to_string();
+    let start = Instant::now();
+    let mut c = TcpStream::connect(addr)?;
+    write!(
+        c,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut r = BufReader::new(c);
+    let mut times = Vec::new();
+    let mut generated = 0;
+    let mut line = String::new();
+    while r.read_line(&mut line)? > 0 {
+        if let Some(data) = line.trim_end().strip_prefix("data: ") {
+            if data == "[DONE]" {
+                break;
+            }
+            let v: Value = serde_json::from_str(data).context("a chunk that is not JSON")?;
+            if let Some(u) = v.get("usage") {
+                generated = u["completion_tokens"].as_u64().unwrap_or(0) as usize;
+            } else if v["choices"][0]["finish_reason"].is_null() {
+                times.push(start.elapsed().as_secs_f64());
+            }
+        } else if line.starts_with("HTTP/1.1 ") && !line.starts_with("HTTP/1.1 200") {
+            bail!("the server answered {}", line.trim());
+        }
+        line.clear();
+    }
+    let ttft = *times.first().context("no token came")?;
+    Ok(Trace { ttft, gaps: times.windows(2).map(|w| w[1] - w[0]).collect(), tokens: generated })
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// One concurrency level: `c` clients, each sending `rounds` requests back to back.
+fn level(addr: &str, c: usize, rounds: usize, tokens: usize) -> Result<(f64, f64, f64, f64)> {
+    let start = Instant::now();
+    let clients: Vec<_> = (0..c)
+        .map(|i| {
+            let addr = addr.to_owned();
+            std::thread::spawn(move || -> Result<Vec<Trace>> {
+                (0..rounds).map(|r| request(&addr, &format!("Client {i} request {r}: once upon a time"), tokens)).collect()
+            })
+        })
+        .collect();
+    let mut traces = Vec::new();
+    for t in clients {
+        traces.extend(t.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??);
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let total: usize = traces.iter().map(|t| t.tokens).sum();
+    let mut ttft: Vec<f64> = traces.iter().map(|t| t.ttft).collect();
+    let mut gaps: Vec<f64> = traces.iter().flat_map(|t| t.gaps.iter().copied()).collect();
+    Ok((total as f64 / wall, percentile(&mut ttft, 0.5), percentile(&mut gaps, 0.5), percentile(&mut gaps, 0.99)))
+}
+
+/// `bitnet bench`'s tg tokens/s for the file.
+fn bench_tg(bitnet: &Path, model: &Path, threads: usize, tokens: usize) -> Result<f64> {
+    let out = Command::new(bitnet)
+        .args(["bench", "--json", "-m"])
+        .arg(model)
+        .args(["-p", "32", "-n", &tokens.to_string(), "-t", &threads.to_string(), "-r", "3"])
+        .output()?;
+    if !out.status.success() {
+        bail!("bitnet bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    v.as_array()
+        .and_then(|a| a.iter().find(|r| r["test"].as_str().is_some_and(|t| t.starts_with("tg"))))
+        .and_then(|r| r["tokens_per_second"].as_f64())
+        .context("no tg row in bitnet bench --json")
+}
+
+pub fn run(opts: &Options, bitnet: &Path, model: &Path) -> Result<()> {
+    let parallel = opts.concurrency.iter().copied().max().unwrap_or(1);
+    let tg = bench_tg(bitnet, model, opts.threads, opts.tokens)?;
+    eprintln!("bitnet bench tg{}: {tg:.2} tokens/s", opts.tokens);
+    let mut server = Command::new(bitnet)
+        .args(["serve", "--port", "0", "-c", "1024", "-m"])
+        .arg(model)
+        .args(["-t", &opts.threads.to_string(), "--parallel", &parallel.to_string()])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting bitnet serve")?;
+    let mut err = BufReader::new(server.stderr.take().context("stderr")?);
+    let mut addr = None;
+    let mut line = String::new();
+    while err.read_line(&mut line)? > 0 {
+        if let Some(a) = line.trim().strip_prefix("listening on http://") {
+            addr = a.split_whitespace().next().map(str::to_owned);
+            break;
+        }
+        line.clear();
+    }
+    let addr = addr.context("bitnet serve did not say where it listens")?;
+    // Drain the rest of its log so it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        let _ = err.read_to_string(&mut sink);
+    });
+    let t = Instant::now();
+    loop {
+        let ok = TcpStream::connect(&addr).ok().and_then(|mut c| {
+            write!(c, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+            let mut s = String::new();
+            c.read_to_string(&mut s).ok()?;
+            Some(s.starts_with("HTTP/1.1 200"))
+        });
+        if ok == Some(true) {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(600) {
+            bail!("the server never became healthy");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A warm-up request (page faults of the first touch of the weights).
+    request(&addr, "warm up", 8)?;
+    let mut rows = Vec::new();
+    for &c in &opts.concurrency {
+        eprintln!("C = {c}");
+        rows.push((c, level(&addr, c, opts.rounds, opts.tokens)?));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let single = rows.iter().find(|r| r.0 == 1).map(|r| r.1.0);
+    let mut md = format!(
+        "{BEGIN}\n## Serving: continuous batching (`cargo xtask bench-serve`)\n\n\
+         `bitnet serve` on the dummy {} I2_S model, {} threads, `--parallel {parallel}`; C clients each send {} \
+         streaming completions of {} tokens back to back (past end-of-sequence, greedy). Aggregate: all \
+         generated tokens / wall time. TTFT: request to first token. ITL: gap between tokens of one \
+         answer. `bitnet bench` tg{} on the same file and threads: **{tg:.2} tokens/s**. Measured {} on {}.\n\n\
+         | C | aggregate tokens/s | × C = 1 | TTFT p50 (s) | ITL p50 (ms) | ITL p99 (ms) | p99 / p50 |\n\
+         | --- | --- | --- | --- | --- | --- | --- |\n",
+        opts.size,
+        opts.threads,
+        opts.rounds,
+        opts.tokens,
+        opts.tokens,
+        crate::bench::today(),
+        crate::bench::cpu_name(),
+    );
+    for (c, (agg, ttft, p50, p99)) in &rows {
+        let x = single.map_or("–".into(), |s| format!("{:.2}", agg / s));
+        md.push_str(&format!(
+            "| {c} | {agg:.2} | {x} | {ttft:.2} | {:.1} | {:.1} | {:.2} |\n",
+            p50 * 1e3,
+            p99 * 1e3,
+            if *p50 > 0.0 { p99 / p50 } else { 0.0 }
+        ));
+    }
+    if let Some(s) = single {
+        md.push_str(&format!(
+            "\nC = 1 against `bitnet bench`: {:.1}% ({s:.2} against {tg:.2} tokens/s).\n",
+            100.0 * s / tg
+        ));
+    }
+    md.push_str(&format!("{END}\n"));
+    print!("{md}");
+    let old = std::fs::read_to_string(&opts.out).unwrap_or_default();
+    std::fs::write(&opts.out, splice(&old, &md))?;
+    eprintln!("wrote the serving section of {}", opts.out.display());
+    Ok(())
+}
+
+/// `old` with its marked section replaced by `section` (appended when there is none).
+pub fn splice(old: &str, section: &str) -> String {
+    match (old.find(BEGIN), old.find(END)) {
+        (Some(a), Some(b)) if a < b => format!("{}{}{}", &old[..a], section, old[b + END.len()..].trim_start_matches('\n')),
+        _ if old.is_empty() => section.to_owned(),
+        _ => format!("{}\n{section}", old.trim_end_matches('\n').to_owned() + "\n"),
+    }
+}
+
+/// The marked section of `old`, if any (for `cargo xtask bench` to keep).
+pub fn section(old: &str) -> Option<&str> {
+    let a = old.find(BEGIN)?;
+    let b = old.find(END)?;
+    (a < b).then(|| &old[a..b + END.len()])
+}
