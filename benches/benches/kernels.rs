@@ -17,7 +17,7 @@ fn ternary(c: &mut Criterion) {
         for &(name, rows, cols) in B2B4T.iter().chain(B7) {
             let data = packed(format, rows, cols);
             let w = PackedTernary::new(format, rows, cols, &data, None).expect("packed");
-            for n in [1usize, 128] {
+            for n in [1usize, 2, 4, 8, 128] {
                 let (_, x) = activations(n, cols);
                 let mut out = vec![0f32; n * rows];
                 let mut g = c.benchmark_group(format!("{fname} {name} n={n}"));

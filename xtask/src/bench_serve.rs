@@ -87,7 +87,9 @@ fn level(addr: &str, c: usize, rounds: usize, tokens: usize) -> Result<(f64, f64
         .map(|i| {
             let addr = addr.to_owned();
             std::thread::spawn(move || -> Result<Vec<Trace>> {
-                (0..rounds).map(|r| request(&addr, &format!("Client {i} request {r}: once upon a time"), tokens)).collect()
+                (0..rounds)
+                    .map(|r| request(&addr, &format!("Client {i} request {r}: once upon a time"), tokens))
+                    .collect()
             })
         })
         .collect();
@@ -215,7 +217,9 @@ pub fn run(opts: &Options, bitnet: &Path, model: &Path) -> Result<()> {
 /// `old` with its marked section replaced by `section` (appended when there is none).
 pub fn splice(old: &str, section: &str) -> String {
     match (old.find(BEGIN), old.find(END)) {
-        (Some(a), Some(b)) if a < b => format!("{}{}{}", &old[..a], section, old[b + END.len()..].trim_start_matches('\n')),
+        (Some(a), Some(b)) if a < b => {
+            format!("{}{}{}", &old[..a], section, old[b + END.len()..].trim_start_matches('\n'))
+        }
         _ if old.is_empty() => section.to_owned(),
         _ => format!("{}\n{section}", old.trim_end_matches('\n').to_owned() + "\n"),
     }
