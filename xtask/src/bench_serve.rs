@@ -202,7 +202,9 @@ pub fn run(opts: &Options, bitnet: &Path, model: &Path) -> Result<()> {
     }
     if let Some(s) = single {
         md.push_str(&format!(
-            "\nC = 1 against `bitnet bench`: {:.1}% ({s:.2} against {tg:.2} tokens/s).\n",
+            "\nC = 1 against `bitnet bench`: {:.1}% ({s:.2} against {tg:.2} tokens/s). What bounds the \
+             aggregate at larger C (the cost of a matmul against its token count): docs/kernels.md, \
+             \"Small batches\".\n",
             100.0 * s / tg
         ));
     }

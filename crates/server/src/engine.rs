@@ -2,8 +2,9 @@
 //!
 //! Up to `parallel` sequences are active, each in its own slot with its own KV cache. Every
 //! step is one [`Model::forward_batch`] over the last sampled token of every decoding sequence
-//! plus one chunk of one prompt still being read, so a long prompt holds the others back by one
-//! chunk per step, never by its whole length. New requests take a free slot at the next step;
+//! plus one chunk of one prompt still being read ([`prompt_chunk`]: no more rows than are
+//! decoding), so a long prompt holds the others back by one chunk per step, never by its whole
+//! length. New requests take a free slot at the next step;
 //! finished and abandoned ones (their receiver dropped: the client went away) leave at the next
 //! step. The model's own thread pool does the arithmetic; the async runtime only moves bytes.
 
@@ -17,8 +18,19 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metrics::Metrics;
 
-/// Prompt tokens read per step for the one prompt being read.
+/// Most prompt tokens read per step for the one prompt being read.
 pub const PROMPT_CHUNK: usize = 256;
+
+/// Fewest prompt tokens read per step while other sequences decode.
+pub const MIN_CHUNK: usize = 4;
+
+/// Prompt tokens to read in a step with `decoding` sequences decoding: all of a chunk when none
+/// is, else no more rows than they have (at least [`MIN_CHUNK`]). A step's cost grows with its
+/// rows, so a step that also reads a prompt costs at most about twice one that does not: the
+/// decoding answers' inter-token latency stays within 2× its median while prompts still get in.
+pub fn prompt_chunk(decoding: usize) -> usize {
+    if decoding == 0 { PROMPT_CHUNK } else { decoding.clamp(MIN_CHUNK, PROMPT_CHUNK) }
+}
 
 /// One request, as the engine sees it.
 #[derive(Debug)]
@@ -189,6 +201,8 @@ impl Engine {
         // The prompt to read a chunk of: the one admitted first (lowest slot among those
         // reading is good enough: slots fill in order).
         let reader = slots.iter().position(|s| s.as_ref().is_some_and(|a| a.fed < a.job.prompt.len()));
+        let decoding = slots.iter().filter(|s| s.as_ref().is_some_and(|a| a.has_pending)).count();
+        let chunk = prompt_chunk(decoding);
         let mut order = Vec::new();
         let mut steps = Vec::new();
         let started = Instant::now();
@@ -199,7 +213,7 @@ impl Engine {
                 if Some(i) != reader {
                     continue;
                 }
-                let n = PROMPT_CHUNK.min(a.job.prompt.len() - a.fed);
+                let n = chunk.min(a.job.prompt.len() - a.fed);
                 prompt_rows = n;
                 &a.job.prompt[a.fed..a.fed + n]
             } else if a.has_pending {

@@ -334,3 +334,41 @@ fn thirty_two_clients_with_random_disconnects() {
     );
     server.shutdown();
 }
+
+#[test]
+fn cors_only_when_asked_and_shutdown_lets_answers_finish() {
+    let server = start(Config { cors: Some("https://app.example".into()), ..Config::default() }, 2048);
+    let resp = agent()
+        .get(format!("http://{}/v1/models", server.addr()))
+        .header("Origin", "https://app.example")
+        .call()
+        .unwrap();
+    assert_eq!(resp.headers().get("access-control-allow-origin").unwrap(), "https://app.example");
+    // An answer in flight when shutdown begins still ends with [DONE].
+    let addr = server.addr();
+    let inflight = std::thread::spawn(move || {
+        let body = json!({"prompt": "Once", "max_tokens": 300, "stream": true, "ignore_eos": true}).to_string();
+        let mut c = TcpStream::connect(addr).unwrap();
+        write!(c, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    });
+    wait_for("the answer to start", || gauge(&server, "bitnet_active_sequences") == 1.0);
+    server.shutdown();
+    let out = inflight.join().unwrap();
+    assert!(
+        out.contains("\"finish_reason\":\"length\"") && out.contains("[DONE]"),
+        "{}",
+        &out[out.len().saturating_sub(300)..]
+    );
+
+    let plain = start(Config::default(), 128);
+    let resp = agent()
+        .get(format!("http://{}/v1/models", plain.addr()))
+        .header("Origin", "https://app.example")
+        .call()
+        .unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    plain.shutdown();
+}
