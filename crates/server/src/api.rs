@@ -309,66 +309,89 @@ fn content(v: &Value) -> Result<String, ApiError> {
     }
 }
 
-async fn chat(State(app): State<App>, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Response {
+type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
+
+async fn chat(State(app): State<App>, body: Body) -> Response {
     let started = Instant::now();
-    let result = async {
-        let body = parse(body)?;
-        let r = ready(&app)?;
-        let template =
-            r.template.as_ref().ok_or_else(|| ApiError::bad("the model has no chat template", Some("messages")))?;
-        let Some(Value::Array(list)) = body.get("messages") else {
-            return Err(ApiError::bad("messages must be a list", Some("messages")));
-        };
-        if list.is_empty() {
-            return Err(ApiError::bad("messages is empty", Some("messages")));
-        }
-        let mut messages = Vec::with_capacity(list.len());
-        for m in list {
-            let role = m.get("role").and_then(Value::as_str).unwrap_or("");
-            let role = match role {
-                "system" | "user" | "assistant" => role,
-                "developer" => "system",
-                other => return Err(ApiError::bad(format!("unknown or unsupported role {other:?}"), Some("messages"))),
-            };
-            messages.push(Message::new(role, content(m.get("content").unwrap_or(&Value::Null))?));
-        }
-        let prompt =
-            template.encode(&r.tok, &messages, true).map_err(|e| ApiError::bad(e.to_string(), Some("messages")))?;
-        let req = options(&body, prompt, r.ctx, true)?;
-        submit(&app, r, req, true, started).await
-    }
-    .await;
+    prepare_and_submit(app, started, true, move |app| chat_request(app, body)).await
+}
+
+async fn completions(State(app): State<App>, body: Body) -> Response {
+    let started = Instant::now();
+    prepare_and_submit(app, started, false, move |app| completion_request(app, body)).await
+}
+
+/// Runs `prepare` (parsing, template rendering, tokenizing: CPU work, bounded but not tiny) on
+/// the blocking pool rather than a runtime worker, then submits. A panic while preparing is a
+/// 500 for that request only.
+async fn prepare_and_submit(
+    app: App,
+    started: Instant,
+    chat: bool,
+    prepare: impl FnOnce(&Shared) -> Result<Request_, ApiError> + Send + 'static,
+) -> Response {
+    let shared = app.clone();
+    let result = match tokio::task::spawn_blocking(move || prepare(&shared)).await {
+        Ok(Ok(req)) => match ready(&app) {
+            Ok(r) => submit(&app, r, req, chat, started).await,
+            Err(e) => Err(e),
+        },
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            None,
+            "internal error while reading the request",
+        )),
+    };
     result.unwrap_or_else(|e| reject(&app, e))
 }
 
-async fn completions(
-    State(app): State<App>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let started = Instant::now();
-    let result = async {
-        let body = parse(body)?;
-        let r = ready(&app)?;
-        let text = match body.get("prompt") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => a[0].as_str().unwrap_or("").to_owned(),
-            Some(Value::Array(_)) => {
-                return Err(ApiError::bad(
-                    "prompt must be one string (batches of prompts are not supported)",
-                    Some("prompt"),
-                ));
-            }
-            _ => return Err(ApiError::bad("prompt must be a string", Some("prompt"))),
-        };
-        if flag(&body, "echo")? {
-            return Err(ApiError::bad("echo is not supported", Some("echo")));
-        }
-        let prompt = r.tok.encode(&text, true).map_err(|e| ApiError::bad(e.to_string(), Some("prompt")))?;
-        let req = options(&body, prompt, r.ctx, false)?;
-        submit(&app, r, req, false, started).await
+fn chat_request(app: &Shared, body: Body) -> Result<Request_, ApiError> {
+    let body = parse(body)?;
+    let r = ready(app)?;
+    let template =
+        r.template.as_ref().ok_or_else(|| ApiError::bad("the model has no chat template", Some("messages")))?;
+    let Some(Value::Array(list)) = body.get("messages") else {
+        return Err(ApiError::bad("messages must be a list", Some("messages")));
+    };
+    if list.is_empty() {
+        return Err(ApiError::bad("messages is empty", Some("messages")));
     }
-    .await;
-    result.unwrap_or_else(|e| reject(&app, e))
+    let mut messages = Vec::with_capacity(list.len());
+    for m in list {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        let role = match role {
+            "system" | "user" | "assistant" => role,
+            "developer" => "system",
+            other => return Err(ApiError::bad(format!("unknown or unsupported role {other:?}"), Some("messages"))),
+        };
+        messages.push(Message::new(role, content(m.get("content").unwrap_or(&Value::Null))?));
+    }
+    let prompt =
+        template.encode(&r.tok, &messages, true).map_err(|e| ApiError::bad(e.to_string(), Some("messages")))?;
+    options(&body, prompt, r.ctx, true)
+}
+
+fn completion_request(app: &Shared, body: Body) -> Result<Request_, ApiError> {
+    let body = parse(body)?;
+    let r = ready(app)?;
+    let text = match body.get("prompt") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => a[0].as_str().unwrap_or("").to_owned(),
+        Some(Value::Array(_)) => {
+            return Err(ApiError::bad(
+                "prompt must be one string (batches of prompts are not supported)",
+                Some("prompt"),
+            ));
+        }
+        _ => return Err(ApiError::bad("prompt must be a string", Some("prompt"))),
+    };
+    if flag(&body, "echo")? {
+        return Err(ApiError::bad("echo is not supported", Some("echo")));
+    }
+    let prompt = r.tok.encode(&text, true).map_err(|e| ApiError::bad(e.to_string(), Some("prompt")))?;
+    options(&body, prompt, r.ctx, false)
 }
 
 fn reject(app: &Shared, e: ApiError) -> Response {
