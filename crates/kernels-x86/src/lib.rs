@@ -61,3 +61,18 @@ bitnet_quant::kernel_token!(
     ["avx2", "fma", "f16c"],
     avx2::ops
 );
+
+/// The wrapping sum of `buf`, read with the widest loads this CPU has (AVX2 when present): a
+/// memory read-bandwidth probe for benchmarks (`cargo xtask bench`'s roofline). A scalar loop of
+/// 8-byte loads under-reads the machine by 10–25% on this machine kind, which had put token
+/// generation above "100% of the roofline".
+pub fn sum_u64(buf: &[u64]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was detected just above.
+            return unsafe { x256::sum_u64(buf) };
+        }
+    }
+    buf.iter().fold(0u64, |a, &b| a.wrapping_add(b))
+}

@@ -109,3 +109,26 @@ pub(crate) fn q6k_codes(block: &[u8], h: usize) -> [__m256i; 4] {
     ];
     q.map(|v| _mm256_sub_epi8(v, off))
 }
+
+/// The wrapping sum of `buf` in eight 256-bit accumulators (many loads in flight).
+#[target_feature(enable = "avx2")]
+pub(crate) fn sum_u64(buf: &[u64]) -> u64 {
+    let mut acc = [_mm256_setzero_si256(); 8];
+    let blocks = buf.chunks_exact(32);
+    let tail = blocks.remainder();
+    for b in blocks {
+        for (i, a) in acc.iter_mut().enumerate() {
+            let v: &[u64; 4] = b[4 * i..4 * i + 4].try_into().expect("4 lanes");
+            // SAFETY: `v` is 32 readable bytes; the load is unaligned.
+            *a = _mm256_add_epi64(*a, unsafe { _mm256_loadu_si256(v.as_ptr().cast()) });
+        }
+    }
+    let mut s = acc[0];
+    for a in &acc[1..] {
+        s = _mm256_add_epi64(s, *a);
+    }
+    let mut lanes = [0u64; 4];
+    // SAFETY: `lanes` is 32 writable bytes; the store is unaligned.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), s) };
+    lanes.iter().chain(tail).fold(0u64, |a, &b| a.wrapping_add(b))
+}

@@ -57,3 +57,14 @@ impl bitnet_quant::TernaryKernel for OffByOne {
 fn the_harness_catches_a_wrong_kernel() {
     testkit::ternary(&OffByOne, 8);
 }
+
+/// The bandwidth probe sums exactly (wrapping) at every length and offset.
+#[test]
+fn sum_u64_is_the_wrapping_sum() {
+    let buf: Vec<u64> = (0..5000u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
+    for (start, len) in [(0, 0), (0, 1), (3, 31), (1, 32), (5, 33), (7, 4000), (0, 5000)] {
+        let part = &buf[start..start + len];
+        let want = part.iter().fold(0u64, |a, &b| a.wrapping_add(b));
+        assert_eq!(bitnet_kernels_x86::sum_u64(part), want, "{start}+{len}");
+    }
+}

@@ -25,6 +25,19 @@ pub use pool::ThreadPool;
 
 use bitnet_quant::{DenseKernel, ScalarDense, ScalarKernel, TernaryKernel};
 
+/// The wrapping sum of `buf` with the widest loads this CPU has: a read-bandwidth probe for
+/// benchmarks (x86: AVX2 when present; elsewhere a plain loop the compiler vectorizes).
+pub fn stream_sum(buf: &[u64]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        bitnet_kernels_x86::sum_u64(buf)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        buf.iter().fold(0u64, |a, &b| a.wrapping_add(b))
+    }
+}
+
 /// The environment variable that forces a kernel set by name.
 pub const KERNEL_ENV: &str = "BITNET_KERNEL";
 
