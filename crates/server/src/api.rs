@@ -452,7 +452,8 @@ async fn submit(
     Ok(if stream { streamed(meta, rx, include_usage) } else { whole(meta, rx).await })
 }
 
-fn now() -> u64 {
+/// Seconds since the Unix epoch (OpenAI's `created`).
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

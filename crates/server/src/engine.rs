@@ -84,11 +84,9 @@ struct Active {
     fed: usize,
     decoder: Decoder<'static>,
     /// Sampled, not yet run (the next step runs it).
-    pending: [u32; 1],
-    has_pending: bool,
-    /// Every token the cache holds, then the pending one (the sampler's history).
+    pending: Option<u32>,
+    /// Every token the cache holds (the sampler's history).
     history: Vec<u32>,
-    first_token: bool,
 }
 
 /// The engine's end of the request channel, and what it shares with the HTTP side.
@@ -184,7 +182,7 @@ impl Engine {
         let decoder = Decoder::new(&self.tok, &job.opts, room, Sampler::new(job.opts.sampling));
         let wait = job.received.elapsed();
         self.metrics.queue_wait.observe(wait.as_secs_f64());
-        Active { job, fed: 0, decoder, pending: [0], has_pending: false, history: Vec::new(), first_token: true }
+        Active { job, fed: 0, decoder, pending: None, history: Vec::new() }
     }
 
     /// One forward over every active sequence, then sampling.
@@ -201,7 +199,7 @@ impl Engine {
         // The prompt to read a chunk of: the one admitted first (lowest slot among those
         // reading is good enough: slots fill in order).
         let reader = slots.iter().position(|s| s.as_ref().is_some_and(|a| a.fed < a.job.prompt.len()));
-        let decoding = slots.iter().filter(|s| s.as_ref().is_some_and(|a| a.has_pending)).count();
+        let decoding = slots.iter().filter(|s| s.as_ref().is_some_and(|a| a.pending.is_some())).count();
         let chunk = prompt_chunk(decoding);
         let mut order = Vec::new();
         let mut steps = Vec::new();
@@ -216,8 +214,8 @@ impl Engine {
                 let n = chunk.min(a.job.prompt.len() - a.fed);
                 prompt_rows = n;
                 &a.job.prompt[a.fed..a.fed + n]
-            } else if a.has_pending {
-                &a.pending
+            } else if let Some(t) = &a.pending {
+                std::slice::from_ref(t)
             } else {
                 continue;
             };
@@ -252,8 +250,7 @@ impl Engine {
                     continue;
                 }
             } else {
-                a.history.push(a.pending[0]);
-                a.has_pending = false;
+                a.history.extend(a.pending.take());
             }
             match self.sample(a, &logits) {
                 Next::Continue => {}
@@ -268,6 +265,7 @@ impl Engine {
 
     /// Samples the next token of `a` from `logits` and sends its piece.
     fn sample(&self, a: &mut Active, logits: &[f32]) -> Next {
+        let first = a.decoder.generated() == 0;
         let piece = match a.decoder.next(&self.tok, logits, &a.history) {
             Ok(p) => p,
             Err(e) => {
@@ -275,15 +273,13 @@ impl Engine {
                 return Next::Gone;
             }
         };
-        if a.first_token {
-            a.first_token = false;
+        if first {
             self.metrics.ttft.observe(a.job.received.elapsed().as_secs_f64());
         }
         let Some(piece) = piece else { return Next::Ended };
         let token = piece.token.expect("a sampled piece has a token");
         let logprob = a.job.logprobs.map(|k| logprob(logits, token, k));
-        a.pending = [token];
-        a.has_pending = true;
+        a.pending = Some(token);
         self.metrics.generated.fetch_add(1, Ordering::Relaxed);
         match a.job.events.send(Event::Piece { text: piece.text, logprob }) {
             Ok(()) => Next::Continue,

@@ -165,7 +165,7 @@ where
         .build()?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind(config.addr))?;
     let addr = listener.local_addr()?;
-    let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let created = api::now();
     let shared = Arc::new(Shared {
         config: config.clone(),
         metrics: Arc::new(Metrics::default()),
