@@ -32,40 +32,38 @@ impl TernaryIsa for Avx2 {
 /// # Safety
 /// The CPU must support AVX2.
 unsafe fn gemm(job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
-    {
-        let per = job.sums_per_token();
-        let n = sums.len() / per;
-        if job.codes == Codes::Tq1 {
-            // One token at a time: TQ1_0's base-3 decoding is the cost, per token either way.
-            let len = rows.len();
-            for t in 0..n {
-                let part = &mut dots[t * len..(t + 1) * len];
-                // SAFETY: the caller guarantees AVX2.
-                unsafe { gemv(job, rows.clone(), &acts[t * stride..], &sums[t * per..], part) };
-            }
-            return;
+    let per = job.sums_per_token();
+    let n = sums.len() / per;
+    if job.codes == Codes::Tq1 {
+        // One token at a time: TQ1_0's base-3 decoding is the cost, per token either way.
+        let len = rows.len();
+        for t in 0..n {
+            let part = &mut dots[t * len..(t + 1) * len];
+            // SAFETY: the caller guarantees AVX2.
+            unsafe { gemv(job, rows.clone(), &acts[t * stride..], &sums[t * per..], part) };
         }
-        let tiles = Tiles { job, acts, stride, sums, per, rows: rows.clone() };
-        // Blocks of rows small enough to stay in L1/L2 while every token passes over them.
-        let mut r0 = rows.start;
-        while r0 < rows.end {
-            let block = r0..(r0 + ROW_BLOCK).min(rows.end);
-            let mut t0 = 0;
-            while t0 < n {
-                let tt = (n - t0).min(4);
-                // SAFETY: the caller guarantees AVX2.
-                unsafe {
-                    match tt {
-                        1 => tiles.rows_of::<4, 1>(t0, block.clone(), dots),
-                        2 => tiles.rows_of::<2, 2>(t0, block.clone(), dots),
-                        3 => tiles.rows_of::<2, 3>(t0, block.clone(), dots),
-                        _ => tiles.rows_of::<2, 4>(t0, block.clone(), dots),
-                    }
+        return;
+    }
+    let tiles = Tiles { job, acts, stride, sums, per, rows: rows.clone() };
+    // Blocks of rows small enough to stay in L1/L2 while every token passes over them.
+    let mut r0 = rows.start;
+    while r0 < rows.end {
+        let block = r0..(r0 + ROW_BLOCK).min(rows.end);
+        let mut t0 = 0;
+        while t0 < n {
+            let tt = (n - t0).min(4);
+            // SAFETY: the caller guarantees AVX2.
+            unsafe {
+                match tt {
+                    1 => tiles.rows_of::<4, 1>(t0, block.clone(), dots),
+                    2 => tiles.rows_of::<2, 2>(t0, block.clone(), dots),
+                    3 => tiles.rows_of::<2, 3>(t0, block.clone(), dots),
+                    _ => tiles.rows_of::<2, 4>(t0, block.clone(), dots),
                 }
-                t0 += tt;
             }
-            r0 = block.end;
+            t0 += tt;
         }
+        r0 = block.end;
     }
 }
 
