@@ -199,22 +199,18 @@ pub(crate) enum Layout {
     Pairs,
 }
 
-/// Writes rows `src[i·stride ..]` (`count` of them, a multiple of 2 for pairs) into `dst` in `layout`.
+/// Writes rows `src[i·stride ..]` (`count` of them, a multiple of 2) into `dst` in
+/// [`Layout::Pairs`].
 #[target_feature(enable = "neon")]
-fn lay_out(layout: Layout, src: &[i8], stride: usize, count: usize, dst: &mut [i8]) {
-    match layout {
-        Layout::Plain => dst[..count * stride].copy_from_slice(&src[..count * stride]),
-        Layout::Pairs => {
-            for p in 0..count / 2 {
-                let (a, b) = (&src[2 * p * stride..][..stride], &src[(2 * p + 1) * stride..][..stride]);
-                let out = &mut dst[2 * p * stride..][..2 * stride];
-                for (k, o) in out.chunks_exact_mut(32).enumerate() {
-                    o[..8].copy_from_slice(&a[16 * k..16 * k + 8]);
-                    o[8..16].copy_from_slice(&b[16 * k..16 * k + 8]);
-                    o[16..24].copy_from_slice(&a[16 * k + 8..16 * k + 16]);
-                    o[24..].copy_from_slice(&b[16 * k + 8..16 * k + 16]);
-                }
-            }
+fn pair_up(src: &[i8], stride: usize, count: usize, dst: &mut [i8]) {
+    for p in 0..count / 2 {
+        let (a, b) = (&src[2 * p * stride..][..stride], &src[(2 * p + 1) * stride..][..stride]);
+        let out = &mut dst[2 * p * stride..][..2 * stride];
+        for (k, o) in out.chunks_exact_mut(32).enumerate() {
+            o[..8].copy_from_slice(&a[16 * k..16 * k + 8]);
+            o[8..16].copy_from_slice(&b[16 * k..16 * k + 8]);
+            o[16..24].copy_from_slice(&a[16 * k + 8..16 * k + 16]);
+            o[24..].copy_from_slice(&b[16 * k + 8..16 * k + 16]);
         }
     }
 }
@@ -248,19 +244,20 @@ pub(crate) fn gemm_tiled<const R: usize, const T: usize>(
     if layout == Layout::Plain {
         tokens[..n * stride].copy_from_slice(&acts[..n * stride]);
     } else {
-        lay_out(layout, acts, stride, n & !1, &mut tokens);
+        pair_up(acts, stride, n & !1, &mut tokens);
         if n % 2 == 1 {
             // The last token pairs with a zero token.
             let mut pair = vec![0i8; 2 * stride];
             pair[..stride].copy_from_slice(&acts[(n - 1) * stride..n * stride]);
-            lay_out(layout, &pair, stride, 2, &mut tokens[(n - 1) * stride..]);
+            pair_up(&pair, stride, 2, &mut tokens[(n - 1) * stride..]);
         }
     }
     let first_pad = if layout == Layout::Pairs { n.next_multiple_of(2) } else { n };
     tokens[first_pad * stride..].fill(0);
 
     let mut plain = take_scratch(&PLAIN, GEMM_ROWS * stride);
-    let mut block = take_scratch(&ROWS, GEMM_ROWS * stride);
+    let paired = if layout == Layout::Pairs { GEMM_ROWS * stride } else { 0 };
+    let mut block = take_scratch(&ROWS, paired);
     let mut scales = vec![0f32; GEMM_ROWS * job.chunks];
     let tq = !job.codes.is_i2s();
     let mut b0 = rows.start;
@@ -272,10 +269,16 @@ pub(crate) fn gemm_tiled<const R: usize, const T: usize>(
             decode_row(job, b0 + i, &mut plain[i * stride..(i + 1) * stride], sc);
         }
         plain[nb * stride..nbp * stride].fill(0);
-        lay_out(layout, &plain, stride, nbp, &mut block);
+        // Plain rows are used as decoded; pairs are interleaved into a second buffer.
+        let w_block: &[i8] = if layout == Layout::Plain {
+            &plain
+        } else {
+            pair_up(&plain, stride, nbp, &mut block);
+            &block
+        };
         for t0 in (0..padded).step_by(T) {
             for r0 in (0..nbp).step_by(R) {
-                let (w, a) = (&block[r0 * stride..], &tokens[t0 * stride..]);
+                let (w, a) = (&w_block[r0 * stride..], &tokens[t0 * stride..]);
                 let mut out = [[0f32; T]; R];
                 if tq {
                     for c in 0..job.chunks {
