@@ -121,6 +121,9 @@ fn report(args: &Args, s: &bitnet_convert::Summary) {
     let through =
         if s.path != args.out { format!(" (through the symbolic link {})", args.out.display()) } else { String::new() };
     eprintln!("wrote {}{through} ({}, {} tensors, {} bytes)", s.path.display(), s.architecture, s.tensors, s.bytes);
+    for note in &s.notes {
+        eprintln!("  {note}");
+    }
 }
 
 /// Runs `job` with a progress bar of tensors written, cleared when it ends.

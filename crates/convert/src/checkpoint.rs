@@ -64,10 +64,12 @@ impl Checkpoint {
     /// The config's layer count and vocabulary must match the tensors present, checked before
     /// a plan (and a padded vocabulary) is sized from them.
     pub(crate) fn check_config(&self, c: &HfConfig) -> Result<()> {
+        // Base models (Qwen3Model, Gemma3TextModel) name their tensors without `model.`.
+        let prefix = if self.index.contains_key("embed_tokens.weight") { "" } else { "model." };
         let layers = self
             .index
             .keys()
-            .filter_map(|n| n.strip_prefix("model.layers.")?.split('.').next()?.parse::<u64>().ok())
+            .filter_map(|n| n.strip_prefix(prefix)?.strip_prefix("layers.")?.split('.').next()?.parse::<u64>().ok())
             .max()
             .map_or(0, |l| l + 1);
         if layers != c.layers {
@@ -76,7 +78,7 @@ impl Checkpoint {
                 c.layers
             )));
         }
-        let embed = "model.embed_tokens.weight";
+        let embed = &format!("{prefix}embed_tokens.weight");
         let rows = self.index.get(embed).and_then(|e| e.shape.first().copied());
         match rows {
             None => Err(ConvertError::Tensor { name: embed.into(), message: "missing from the checkpoint".into() }),

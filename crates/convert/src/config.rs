@@ -31,6 +31,15 @@ pub(crate) struct HfConfig {
     /// 1bitLLM's config fields.
     pub(crate) weight_bits: Option<u64>,
     pub(crate) input_bits: Option<u64>,
+    /// Gemma 3: the attention window of its sliding layers (as the model applies it) and which
+    /// layers slide; none when every layer attends globally.
+    pub(crate) sliding: Option<(u64, Vec<bool>)>,
+    /// Gemma 3: RoPE base of the sliding layers.
+    pub(crate) rope_theta_local: Option<f64>,
+    /// Gemma 3: queries are scaled by `query_pre_attn_scalar^-1/2`.
+    pub(crate) query_pre_attn_scalar: Option<f64>,
+    /// Gemma 3 `use_bidirectional_attention` (EmbeddingGemma style): attention is not causal.
+    pub(crate) bidirectional: bool,
 }
 
 impl HfConfig {
@@ -67,8 +76,28 @@ impl HfConfig {
         if hidden % heads != 0 {
             return Err(bad(format!("hidden_size {hidden} is not a multiple of num_attention_heads {heads}")));
         }
-        let rope = &j["rope_parameters"]["rope_theta"];
+        // transformers 5 keeps RoPE in `rope_parameters`, per layer type for Gemma 3.
+        let rp = &j["rope_parameters"];
+        let rope =
+            if rp["full_attention"].is_object() { &rp["full_attention"]["rope_theta"] } else { &rp["rope_theta"] };
         let rope_theta = float_or(if rope.is_null() { &j["rope_theta"] } else { rope }, "rope_theta", 10000.0)?;
+        let local = &rp["sliding_attention"]["rope_theta"];
+        let local = if local.is_null() { &j["rope_local_base_freq"] } else { local };
+        let rope_theta_local = if local.is_null() { None } else { Some(float_or(local, "rope_local_base_freq", 1.0)?) };
+        let layers = int("num_hidden_layers")?;
+        let bidirectional = j["use_bidirectional_attention"].as_bool().unwrap_or(false);
+        let sliding = match (j["sliding_window"].as_u64(), j["layer_types"].as_array()) {
+            (Some(w), Some(types)) if types.iter().any(|t| t == "sliding_attention") => {
+                if types.len() as u64 != layers {
+                    return Err(bad(format!("layer_types has {} entries for {layers} layers", types.len())));
+                }
+                let w = range("sliding_window", w)?;
+                // transformers applies a bidirectional window as |q − k| < w/2 + 1.
+                let w = if bidirectional { w / 2 + 1 } else { w };
+                Some((w, types.iter().map(|t| t == "sliding_attention").collect()))
+            }
+            _ => None,
+        };
         let head_dim = int_or("head_dim", hidden / heads)?;
         let kv_heads = int_or("num_key_value_heads", heads)?;
         if heads * head_dim > MAX_CONFIG_DIM || heads % kv_heads != 0 {
@@ -78,7 +107,7 @@ impl HfConfig {
             architecture,
             hidden,
             ff: int("intermediate_size")?,
-            layers: int("num_hidden_layers")?,
+            layers,
             heads,
             kv_heads,
             head_dim,
@@ -86,11 +115,18 @@ impl HfConfig {
             eps: float_or(&j["rms_norm_eps"], "rms_norm_eps", 1e-6)?,
             rope_theta,
             vocab: int("vocab_size")?,
-            hidden_act: j["hidden_act"].as_str().unwrap_or("silu").to_owned(),
+            hidden_act: j["hidden_act"].as_str().or(j["hidden_activation"].as_str()).unwrap_or("silu").to_owned(),
             tied: j["tie_word_embeddings"].as_bool().unwrap_or(true),
             quant: j.get("quantization_config").cloned(),
             weight_bits: j["weight_bits"].as_u64(),
             input_bits: j["input_bits"].as_u64(),
+            sliding,
+            rope_theta_local,
+            query_pre_attn_scalar: match &j["query_pre_attn_scalar"] {
+                Json::Null => None,
+                v => Some(float_or(v, "query_pre_attn_scalar", 1.0)?),
+            },
+            bidirectional,
         })
     }
 }
@@ -107,7 +143,9 @@ pub(crate) enum Source {
 
 pub(crate) const SUPPORTED: &str = "supported: BitNetForCausalLM (float weights with quantization_mode \"online\", or packed \
                          uint8 weights) and LlamaForCausalLM with packed weights, each with \
-                         quantization_config.quant_method \"bitnet\"; 1bitLLM's BitnetForCausalLM (float weights)";
+                         quantization_config.quant_method \"bitnet\"; 1bitLLM's BitnetForCausalLM (float weights); \
+                         ternary Qwen3 / Gemma 3 (bitnet-embedding: Qwen3Model, Gemma3TextModel, or their \
+                         *ForCausalLM) with float weights and an autobitlinear \"online\" quantization_config";
 
 /// The checkpoint families.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -119,11 +157,28 @@ pub(crate) enum Family {
     OneBitLlm,
     /// `LlamaForCausalLM` with packed ternary weights (Falcon3-1.58bit, Llama3-8B-1.58).
     Llama,
+    /// Ternary Qwen3 (microsoft/bitnet-embedding-0.6b): q/k norms, SiLU, per-projection input
+    /// norms when `use_rms_norm` is set.
+    Qwen3,
+    /// Ternary Gemma 3 text (microsoft/bitnet-embedding-270m): scaled embeddings, q/k norms,
+    /// post-attention/FFN norms, GELU-tanh, (1 + w) norms, per-projection input norms.
+    Gemma3,
 }
 
 impl Family {
+    /// BitNet b1.58's graph (sub-norms, NEOX RoPE on the checkpoint's order).
     pub(crate) fn bitnet_graph(self) -> bool {
-        self != Family::Llama
+        matches!(self, Family::BitNet | Family::OneBitLlm)
+    }
+
+    /// The GGUF architecture name written (the names bitnet.cpp's converters use).
+    pub(crate) fn architecture(self) -> &'static str {
+        match self {
+            Family::BitNet | Family::OneBitLlm => crate::ARCH_BITNET_B158,
+            Family::Llama => "llama",
+            Family::Qwen3 => "qwen3",
+            Family::Gemma3 => "gemma3",
+        }
     }
 }
 
@@ -133,9 +188,15 @@ pub(crate) fn detect(c: &HfConfig) -> Result<(Family, Source)> {
         "BitNetForCausalLM" => Family::BitNet,
         "BitnetForCausalLM" => Family::OneBitLlm,
         "LlamaForCausalLM" => Family::Llama,
+        "Qwen3Model" | "Qwen3ForCausalLM" => Family::Qwen3,
+        "Gemma3TextModel" | "Gemma3ForCausalLM" => Family::Gemma3,
         other => return Err(ConvertError::Unsupported(format!("architecture {other:?}; {SUPPORTED}"))),
     };
-    let want_act = if family == Family::BitNet { "relu2" } else { "silu" };
+    let want_act = match family {
+        Family::BitNet => "relu2",
+        Family::Gemma3 => "gelu_pytorch_tanh",
+        _ => "silu",
+    };
     if c.hidden_act != want_act {
         return Err(ConvertError::Unsupported(format!(
             "hidden_act {:?} for {} (expected {want_act:?})",
@@ -173,6 +234,12 @@ pub(crate) fn detect(c: &HfConfig) -> Result<(Family, Source)> {
             )));
         }
     };
+    if matches!(family, Family::Qwen3 | Family::Gemma3) && source != Source::Online {
+        return Err(ConvertError::Unsupported(format!(
+            "{} with packed weights (float master weights with quantization_mode \"online\" are supported)",
+            c.architecture
+        )));
+    }
     if source == Source::Online && family == Family::Llama {
         return Err(ConvertError::Unsupported(format!("online quantization of {}; {SUPPORTED}", c.architecture)));
     }

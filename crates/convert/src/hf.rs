@@ -37,8 +37,9 @@ pub fn convert_dir_with_progress(
                 .into(),
         ));
     }
-    let arch = if family.bitnet_graph() { ARCH_BITNET_B158 } else { "llama" };
-    let plans = plan(&config, family);
+    let arch = family.architecture();
+    let plans = plan_for(&config, family, &ckpt);
+    let mut notes = Vec::new();
 
     let mut b = GgufBuilder::new();
     let m = b.metadata_mut();
@@ -60,6 +61,9 @@ pub fn convert_dir_with_progress(
     m.insert(format!("{arch}.attention.layer_norm_rms_epsilon"), config.eps as f32);
     m.insert(format!("{arch}.rope.freq_base"), config.rope_theta as f32);
     m.insert(format!("{arch}.rope.dimension_count"), u32_of("rope.dimension_count", config.head_dim)?);
+    if matches!(family, Family::Qwen3 | Family::Gemma3) {
+        graph_metadata(m, &config, dir, &mut notes)?;
+    }
     if opts.outtype == OutType::I2s {
         m.insert(i2s::LAYOUT_KEY, I2sLayout::X86.as_str());
     }
@@ -91,7 +95,7 @@ pub fn convert_dir_with_progress(
     for p in &plans {
         let ne: Vec<u64> = p.shape.iter().rev().map(|&d| d as u64).collect();
         let ty = match p.kind {
-            Kind::Norm => TensorType::F32,
+            Kind::Norm | Kind::GemmaNorm => TensorType::F32,
             Kind::Embedding => emb_type,
             Kind::Ternary => opts.outtype.tensor_type(),
         };
@@ -115,9 +119,12 @@ pub fn convert_dir_with_progress(
                     }
                     bytes
                 }
-                Kind::Norm | Kind::Embedding => {
-                    let (values, shape) = ckpt.f32(&p.hf)?;
+                Kind::Norm | Kind::GemmaNorm | Kind::Embedding => {
+                    let (mut values, shape) = ckpt.f32(&p.hf)?;
                     check_shape(p, &shape)?;
+                    if p.kind == Kind::GemmaNorm {
+                        values.iter_mut().for_each(|v| *v += 1.0);
+                    }
                     match p.kind {
                         Kind::Embedding => {
                             let mut bytes = Vec::new();
@@ -136,7 +143,69 @@ pub fn convert_dir_with_progress(
     })?;
     let scales =
         if opts.outtype.separate_scale() { plans.iter().filter(|p| p.kind == Kind::Ternary).count() } else { 0 };
-    Ok(Summary { path, architecture: arch.into(), tensors: plans.len() + scales, bytes })
+    Ok(Summary { path, architecture: arch.into(), tensors: plans.len() + scales, bytes, notes })
+}
+
+/// The keys of the Qwen3 / Gemma 3 graphs beyond the common ones: head sizes, pooling (from
+/// sentence-transformers' modules.json), Gemma's sliding window, attention scale and causality.
+fn graph_metadata(m: &mut bitnet_format::Metadata, c: &HfConfig, dir: &Path, notes: &mut Vec<String>) -> Result<()> {
+    let arch = if m.get_str("general.architecture") == Some("gemma3") { "gemma3" } else { "qwen3" };
+    let hd = u32::try_from(c.head_dim).expect("checked against MAX_CONFIG_DIM");
+    m.insert(format!("{arch}.attention.key_length"), hd);
+    m.insert(format!("{arch}.attention.value_length"), hd);
+    let (pooling, why) = pooling_of(dir)?;
+    notes.push(format!("pooling: {} ({why})", pooling.0));
+    m.insert(format!("{arch}.pooling_type"), pooling.1);
+    if let Some((window, sliding)) = &c.sliding {
+        m.insert(format!("{arch}.attention.sliding_window"), u32::try_from(*window).expect("checked"));
+        let pattern = sliding.iter().map(|&s| Value::Bool(s)).collect();
+        m.insert(
+            format!("{arch}.attention.sliding_window_pattern"),
+            Array::new(bitnet_format::ValueType::Bool, pattern).expect("all Bool"),
+        );
+        m.insert(format!("{arch}.rope.freq_base_swa"), c.rope_theta_local.unwrap_or(10000.0) as f32);
+    }
+    if let Some(s) = c.query_pre_attn_scalar
+        && s != c.head_dim as f64
+    {
+        m.insert(format!("{arch}.attention.scale"), (1.0 / s.sqrt()) as f32);
+    }
+    if c.bidirectional {
+        m.insert(format!("{arch}.attention.causal"), false);
+    }
+    Ok(())
+}
+
+/// The pooling sentence-transformers' modules.json / `<Pooling>/config.json` names, as llama.cpp's
+/// `pooling_type` (mean 1, CLS 2, last 3); a checkpoint without one is mean-pooled, as bitnet.cpp's
+/// converter does, and the conversion says so.
+fn pooling_of(dir: &Path) -> Result<((&'static str, u32), String)> {
+    let path = dir.join("modules.json");
+    if !path.exists() {
+        return Ok((("mean", 1), "no modules.json: mean, as bitnet.cpp's converter assumes".into()));
+    }
+    let modules = read_json(&path)?;
+    let pooling =
+        modules.as_array().into_iter().flatten().find(|m| m["type"].as_str().is_some_and(|t| t.ends_with("Pooling")));
+    let Some(module) = pooling else {
+        return Ok((("mean", 1), "modules.json has no Pooling module: mean, as bitnet.cpp's converter assumes".into()));
+    };
+    let cfg_path = dir.join(module["path"].as_str().unwrap_or("")).join("config.json");
+    let cfg = read_json(&cfg_path)?;
+    let on = |k: &str| cfg[k].as_bool() == Some(true);
+    let found = if on("pooling_mode_mean_tokens") {
+        ("mean", 1)
+    } else if on("pooling_mode_cls_token") {
+        ("cls", 2)
+    } else if on("pooling_mode_lasttoken") {
+        ("last", 3)
+    } else {
+        return Err(ConvertError::Unsupported(format!(
+            "{}: no supported pooling mode (mean, CLS or last token) is set",
+            cfg_path.display()
+        )));
+    };
+    Ok((found, format!("from {}", cfg_path.display())))
 }
 
 /// bitnet.cpp's name for the scale tensor of a TL1/TL2 weight.

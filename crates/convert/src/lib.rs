@@ -101,6 +101,8 @@ pub struct Summary {
     pub architecture: String,
     pub tensors: usize,
     pub bytes: u64,
+    /// Choices the conversion made that the user should hear about (e.g. the pooling).
+    pub notes: Vec<String>,
 }
 
 /// The GGUF architecture name we write for BitNet b1.58 2B-4T-style models (the name of the

@@ -163,7 +163,7 @@ pub fn requantize_with_progress(
         }
         Ok(())
     })?;
-    Ok(Summary { path, architecture: arch, tensors, bytes })
+    Ok(Summary { path, architecture: arch, tensors, bytes, notes: Vec::new() })
 }
 
 /// Decodes a ternary tensor of a GGUF file to its values and scales.

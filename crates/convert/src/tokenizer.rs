@@ -16,6 +16,10 @@ const UNUSED: i32 = 5;
 
 /// Llama 3's pre-tokenizer split pattern: a tokenizer.json that uses it gets `pre = "llama-bpe"`.
 const LLAMA3_SPLIT_START: &str = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}";
+/// Qwen2's (Qwen3's) pattern: Llama 3's with single digits; `pre = "qwen2"`.
+const QWEN2_SPLIT_START: &str = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?";
+const UNKNOWN: i32 = 2;
+const BYTE: i32 = 6;
 
 /// The two vocabulary kinds llama.cpp knows that ternary checkpoints use.
 #[derive(Debug, Clone)]
@@ -93,8 +97,24 @@ impl TokenizerMetadata {
         let eos = id_of("eos_token", spm_eos);
         let unk = id_of("unk_token", spm_unk);
         let pad = id_of("pad_token", spm_pad);
-        let add_bos = bos.is_some() && tc["add_bos_token"].as_bool().unwrap_or(true);
-        let add_eos = tc["add_eos_token"].as_bool();
+        // tokenizer.json's post-processor template says which special tokens encoding adds
+        // (Qwen3-Embedding's appends <|endoftext|>, which last-token pooling reads): it decides
+        // where tokenizer_config.json is silent.
+        let template = template_specials(dir, &tokens)?;
+        let (mut bos, mut eos) = (bos, eos);
+        let mut add_bos = bos.is_some() && tc["add_bos_token"].as_bool().unwrap_or(true);
+        let mut add_eos = tc["add_eos_token"].as_bool();
+        // A bare `$A` template (what transformers 5 saves for a tokenizer without one) says nothing.
+        if let Some((first, last)) = template.filter(|(f, l)| f.is_some() || l.is_some()) {
+            if tc["add_bos_token"].is_null() {
+                add_bos = first.is_some();
+                bos = first.or(bos);
+            }
+            if tc["add_eos_token"].is_null() && last.is_some() {
+                add_eos = Some(true);
+                eos = last;
+            }
+        }
         let chat_template = tc["chat_template"].as_str().map(str::to_owned);
         Ok(TokenizerMetadata { vocab, tokens, token_types, bos, eos, unk, pad, add_bos, add_eos, chat_template })
     }
@@ -139,6 +159,35 @@ impl TokenizerMetadata {
     }
 }
 
+/// The special tokens tokenizer.json's `TemplateProcessing` post-processor puts before and after
+/// a single text, when it has one.
+type Template = (Option<u32>, Option<u32>);
+
+fn template_specials(dir: &Path, tokens: &[String]) -> Result<Option<Template>> {
+    let path = dir.join("tokenizer.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let j = read_json(&path)?;
+    let pp = &j["post_processor"];
+    let single = if pp["type"] == "TemplateProcessing" {
+        &pp["single"]
+    } else if pp["type"] == "Sequence" {
+        match pp["processors"].as_array().into_iter().flatten().find(|p| p["type"] == "TemplateProcessing") {
+            Some(t) => &t["single"],
+            None => return Ok(None),
+        }
+    } else {
+        return Ok(None);
+    };
+    let Some(items) = single.as_array() else { return Ok(None) };
+    let special = |item: Option<&Json>| -> Option<u32> {
+        let name = item?["SpecialToken"]["id"].as_str()?;
+        tokens.iter().position(|t| t == name).map(|i| i as u32)
+    };
+    Ok(Some((special(items.first()), special(items.last()))))
+}
+
 /// A vocabulary as read, before padding and special ids.
 struct Pieces {
     vocab: Vocab,
@@ -158,6 +207,9 @@ fn byte_level_bpe(dir: &Path, vocab_size: usize) -> Result<Pieces> {
             "tokenizer model {} (byte-level BPE tokenizers are supported)",
             j["model"]["type"]
         )));
+    }
+    if !j["pre_tokenizer"].to_string().contains("\"ByteLevel\"") && j["model"]["byte_fallback"] == true {
+        return sentencepiece_json(&j, &path, vocab_size);
     }
     if !j["pre_tokenizer"].to_string().contains("\"ByteLevel\"") {
         return Err(ConvertError::Unsupported(format!(
@@ -215,12 +267,70 @@ fn byte_level_bpe(dir: &Path, vocab_size: usize) -> Result<Pieces> {
             other => Err(bad(format!("malformed merge {other}"))),
         })
         .collect::<Result<Vec<_>>>()?;
-    let pre = if j["pre_tokenizer"].to_string().contains(&LLAMA3_SPLIT_START.replace('\\', "\\\\")) {
+    let pre_tokenizer = j["pre_tokenizer"].to_string();
+    let pre = if pre_tokenizer.contains(&LLAMA3_SPLIT_START.replace('\\', "\\\\")) {
         "llama-bpe"
+    } else if pre_tokenizer.contains(&QWEN2_SPLIT_START.replace('\\', "\\\\")) {
+        "qwen2"
     } else {
         "gpt2"
     };
     Ok(Pieces { vocab: Vocab::Bpe { pre: pre.into(), merges }, tokens, types: token_types, trainer_ids: None })
+}
+
+/// A SentencePiece-style BPE tokenizer.json (`▁` for spaces, byte fallback: Gemma's) written as
+/// a `llama` vocabulary the way bitnet.cpp's embedding converter does: a piece's score is minus
+/// the rank of the merge that makes it (0 for single characters and bytes), added tokens score
+/// −1000 (control when special), `<0xXX>` pieces are bytes; a space prefix only when the
+/// normalizer prepends `▁`.
+fn sentencepiece_json(j: &Json, path: &Path, vocab_size: usize) -> Result<Pieces> {
+    let bad = |message: String| ConvertError::Checkpoint { path: path.into(), message };
+    let vocab = j["model"]["vocab"].as_object().ok_or_else(|| bad("missing model.vocab".into()))?;
+    let mut rank: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, m) in j["model"]["merges"].as_array().into_iter().flatten().enumerate() {
+        let joined = match m {
+            Json::String(s) => s.replacen(' ', "", 1),
+            Json::Array(pair) => pair.iter().filter_map(Json::as_str).collect(),
+            other => return Err(bad(format!("malformed merge {other}"))),
+        };
+        rank.entry(joined).or_insert(i);
+    }
+    let added = j["added_tokens"].as_array().cloned().unwrap_or_default();
+    let mut n = 0usize;
+    for id in vocab.values().filter_map(Json::as_u64).chain(added.iter().filter_map(|a| a["id"].as_u64())) {
+        if id >= vocab_size as u64 {
+            return Err(bad(format!("token id {id} is beyond the model's vocab_size {vocab_size}")));
+        }
+        n = n.max(id as usize + 1);
+    }
+    let mut tokens: Vec<Option<String>> = vec![None; n];
+    let (mut types, mut scores) = (vec![UNUSED; n], vec![-10000f32; n]);
+    for (text, id) in vocab {
+        let id = id.as_u64().ok_or_else(|| bad(format!("token {text:?} has a non-integer id")))? as usize;
+        let is_byte = text.len() == 6 && text.starts_with("<0x") && text.ends_with('>');
+        (types[id], scores[id]) = if is_byte {
+            (BYTE, 0.0)
+        } else if j["model"]["unk_token"].as_str() == Some(text) {
+            (UNKNOWN, 0.0)
+        } else {
+            (NORMAL, rank.get(text).map_or(0.0, |&r| -(r as f32)))
+        };
+        tokens[id] = Some(text.clone());
+    }
+    for a in &added {
+        let (Some(id), Some(text)) = (a["id"].as_u64(), a["content"].as_str()) else {
+            return Err(bad(format!("malformed added token {a}")));
+        };
+        let (id, special) = (id as usize, a["special"].as_bool().unwrap_or(false));
+        tokens[id] = Some(text.to_owned());
+        types[id] = if special { CONTROL } else { USER_DEFINED };
+        scores[id] = -1000.0;
+    }
+    let tokens = tokens.into_iter().enumerate().map(|(i, t)| t.unwrap_or_else(|| format!("[PAD{i}]"))).collect();
+    let normalizer = j["normalizer"].to_string();
+    let add_space_prefix =
+        normalizer.contains("\"Prepend\"") || j["pre_tokenizer"].to_string().contains("\"Metaspace\"");
+    Ok(Pieces { vocab: Vocab::SentencePiece { scores, add_space_prefix }, tokens, types, trainer_ids: None })
 }
 
 /// tokenizer.model's SentencePiece pieces as llama.cpp's converter writes them (piece text, score,

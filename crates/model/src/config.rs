@@ -5,7 +5,7 @@ use bitnet_format::Metadata;
 use crate::error::{ModelError, Result};
 
 /// Architecture names (`general.architecture`) this crate runs.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["bitnet-b1.58", "bitnet-25", "bitnet", "llama"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["bitnet-b1.58", "bitnet-25", "bitnet", "llama", "qwen3", "gemma3"];
 
 /// Largest size (hidden, heads, vocabulary, context …) a file may give.
 const MAX_DIM: u64 = bitnet_format::MAX_MODEL_DIM;
@@ -24,6 +24,31 @@ pub enum Activation {
     Silu,
     /// Squared ReLU (BitNet b1.58 2B-4T).
     Relu2,
+    /// GELU, tanh approximation (Gemma 3).
+    GeluTanh,
+}
+
+/// How an embedding model turns its per-token hidden states into one vector (llama.cpp's
+/// `pooling_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// The mean over the text's tokens.
+    Mean,
+    /// The first token's state.
+    Cls,
+    /// The last token's state (the EOS the tokenizer appends, for the Qwen3 embedding models).
+    Last,
+}
+
+impl Pooling {
+    /// The name `--pooling` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+            Pooling::Last => "last",
+        }
+    }
 }
 
 /// How RoPE pairs the dimensions of a head.
@@ -58,6 +83,26 @@ pub struct Config {
     pub activation: Activation,
     /// BitNet's extra RMSNorms before the attention output and FFN down projections.
     pub sub_norms: bool,
+    /// Per-head RMSNorm of queries and keys before RoPE (Qwen3, Gemma 3).
+    pub qk_norm: bool,
+    /// RMSNorms of the attention and FFN outputs before the residual adds (Gemma 3).
+    pub post_norms: bool,
+    /// Factor the token embeddings are multiplied by (Gemma 3: √hidden).
+    pub embed_scale: Option<f32>,
+    /// Factor of the attention scores (`attention.scale`, else 1/√head_dim).
+    pub attn_scale: f32,
+    /// Whether a token attends only to itself and earlier tokens (`attention.causal`, default
+    /// true; false for bidirectional embedding models).
+    pub causal: bool,
+    /// The window of sliding-window layers (`attention.sliding_window`): a query at position p
+    /// sees keys within `window` positions of it.
+    pub sliding_window: Option<usize>,
+    /// Which layers use the sliding window (empty when none does).
+    pub sliding_layers: Vec<bool>,
+    /// RoPE base of the sliding-window layers (`rope.freq_base_swa`).
+    pub rope_base_swa: f32,
+    /// The pooling an embedding model declares (`pooling_type`); `None` for generative models.
+    pub pooling: Option<Pooling>,
 }
 
 impl Config {
@@ -81,6 +126,8 @@ impl Config {
                 (if spm { Activation::Silu } else { Activation::Relu2 }, true, RopeStyle::Neox)
             }
             "llama" => (Activation::Silu, false, RopeStyle::Normal),
+            "qwen3" => (Activation::Silu, false, RopeStyle::Neox),
+            "gemma3" => (Activation::GeluTanh, false, RopeStyle::Neox),
             other => {
                 return Err(ModelError::UnknownArchitecture {
                     name: other.into(),
@@ -116,7 +163,8 @@ impl Config {
         };
         let hidden = int("embedding_length")?;
         let heads = int("attention.head_count")?;
-        if hidden % heads != 0 {
+        let key_length = int_opt("attention.key_length")?;
+        if key_length.is_none() && hidden % heads != 0 {
             return Err(ModelError::BadMetadata(format!(
                 "{} = {hidden} is not a multiple of {} = {heads}",
                 key("embedding_length"),
@@ -127,7 +175,15 @@ impl Config {
         if heads % kv_heads != 0 {
             return Err(ModelError::BadMetadata(format!("{heads} attention heads cannot share {kv_heads} KV heads")));
         }
-        let head_dim = int_opt("attention.key_length")?.unwrap_or(hidden / heads);
+        let head_dim = key_length.unwrap_or(hidden / heads);
+        if let Some(v) = int_opt("attention.value_length")?
+            && v != head_dim
+        {
+            return Err(ModelError::BadMetadata(format!(
+                "{} = {v} differs from the key length {head_dim} (not supported)",
+                key("attention.value_length")
+            )));
+        }
         if (heads * head_dim) as u64 > MAX_DIM {
             return Err(ModelError::BadMetadata(format!("{heads} heads of {head_dim} are too large")));
         }
@@ -153,6 +209,53 @@ impl Config {
                 key("block_count")
             )));
         }
+        let gemma = arch == "gemma3";
+        let sliding_window = int_opt("attention.sliding_window")?;
+        let sliding_layers = match (sliding_window, m.get(&key("attention.sliding_window_pattern"))) {
+            (None, _) => Vec::new(),
+            (Some(_), Some(v)) => {
+                let k = key("attention.sliding_window_pattern");
+                let a = v.as_array().ok_or_else(|| wrong_type(&k, v, "an array of booleans"))?;
+                let flags: Option<Vec<bool>> = a.values().iter().map(|v| v.as_bool()).collect();
+                match flags {
+                    Some(f) if f.len() == layers => f,
+                    Some(f) => {
+                        return Err(ModelError::BadMetadata(format!(
+                            "{k} has {} entries for {layers} layers",
+                            f.len()
+                        )));
+                    }
+                    None => return Err(wrong_type(&k, v, "an array of booleans")),
+                }
+            }
+            // llama.cpp's Gemma 3 pattern: every sixth layer attends globally.
+            (Some(_), None) => (0..layers).map(|l| !gemma || (l + 1) % 6 != 0).collect(),
+        };
+        let attn_scale = match m.get(&key("attention.scale")) {
+            None => 1.0 / (head_dim as f32).sqrt(),
+            Some(_) => float("attention.scale", 1.0)? as f32,
+        };
+        let causal = match m.get(&key("attention.causal")) {
+            None => true,
+            Some(v) => v.as_bool().ok_or_else(|| wrong_type(&key("attention.causal"), v, "a boolean"))?,
+        };
+        let pooling = match m.get(&key("pooling_type")) {
+            None => None,
+            Some(v) => match v.as_u64() {
+                Some(0) => None,
+                Some(1) => Some(Pooling::Mean),
+                Some(2) => Some(Pooling::Cls),
+                Some(3) => Some(Pooling::Last),
+                Some(n) => {
+                    return Err(ModelError::BadMetadata(format!(
+                        "{} = {n} is not a pooling this engine runs (0 none, 1 mean, 2 CLS, 3 last token)",
+                        key("pooling_type")
+                    )));
+                }
+                None => return Err(wrong_type(&key("pooling_type"), v, "an unsigned integer")),
+            },
+        };
+        let rope_base = float("rope.freq_base", 10000.0)? as f32;
         Ok(Config {
             architecture: arch.into(),
             vocab_size,
@@ -164,11 +267,21 @@ impl Config {
             ff: int("feed_forward_length")?,
             context_length: int("context_length")?,
             rms_eps: float("attention.layer_norm_rms_epsilon", 1e-5)? as f32,
-            rope_base: float("rope.freq_base", 10000.0)? as f32,
+            rope_base,
             rope_dims,
             rope_style,
             activation,
             sub_norms,
+            qk_norm: matches!(arch, "qwen3" | "gemma3"),
+            post_norms: gemma,
+            embed_scale: gemma.then(|| (hidden as f32).sqrt()),
+            attn_scale,
+            causal,
+            sliding_window,
+            sliding_layers,
+            // llama.cpp's Gemma 3 default for its local layers.
+            rope_base_swa: float("rope.freq_base_swa", 10000.0)? as f32,
+            pooling,
         })
     }
 }

@@ -35,7 +35,7 @@ pub mod tokenizer;
 mod weights;
 
 pub use chat::{ChatTemplate, Message};
-pub use config::{Activation, Config, RopeStyle};
+pub use config::{Activation, Config, Pooling, RopeStyle};
 pub use error::{ModelError, Result};
 pub use eval::{Perplexity, perplexity};
 pub use generate::{Decoder, GenerateOptions, Generation, Piece, Sequence, StopReason};

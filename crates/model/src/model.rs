@@ -15,6 +15,12 @@
 //! ```
 //! then `logits = head · (RMSNorm(x) · output_norm)`, the head being `output.weight` or the tied
 //! embedding table.
+//!
+//! Qwen3 and Gemma 3 (bitnet.cpp's ternary embedding models) add: a per-head RMSNorm of q and k
+//! before RoPE; each projection's own input RMSNorm (`*_norm_in`) applied to its input before
+//! the int8 quantization; for Gemma, embeddings scaled by √hidden, RMSNorms of the attention and
+//! FFN outputs before the residual adds, GELU-tanh and sliding-window layers with their own RoPE
+//! base. Embedding models pool the final normed states ([`Model::embed`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -23,7 +29,7 @@ use bitnet_format::{GgufFile, ReadOptions};
 use bitnet_kernels::Kernels;
 use bitnet_quant::QuantizedActivations;
 
-use crate::config::{Activation, Config, RopeStyle};
+use crate::config::{Activation, Config, Pooling, RopeStyle};
 use crate::error::{ModelError, Result};
 use crate::ops::{exp, rms_norm, softmax};
 use crate::scratch::{Buf, BufferPool};
@@ -42,7 +48,27 @@ struct Layer {
     w_up: Matrix,
     w_down: Matrix,
     ffn_sub_norm: Option<Vec<f32>>,
+    /// Per-head norms of queries and keys (Qwen3, Gemma 3).
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    /// Norms of the attention and FFN outputs (Gemma 3).
+    post_attn_norm: Option<Vec<f32>>,
+    post_ffn_norm: Option<Vec<f32>>,
+    /// Each projection's own input norm (bitnet-embedding), in the order q, k, v, o, gate, up,
+    /// down.
+    norms_in: Option<Box<[Vec<f32>; 7]>>,
 }
+
+/// GGUF names of the per-projection input norms, in [`Layer::norms_in`]'s order.
+const NORMS_IN: [&str; 7] = [
+    "attn_q_norm_in",
+    "attn_k_norm_in",
+    "attn_v_norm_in",
+    "attn_output_norm_in",
+    "ffn_gate_norm_in",
+    "ffn_up_norm_in",
+    "ffn_down_norm_in",
+];
 
 /// One sequence's part of a [`Model::forward_batch`] step.
 #[derive(Debug)]
@@ -120,7 +146,25 @@ impl Model {
         for l in 0..c.layers {
             let p = |n: &str| format!("blk.{l}.{n}.weight");
             let sub = |n: &str, len| if c.sub_norms { vector(&file, &p(n), len).map(Some) } else { Ok(None) };
+            let when = |on: bool, n: &str, len| if on { vector(&file, &p(n), len).map(Some) } else { Ok(None) };
+            // The input norms come as a set: all seven or none (a model without them is a plain
+            // ternary Qwen3 / Gemma 3).
+            let norms_in = if file.tensor_info(&p(NORMS_IN[0])).is_some() {
+                let lens = [c.hidden, c.hidden, c.hidden, q_dim, c.hidden, c.hidden, c.ff];
+                let mut v = Vec::with_capacity(7);
+                for (n, len) in NORMS_IN.iter().zip(lens) {
+                    v.push(vector(&file, &p(n), len)?);
+                }
+                Some(Box::new(v.try_into().expect("seven norms")))
+            } else {
+                None
+            };
             layers.push(Layer {
+                q_norm: when(c.qk_norm, "attn_q_norm", c.head_dim)?,
+                k_norm: when(c.qk_norm, "attn_k_norm", c.head_dim)?,
+                post_attn_norm: when(c.post_norms, "post_attention_norm", c.hidden)?,
+                post_ffn_norm: when(c.post_norms, "post_ffw_norm", c.hidden)?,
+                norms_in,
                 attn_norm: vector(&file, &p("attn_norm"), c.hidden)?,
                 wq: m(&p("attn_q"), q_dim, c.hidden)?,
                 wk: m(&p("attn_k"), kv_dim, c.hidden)?,
@@ -252,6 +296,18 @@ impl Model {
         Ok(QuantizedActivations::concat(parts)?)
     }
 
+    /// `w · (RMSNorm(x) · norm)` when the projection has its own input norm, else `w · x`.
+    fn normed_matmul(&self, w: &Matrix, norm: Option<&[f32]>, x: &[f32]) -> Result<Buf<'_>> {
+        match norm {
+            Some(n) => {
+                let mut h = self.bufs.copy_of(x);
+                rms_norm(&mut h, n, self.config.rms_eps);
+                self.matmul(w, &h)
+            }
+            None => self.matmul(w, x),
+        }
+    }
+
     /// Several matrices applied to the same input, which is quantized once for all of them.
     fn matmuls<const K: usize>(&self, ws: [&Matrix; K], x: &[f32]) -> Result<[Buf<'_>; K]> {
         let ternary = ws.iter().any(|w| matches!(w.kind, crate::weights::MatrixKind::Ternary { .. }));
@@ -265,19 +321,35 @@ impl Model {
 
     /// Causal grouped-query attention of the `n` new tokens (queries `q`, `n × heads × hd`) over
     /// the cached keys/values of positions `0..pos0+n`. Heads run in parallel when worth it.
-    fn attention(&self, q: &[f32], k: KvSlice<'_>, v: KvSlice<'_>, pos0: usize, n: usize) -> Buf<'_> {
+    ///
+    /// A non-causal model's tokens see every position of the cache; a sliding `window` limits
+    /// them to keys within `window` positions (transformers' `|q − k| < window`).
+    fn attention(
+        &self,
+        q: &[f32],
+        (k, v): (KvSlice<'_>, KvSlice<'_>),
+        pos0: usize,
+        n: usize,
+        window: Option<usize>,
+    ) -> Buf<'_> {
         let c = &self.config;
         let (hd, kv_dim, group) = (c.head_dim, c.kv_heads * c.head_dim, c.heads / c.kv_heads);
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scale = c.attn_scale;
+        let end = pos0 + n;
         let ops = self.kernels.f32();
         let one_head = |head: usize| {
             let kvh = head / group;
             let mut out = self.bufs.zeroed(n * hd);
             let mut scores = self.bufs.overwritten(pos0 + n);
             for i in 0..n {
-                let len = pos0 + i + 1; // causal: positions 0..=pos0+i
+                let p = pos0 + i;
+                // Keys from..to: causal ones end at the query's own position.
+                let to = if c.causal { p + 1 } else { end };
+                let from = window.map_or(0, |w| (p + 1).saturating_sub(w));
+                let to = if c.causal { to } else { window.map_or(to, |w| to.min(p + w)) };
+                let len = to - from;
                 let qh = &q[(i * c.heads + head) * hd..][..hd];
-                let kv = kvh * hd;
+                let kv = from * kv_dim + kvh * hd;
                 match k {
                     KvSlice::F32(k) => (ops.scores)(qh, &k[kv..], kv_dim, &mut scores[..len]),
                     KvSlice::F16(k) => (ops.scores_f16)(qh, &k[2 * kv..], kv_dim, &mut scores[..len]),
@@ -331,79 +403,11 @@ impl Model {
     /// # Ok::<(), bitnet_model::ModelError>(())
     /// ```
     pub fn forward_batch(&self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>> {
-        let c = &self.config;
-        let (hd, kv_dim, q_dim) = (c.head_dim, c.kv_heads * c.head_dim, c.heads * c.head_dim);
-        for step in steps.iter() {
-            let n = step.tokens.len();
-            if n == 0 {
-                return Err(ModelError::Invalid("no tokens to run".into()));
-            }
-            if step.cache.kv_dim != kv_dim || step.cache.store.layers() != c.layers {
-                return Err(ModelError::Invalid("this KV cache was made for another model".into()));
-            }
-            if step.cache.len + n > step.cache.ctx {
-                return Err(ModelError::ContextFull { needed: step.cache.len + n, ctx: step.cache.ctx });
-            }
-            if let Some(&t) = step.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
-                return Err(ModelError::BadToken { id: t, vocab: c.vocab_size });
-            }
-        }
         if steps.is_empty() {
             return Ok(Vec::new());
         }
-        // Rows of every step, one after the other: step i owns rows starts[i]..starts[i] + n_i.
-        let starts: Vec<usize> =
-            steps.iter().scan(0, |at, s| Some(std::mem::replace(at, *at + s.tokens.len()))).collect();
-        let rows: usize = steps.iter().map(|s| s.tokens.len()).sum();
-        let bytes = self.file.bytes();
-        let mut x = vec![0f32; rows * c.hidden];
-        let tokens = steps.iter().flat_map(|s| s.tokens.iter());
-        for (row, &t) in x.chunks_exact_mut(c.hidden).zip(tokens) {
-            self.embed.dense_row(bytes, t as usize, row);
-        }
-        let spans: Vec<(usize, usize)> = steps.iter().map(|s| (s.cache.len, s.tokens.len())).collect();
-        let rope = RopeTable::new(c, &spans);
-        for (l, layer) in self.layers.iter().enumerate() {
-            let mut h = self.bufs.copy_of(&x);
-            rms_norm(&mut h, &layer.attn_norm, c.rms_eps);
-            let [mut q, mut k, v] = self.matmuls([&layer.wq, &layer.wk, &layer.wv], &h)?;
-            rope.apply(&mut q, c.heads, hd);
-            rope.apply(&mut k, c.kv_heads, hd);
-            let mut attn = if steps.len() == 1 { None } else { Some(self.bufs.overwritten(rows * q_dim)) };
-            let mut single = None;
-            for (step, &start) in steps.iter_mut().zip(&starts) {
-                let (pos0, n) = (step.cache.len, step.tokens.len());
-                let kv = start * kv_dim..(start + n) * kv_dim;
-                step.cache.store.write(l, pos0 * kv_dim, &k[kv.clone()], &v[kv])?;
-                let (kc, vc) = step.cache.store.layer(l);
-                let out = self.attention(&q[start * q_dim..(start + n) * q_dim], kc, vc, pos0, n);
-                match &mut attn {
-                    Some(all) => all[start * q_dim..(start + n) * q_dim].copy_from_slice(&out),
-                    None => single = Some(out),
-                }
-            }
-            let mut attn = attn.or(single).expect("at least one step");
-            if let Some(w) = &layer.attn_sub_norm {
-                rms_norm(&mut attn, w, c.rms_eps);
-            }
-            let o = self.matmul(&layer.wo, &attn)?;
-            x.iter_mut().zip(o.iter()).for_each(|(a, b)| *a += b);
-
-            let mut h = self.bufs.copy_of(&x);
-            rms_norm(&mut h, &layer.ffn_norm, c.rms_eps);
-            let [mut f, up] = self.matmuls([&layer.w_gate, &layer.w_up], &h)?;
-            // One loop per activation, so each vectorizes (SiLU through ops::exp, within 2 ulp:
-            // libm's expf was ~2% of a prompt).
-            match c.activation {
-                Activation::Relu2 => f.iter_mut().zip(up.iter()).for_each(|(g, &u)| *g = g.max(0.0) * g.max(0.0) * u),
-                Activation::Silu => f.iter_mut().zip(up.iter()).for_each(|(g, &u)| *g = *g / (1.0 + exp(-*g)) * u),
-            }
-            if let Some(w) = &layer.ffn_sub_norm {
-                rms_norm(&mut f, w, c.rms_eps);
-            }
-            let d = self.matmul(&layer.w_down, &f)?;
-            x.iter_mut().zip(d.iter()).for_each(|(a, b)| *a += b);
-        }
+        let (x, starts) = self.hidden_states(steps)?;
+        let c = &self.config;
         // The rows whose logits are wanted, through one head matmul for every step.
         let wanted: Vec<(usize, usize)> = steps
             .iter()
@@ -419,9 +423,6 @@ impl Model {
         }
         rms_norm(&mut last, &self.output_norm, c.rms_eps);
         let logits = self.matmul(&self.head, &last)?;
-        for step in steps.iter_mut() {
-            step.cache.len += step.tokens.len();
-        }
         if steps.len() == 1 {
             return Ok(vec![logits.into_vec()]);
         }
@@ -435,6 +436,199 @@ impl Model {
             })
             .collect())
     }
+
+    /// Embeddings of several token sequences (texts already tokenized, with the special tokens
+    /// the model's tokenizer adds: see [`crate::Tokenizer::encode_for_embedding`]): the final
+    /// normed hidden states pooled per sequence, then scaled to unit length when `normalize`.
+    /// All sequences run through one pass (their rows share every weight read, the many-token
+    /// GEMM's case). A sequence longer than the model's context is an error naming both.
+    ///
+    /// ```
+    /// # use bitnet_model::{LoadOptions, Model, Pooling};
+    /// # let model = Model::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/bitnet-demo.gguf"), LoadOptions::default())?;
+    /// let v = model.embed(&[&[1, 2, 3][..], &[4, 5][..]], Pooling::Mean, true)?;
+    /// assert_eq!((v.len(), v[0].len()), (2, model.config.hidden));
+    /// let norm: f32 = v[1].iter().map(|x| x * x).sum::<f32>().sqrt();
+    /// assert!((norm - 1.0).abs() < 1e-5);
+    /// # Ok::<(), bitnet_model::ModelError>(())
+    /// ```
+    pub fn embed(&self, texts: &[&[u32]], pooling: Pooling, normalize: bool) -> Result<Vec<Vec<f32>>> {
+        let c = &self.config;
+        for t in texts {
+            if t.is_empty() {
+                return Err(ModelError::Invalid("cannot embed an empty text (no tokens)".into()));
+            }
+            if t.len() > c.context_length {
+                return Err(ModelError::Invalid(format!(
+                    "a text of {} tokens is longer than the model's context of {} tokens",
+                    t.len(),
+                    c.context_length
+                )));
+            }
+        }
+        let mut caches = texts.iter().map(|t| self.new_cache_of(t.len(), KvType::F32)).collect::<Result<Vec<_>>>()?;
+        let mut steps: Vec<Step<'_>> = texts
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(tokens, cache)| Step { tokens, cache, all_logits: true })
+            .collect();
+        if steps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mut x, starts) = self.hidden_states(&mut steps)?;
+        rms_norm(&mut x, &self.output_norm, c.rms_eps);
+        let h = c.hidden;
+        Ok(texts
+            .iter()
+            .zip(&starts)
+            .map(|(t, &start)| {
+                let rows = &x[start * h..(start + t.len()) * h];
+                let mut v = match pooling {
+                    Pooling::Cls => rows[..h].to_vec(),
+                    Pooling::Last => rows[rows.len() - h..].to_vec(),
+                    Pooling::Mean => {
+                        // Summed in f64: a long text's mean does not depend on its order.
+                        let mut sum = vec![0f64; h];
+                        for row in rows.chunks_exact(h) {
+                            sum.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
+                        }
+                        sum.iter().map(|s| (s / t.len() as f64) as f32).collect()
+                    }
+                };
+                if normalize {
+                    let norm = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+                    if norm > 0.0 {
+                        v.iter_mut().for_each(|x| *x = (*x as f64 / norm) as f32);
+                    }
+                }
+                v
+            })
+            .collect())
+    }
+
+    /// Every step checked before anything runs.
+    fn check_steps(&self, steps: &[Step<'_>]) -> Result<()> {
+        let c = &self.config;
+        let kv_dim = c.kv_heads * c.head_dim;
+        for step in steps.iter() {
+            let n = step.tokens.len();
+            if n == 0 {
+                return Err(ModelError::Invalid("no tokens to run".into()));
+            }
+            if step.cache.kv_dim != kv_dim || step.cache.store.layers() != c.layers {
+                return Err(ModelError::Invalid("this KV cache was made for another model".into()));
+            }
+            if step.cache.len + n > step.cache.ctx {
+                return Err(ModelError::ContextFull { needed: step.cache.len + n, ctx: step.cache.ctx });
+            }
+            if let Some(&t) = step.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+                return Err(ModelError::BadToken { id: t, vocab: c.vocab_size });
+            }
+        }
+        Ok(())
+    }
+
+    /// The layers over every step's tokens: the final hidden states (before the output norm)
+    /// of all rows, step i owning rows `starts[i]..starts[i] + n_i`. Advances every cache.
+    fn hidden_states(&self, steps: &mut [Step<'_>]) -> Result<(Vec<f32>, Vec<usize>)> {
+        self.check_steps(steps)?;
+        let c = &self.config;
+        let (hd, kv_dim, q_dim) = (c.head_dim, c.kv_heads * c.head_dim, c.heads * c.head_dim);
+        let starts: Vec<usize> =
+            steps.iter().scan(0, |at, s| Some(std::mem::replace(at, *at + s.tokens.len()))).collect();
+        let rows: usize = steps.iter().map(|s| s.tokens.len()).sum();
+        let bytes = self.file.bytes();
+        let mut x = vec![0f32; rows * c.hidden];
+        let tokens = steps.iter().flat_map(|s| s.tokens.iter());
+        for (row, &t) in x.chunks_exact_mut(c.hidden).zip(tokens) {
+            self.embed.dense_row(bytes, t as usize, row);
+        }
+        if let Some(s) = c.embed_scale {
+            x.iter_mut().for_each(|v| *v *= s);
+        }
+        let spans: Vec<(usize, usize)> = steps.iter().map(|s| (s.cache.len, s.tokens.len())).collect();
+        let rope = RopeTable::new(c, c.rope_base, &spans);
+        let rope_swa = c.sliding_layers.contains(&true).then(|| RopeTable::new(c, c.rope_base_swa, &spans));
+        for (l, layer) in self.layers.iter().enumerate() {
+            let sliding = c.sliding_layers.get(l) == Some(&true);
+            let window = if sliding { c.sliding_window } else { None };
+            let rope = if sliding { rope_swa.as_ref().expect("made when a layer slides") } else { &rope };
+            let mut h = self.bufs.copy_of(&x);
+            rms_norm(&mut h, &layer.attn_norm, c.rms_eps);
+            let [mut q, mut k, v] = match &layer.norms_in {
+                // Each projection normalizes (and so quantizes) its own copy of the input.
+                Some(n) => [
+                    self.normed_matmul(&layer.wq, Some(&n[0]), &h)?,
+                    self.normed_matmul(&layer.wk, Some(&n[1]), &h)?,
+                    self.normed_matmul(&layer.wv, Some(&n[2]), &h)?,
+                ],
+                None => self.matmuls([&layer.wq, &layer.wk, &layer.wv], &h)?,
+            };
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                rms_norm(&mut q, qn, c.rms_eps);
+                rms_norm(&mut k, kn, c.rms_eps);
+            }
+            rope.apply(&mut q, c.heads, hd);
+            rope.apply(&mut k, c.kv_heads, hd);
+            let mut attn = if steps.len() == 1 { None } else { Some(self.bufs.overwritten(rows * q_dim)) };
+            let mut single = None;
+            for (step, &start) in steps.iter_mut().zip(&starts) {
+                let (pos0, n) = (step.cache.len, step.tokens.len());
+                let kv = start * kv_dim..(start + n) * kv_dim;
+                step.cache.store.write(l, pos0 * kv_dim, &k[kv.clone()], &v[kv])?;
+                let out =
+                    self.attention(&q[start * q_dim..(start + n) * q_dim], step.cache.store.layer(l), pos0, n, window);
+                match &mut attn {
+                    Some(all) => all[start * q_dim..(start + n) * q_dim].copy_from_slice(&out),
+                    None => single = Some(out),
+                }
+            }
+            let mut attn = attn.or(single).expect("at least one step");
+            if let Some(w) = &layer.attn_sub_norm {
+                rms_norm(&mut attn, w, c.rms_eps);
+            }
+            let mut o = self.normed_matmul(&layer.wo, layer.norms_in.as_ref().map(|n| &n[3][..]), &attn)?;
+            if let Some(w) = &layer.post_attn_norm {
+                rms_norm(&mut o, w, c.rms_eps);
+            }
+            x.iter_mut().zip(o.iter()).for_each(|(a, b)| *a += b);
+
+            let mut h = self.bufs.copy_of(&x);
+            rms_norm(&mut h, &layer.ffn_norm, c.rms_eps);
+            let [mut f, up] = match &layer.norms_in {
+                Some(n) => [
+                    self.normed_matmul(&layer.w_gate, Some(&n[4]), &h)?,
+                    self.normed_matmul(&layer.w_up, Some(&n[5]), &h)?,
+                ],
+                None => self.matmuls([&layer.w_gate, &layer.w_up], &h)?,
+            };
+            // One loop per activation, so each vectorizes (SiLU through ops::exp, within 2 ulp:
+            // libm's expf was ~2% of a prompt).
+            match c.activation {
+                Activation::Relu2 => f.iter_mut().zip(up.iter()).for_each(|(g, &u)| *g = g.max(0.0) * g.max(0.0) * u),
+                Activation::Silu => f.iter_mut().zip(up.iter()).for_each(|(g, &u)| *g = *g / (1.0 + exp(-*g)) * u),
+                Activation::GeluTanh => f.iter_mut().zip(up.iter()).for_each(|(g, &u)| *g = gelu_tanh(*g) * u),
+            }
+            if let Some(w) = &layer.ffn_sub_norm {
+                rms_norm(&mut f, w, c.rms_eps);
+            }
+            let mut d = self.normed_matmul(&layer.w_down, layer.norms_in.as_ref().map(|n| &n[6][..]), &f)?;
+            if let Some(w) = &layer.post_ffn_norm {
+                rms_norm(&mut d, w, c.rms_eps);
+            }
+            x.iter_mut().zip(d.iter()).for_each(|(a, b)| *a += b);
+        }
+        for step in steps.iter_mut() {
+            step.cache.len += step.tokens.len();
+        }
+        Ok((x, starts))
+    }
+}
+
+/// GELU with the tanh approximation (transformers' `gelu_pytorch_tanh`).
+fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
 }
 
 /// The file's `block_count` must match the `blk.N.*` tensors it holds: a count too large is a
@@ -465,10 +659,9 @@ struct RopeTable {
 
 impl RopeTable {
     /// The table for rows at positions `pos0..pos0 + n` of each `(pos0, n)` span, in order.
-    fn new(c: &Config, spans: &[(usize, usize)]) -> RopeTable {
+    fn new(c: &Config, base: f32, spans: &[(usize, usize)]) -> RopeTable {
         let half = c.rope_dims / 2;
-        let inv_freq: Vec<f32> =
-            (0..half).map(|i| 1.0 / c.rope_base.powf((2 * i) as f32 / c.rope_dims as f32)).collect();
+        let inv_freq: Vec<f32> = (0..half).map(|i| 1.0 / base.powf((2 * i) as f32 / c.rope_dims as f32)).collect();
         let rows: usize = spans.iter().map(|s| s.1).sum();
         let (mut cos, mut sin) = (Vec::with_capacity(rows * half), Vec::with_capacity(rows * half));
         for p in spans.iter().flat_map(|&(pos0, n)| pos0..pos0 + n) {

@@ -17,6 +17,9 @@ use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokeni
 
 use crate::error::{ModelError, Result};
 
+/// Qwen2's (and Qwen3's) split: Llama 3's with single digits.
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// A tokenizer with the model's special tokens.
@@ -43,6 +46,9 @@ pub struct Tokenizer {
     pub stop_tokens: Vec<u32>,
     /// Whether prompts start with BOS.
     pub add_bos: bool,
+    /// Whether the tokenizer appends EOS to a text (`tokenizer.ggml.add_eos_token`: embedding
+    /// models whose last-token pooling reads it).
+    pub add_eos: bool,
     tokens: Vec<String>,
 }
 
@@ -91,10 +97,17 @@ fn byte_level_bpe(m: &Metadata, tokens: &[String]) -> Result<HfTokenizer> {
             ByteLevel::new(false, true, false).into(),
         ])
         .into(),
+        "qwen2" => Sequence::new(vec![
+            Split::new(SplitPattern::Regex(QWEN2_SPLIT.into()), SplitDelimiterBehavior::Isolated, false)
+                .map_err(err)?
+                .into(),
+            ByteLevel::new(false, false, false).into(),
+        ])
+        .into(),
         "gpt2" | "default" => ByteLevel::new(false, true, true).into(),
         other => {
             return Err(ModelError::Tokenizer(format!(
-                "pre-tokenizer {other:?} is not supported yet (supported: llama-bpe, gpt2, default)"
+                "pre-tokenizer {other:?} is not supported yet (supported: llama-bpe, qwen2, gpt2, default)"
             )));
         }
     };
@@ -194,7 +207,8 @@ impl Tokenizer {
             }
         }
         let add_bos = m.get("tokenizer.ggml.add_bos_token").and_then(Value::as_bool).unwrap_or(bos.is_some());
-        Ok(Tokenizer { inner, bos, eos, stop_tokens, add_bos, tokens })
+        let add_eos = m.get("tokenizer.ggml.add_eos_token").and_then(Value::as_bool).unwrap_or(false) && eos.is_some();
+        Ok(Tokenizer { inner, bos, eos, stop_tokens, add_bos, add_eos, tokens })
     }
 
     /// Token ids of `text` (special tokens in the text are recognised), with BOS first when the
@@ -206,6 +220,16 @@ impl Tokenizer {
             ids.extend(self.bos);
         }
         ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// Token ids of a text to embed: BOS first and EOS last where the model's tokenizer adds them
+    /// (what Hugging Face's tokenizer gives with its special tokens).
+    pub fn encode_for_embedding(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode(text, true)?;
+        if self.add_eos {
+            ids.extend(self.eos);
+        }
         Ok(ids)
     }
 

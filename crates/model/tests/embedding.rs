@@ -1,0 +1,80 @@
+//! Ternary embedding models (bitnet.cpp's Qwen3 and Gemma 3 bitnet-embedding graphs) against
+//! Hugging Face transformers: tiny checkpoints made by tools/reference/tiny_embedding.py are
+//! converted to GGUF; our tokens must equal transformers' and our pooled, normalised embeddings
+//! must match its (cosine ≥ 0.999, every component within 0.02: one flipped int8 rounding tie
+//! moves a unit vector of these tiny models by up to ~5e-3) and, tightly (1e-4), the same graph
+//! with every linear an exact integer product (our accumulation order).
+
+use std::path::{Path, PathBuf};
+
+use bitnet_convert::{ConvertOptions, EmbeddingType, OutType, convert_dir};
+use bitnet_model::{LoadOptions, Model, Pooling, Tokenizer};
+use serde_json::Value;
+
+const MODELS: [&str; 2] = ["tiny-qwen3-embedding", "tiny-gemma3-embedding"];
+
+fn fixture_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models").join(name)
+}
+
+fn convert(name: &str, outtype: OutType) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bitnet-embed-{}-{name}-{outtype:?}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("model.gguf");
+    convert_dir(&fixture_dir(name), &out, ConvertOptions { outtype, embedding_type: EmbeddingType::F32 }).unwrap();
+    out
+}
+
+fn reference(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture_dir(name).join("reference.json")).unwrap()).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+fn compare(ours: &[f32], theirs: &[f32]) -> (f64, f32) {
+    let cos: f64 = ours.iter().zip(theirs).map(|(&a, &b)| a as f64 * b as f64).sum();
+    let max = ours.iter().zip(theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    (cos, max)
+}
+
+fn check(model: &Model, reference: &Value, what: &str) {
+    let tok = Tokenizer::from_metadata(model.metadata()).unwrap();
+    let pooling = match reference["pooling"].as_str().unwrap() {
+        "lasttoken" => Pooling::Last,
+        "mean" => Pooling::Mean,
+        other => panic!("pooling {other}"),
+    };
+    assert_eq!(model.config.pooling, Some(pooling), "{what}: the file's pooling");
+    let texts = reference["texts"].as_array().unwrap();
+    let ids: Vec<Vec<u32>> =
+        texts.iter().map(|t| tok.encode_for_embedding(t["text"].as_str().unwrap()).unwrap()).collect();
+    for (t, ours) in texts.iter().zip(&ids) {
+        let theirs: Vec<u32> = t["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(ours, &theirs, "{what}: tokens of {:?}", t["text"]);
+    }
+    // All texts in one batch, and each alone: the same vectors.
+    let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let batch = model.embed(&refs, pooling, true).unwrap();
+    for ((t, ours), one) in texts.iter().zip(&batch).zip(&refs) {
+        let alone = &model.embed(&[one], pooling, true).unwrap()[0];
+        let (_, d) = compare(ours, alone);
+        assert!(d < 1e-5, "{what}: batched and single embeddings differ by {d}");
+        let (cos, max) = compare(ours, &floats(&t["embedding"]));
+        assert!(cos >= 0.999 && max <= 0.02, "{what}: vs transformers cos {cos}, max diff {max} ({:?})", t["text"]);
+        let (cos_i, max_i) = compare(ours, &floats(&t["embedding_integer_order"]));
+        assert!(max_i <= 1e-4, "{what}: vs the integer-order graph cos {cos_i}, max diff {max_i} ({:?})", t["text"]);
+    }
+}
+
+#[test]
+fn embeddings_match_transformers() {
+    for name in MODELS {
+        for threads in [1, 3] {
+            let model =
+                Model::load(convert(name, OutType::I2s), LoadOptions { threads, ..Default::default() }).unwrap();
+            check(&model, &reference(name), &format!("{name} I2_S, {threads} threads"));
+        }
+    }
+}
