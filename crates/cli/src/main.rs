@@ -5,6 +5,7 @@
 mod bench;
 mod chat;
 mod convert;
+mod embed;
 mod generate;
 mod hub;
 mod inspect;
@@ -46,6 +47,7 @@ enum Command {
     Bench(bench::Args),
     /// Serve the model over HTTP with an OpenAI-compatible API (continuous batching).
     Serve(serve::Args),
+    Embed(embed::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Embed(args) => embed::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

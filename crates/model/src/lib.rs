@@ -23,6 +23,7 @@
 
 pub mod chat;
 pub mod config;
+pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod generate;
@@ -36,6 +37,7 @@ mod weights;
 
 pub use chat::{ChatTemplate, Message};
 pub use config::{Activation, Config, Pooling, RopeStyle};
+pub use embed::{EmbedOptions, Embeddings, embed_texts};
 pub use error::{ModelError, Result};
 pub use eval::{Perplexity, perplexity};
 pub use generate::{Decoder, GenerateOptions, Generation, Piece, Sequence, StopReason};
