@@ -2,19 +2,55 @@
 """The official `openai` Python client against a running `bitnet serve` (crates/server/tests/openai_client.rs
 starts the server and runs this): models.list, chat.completions.create with and without stream=True,
 completions.create, and an error case. Exits non-zero with a message on the first thing that is off.
+With --embeddings REFERENCE.json (a server running an embedding fixture): embeddings.create, whose
+vectors (sent base64, the client's default, and as floats) must match transformers' in the reference.
 
-    python3 tools/openai-client-check.py http://127.0.0.1:8080/v1 [API_KEY]
+    python3 tools/openai-client-check.py http://127.0.0.1:8080/v1 [API_KEY] [--embeddings REFERENCE.json]
 """
 
+import base64
+import json
+import math
+import struct
 import sys
 
 import openai
+
+
+def embeddings(client, reference_path):
+    with open(reference_path) as f:
+        reference = json.load(f)
+    texts = [t["text"] for t in reference["texts"]]
+    # Omitted: the client asks for base64 and decodes it; explicit base64 comes back as the string.
+    for fmt in (None, "float", "base64"):
+        args = {} if fmt is None else {"encoding_format": fmt}
+        r = client.embeddings.create(model="any", input=texts, **args)
+        assert len(r.data) == len(texts), r
+        assert r.usage.prompt_tokens == sum(len(t["ids"]) for t in reference["texts"]), r.usage
+        for d, t in zip(r.data, reference["texts"]):
+            ours, theirs = d.embedding, t["embedding"]
+            if fmt == "base64":
+                raw = base64.b64decode(ours)
+                ours = list(struct.unpack(f"<{len(raw) // 4}f", raw))
+            cos = sum(a * b for a, b in zip(ours, theirs))
+            assert len(ours) == len(theirs) and abs(math.fsum(a * a for a in ours) - 1) < 1e-4, len(ours)
+            assert cos > 0.999, (fmt, cos, t["text"])
+    try:
+        client.embeddings.create(model="any", input="x", dimensions=8)
+    except openai.BadRequestError as e:
+        assert "dimensions" in str(e), e
+    else:
+        raise AssertionError("dimensions=8 was accepted")
+    print(f"openai {openai.__version__}: embeddings (default, float and base64, {len(texts)} texts), errors: ok")
 
 
 def main():
     base = sys.argv[1]
     key = sys.argv[2] if len(sys.argv) > 2 else "unused"
     client = openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=120)
+    if len(sys.argv) > 4 and sys.argv[3] == "--embeddings":
+        embeddings(client, sys.argv[4])
+        return
 
     models = client.models.list()
     ids = [m.id for m in models.data]

@@ -11,7 +11,7 @@ use crate::generate::ModelArgs;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Endpoints: POST /v1/chat/completions, POST /v1/completions (\"stream\": true for \
-                        server-sent events), GET /v1/models, GET /health (503 while loading), GET /metrics \
+                        server-sent events), POST /v1/embeddings (embedding models), GET /v1/models, GET /health (503 while loading), GET /metrics \
                         (Prometheus).\n\n\
                         Up to --parallel requests generate together in one batch per step; more wait in a \
                         queue of --max-queue, and past that get 429.\n\n\

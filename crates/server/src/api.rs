@@ -21,7 +21,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::Shared;
-use crate::engine::{Event, Finish, Job, TokenLogprob};
+use crate::engine::{EmbedJob, Event, Finish, Job, TokenLogprob, Work};
 
 type App = Arc<Shared>;
 
@@ -69,6 +69,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
+        .route("/v1/embeddings", post(embeddings))
         .layer(middleware::from_fn_with_state(app.clone(), auth));
     let mut router = Router::new()
         .merge(v1)
@@ -347,6 +348,142 @@ async fn prepare_and_submit(
     result.unwrap_or_else(|e| reject(&app, e))
 }
 
+/// `POST /v1/embeddings`: `input` a string, a list of strings, a list of token ids or a list of
+/// lists of token ids; `encoding_format` float (default) or base64 (little-endian f32s).
+async fn embeddings(State(app): State<App>, body: Body) -> Response {
+    let shared = app.clone();
+    let prepared = match tokio::task::spawn_blocking(move || embedding_request(&shared, body)).await {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            None,
+            "internal error while reading the request",
+        )),
+    };
+    let result = match prepared {
+        Ok((texts, base64)) => submit_embeddings(&app, texts, base64).await,
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(|e| reject(&app, e))
+}
+
+/// The request's texts as token ids (each checked against the context) and whether base64 was
+/// asked for.
+fn embedding_request(app: &Shared, body: Body) -> Result<(Vec<Vec<u32>>, bool), ApiError> {
+    let body = parse(body)?;
+    let r = ready(app)?;
+    if r.pooling.is_none() {
+        return Err(ApiError::bad(
+            "this model is not an embedding model (its file declares no pooling)",
+            Some("model"),
+        ));
+    }
+    let base64 = match body.get("encoding_format") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(f)) if f == "float" => false,
+        Some(Value::String(f)) if f == "base64" => true,
+        Some(_) => {
+            return Err(ApiError::bad("encoding_format must be \"float\" or \"base64\"", Some("encoding_format")));
+        }
+    };
+    if let Some(d) = body.get("dimensions").filter(|d| !d.is_null()) {
+        return Err(ApiError::bad(
+            format!("dimensions = {d} is not supported (the model's vectors have a fixed size)"),
+            Some("dimensions"),
+        ));
+    }
+    let encode = |text: &str| r.tok.encode_for_embedding(text).map_err(|e| ApiError::bad(e.to_string(), Some("input")));
+    let token_list = |v: &Vec<Value>| -> Option<Vec<u32>> {
+        v.iter().map(|t| t.as_u64().and_then(|t| u32::try_from(t).ok())).collect()
+    };
+    let texts: Vec<Vec<u32>> = match body.get("input") {
+        Some(Value::String(s)) => vec![encode(s)?],
+        Some(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_string) => {
+            items.iter().map(|s| encode(s.as_str().unwrap_or(""))).collect::<Result<_, _>>()?
+        }
+        Some(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_number) => {
+            vec![
+                token_list(items)
+                    .ok_or_else(|| ApiError::bad("input holds a token id that is not one", Some("input")))?,
+            ]
+        }
+        Some(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_array) => items
+            .iter()
+            .map(|t| {
+                token_list(t.as_array().expect("checked"))
+                    .ok_or_else(|| ApiError::bad("input holds a token id that is not one", Some("input")))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(Value::Array(items)) if items.is_empty() => return Err(ApiError::bad("input is empty", Some("input"))),
+        _ => {
+            return Err(ApiError::bad(
+                "input must be a string, a list of strings, or token ids (a list or a list of lists)",
+                Some("input"),
+            ));
+        }
+    };
+    let vocab = r.tok.vocab_size();
+    for (i, t) in texts.iter().enumerate() {
+        if t.is_empty() {
+            return Err(ApiError::bad(format!("input {i} is empty"), Some("input")));
+        }
+        if t.len() > r.embed_ctx {
+            return Err(ApiError::bad(
+                format!(
+                    "input {i} is {} tokens long, longer than the model's context of {} tokens",
+                    t.len(),
+                    r.embed_ctx
+                ),
+                Some("input"),
+            ));
+        }
+        if let Some(&id) = t.iter().find(|&&id| id as usize >= vocab) {
+            return Err(ApiError::bad(format!("token id {id} is outside the vocabulary of {vocab}"), Some("input")));
+        }
+    }
+    Ok((texts, base64))
+}
+
+async fn submit_embeddings(app: &App, texts: Vec<Vec<u32>>, base64: bool) -> Result<Response, ApiError> {
+    use base64::Engine as _;
+    let r = ready(app)?;
+    let sender = engine(r)?;
+    let tokens: usize = texts.iter().map(Vec::len).sum();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    app.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    sender
+        .send(Work::Embed(EmbedJob { texts, reply: tx }))
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", None, "the engine has stopped"))?;
+    let vectors = match rx.await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, e)),
+        Err(_) => {
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", None, "the engine has stopped"));
+        }
+    };
+    let data: Vec<Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    let body = json!({
+        "object": "list",
+        "data": data,
+        "model": r.name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    });
+    Ok(axum::Json(body).into_response())
+}
+
 fn chat_request(app: &Shared, body: Body) -> Result<Request_, ApiError> {
     let body = parse(body)?;
     let r = ready(app)?;
@@ -421,15 +558,7 @@ async fn submit(
             format!("{queued} requests are waiting for {} slots; try again shortly", app.config.parallel),
         ));
     }
-    let sender = r.jobs.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let Some(sender) = sender else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_error",
-            None,
-            "the server is shutting down",
-        ));
-    };
+    let sender = engine(r)?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let stream = req.stream;
     let include_usage = req.include_usage;
@@ -439,7 +568,7 @@ async fn submit(
     // Counted as waiting until the engine takes it (the engine then sets the real depth).
     app.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
     sender
-        .send(job)
+        .send(Work::Generate(job))
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", None, "the engine has stopped"))?;
     let meta = Meta {
         id: format!("{}-{:x}", if chat { "chatcmpl" } else { "cmpl" }, rand_id()),
@@ -450,6 +579,14 @@ async fn submit(
         tok: r.tok.clone(),
     };
     Ok(if stream { streamed(meta, rx, include_usage) } else { whole(meta, rx).await })
+}
+
+/// The engine's request channel (503 once the server is shutting down).
+fn engine(r: &crate::Ready) -> Result<std::sync::mpsc::Sender<Work>, ApiError> {
+    let sender = r.jobs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    sender.ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", None, "the server is shutting down")
+    })
 }
 
 /// Seconds since the Unix epoch (OpenAI's `created`).

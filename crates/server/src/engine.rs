@@ -43,6 +43,22 @@ pub struct Job {
     pub received: Instant,
 }
 
+/// Texts to embed (already tokenized), answered with one vector per text or an error.
+pub struct EmbedJob {
+    pub texts: Vec<Vec<u32>>,
+    pub reply: tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
+}
+
+/// What the engine is asked to do.
+pub enum Work {
+    Generate(Job),
+    /// Runs between two generation steps, in passes of at most [`EMBED_BATCH_TOKENS`].
+    Embed(EmbedJob),
+}
+
+/// Most tokens of one embedding pass (generation waits for a pass, not for the whole request).
+pub const EMBED_BATCH_TOKENS: usize = 2048;
+
 /// A token's log-probability, and the most likely alternatives at its position.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenLogprob {
@@ -102,25 +118,30 @@ pub struct Engine {
 impl Engine {
     /// Runs until every sender of `jobs` is gone (the server is shutting down) and nothing is
     /// left to do.
-    pub fn run(self, jobs: std::sync::mpsc::Receiver<Job>) {
+    pub fn run(self, jobs: std::sync::mpsc::Receiver<Work>) {
         let mut caches: Vec<KvCache> = Vec::new();
         let mut slots: Vec<Option<Active>> = (0..self.parallel).map(|_| None).collect();
         let mut waiting: VecDeque<Job> = VecDeque::new();
+        let mut embeds: VecDeque<(EmbedJob, Vec<Vec<f32>>)> = VecDeque::new();
         let mut open = true;
         loop {
             // Intake: block only when there is nothing to run.
-            if slots.iter().all(Option::is_none) && waiting.is_empty() {
+            let take = |w: Work, waiting: &mut VecDeque<Job>, embeds: &mut VecDeque<_>| match w {
+                Work::Generate(job) => waiting.push_back(job),
+                Work::Embed(job) => embeds.push_back((job, Vec::new())),
+            };
+            if slots.iter().all(Option::is_none) && waiting.is_empty() && embeds.is_empty() {
                 if !open {
                     return;
                 }
                 match jobs.recv() {
-                    Ok(job) => waiting.push_back(job),
+                    Ok(w) => take(w, &mut waiting, &mut embeds),
                     Err(_) => return,
                 }
             }
             loop {
                 match jobs.try_recv() {
-                    Ok(job) => waiting.push_back(job),
+                    Ok(w) => take(w, &mut waiting, &mut embeds),
                     Err(std::sync::mpsc::TryRecvError::Empty) => break,
                     Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                         open = false;
@@ -161,6 +182,26 @@ impl Engine {
             }
             self.metrics.queue_depth.store(waiting.len(), Ordering::Relaxed);
             self.metrics.active.store(slots.iter().filter(|s| s.is_some()).count(), Ordering::Relaxed);
+            // One embedding pass per turn of the loop, between generation steps.
+            if let Some((job, done)) = embeds.front_mut() {
+                if job.reply.is_closed() {
+                    embeds.pop_front();
+                    self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    match self.embed_pass(&job.texts, done) {
+                        Ok(true) => {
+                            let (job, done) = embeds.pop_front().expect("front");
+                            self.metrics.completed.fetch_add(1, Ordering::Relaxed);
+                            let _ = job.reply.send(Ok(done));
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            let (job, _) = embeds.pop_front().expect("front");
+                            let _ = job.reply.send(Err(e));
+                        }
+                    }
+                }
+            }
             if slots.iter().all(Option::is_none) {
                 continue;
             }
@@ -174,6 +215,34 @@ impl Engine {
                 }
             }
             self.metrics.active.store(slots.iter().filter(|s| s.is_some()).count(), Ordering::Relaxed);
+        }
+    }
+
+    /// Embeds the next texts of a request (after the `done` ones), up to
+    /// [`EMBED_BATCH_TOKENS`] tokens; true when every text is done. A panic fails this request
+    /// only.
+    fn embed_pass(&self, texts: &[Vec<u32>], done: &mut Vec<Vec<f32>>) -> Result<bool, String> {
+        let Some(pooling) = self.model.config.pooling else {
+            return Err("this model declares no pooling: it is not an embedding model".into());
+        };
+        let start = done.len();
+        let mut end = start + 1;
+        let mut tokens = texts[start].len();
+        while end < texts.len() && tokens + texts[end].len() <= EMBED_BATCH_TOKENS {
+            tokens += texts[end].len();
+            end += 1;
+        }
+        let batch: Vec<&[u32]> = texts[start..end].iter().map(Vec::as_slice).collect();
+        let t0 = Instant::now();
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.model.embed(&batch, pooling, true)));
+        match out {
+            Ok(Ok(v)) => {
+                self.metrics.step(tokens, 0, t0.elapsed().as_secs_f64());
+                done.extend(v);
+                Ok(done.len() == texts.len())
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("internal error while embedding".into()),
         }
     }
 

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use bitnet_model::{ChatTemplate, KvType, Model, Tokenizer};
 
-use crate::engine::{Engine, Job};
+use crate::engine::{Engine, Work};
 use crate::metrics::Metrics;
 
 /// How the server runs.
@@ -94,7 +94,11 @@ pub(crate) struct Ready {
     pub template: Option<ChatTemplate>,
     pub name: String,
     pub ctx: usize,
-    pub jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    /// The embedding model's pooling (`None`: a generative model, /v1/embeddings refuses).
+    pub pooling: Option<bitnet_model::Pooling>,
+    /// Longest text /v1/embeddings takes (the model's training context).
+    pub embed_ctx: usize,
+    pub jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<Work>>>,
 }
 
 /// State shared by every handler.
@@ -191,7 +195,15 @@ where
             Some(t) => Some(t),
             None => ChatTemplate::of_model(&loaded.model, &tok, None).ok(),
         };
-        let ready = Ready { tok: tok.clone(), template, name: loaded.name, ctx, jobs: std::sync::Mutex::new(Some(tx)) };
+        let ready = Ready {
+            tok: tok.clone(),
+            template,
+            name: loaded.name,
+            ctx,
+            pooling: loaded.model.config.pooling,
+            embed_ctx: loaded.model.config.context_length,
+            jobs: std::sync::Mutex::new(Some(tx)),
+        };
         if engine_shared.ready.set(ready).is_err() {
             return;
         }

@@ -82,7 +82,12 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        counter(&mut out, "bitnet_requests_total", "Completion requests received.", get(&self.requests));
+        counter(
+            &mut out,
+            "bitnet_requests_total",
+            "Requests received (completions and embeddings).",
+            get(&self.requests),
+        );
         counter(
             &mut out,
             "bitnet_requests_rejected_total",

@@ -8,28 +8,17 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bitnet_model::{ChatTemplate, GenerateOptions, KvType, LoadOptions, Message, Model, Sequence, Tokenizer};
-use bitnet_server::{Config, Loaded, Running};
+use bitnet_server::{Config, Running};
 use serde_json::{Value, json};
+
+mod common;
 
 fn demo() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/bitnet-demo.gguf")
 }
 
 fn start(config: Config, ctx: usize) -> Running {
-    let config = Config { addr: "127.0.0.1:0".parse().unwrap(), ..config };
-    let server = bitnet_server::start(config, move || {
-        let model = Model::load(demo(), LoadOptions { threads: 2, kernels: None })?;
-        let tok = Tokenizer::from_metadata(model.metadata())?;
-        Ok(Loaded { model, tok, template: None, name: "demo".into(), ctx })
-    })
-    .unwrap();
-    let t = Instant::now();
-    while !server.is_ready() {
-        assert!(server.load_error().is_none(), "{:?}", server.load_error());
-        assert!(t.elapsed() < Duration::from_secs(120), "the model did not load");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    server
+    common::serve(&demo(), "demo", ctx, config)
 }
 
 fn agent() -> ureq::Agent {

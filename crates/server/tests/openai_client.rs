@@ -1,12 +1,13 @@
 //! The official `openai` Python client against the server (tools/openai-client-check.py):
-//! models.list, chat completions whole and streamed, completions, an error. Skipped with a note
+//! models.list, chat completions whole and streamed, completions, an error; embeddings on the tiny
+//! embedding checkpoint. Skipped with a note
 //! when the package is not installed, unless BITNET_REQUIRE_PYTHON is set (CI installs it).
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use bitnet_model::{LoadOptions, Model, Tokenizer};
-use bitnet_server::{Config, Loaded};
+use bitnet_server::Config;
+
+mod common;
 
 #[test]
 fn the_openai_python_client_works() {
@@ -19,27 +20,28 @@ fn the_openai_python_client_works() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let model_path = root.join("fixtures/models/bitnet-demo.gguf");
-    let config = Config { addr: "127.0.0.1:0".parse().unwrap(), api_key: Some("k3y".into()), ..Config::default() };
-    let server = bitnet_server::start(config, move || {
-        let model = Model::load(&model_path, LoadOptions { threads: 2, kernels: None })?;
-        let tok = Tokenizer::from_metadata(model.metadata())?;
-        Ok(Loaded { model, tok, template: None, name: "bitnet-demo".into(), ctx: 512 })
-    })
-    .unwrap();
-    let t = Instant::now();
-    while !server.is_ready() {
-        assert!(t.elapsed() < Duration::from_secs(120) && server.load_error().is_none());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let config = Config { api_key: Some("k3y".into()), ..Config::default() };
+    let server = common::serve(&root.join("fixtures/models/bitnet-demo.gguf"), "bitnet-demo", 512, config);
+    check(&[&format!("http://{}/v1", server.addr()), "k3y"]);
+    server.shutdown();
+
+    // embeddings.create against the tiny Qwen3 embedding checkpoint, converted here.
+    let server =
+        common::serve(&common::convert("tiny-qwen3-embedding"), "tiny-qwen3-embedding", 512, Config::default());
+    let reference = root.join("fixtures/models/tiny-qwen3-embedding/reference.json");
+    check(&[&format!("http://{}/v1", server.addr()), "unused", "--embeddings", reference.to_str().unwrap()]);
+    server.shutdown();
+}
+
+/// Runs tools/openai-client-check.py with `args`; fails the test with its output if it fails.
+fn check(args: &[&str]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = std::process::Command::new("python3")
         .arg(root.join("tools/openai-client-check.py"))
-        .arg(format!("http://{}/v1", server.addr()))
-        .arg("k3y")
+        .args(args)
         .output()
         .unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");
     eprintln!("{stdout}");
-    server.shutdown();
 }
