@@ -2,7 +2,9 @@
 //! (its `utils/generate-dummy-bitnet-model.py` sizes), for benchmarks of sizes nobody can
 //! download here. The graph is BitNet b1.58 2B-4T's (architecture `bitnet-b1.58`), or with
 //! `--arch bitnet` the same tensors under bitnet.cpp 1.0's architecture name (1bitLLM's graph, SiLU),
-//! which bitnet.cpp 1.0 runs too: the same file then benchmarks both engines.
+//! which bitnet.cpp 1.0 runs too: the same file then benchmarks both engines. `emb-0.6B` and
+//! `emb-270M` are the shapes of bitnet.cpp's ternary embedding models (architectures `qwen3` and
+//! `gemma3`, with q/k norms and per-projection input norms).
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -27,9 +29,16 @@ const SIZES: &[(&str, u64, u64, u64, u64, u64, u64)] = &[
     ("2B-4T", 2560, 6912, 30, 20, 5, 128256),
 ];
 
+/// bitnet.cpp's ternary embedding models (microsoft/bitnet-embedding-0.6b and -270m):
+/// (name, architecture, hidden, ff, layers, heads, kv heads, head_dim, vocab).
+const EMBEDDING_SIZES: &[(&str, &str, u64, u64, u64, u64, u64, u64, u64)] = &[
+    ("emb-0.6B", "qwen3", 1024, 3072, 28, 16, 8, 128, 151936),
+    ("emb-270M", "gemma3", 640, 2048, 18, 4, 1, 256, 262144),
+];
+
 /// Names accepted by `--size`.
 pub fn size_names() -> Vec<&'static str> {
-    SIZES.iter().map(|s| s.0).collect()
+    SIZES.iter().map(|s| s.0).chain(EMBEDDING_SIZES.iter().map(|s| s.0)).collect()
 }
 
 /// SplitMix64.
@@ -58,10 +67,17 @@ pub fn write_arch(size: &str, outtype: &str, arch: &str, out: &Path) -> Result<(
     if !ARCHES.contains(&arch) {
         bail!("unknown --arch {arch:?} (one of {})", ARCHES.join(", "));
     }
-    let Some(&(_, hidden, ff, layers, heads, kv_heads, vocab)) = SIZES.iter().find(|s| s.0.eq_ignore_ascii_case(size))
+    let emb = EMBEDDING_SIZES.iter().find(|s| s.0.eq_ignore_ascii_case(size));
+    let Some((hidden, ff, layers, heads, kv_heads, head_dim, vocab)) = SIZES
+        .iter()
+        .find(|s| s.0.eq_ignore_ascii_case(size))
+        .map(|&(_, h, f, l, n, kv, v)| (h, f, l, n, kv, h / n, v))
+        .or(emb.map(|&(_, _, h, f, l, n, kv, hd, v)| (h, f, l, n, kv, hd, v)))
     else {
         bail!("unknown size {size:?}; choose one of {}", size_names().join(", "));
     };
+    // The embedding shapes have their own graphs (architecture qwen3 / gemma3).
+    let arch = emb.map_or(arch, |e| e.1);
     let ty = match outtype {
         "i2_s" => TensorType::I2_S,
         "tq2_0" => TensorType::TQ2_0,
@@ -70,7 +86,6 @@ pub fn write_arch(size: &str, outtype: &str, arch: &str, out: &Path) -> Result<(
         "f16" => TensorType::F16,
         other => bail!("unknown --outtype {other:?} (i2_s, tq1_0, tq2_0, f16)"),
     };
-    let head_dim = hidden / heads;
     let mut b = GgufBuilder::new();
     let m = b.metadata_mut();
     m.insert("general.architecture", arch);
@@ -95,6 +110,13 @@ pub fn write_arch(size: &str, outtype: &str, arch: &str, out: &Path) -> Result<(
         m.insert(format!("{arch}.{k}"), v as u32);
     }
     m.insert(format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-5f32);
+    if emb.is_some() {
+        m.insert(format!("{arch}.attention.key_length"), head_dim as u32);
+        m.insert(format!("{arch}.attention.value_length"), head_dim as u32);
+        // Last-token pooling of the EOS the tokenizer appends, as the released models.
+        m.insert(format!("{arch}.pooling_type"), 3u32);
+        m.insert("tokenizer.ggml.add_eos_token", true);
+    }
     m.insert(format!("{arch}.rope.freq_base"), 500000.0f32);
     // A byte-level vocabulary (no merges) padded to the vocab size, so the tokenizer builds.
     let bytes = byte_level_alphabet();
@@ -124,19 +146,38 @@ pub fn write_arch(size: &str, outtype: &str, arch: &str, out: &Path) -> Result<(
         vec![("token_embd.weight".into(), TensorType::F16, vec![hidden, vocab])];
     for l in 0..layers {
         let (q, kv) = (heads * head_dim, kv_heads * head_dim);
-        for (n, t, shape) in [
+        let mut layer = vec![
             ("attn_norm", TensorType::F32, vec![hidden]),
             ("attn_q", ty, vec![hidden, q]),
             ("attn_k", ty, vec![hidden, kv]),
             ("attn_v", ty, vec![hidden, kv]),
             ("attn_output", ty, vec![q, hidden]),
-            ("attn_sub_norm", TensorType::F32, vec![hidden]),
             ("ffn_norm", TensorType::F32, vec![hidden]),
             ("ffn_gate", ty, vec![hidden, ff]),
             ("ffn_up", ty, vec![hidden, ff]),
             ("ffn_down", ty, vec![ff, hidden]),
-            ("ffn_sub_norm", TensorType::F32, vec![ff]),
-        ] {
+        ];
+        if emb.is_some() {
+            // q/k head norms and each projection's input norm (bitnet-embedding's names).
+            let f32v = |n| (n, TensorType::F32, vec![hidden]);
+            layer.extend([
+                ("attn_q_norm", TensorType::F32, vec![head_dim]),
+                ("attn_k_norm", TensorType::F32, vec![head_dim]),
+                f32v("attn_q_norm_in"),
+                f32v("attn_k_norm_in"),
+                f32v("attn_v_norm_in"),
+                ("attn_output_norm_in", TensorType::F32, vec![q]),
+                f32v("ffn_gate_norm_in"),
+                f32v("ffn_up_norm_in"),
+                ("ffn_down_norm_in", TensorType::F32, vec![ff]),
+            ]);
+            if arch == "gemma3" {
+                layer.extend([f32v("post_attention_norm"), f32v("post_ffw_norm")]);
+            }
+        } else {
+            layer.extend([("attn_sub_norm", TensorType::F32, vec![hidden]), ("ffn_sub_norm", TensorType::F32, vec![ff])]);
+        }
+        for (n, t, shape) in layer {
             plan.push((format!("blk.{l}.{n}.weight"), t, shape));
         }
     }

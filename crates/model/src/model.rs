@@ -625,10 +625,14 @@ impl Model {
     }
 }
 
-/// GELU with the tanh approximation (transformers' `gelu_pytorch_tanh`).
+/// GELU with the tanh approximation (transformers' `gelu_pytorch_tanh`), written as
+/// `x · σ(2u)` (= `x · (1 + tanh u) / 2`) through [`exp`] so the loop vectorizes: libm's tanhf was
+/// a third of a Gemma prompt.
+#[inline]
 fn gelu_tanh(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
+    let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
+    x / (1.0 + exp(-2.0 * u))
 }
 
 /// The file's `block_count` must match the `blk.N.*` tensors it holds: a count too large is a
