@@ -300,11 +300,15 @@ pub fn run(opts: &Options) -> Result<()> {
     let h2h = head_to_head(opts, &bitnet)?;
     md.push_str(&against_bitnet_cpp(&rows, pp, tg, &h2h));
     md.push_str(&head_section(&rows, &heads));
-    // The serving section belongs to `cargo xtask bench-serve`: kept as it is.
+    // The serving and embedding sections belong to `bench-serve` / `bench-embed`: kept as they are.
     let old = std::fs::read_to_string(opts.out_dir.join("bench.md")).unwrap_or_default();
-    if let Some(serving) = crate::bench_serve::section(&old) {
+    let kept = [
+        crate::bench_serve::section(&old),
+        crate::marked::section(&old, crate::bench_embed::BEGIN, crate::bench_embed::END),
+    ];
+    for section in kept.into_iter().flatten() {
         md.push('\n');
-        md.push_str(serving);
+        md.push_str(section);
         md.push('\n');
     }
     std::fs::write(opts.out_dir.join("bench.md"), md)?;

@@ -216,20 +216,12 @@ pub fn run(opts: &Options, bitnet: &Path, model: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `old` with its marked section replaced by `section` (appended when there is none).
+/// `old` with this command's section replaced by `section` (or `section` appended).
 pub fn splice(old: &str, section: &str) -> String {
-    match (old.find(BEGIN), old.find(END)) {
-        (Some(a), Some(b)) if a < b => {
-            format!("{}{}{}", &old[..a], section, old[b + END.len()..].trim_start_matches('\n'))
-        }
-        _ if old.is_empty() => section.to_owned(),
-        _ => format!("{}\n{section}", old.trim_end_matches('\n').to_owned() + "\n"),
-    }
+    crate::marked::splice(old, BEGIN, END, section)
 }
 
-/// The marked section of `old`, if any (for `cargo xtask bench` to keep).
+/// This command's section of `old`, if any (for `cargo xtask bench` to keep).
 pub fn section(old: &str) -> Option<&str> {
-    let a = old.find(BEGIN)?;
-    let b = old.find(END)?;
-    (a < b).then(|| &old[a..b + END.len()])
+    crate::marked::section(old, BEGIN, END)
 }

@@ -29,9 +29,11 @@ const SIZES: &[(&str, u64, u64, u64, u64, u64, u64)] = &[
     ("2B-4T", 2560, 6912, 30, 20, 5, 128256),
 ];
 
-/// bitnet.cpp's ternary embedding models (microsoft/bitnet-embedding-0.6b and -270m):
 /// (name, architecture, hidden, ff, layers, heads, kv heads, head_dim, vocab).
-const EMBEDDING_SIZES: &[(&str, &str, u64, u64, u64, u64, u64, u64, u64)] = &[
+type EmbeddingShape = (&'static str, &'static str, u64, u64, u64, u64, u64, u64, u64);
+
+/// bitnet.cpp's ternary embedding models (microsoft/bitnet-embedding-0.6b and -270m).
+const EMBEDDING_SIZES: &[EmbeddingShape] = &[
     ("emb-0.6B", "qwen3", 1024, 3072, 28, 16, 8, 128, 151936),
     ("emb-270M", "gemma3", 640, 2048, 18, 4, 1, 256, 262144),
 ];
@@ -175,7 +177,10 @@ pub fn write_arch(size: &str, outtype: &str, arch: &str, out: &Path) -> Result<(
                 layer.extend([f32v("post_attention_norm"), f32v("post_ffw_norm")]);
             }
         } else {
-            layer.extend([("attn_sub_norm", TensorType::F32, vec![hidden]), ("ffn_sub_norm", TensorType::F32, vec![ff])]);
+            layer.extend([
+                ("attn_sub_norm", TensorType::F32, vec![hidden]),
+                ("ffn_sub_norm", TensorType::F32, vec![ff]),
+            ]);
         }
         for (n, t, shape) in layer {
             plan.push((format!("blk.{l}.{n}.weight"), t, shape));

@@ -3,9 +3,11 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_embed;
 mod bench_serve;
 mod dummy;
 mod malformed;
+mod marked;
 mod plot;
 
 use std::path::PathBuf;
@@ -76,6 +78,19 @@ enum Command {
         #[arg(long, value_name = "LLAMA_BENCH")]
         bitnet_cpp: Option<PathBuf>,
     },
+    /// Prompt processing of the embedding models' shapes (emb-0.6B, emb-270M) at 128…4096 tokens;
+    /// write the table into docs/bench.md.
+    BenchEmbed {
+        /// Thread counts, comma-separated.
+        #[arg(short, long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<usize>,
+        /// Timed repetitions of each test.
+        #[arg(short, long, default_value_t = 3)]
+        reps: usize,
+        /// The Markdown file whose embedding section is rewritten.
+        #[arg(long, default_value = "docs/bench.md")]
+        out: PathBuf,
+    },
     /// Load-test `bitnet serve` (continuous batching) with C concurrent streaming clients on a
     /// dummy model; write the table into docs/bench.md.
     BenchServe {
@@ -137,6 +152,19 @@ fn main() -> Result<()> {
             }
             let out = root().join(out);
             bench_serve::run(&bench_serve::Options { size, threads, concurrency, tokens, rounds, out }, &bitnet, &model)
+        }
+        Command::BenchEmbed { threads, reps, out } => {
+            let bitnet = bench::build_cli()?;
+            let mut models = Vec::new();
+            for size in ["emb-0.6B", "emb-270M"] {
+                let model = root().join(format!("target/dummy/dummy-{size}-i2_s.gguf"));
+                if !model.exists() {
+                    std::fs::create_dir_all(model.parent().expect("target/dummy"))?;
+                    dummy::write(size, "i2_s", &model)?;
+                }
+                models.push((size, model));
+            }
+            bench_embed::run(&bench_embed::Options { threads, reps, out: root().join(out) }, &bitnet, &models)
         }
         Command::MalformedCorpus { out } => malformed::write_corpus(&root().join(out)),
     }

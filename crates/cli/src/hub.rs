@@ -171,6 +171,15 @@ pub fn resolve_checkpoint(repo_id: &str, revision: Option<&str>) -> Result<PathB
     for optional in ["tokenizer.json", "tokenizer.model", "tokenizer_config.json", "generation_config.json"] {
         checkpoint_file(&cache, repo, optional, false)?;
     }
+    // sentence-transformers' pooling (embedding models): modules.json names the Pooling
+    // module's folder, whose config.json says mean / CLS / last token.
+    if let Some(modules) = checkpoint_file(&cache, repo, "modules.json", false)? {
+        let text = std::fs::read_to_string(&modules).with_context(|| format!("reading {}", modules.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text).context("parsing modules.json")?;
+        if let Some(dir) = bitnet_convert::pooling_module(&json).filter(|d| !d.is_empty()) {
+            checkpoint_file(&cache, repo, &format!("{dir}/config.json"), false)?;
+        }
+    }
     match checkpoint_file(&cache, repo, "model.safetensors.index.json", false)? {
         Some(index) => {
             let text = std::fs::read_to_string(&index).with_context(|| format!("reading {}", index.display()))?;

@@ -176,6 +176,13 @@ fn graph_metadata(m: &mut bitnet_format::Metadata, c: &HfConfig, dir: &Path, not
     Ok(())
 }
 
+/// The folder of the Pooling module sentence-transformers' modules.json lists (its config.json
+/// says the pooling), if any; a path leaving the checkpoint is ignored.
+pub fn pooling_module(modules: &Json) -> Option<&str> {
+    let module = modules.as_array()?.iter().find(|m| m["type"].as_str().is_some_and(|t| t.ends_with("Pooling")))?;
+    module["path"].as_str().filter(|p| !p.contains(".."))
+}
+
 /// The pooling sentence-transformers' modules.json / `<Pooling>/config.json` names, as llama.cpp's
 /// `pooling_type` (mean 1, CLS 2, last 3); a checkpoint without one is mean-pooled, as bitnet.cpp's
 /// converter does, and the conversion says so.
@@ -185,12 +192,10 @@ fn pooling_of(dir: &Path) -> Result<((&'static str, u32), String)> {
         return Ok((("mean", 1), "no modules.json: mean, as bitnet.cpp's converter assumes".into()));
     }
     let modules = read_json(&path)?;
-    let pooling =
-        modules.as_array().into_iter().flatten().find(|m| m["type"].as_str().is_some_and(|t| t.ends_with("Pooling")));
-    let Some(module) = pooling else {
+    let Some(module) = pooling_module(&modules) else {
         return Ok((("mean", 1), "modules.json has no Pooling module: mean, as bitnet.cpp's converter assumes".into()));
     };
-    let cfg_path = dir.join(module["path"].as_str().unwrap_or("")).join("config.json");
+    let cfg_path = dir.join(module).join("config.json");
     let cfg = read_json(&cfg_path)?;
     let on = |k: &str| cfg[k].as_bool() == Some(true);
     let found = if on("pooling_mode_mean_tokens") {

@@ -54,7 +54,7 @@ use hf::scale_name;
 use output::write_atomically;
 use plan::*;
 
-pub use hf::{Progress, convert_dir, convert_dir_with_progress};
+pub use hf::{Progress, convert_dir, convert_dir_with_progress, pooling_module};
 pub use output::output_target;
 pub use requantize::{RequantizeOptions, requantize, requantize_embeddings, requantize_with_progress};
 pub use types::{ConvertOptions, EmbeddingType, OutType};
