@@ -337,29 +337,65 @@ impl Model {
         let scale = c.attn_scale;
         let end = pos0 + n;
         let ops = self.kernels.f32();
+        // Keys from..to that the query at row i sees: causal ones end at its own position.
+        // Both ends never decrease with i.
+        let range = |i: usize| {
+            let p = pos0 + i;
+            let from = window.map_or(0, |w| (p + 1).saturating_sub(w));
+            let to = if c.causal { p + 1 } else { window.map_or(end, |w| end.min(p + w)) };
+            (from, to)
+        };
+        // A long prompt runs in blocks of QB query rows against blocks of KB keys, so a key block
+        // is read from memory once per QB rows instead of once per row (long prompts were bound by
+        // streaming every key and value once per query). Short ones run row by row, in one block
+        // of keys: each row's sums are then exactly the unblocked ones.
+        const QB: usize = 32;
+        const KB: usize = 128;
+        let blocked = n >= QB && end >= 2 * KB;
+        let (qb, kb) = if blocked { (QB, KB) } else { (1, usize::MAX) };
         let one_head = |head: usize| {
             let kvh = head / group;
             let mut out = self.bufs.zeroed(n * hd);
-            let mut scores = self.bufs.overwritten(pos0 + n);
-            for i in 0..n {
-                let p = pos0 + i;
-                // Keys from..to: causal ones end at the query's own position.
-                let to = if c.causal { p + 1 } else { end };
-                let from = window.map_or(0, |w| (p + 1).saturating_sub(w));
-                let to = if c.causal { to } else { window.map_or(to, |w| to.min(p + w)) };
-                let len = to - from;
-                let qh = &q[(i * c.heads + head) * hd..][..hd];
-                let kv = from * kv_dim + kvh * hd;
-                match k {
-                    KvSlice::F32(k) => (ops.scores)(qh, &k[kv..], kv_dim, &mut scores[..len]),
-                    KvSlice::F16(k) => (ops.scores_f16)(qh, &k[2 * kv..], kv_dim, &mut scores[..len]),
+            let mut scores = self.bufs.overwritten(qb * end);
+            let q_of = |i: usize| &q[(i * c.heads + head) * hd..][..hd];
+            for r0 in (0..n).step_by(qb) {
+                let r1 = (r0 + qb).min(n);
+                let (lo, hi) = (range(r0).0, range(r1 - 1).1);
+                // (row, key range within this key block) for every row of the block.
+                let parts = |k0: usize| {
+                    let k1 = k0.saturating_add(kb).min(hi);
+                    (r0..r1).filter_map(move |i| {
+                        let (f, t) = range(i);
+                        let (a, b) = (f.max(k0), t.min(k1));
+                        (a < b).then_some((i, a, b))
+                    })
+                };
+                for k0 in (lo..hi).step_by(kb.min(hi - lo).max(1)) {
+                    for (i, a, b) in parts(k0) {
+                        let s = &mut scores[(i - r0) * end..][a..b];
+                        let kv = a * kv_dim + kvh * hd;
+                        match k {
+                            KvSlice::F32(k) => (ops.scores)(q_of(i), &k[kv..], kv_dim, s),
+                            KvSlice::F16(k) => (ops.scores_f16)(q_of(i), &k[2 * kv..], kv_dim, s),
+                        }
+                    }
                 }
-                scores[..len].iter_mut().for_each(|s| *s *= scale);
-                softmax(&mut scores[..len]);
-                let o = &mut out[i * hd..(i + 1) * hd];
-                match v {
-                    KvSlice::F32(v) => (ops.weighted_sum)(&scores[..len], &v[kv..], kv_dim, o),
-                    KvSlice::F16(v) => (ops.weighted_sum_f16)(&scores[..len], &v[2 * kv..], kv_dim, o),
+                for i in r0..r1 {
+                    let (f, t) = range(i);
+                    let s = &mut scores[(i - r0) * end..][f..t];
+                    s.iter_mut().for_each(|x| *x *= scale);
+                    softmax(s);
+                }
+                for k0 in (lo..hi).step_by(kb.min(hi - lo).max(1)) {
+                    for (i, a, b) in parts(k0) {
+                        let s = &scores[(i - r0) * end..][a..b];
+                        let o = &mut out[i * hd..(i + 1) * hd];
+                        let kv = a * kv_dim + kvh * hd;
+                        match v {
+                            KvSlice::F32(v) => (ops.weighted_sum)(s, &v[kv..], kv_dim, o),
+                            KvSlice::F16(v) => (ops.weighted_sum_f16)(s, &v[2 * kv..], kv_dim, o),
+                        }
+                    }
                 }
             }
             out

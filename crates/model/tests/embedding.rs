@@ -109,3 +109,31 @@ fn bitnet_cpp_converted_files_embed() {
         assert!(v.iter().all(|x| x.is_finite()) && (norm - 1.0).abs() < 1e-4);
     }
 }
+
+/// A long prompt's attention runs in blocks of query rows × keys; in chunks of fewer than 32
+/// tokens it runs row by row. Both must give the same logits (up to float summation order), with
+/// and without a sliding window, f32 and f16 caches.
+#[test]
+fn blocked_prompt_attention_matches_row_by_row() {
+    use bitnet_model::KvType;
+    for name in MODELS {
+        let model = Model::load(convert(name, OutType::I2s), LoadOptions { threads: 2, ..Default::default() }).unwrap();
+        let tokens: Vec<u32> = (0..400u32).map(|i| (i * 7919 + 13) % model.config.vocab_size as u32).collect();
+        for kv in [KvType::F32, KvType::F16] {
+            let mut whole = model.new_cache_of(512, kv).unwrap();
+            let a = model.forward(&tokens, &mut whole, false).unwrap();
+            let mut rows = model.new_cache_of(512, kv).unwrap();
+            let mut b = Vec::new();
+            for chunk in tokens.chunks(16) {
+                b = model.forward(chunk, &mut rows, false).unwrap();
+            }
+            let range = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let max = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            // f32: summation order only. f16: the same, but this tiny model's int8 activations can
+            // flip a rounding tie on it (one tie moves its logits by up to ~1% of their range);
+            // a wrong key range moves them by far more.
+            let tol = if kv == KvType::F32 { 1e-3 } else { 2e-2 };
+            assert!(max <= tol * range, "{name} {kv:?}: blocked and row-by-row differ by {max} (range {range})");
+        }
+    }
+}
