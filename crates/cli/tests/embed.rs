@@ -19,7 +19,10 @@ fn fixture(rel: &str) -> String {
 fn convert(name: &str) -> String {
     let dir = std::env::temp_dir().join(format!("bitnet-cli-embed-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(format!("{name}.gguf")).to_string_lossy().into_owned();
+    // Tests run in parallel: every conversion gets its own file.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = dir.join(format!("{name}-{n}.gguf")).to_string_lossy().into_owned();
     let (ok, _, err) = bitnet(&["convert", &fixture(&format!("models/{name}")), "-o", &out]);
     assert!(ok, "{err}");
     out

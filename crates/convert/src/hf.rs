@@ -64,19 +64,24 @@ pub fn convert_dir_with_progress(
     if matches!(family, Family::Qwen3 | Family::Gemma3) {
         graph_metadata(m, &config, dir, &mut notes)?;
     }
-    if opts.outtype == OutType::I2s {
+    // Each ternary tensor's type: the one asked for, or I2_S where that cannot hold its shape.
+    let types: Vec<Option<OutType>> = plans
+        .iter()
+        .map(|p| (p.kind == Kind::Ternary).then(|| opts.outtype.for_matrix(p.shape[0], p.shape[1]).0))
+        .collect();
+    let ternaries = plans.iter().filter(|p| p.kind == Kind::Ternary).map(|p| (p.gguf.as_str(), p.shape[0], p.shape[1]));
+    notes.extend(fallback_notes(ternaries, opts.outtype));
+    if types.contains(&Some(OutType::I2s)) {
         m.insert(i2s::LAYOUT_KEY, I2sLayout::X86.as_str());
     }
     if opts.outtype.separate_scale() {
-        // Every shape's tiling, decided (and checked) before anything is written.
+        // Every TL shape's tiling (checked by for_matrix), recorded before anything is written.
         let tl2 = opts.outtype == OutType::Tl2;
         let mut tilings: Vec<(usize, usize, tl::TlTiling)> = Vec::new();
-        for p in plans.iter().filter(|p| p.kind == Kind::Ternary) {
+        for (p, _) in plans.iter().zip(&types).filter(|(_, t)| **t == Some(opts.outtype)) {
             let (rows, cols) = (p.shape[0], p.shape[1]);
             if !tilings.iter().any(|&(r, c, _)| (r, c) == (rows, cols)) {
-                let t = tl::choose_tiling(tl2, rows, cols)
-                    .map_err(|e| ConvertError::Unsupported(format!("--outtype {}: {}: {e}", opts.outtype, p.hf)))?;
-                tilings.push((rows, cols, t));
+                tilings.push((rows, cols, tl::choose_tiling(tl2, rows, cols)?));
             }
         }
         let values = tl::encode_tilings(&tilings).into_iter().map(Value::U32).collect();
@@ -92,27 +97,28 @@ pub fn convert_dir_with_progress(
             config.hidden
         ))
     })?;
-    for p in &plans {
+    for (p, out_ty) in plans.iter().zip(&types) {
         let ne: Vec<u64> = p.shape.iter().rev().map(|&d| d as u64).collect();
         let ty = match p.kind {
             Kind::Norm | Kind::GemmaNorm => TensorType::F32,
             Kind::Embedding => emb_type,
-            Kind::Ternary => opts.outtype.tensor_type(),
+            Kind::Ternary => out_ty.expect("typed").tensor_type(),
         };
         b.add_tensor(&p.gguf, ty, &ne)?;
-        if p.kind == Kind::Ternary && opts.outtype.separate_scale() {
+        if out_ty.is_some_and(OutType::separate_scale) {
             b.add_tensor(scale_name(&p.gguf), TensorType::F32, &[1])?;
         }
     }
 
     let (bytes, path) = write_atomically(out, b, |w| {
-        for (done, p) in plans.iter().enumerate() {
+        for (done, (p, out_ty)) in plans.iter().zip(&types).enumerate() {
             progress(Progress { done, total: plans.len(), tensor: &p.gguf });
             let bytes = match p.kind {
                 Kind::Ternary => {
+                    let out_ty = out_ty.expect("typed");
                     let (m, scale) = ternary(&ckpt, p, source)?;
-                    let bytes = opts.outtype.pack(&m, scale)?;
-                    if opts.outtype.separate_scale() {
+                    let bytes = out_ty.pack(&m, scale)?;
+                    if out_ty.separate_scale() {
                         w.write_tensor(&p.gguf, &bytes)?;
                         w.write_tensor(&scale_name(&p.gguf), &scale.to_le_bytes())?;
                         continue;
@@ -141,8 +147,7 @@ pub fn convert_dir_with_progress(
         }
         Ok(())
     })?;
-    let scales =
-        if opts.outtype.separate_scale() { plans.iter().filter(|p| p.kind == Kind::Ternary).count() } else { 0 };
+    let scales = types.iter().filter(|t| t.is_some_and(OutType::separate_scale)).count();
     Ok(Summary { path, architecture: arch.into(), tensors: plans.len() + scales, bytes, notes })
 }
 

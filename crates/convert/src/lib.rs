@@ -57,6 +57,7 @@ use plan::*;
 pub use hf::{Progress, convert_dir, convert_dir_with_progress, pooling_module};
 pub use output::output_target;
 pub use requantize::{RequantizeOptions, requantize, requantize_embeddings, requantize_with_progress};
+use types::fallback_notes;
 pub use types::{ConvertOptions, EmbeddingType, OutType};
 
 pub use tokenizer::{TokenizerMetadata, Vocab};

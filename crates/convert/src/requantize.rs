@@ -88,16 +88,16 @@ pub fn requantize_with_progress(
                 continue;
             }
             if t.ty.is_ternary() {
+                // The type asked for, or I2_S where it cannot hold the shape.
+                let o = o.for_matrix(rows, cols).0;
                 ty = o.tensor_type();
                 if o.separate_scale() && !tilings.iter().any(|&(r, c, _)| (r, c) == (rows, cols)) {
-                    let tiling = tl::choose_tiling(o == OutType::Tl2, rows, cols)
-                        .map_err(|e| ConvertError::Unsupported(format!("--outtype {o}: {}: {e}", t.name)))?;
-                    tilings.push((rows, cols, tiling));
+                    tilings.push((rows, cols, tl::choose_tiling(o == OutType::Tl2, rows, cols)?));
                 }
             }
         }
         b.add_tensor(&t.name, ty, &t.shape)?;
-        if outtype.is_some_and(OutType::separate_scale) && t.ty.is_ternary() {
+        if outtype.is_some() && t.ty.is_ternary() && matches!(ty, TensorType::TL1 | TensorType::TL2) {
             b.add_tensor(scale_name(&t.name), TensorType::F32, &[1])?;
         }
     }
@@ -130,6 +130,7 @@ pub fn requantize_with_progress(
                 Some(_) if is_tl_scale(&t.name) => continue,
                 Some(o) if t.ty.is_ternary() => {
                     let rows = t.numel() as usize / cols.max(1);
+                    let o = o.for_matrix(rows, cols).0;
                     let (m, scales) = read_ternary(&file, t, rows, cols)?;
                     let tensor_error = |message: String| ConvertError::Tensor { name: t.name.clone(), message };
                     let outtype_error = |e: &dyn std::fmt::Display| tensor_error(format!("--outtype {o}: {e}"));
@@ -163,7 +164,17 @@ pub fn requantize_with_progress(
         }
         Ok(())
     })?;
-    Ok(Summary { path, architecture: arch, tensors, bytes, notes: Vec::new() })
+    let notes = match outtype {
+        Some(o) => {
+            let ternaries = file.tensors().iter().filter(|t| t.ty.is_ternary()).map(|t| {
+                let cols = t.shape.first().copied().unwrap_or(1) as usize;
+                (t.name.as_str(), t.numel() as usize / cols.max(1), cols)
+            });
+            fallback_notes(ternaries, o)
+        }
+        None => Vec::new(),
+    };
+    Ok(Summary { path, architecture: arch, tensors, bytes, notes })
 }
 
 /// Decodes a ternary tensor of a GGUF file to its values and scales.

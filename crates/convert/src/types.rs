@@ -91,6 +91,25 @@ impl OutType {
         matches!(self, OutType::Tl1 | OutType::Tl2)
     }
 
+    /// The type a `rows × cols` ternary matrix is written as when `self` is asked for: `self` when
+    /// it can hold the shape, else I2_S (which holds any), with the reason — as llama.cpp's
+    /// converter falls back per tensor (1bitLLM's 3B has rows of 3200 and 8640, Gemma 3 270M of
+    /// 640: no multiple of 256).
+    pub fn for_matrix(self, rows: usize, cols: usize) -> (OutType, Option<String>) {
+        let why = match self {
+            OutType::Tq1_0 | OutType::Tq2_0 => (!cols.is_multiple_of(bitnet_quant::tq::QK_K))
+                .then(|| format!("its rows of {cols} are not a multiple of {}", bitnet_quant::tq::QK_K)),
+            OutType::Tl1 | OutType::Tl2 => {
+                tl::choose_tiling(self == OutType::Tl2, rows, cols).err().map(|e| e.to_string())
+            }
+            _ => None,
+        };
+        match why {
+            Some(why) => (OutType::I2s, Some(why)),
+            None => (self, None),
+        }
+    }
+
     pub(crate) fn pack(self, m: &TernaryMatrix, scale: f32) -> Result<Vec<u8>> {
         Ok(match self {
             OutType::I2s => i2s::pack(m, scale, I2sLayout::X86)?,
@@ -107,6 +126,33 @@ impl OutType {
             }
         })
     }
+}
+
+/// What `convert` says about the ternary tensors (name, rows, cols) written in another type than
+/// `outtype`: one line per reason, with how many and which.
+pub(crate) fn fallback_notes<'a>(
+    tensors: impl Iterator<Item = (&'a str, usize, usize)>,
+    outtype: OutType,
+) -> Vec<String> {
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for (name, rows, cols) in tensors {
+        if let (ty, Some(why)) = outtype.for_matrix(rows, cols) {
+            let key = format!("written as {} ({why})", ty.to_string().to_uppercase());
+            match groups.iter_mut().find(|g| g.0 == key) {
+                Some(g) => g.1.push(name),
+                None => groups.push((key, vec![name])),
+            }
+        }
+    }
+    let asked = outtype.to_string().to_uppercase();
+    groups
+        .into_iter()
+        .map(|(how, names)| {
+            let shown: Vec<&str> = names.iter().take(4).copied().collect();
+            let more = if names.len() > 4 { format!(", … {} more", names.len() - 4) } else { String::new() };
+            format!("{} tensors {asked} cannot hold, {how}: {}{more}", names.len(), shown.join(", "))
+        })
+        .collect()
 }
 
 /// Type of the embedding table (which is also the output head when tied). For BitNet 2B-4T the

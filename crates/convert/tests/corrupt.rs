@@ -175,14 +175,18 @@ fn unsupported_kinds_name_what_is_supported() {
     expect_error(&d, "full-precision model");
 }
 
+/// Rows TQ2_0 cannot hold (64 and 192 wide) are not an error: those tensors fall back to I2_S,
+/// and the summary says which and why.
 #[test]
-fn rows_that_tq_cannot_hold() {
+fn rows_that_tq_cannot_hold_fall_back() {
     let d = copy("tq");
-    expect_error_with(
-        &d,
-        ConvertOptions { outtype: OutType::Tq2_0, ..Default::default() },
-        "multiple of the block size 256",
-    );
+    let out = d.join("out.gguf");
+    let s = convert_dir(&d, &out, ConvertOptions { outtype: OutType::Tq2_0, ..Default::default() }).unwrap();
+    let note = s.notes.iter().find(|n| n.contains("TQ2_0 cannot hold")).expect("a fallback note");
+    assert!(note.contains("written as I2_S (its rows of 64 are not a multiple of 256)"), "{note}");
+    let file = bitnet_format::GgufFile::open(&out).unwrap();
+    assert!(file.tensors().iter().filter(|t| t.ty.is_ternary()).all(|t| t.ty == bitnet_format::TensorType::I2_S));
+    assert_eq!(file.metadata().get_str("bitnet_rs.i2_s.layout"), Some("x86"));
 }
 
 #[test]

@@ -18,7 +18,10 @@ fn fixture_dir(name: &str) -> PathBuf {
 }
 
 fn convert(name: &str, outtype: OutType) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("bitnet-embed-{}-{name}-{outtype:?}", std::process::id()));
+    // Tests run in parallel: every conversion gets its own folder.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("bitnet-embed-{}-{n}-{name}-{outtype:?}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("model.gguf");
     convert_dir(&fixture_dir(name), &out, ConvertOptions { outtype, embedding_type: EmbeddingType::F32 }).unwrap();
@@ -134,6 +137,23 @@ fn blocked_prompt_attention_matches_row_by_row() {
             // a wrong key range moves them by far more.
             let tol = if kv == KvType::F32 { 1e-3 } else { 2e-2 };
             assert!(max <= tol * range, "{name} {kv:?}: blocked and row-by-row differ by {max} (range {range})");
+        }
+    }
+}
+
+/// Types that cannot hold every shape of these models (TQ1_0 / TQ2_0 need rows of 256, TL2 its
+/// tilings) fall back to I2_S per tensor: the mixed files embed like transformers too.
+#[test]
+fn mixed_type_conversions_embed() {
+    for name in MODELS {
+        for outtype in [OutType::Tq2_0, OutType::Tq1_0, OutType::Tl2] {
+            let path = convert(name, outtype);
+            let file = bitnet_format::GgufFile::open(&path).unwrap();
+            let types: std::collections::BTreeSet<String> =
+                file.tensors().iter().filter(|t| t.ty.is_ternary()).map(|t| t.ty.to_string()).collect();
+            assert!(types.contains("I2_S"), "{name} {outtype:?}: {types:?}");
+            let model = Model::load(&path, LoadOptions { threads: 2, ..Default::default() }).unwrap();
+            check(&model, &reference(name), &format!("{name} {outtype:?} (types {types:?})"), false);
         }
     }
 }
