@@ -89,8 +89,10 @@ pub enum Event {
 enum Next {
     Continue,
     Ended,
-    /// Its client is gone (or it failed and was told so): the slot is freed.
+    /// Its client is gone: the slot is freed.
     Gone,
+    /// It failed and was told so: the slot is freed.
+    Failed,
 }
 
 /// A sequence in a slot.
@@ -113,6 +115,9 @@ pub struct Engine {
     pub kv: KvType,
     pub parallel: usize,
     pub metrics: Arc<Metrics>,
+    /// Tests: the next step panics (to check that a panic fails only that step's requests).
+    #[cfg(test)]
+    pub panic_next_step: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -197,6 +202,7 @@ impl Engine {
                         Ok(false) => {}
                         Err(e) => {
                             let (job, _) = embeds.pop_front().expect("front");
+                            self.metrics.failed.fetch_add(1, Ordering::Relaxed);
                             let _ = job.reply.send(Err(e));
                         }
                     }
@@ -210,6 +216,7 @@ impl Engine {
             if step.is_err() {
                 for slot in slots.iter_mut() {
                     if let Some(a) = slot.take() {
+                        self.metrics.failed.fetch_add(1, Ordering::Relaxed);
                         let _ = a.job.events.send(Event::Error("internal error while generating".into()));
                     }
                 }
@@ -256,6 +263,10 @@ impl Engine {
 
     /// One forward over every active sequence, then sampling.
     fn step(&self, slots: &mut [Option<Active>], caches: &mut [KvCache]) {
+        #[cfg(test)]
+        if self.panic_next_step.swap(false, Ordering::Relaxed) {
+            panic!("a panic injected by a test");
+        }
         // Sequences whose budget is spent end before their last token is run.
         for slot in slots.iter_mut() {
             if let Some(a) = slot
@@ -301,6 +312,7 @@ impl Engine {
             Err(e) => {
                 for (i, _) in order {
                     if let Some(a) = slots[i].take() {
+                        self.metrics.failed.fetch_add(1, Ordering::Relaxed);
                         let _ = a.job.events.send(Event::Error(format!("the model failed: {e}")));
                     }
                 }
@@ -328,6 +340,10 @@ impl Engine {
                     slots[i] = None;
                     self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
                 }
+                Next::Failed => {
+                    slots[i] = None;
+                    self.metrics.failed.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -339,7 +355,7 @@ impl Engine {
             Ok(p) => p,
             Err(e) => {
                 let _ = a.job.events.send(Event::Error(format!("detokenizing: {e}")));
-                return Next::Gone;
+                return Next::Failed;
             }
         };
         if first {
@@ -385,4 +401,52 @@ pub fn logprob(logits: &[f32], token: u32, k: usize) -> TokenLogprob {
         top = idx.into_iter().map(|t| (t, logits[t as usize] - lse)).collect();
     }
     TokenLogprob { token, logprob: logits.get(token as usize).map_or(f32::NEG_INFINITY, |l| l - lse), top }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic inside a step fails the requests in it (each told so, counted as failed) and
+    /// frees their slots; the engine keeps serving the next request.
+    #[test]
+    fn a_panicking_step_fails_its_requests_only() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/bitnet-demo.gguf");
+        let model = Model::load(path, bitnet_model::LoadOptions { threads: 1, kernels: None }).unwrap();
+        let tok = Arc::new(Tokenizer::from_metadata(model.metadata()).unwrap());
+        let metrics = Arc::new(Metrics::default());
+        let engine = Engine {
+            model,
+            tok: tok.clone(),
+            ctx: 128,
+            kv: KvType::F16,
+            parallel: 2,
+            metrics: metrics.clone(),
+            panic_next_step: std::sync::atomic::AtomicBool::new(true),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || engine.run(rx));
+        let job = |events| Job {
+            prompt: tok.encode("The Rust compiler", true).unwrap(),
+            opts: GenerateOptions { max_tokens: 4, ..GenerateOptions::default() },
+            logprobs: None,
+            events,
+            received: Instant::now(),
+        };
+        let (events, mut first) = tokio::sync::mpsc::unbounded_channel();
+        tx.send(Work::Generate(job(events))).unwrap();
+        match first.blocking_recv() {
+            Some(Event::Error(e)) => assert!(e.contains("internal error"), "{e}"),
+            other => panic!("expected the injected failure, got {other:?}"),
+        }
+        let (events, mut second) = tokio::sync::mpsc::unbounded_channel();
+        tx.send(Work::Generate(job(events))).unwrap();
+        let done = std::iter::from_fn(|| second.blocking_recv()).find(|e| !matches!(e, Event::Piece { .. }));
+        assert!(matches!(done, Some(Event::Done { completion_tokens: 4, .. })), "{done:?}");
+        drop(tx);
+        thread.join().unwrap();
+        assert_eq!(metrics.failed.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.completed.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.cancelled.load(Ordering::Relaxed), 0);
+    }
 }

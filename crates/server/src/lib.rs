@@ -214,6 +214,8 @@ where
             kv: c.kv,
             parallel: c.parallel.max(1),
             metrics: engine_shared.metrics.clone(),
+            #[cfg(test)]
+            panic_next_step: Default::default(),
         };
         engine.run(rx);
     })?;

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub bad_requests: AtomicU64,
     pub completed: AtomicU64,
     pub cancelled: AtomicU64,
+    /// Requests the engine failed (the model, detokenizing, a panic in a step).
+    pub failed: AtomicU64,
     pub prompt_tokens: AtomicU64,
     pub generated: AtomicU64,
     pub queue_depth: AtomicUsize,
@@ -106,6 +108,12 @@ impl Metrics {
             "bitnet_requests_cancelled_total",
             "Requests whose client went away first.",
             get(&self.cancelled),
+        );
+        counter(
+            &mut out,
+            "bitnet_requests_failed_total",
+            "Requests the engine failed (answered with an error).",
+            get(&self.failed),
         );
         counter(&mut out, "bitnet_prompt_tokens_total", "Prompt tokens run.", get(&self.prompt_tokens));
         counter(&mut out, "bitnet_generated_tokens_total", "Tokens generated.", get(&self.generated));
