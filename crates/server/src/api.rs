@@ -450,11 +450,18 @@ async fn submit_embeddings(app: &App, texts: Vec<Vec<u32>>, base64: bool) -> Res
     let r = ready(app)?;
     let sender = engine(r)?;
     let tokens: usize = texts.iter().map(Vec::len).sum();
+    // Embedding requests wait in the engine's own queue (one running, up to --max-queue waiting).
+    let waiting = app.metrics.embed_queue.fetch_add(1, Ordering::Relaxed);
+    if waiting > app.config.max_queue {
+        app.metrics.embed_queue.fetch_sub(1, Ordering::Relaxed);
+        return Err(queue_full(format!("{waiting} embedding requests are waiting")));
+    }
     let (tx, rx) = tokio::sync::oneshot::channel();
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
-    sender
-        .send(Work::Embed(EmbedJob { texts, reply: tx }))
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", None, "the engine has stopped"))?;
+    if sender.send(Work::Embed(EmbedJob { texts, reply: tx })).is_err() {
+        app.metrics.embed_queue.fetch_sub(1, Ordering::Relaxed);
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", None, "the engine has stopped"));
+    }
     let vectors = match rx.await {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, e)),
@@ -551,12 +558,7 @@ async fn submit(
     let queued = app.metrics.queue_depth.load(Ordering::Relaxed);
     let active = app.metrics.active.load(Ordering::Relaxed);
     if queued >= app.config.max_queue && active >= app.config.parallel {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_error",
-            Some("queue_full"),
-            format!("{queued} requests are waiting for {} slots; try again shortly", app.config.parallel),
-        ));
+        return Err(queue_full(format!("{queued} requests are waiting for {} slots", app.config.parallel)));
     }
     let sender = engine(r)?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -579,6 +581,16 @@ async fn submit(
         tok: r.tok.clone(),
     };
     Ok(if stream { streamed(meta, rx, include_usage) } else { whole(meta, rx).await })
+}
+
+/// 429 with Retry-After.
+fn queue_full(why: String) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        Some("queue_full"),
+        format!("{why}; try again shortly"),
+    )
 }
 
 /// The engine's request channel (503 once the server is shutting down).

@@ -189,23 +189,22 @@ impl Engine {
             self.metrics.active.store(slots.iter().filter(|s| s.is_some()).count(), Ordering::Relaxed);
             // One embedding pass per turn of the loop, between generation steps.
             if let Some((job, done)) = embeds.front_mut() {
-                if job.reply.is_closed() {
-                    embeds.pop_front();
-                    self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    match self.embed_pass(&job.texts, done) {
-                        Ok(true) => {
-                            let (job, done) = embeds.pop_front().expect("front");
-                            self.metrics.completed.fetch_add(1, Ordering::Relaxed);
+                let outcome = if job.reply.is_closed() { None } else { Some(self.embed_pass(&job.texts, done)) };
+                if !matches!(outcome, Some(Ok(false))) {
+                    let (job, done) = embeds.pop_front().expect("front");
+                    self.metrics.embed_queue.fetch_sub(1, Ordering::Relaxed);
+                    let counter = match outcome {
+                        None => &self.metrics.cancelled,
+                        Some(Ok(_)) => {
                             let _ = job.reply.send(Ok(done));
+                            &self.metrics.completed
                         }
-                        Ok(false) => {}
-                        Err(e) => {
-                            let (job, _) = embeds.pop_front().expect("front");
-                            self.metrics.failed.fetch_add(1, Ordering::Relaxed);
+                        Some(Err(e)) => {
                             let _ = job.reply.send(Err(e));
+                            &self.metrics.failed
                         }
-                    }
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
                 }
             }
             if slots.iter().all(Option::is_none) {

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub prompt_tokens: AtomicU64,
     pub generated: AtomicU64,
     pub queue_depth: AtomicUsize,
+    /// Embedding requests sent to the engine and not yet answered.
+    pub embed_queue: AtomicUsize,
     pub active: AtomicUsize,
     pub ttft: Histogram,
     pub queue_wait: Histogram,

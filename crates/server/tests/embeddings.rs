@@ -12,8 +12,10 @@ use serde_json::{Value, json};
 mod common;
 use common::convert;
 
+/// `--max-queue 1`: the many requests below, one after the other, must each find room (the
+/// engine gives a finished request's place back).
 fn start(path: std::path::PathBuf) -> Running {
-    common::serve(&path, "emb", 256, Config::default())
+    common::serve(&path, "emb", 256, Config { max_queue: 1, ..Config::default() })
 }
 
 fn post(server: &Running, body: &Value) -> (u16, Value) {
