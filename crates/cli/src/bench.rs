@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use bitnet_model::{KvType, LoadOptions, Model};
+use bitnet_model::{KvCache, KvType, LoadOptions, Model};
 use serde_json::json;
 
 #[derive(clap::Args, Debug)]
@@ -39,7 +39,7 @@ pub struct Args {
     /// Print JSON (one object per test) instead of the table.
     #[arg(long)]
     json: bool,
-    /// KV cache element type (f16 as llama-bench's default, or f32).
+    /// KV cache element type: f16 (llama-bench's default), f32, q8_0 or q4_0.
     #[arg(long, value_enum, value_name = "TYPE", default_value = "f16")]
     kv_type: crate::generate::KvArg,
 }
@@ -83,7 +83,7 @@ fn tokens(n: usize, vocab: usize) -> Vec<u32> {
 }
 
 /// A cache holding `depth` tokens of context, with room for `n` more.
-fn cache_at(model: &Model, depth: usize, n: usize, kv: KvType) -> Result<bitnet_model::KvCache> {
+fn cache_at(model: &Model, depth: usize, n: usize, kv: KvType) -> Result<KvCache> {
     let ctx = depth.checked_add(n).ok_or_else(|| anyhow::anyhow!("--n-depth {depth} plus {n} tokens overflows"))?;
     let mut cache = model.new_cache_of(ctx, kv)?;
     if depth > 0 {
@@ -92,18 +92,20 @@ fn cache_at(model: &Model, depth: usize, n: usize, kv: KvType) -> Result<bitnet_
     Ok(cache)
 }
 
-fn time_pp(model: &Model, ids: &[u32], depth: usize, kv: KvType) -> Result<f64> {
-    let mut cache = cache_at(model, depth, ids.len(), kv)?;
+/// Prompt processing of `ids` after the cache's first `depth` positions (the rest is forgotten).
+fn time_pp(model: &Model, ids: &[u32], depth: usize, cache: &mut KvCache) -> Result<f64> {
+    cache.truncate(depth);
     let start = Instant::now();
-    model.forward(ids, &mut cache, false)?;
+    model.forward(ids, cache, false)?;
     Ok(ids.len() as f64 / start.elapsed().as_secs_f64())
 }
 
-fn time_tg(model: &Model, ids: &[u32], depth: usize, kv: KvType) -> Result<f64> {
-    let mut cache = cache_at(model, depth, ids.len(), kv)?;
+/// Generation of `ids`, one token at a time, after the cache's first `depth` positions.
+fn time_tg(model: &Model, ids: &[u32], depth: usize, cache: &mut KvCache) -> Result<f64> {
+    cache.truncate(depth);
     let start = Instant::now();
     for &t in ids {
-        model.forward(&[t], &mut cache, false)?;
+        model.forward(&[t], cache, false)?;
     }
     Ok(ids.len() as f64 / start.elapsed().as_secs_f64())
 }
@@ -141,7 +143,11 @@ pub fn measure(
                 bail!("{name}: {total} tokens exceed the model's context of {ctx}");
             }
             let ids = tokens(n, model.config.vocab_size);
-            let run = |ids: &[u32]| if pp { time_pp(&model, ids, depth, kv) } else { time_tg(&model, ids, depth, kv) };
+            // The context is computed once per test; each run forgets what came after it.
+            let mut cache = cache_at(&model, depth, n, kv)?;
+            let mut run = |ids: &[u32]| {
+                if pp { time_pp(&model, ids, depth, &mut cache) } else { time_tg(&model, ids, depth, &mut cache) }
+            };
             run(&ids[..n.min(if pp { n } else { 8 })])?; // warm-up: maps the weights in
             let rates = (0..reps).map(|_| run(&ids)).collect::<Result<Vec<_>>>()?;
             eprintln!("  {name} at {t} threads: {:.2} tokens/s", rates.iter().sum::<f64>() / reps as f64);

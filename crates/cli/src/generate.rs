@@ -34,10 +34,12 @@ pub struct ModelArgs {
     /// Context size in tokens (default: the model's training context, at most 4096).
     #[arg(short = 'c', long = "ctx-size", value_name = "N")]
     pub ctx_size: Option<usize>,
-    /// KV cache element type for run and chat: f16 (half the memory and the bytes attention reads,
-    /// as llama.cpp) or f32 (exact). logits and perplexity always use f32.
-    #[arg(long, value_enum, value_name = "TYPE", default_value = "f16")]
-    pub kv_type: KvArg,
+    /// KV cache element type: f16 (half the memory and the bytes attention reads, as
+    /// llama.cpp), f32 (exact), q8_0 (8.5 bits per element: long contexts generate faster) or
+    /// q4_0 (4.5 bits, less accurate). Default: f16 for run, chat and serve; f32 for logits and
+    /// perplexity.
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub kv_type: Option<KvArg>,
 }
 
 /// `--kv-type` values.
@@ -45,6 +47,10 @@ pub struct ModelArgs {
 pub enum KvArg {
     F16,
     F32,
+    #[value(name = "q8_0")]
+    Q8_0,
+    #[value(name = "q4_0")]
+    Q4_0,
 }
 
 impl From<KvArg> for bitnet_model::KvType {
@@ -52,11 +58,18 @@ impl From<KvArg> for bitnet_model::KvType {
         match k {
             KvArg::F16 => bitnet_model::KvType::F16,
             KvArg::F32 => bitnet_model::KvType::F32,
+            KvArg::Q8_0 => bitnet_model::KvType::Q8_0,
+            KvArg::Q4_0 => bitnet_model::KvType::Q4_0,
         }
     }
 }
 
 impl ModelArgs {
+    /// The KV cache type asked for, else `default`.
+    pub fn kv(&self, default: bitnet_model::KvType) -> bitnet_model::KvType {
+        self.kv_type.map_or(default, Into::into)
+    }
+
     /// The model file's path (resolving --hf-repo).
     pub fn path(&self) -> Result<PathBuf> {
         match (&self.model, &self.hf_repo) {
@@ -215,7 +228,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     if prompt.len() + 1 > ctx {
         bail!("the prompt is {} tokens, more than the context of {ctx} allows (raise --ctx-size)", prompt.len());
     }
-    let mut seq = Sequence::new(&model, ctx, args.model.kv_type.into())?;
+    let mut seq = Sequence::new(&model, ctx, args.model.kv(bitnet_model::KvType::F16))?;
     let opts = GenerateOptions {
         max_tokens: args.n_predict,
         sampling: args.sampling.params(),
@@ -351,7 +364,8 @@ pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
         bail!("{} has fewer than 2 tokens", args.file.display());
     }
     let json = args.json;
-    let r = bitnet_model::perplexity(&model, &tok, &ids, args.chunk, |done, total, ppl| {
+    let kv = args.model.kv(bitnet_model::KvType::F32);
+    let r = bitnet_model::perplexity(&model, &tok, &ids, args.chunk, kv, |done, total, ppl| {
         if !json {
             eprint!("\rchunk {done}/{total}: perplexity so far {ppl:.4}");
         }
@@ -359,12 +373,13 @@ pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
     if json {
         println!(
             "{}",
-            serde_json::json!({"perplexity": r.perplexity, "tokens": r.tokens, "chunks": r.chunks, "ctx": args.chunk})
+            serde_json::json!({"perplexity": r.perplexity, "tokens": r.tokens, "chunks": r.chunks, "ctx": args.chunk,
+                "kv_type": kv.to_string()})
         );
     } else {
         eprintln!();
         println!(
-            "perplexity: {:.4} over {} tokens ({} chunks of up to {})",
+            "perplexity: {:.4} over {} tokens ({} chunks of up to {}, {kv} KV cache)",
             r.perplexity, r.tokens, r.chunks, args.chunk
         );
     }

@@ -64,7 +64,7 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("model file {} does not exist", path.display());
     }
     let name = path.file_stem().map_or("model".into(), |s| s.to_string_lossy().into_owned());
-    let kv: KvType = args.model.kv_type.into();
+    let kv: KvType = args.model.kv(KvType::F16);
     let parallel = usize::from(args.parallel);
     let config = bitnet_server::Config {
         addr: SocketAddr::new(args.host, args.port),

@@ -9,7 +9,7 @@
 use std::arch::aarch64::*;
 
 use bitnet_quant::isa::{tail_f16, tail_f32};
-use bitnet_quant::vecops::F32Ops;
+use bitnet_quant::vecops::{F32Ops, KvBlock};
 
 /// Four f32 from the front of `s`.
 #[target_feature(enable = "neon")]
@@ -289,7 +289,80 @@ fn weighted_sum_f16(w: &[f32], v: &[u8], stride: usize, out: &mut [f32]) {
     )
 }
 
+/// The 32 codes of a KV block as two vectors of 16 signed bytes (elements 0..16, 16..32): Q8_0's
+/// as stored, Q4_0's low and high nibbles minus 8.
+#[target_feature(enable = "neon")]
+#[inline]
+fn kv_codes(ty: KvBlock, b: &[u8]) -> [int8x16_t; 2] {
+    let ld = crate::codes::ld;
+    match ty {
+        KvBlock::Q8_0 => [vreinterpretq_s8_u8(ld(&b[2..])), vreinterpretq_s8_u8(ld(&b[18..]))],
+        KvBlock::Q4_0 => {
+            let (x, eight) = (ld(&b[2..]), vdupq_n_s8(8));
+            [
+                vsubq_s8(vreinterpretq_s8_u8(vandq_u8(x, vdupq_n_u8(15))), eight),
+                vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(x)), eight),
+            ]
+        }
+    }
+}
+
+/// Attention scores over block-quantized keys (`bitnet_quant::vecops::scores_kv`): per block the
+/// products in two vectors of lanes, then scaled by `d` into alternating accumulators.
+#[target_feature(enable = "neon")]
+fn scores_kv(ty: KvBlock, q: &[f32], k: &[u8], stride: usize, out: &mut [f32]) {
+    let (bb, nb) = (ty.bytes(), q.len() / 32);
+    for (p, o) in out.iter_mut().enumerate() {
+        let mut acc = [vdupq_n_f32(0.0); 2];
+        for b in 0..nb {
+            let blk = &k[p * stride + b * bb..p * stride + (b + 1) * bb];
+            let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+            let mut s = [vdupq_n_f32(0.0); 2];
+            for (h, c) in kv_codes(ty, blk).into_iter().enumerate() {
+                for (j, v) in widen_i8(c).into_iter().enumerate() {
+                    s[j % 2] = vfmaq_f32(s[j % 2], v, ldf(&q[32 * b + 16 * h + 4 * j..]));
+                }
+            }
+            acc[b % 2] = vfmaq_f32(acc[b % 2], vaddq_f32(s[0], s[1]), vdupq_n_f32(d));
+        }
+        *o = vaddvq_f32(vaddq_f32(acc[0], acc[1]));
+    }
+}
+
+/// Attention output over block-quantized values (`bitnet_quant::vecops::weighted_sum_kv`): one
+/// block (eight vectors of columns) at a time while every position streams past, each
+/// position's weight times the block's `d` broadcast.
+#[target_feature(enable = "neon")]
+fn weighted_sum_kv(ty: KvBlock, w: &[f32], v: &[u8], stride: usize, out: &mut [f32]) {
+    let bb = ty.bytes();
+    for (b, ob) in out.chunks_exact_mut(32).enumerate() {
+        let mut acc: [float32x4_t; 8] = std::array::from_fn(|i| ldf(&ob[4 * i..]));
+        for (p, &wp) in w.iter().enumerate() {
+            let blk = &v[p * stride + b * bb..p * stride + (b + 1) * bb];
+            let coef = vdupq_n_f32(wp * half::f16::from_le_bytes([blk[0], blk[1]]).to_f32());
+            for (h, c) in kv_codes(ty, blk).into_iter().enumerate() {
+                for (j, x) in widen_i8(c).into_iter().enumerate() {
+                    acc[4 * h + j] = vfmaq_f32(acc[4 * h + j], coef, x);
+                }
+            }
+        }
+        for (i, a) in acc.into_iter().enumerate() {
+            stf(&mut ob[4 * i..], a);
+        }
+    }
+}
+
 /// The f32 ops of every level (base NEON: any level's token will do).
 pub(crate) fn ops<T>(_: T) -> F32Ops {
-    bitnet_quant::f32_ops!("neon", dot_f32, axpy, scores, weighted_sum, scores_f16, weighted_sum_f16)
+    bitnet_quant::f32_ops!(
+        "neon",
+        dot_f32,
+        axpy,
+        scores,
+        weighted_sum,
+        scores_f16,
+        weighted_sum_f16,
+        scores_kv,
+        weighted_sum_kv
+    )
 }

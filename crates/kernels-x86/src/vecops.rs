@@ -309,9 +309,162 @@ macro_rules! f32_kernels {
             )
         }
 
+        /// The 32 codes of a Q8_0 KV block as `32 / $w` f32 vectors.
+        #[target_feature(enable = $feat)]
+        fn q8_0_codes(b: &[u8]) -> [$vec; 32 / $w] {
+            let mut v = [$zero(); 32 / $w];
+            for (k, v) in v.iter_mut().enumerate() {
+                *v = load_q8(&b[2 + $w * k..]);
+            }
+            v
+        }
+
+        /// The 32 codes of a Q4_0 KV block (low nibbles are elements 0..16, high ones 16..32,
+        /// minus 8) as `32 / $w` f32 vectors; the nibbles are split in a 32-byte buffer (which
+        /// LLVM does with two 16-byte vector ops) and widened like Q8_0 codes.
+        #[target_feature(enable = $feat)]
+        fn q4_0_codes(b: &[u8]) -> [$vec; 32 / $w] {
+            let mut c = [0u8; 32];
+            let (lo, hi) = c.split_at_mut(16);
+            for ((l, h), &x) in lo.iter_mut().zip(hi.iter_mut()).zip(&b[2..18]) {
+                *l = (x & 15).wrapping_sub(8);
+                *h = (x >> 4).wrapping_sub(8);
+            }
+            let mut v = [$zero(); 32 / $w];
+            for (k, v) in v.iter_mut().enumerate() {
+                *v = load_q8(&c[$w * k..]);
+            }
+            v
+        }
+
+        /// Attention scores over block-quantized keys (`bitnet_quant::vecops::scores_kv`): per
+        /// key, each block's products summed in a vector and scaled by the block's `d` into one
+        /// of two accumulators (even and odd blocks), one horizontal add per key.
+        #[target_feature(enable = $feat)]
+        fn scores_kv_by(
+            q: &[f32],
+            k: &[u8],
+            stride: usize,
+            bb: usize,
+            out: &mut [f32],
+            codes: impl Fn(&[u8]) -> [$vec; 32 / $w],
+        ) {
+            let nb = q.len() / 32;
+            let block = |key: &[u8], b: usize| {
+                let blk = &key[b * bb..(b + 1) * bb];
+                let (c, qb) = (codes(blk), &q[32 * b..32 * (b + 1)]);
+                let mut s = $mul(c[0], load_f32(qb));
+                for j in 1..32 / $w {
+                    s = $fma(c[j], load_f32(&qb[$w * j..]), s);
+                }
+                (s, q8_scale(blk))
+            };
+            for (p, o) in out.iter_mut().enumerate() {
+                let key = &k[p * stride..];
+                let (mut a0, mut a1) = ($zero(), $zero());
+                let mut b = 0;
+                while b + 2 <= nb {
+                    let (s0, d0) = block(key, b);
+                    let (s1, d1) = block(key, b + 1);
+                    a0 = $fma(s0, d0, a0);
+                    a1 = $fma(s1, d1, a1);
+                    b += 2;
+                }
+                if b < nb {
+                    let (s0, d0) = block(key, b);
+                    a0 = $fma(s0, d0, a0);
+                }
+                *o = $reduce($add(a0, a1));
+            }
+        }
+
+        #[target_feature(enable = $feat)]
+        fn scores_kv(ty: bitnet_quant::vecops::KvBlock, q: &[f32], k: &[u8], stride: usize, out: &mut [f32]) {
+            match ty {
+                bitnet_quant::vecops::KvBlock::Q8_0 => scores_kv_by(q, k, stride, ty.bytes(), out, |b| q8_0_codes(b)),
+                bitnet_quant::vecops::KvBlock::Q4_0 => scores_kv_by(q, k, stride, ty.bytes(), out, |b| q4_0_codes(b)),
+            }
+        }
+
+        /// `out += Σ_p w[p]·value_p` over `NB` blocks of columns held in registers while every
+        /// position streams past: per position and block, the weight times the block's `d`
+        /// broadcast, then an FMA per vector of codes.
+        #[target_feature(enable = $feat)]
+        fn weighted_kv_blocks<const NB: usize>(
+            w: &[f32],
+            v: &[u8],
+            stride: usize,
+            bb: usize,
+            out: &mut [f32],
+            codes: &impl Fn(&[u8]) -> [$vec; 32 / $w],
+        ) {
+            let mut acc = [[$zero(); 32 / $w]; NB];
+            for (p, &wp) in w.iter().enumerate() {
+                let wv = $set1(wp);
+                for (b, a) in acc.iter_mut().enumerate() {
+                    let blk = &v[p * stride + b * bb..p * stride + (b + 1) * bb];
+                    let coef = $mul(wv, q8_scale(blk));
+                    for (a, c) in a.iter_mut().zip(codes(blk)) {
+                        *a = $fma(coef, c, *a);
+                    }
+                }
+            }
+            for (b, a) in acc.iter().enumerate() {
+                for (j, a) in a.iter().enumerate() {
+                    let dst = &mut out[32 * b + $w * j..32 * b + $w * (j + 1)];
+                    let sum = $add(*a, load_f32(dst));
+                    // SAFETY: `dst` holds a vector's worth of writable floats; the store is unaligned.
+                    unsafe { $store(dst.as_mut_ptr(), sum) };
+                }
+            }
+        }
+
+        /// Attention output over block-quantized values (`bitnet_quant::vecops::weighted_sum_kv`):
+        /// eight vectors of columns at a time, then one block at a time.
+        #[target_feature(enable = $feat)]
+        fn weighted_sum_kv_by(
+            w: &[f32],
+            v: &[u8],
+            stride: usize,
+            bb: usize,
+            out: &mut [f32],
+            codes: impl Fn(&[u8]) -> [$vec; 32 / $w],
+        ) {
+            const NB: usize = 8 * $w / 32;
+            let nb = out.len() / 32;
+            let mut b = 0;
+            while b + NB <= nb {
+                weighted_kv_blocks::<NB>(w, &v[b * bb..], stride, bb, &mut out[32 * b..], &codes);
+                b += NB;
+            }
+            while b < nb {
+                weighted_kv_blocks::<1>(w, &v[b * bb..], stride, bb, &mut out[32 * b..], &codes);
+                b += 1;
+            }
+        }
+
+        #[target_feature(enable = $feat)]
+        fn weighted_sum_kv(ty: bitnet_quant::vecops::KvBlock, w: &[f32], v: &[u8], stride: usize, out: &mut [f32]) {
+            let bb = ty.bytes();
+            match ty {
+                bitnet_quant::vecops::KvBlock::Q8_0 => weighted_sum_kv_by(w, v, stride, bb, out, |b| q8_0_codes(b)),
+                bitnet_quant::vecops::KvBlock::Q4_0 => weighted_sum_kv_by(w, v, stride, bb, out, |b| q4_0_codes(b)),
+            }
+        }
+
         /// The f32 ops; the token proves the CPU runs the instruction set.
         pub(crate) fn ops(_: $token) -> crate::vecops::F32Ops {
-            bitnet_quant::f32_ops!($label, dot_f32, axpy, scores, weighted_sum, scores_f16, weighted_sum_f16)
+            bitnet_quant::f32_ops!(
+                $label,
+                dot_f32,
+                axpy,
+                scores,
+                weighted_sum,
+                scores_f16,
+                weighted_sum_f16,
+                scores_kv,
+                weighted_sum_kv
+            )
         }
     };
 }

@@ -1,7 +1,7 @@
 //! Perplexity: how well a model predicts a text.
 
 use crate::error::Result;
-use crate::model::Model;
+use crate::model::{KvType, Model};
 use crate::tokenizer::Tokenizer;
 
 /// The result of [`perplexity`].
@@ -16,15 +16,16 @@ pub struct Perplexity {
 }
 
 /// Scores `ids` in independent chunks of at most `chunk` tokens, each starting with BOS when
-/// the model wants one; every token after the first of a chunk is predicted from those before it.
+/// the model wants one; every token after the first of a chunk is predicted from those before it,
+/// through a KV cache of type `kv` (F32 is exact; a smaller type's cost shows here).
 /// `progress(done, total, ppl_so_far)` is called after each chunk.
 ///
 /// ```
-/// # use bitnet_model::{LoadOptions, Model, Tokenizer, perplexity};
+/// # use bitnet_model::{KvType, LoadOptions, Model, Tokenizer, perplexity};
 /// # let model = Model::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/bitnet-demo.gguf"), LoadOptions::default())?;
 /// let tok = Tokenizer::from_metadata(model.metadata())?;
 /// let ids = tok.encode("The compiler checks that every reference is valid.", false)?;
-/// let r = perplexity(&model, &tok, &ids, 8, |_done, _total, _so_far| {})?;
+/// let r = perplexity(&model, &tok, &ids, 8, KvType::F32, |_done, _total, _so_far| {})?;
 /// assert!(r.perplexity.is_finite() && r.perplexity > 1.0);
 /// # Ok::<(), bitnet_model::ModelError>(())
 /// ```
@@ -33,6 +34,7 @@ pub fn perplexity(
     tok: &Tokenizer,
     ids: &[u32],
     chunk: usize,
+    kv: KvType,
     mut progress: impl FnMut(usize, usize, f64),
 ) -> Result<Perplexity> {
     let bos = if tok.add_bos { tok.bos } else { None };
@@ -43,7 +45,7 @@ pub fn perplexity(
     for (i, part) in ids.chunks(body).enumerate() {
         let tokens: Vec<u32> = bos.into_iter().chain(part.iter().copied()).collect();
         if tokens.len() >= 2 {
-            let mut cache = model.new_cache(tokens.len())?;
+            let mut cache = model.new_cache_of(tokens.len(), kv)?;
             let logits = model.forward(&tokens, &mut cache, true)?;
             for (p, row) in logits.chunks_exact(vocab).take(tokens.len() - 1).enumerate() {
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use bitnet_format::{GgufFile, ReadOptions};
 use bitnet_kernels::Kernels;
 use bitnet_quant::QuantizedActivations;
+use bitnet_quant::vecops::KvBlock;
 
 use crate::config::{Activation, Config, Pooling, RopeStyle};
 use crate::error::{ModelError, Result};
@@ -238,11 +239,7 @@ impl Model {
     /// Bytes one position of one sequence takes in a KV cache of `ty` (keys and values of every
     /// layer).
     pub fn kv_bytes_per_token(&self, ty: KvType) -> usize {
-        let elem = match ty {
-            KvType::F32 => 4,
-            KvType::F16 => 2,
-        };
-        self.config.layers * 2 * self.config.kv_heads * self.config.head_dim * elem
+        self.config.layers * 2 * ty.row_bytes(self.config.kv_heads * self.config.head_dim)
     }
 
     /// A KV cache for `ctx` positions holding `ty` elements. Its memory grows as positions are
@@ -253,20 +250,25 @@ impl Model {
             return Err(ModelError::Invalid("the context must hold at least 1 token".into()));
         }
         let kv_dim = self.config.kv_heads * self.config.head_dim;
-        let elem = match ty {
-            KvType::F32 => 4,
-            KvType::F16 => 2,
-        };
+        if ty.block().is_some() && !self.config.head_dim.is_multiple_of(KvBlock::ELEMENTS) {
+            return Err(ModelError::Invalid(format!(
+                "a {ty} KV cache quantizes each head in blocks of {}, but this model's heads have {} elements \
+                 (use --kv-type f16)",
+                KvBlock::ELEMENTS,
+                self.config.head_dim
+            )));
+        }
+        let row = ty.row_bytes(kv_dim);
         let bytes = ctx
-            .checked_mul(kv_dim)
-            .and_then(|n| n.checked_mul(2 * elem))
+            .checked_mul(row)
+            .and_then(|n| n.checked_mul(2))
             .and_then(|n| n.checked_mul(self.config.layers))
             .ok_or_else(|| ModelError::Invalid(format!("a KV cache of {ctx} positions is too large to address")))?;
         if let Some(have) = crate::threads::memory_bytes()
             && bytes as u64 > have
         {
             return Err(ModelError::Invalid(format!(
-                "a KV cache of {ctx} positions needs {:.1} GiB ({} layers × keys and values × {kv_dim} × {elem} bytes \
+                "a KV cache of {ctx} positions needs {:.1} GiB ({} layers × keys and values × {row} bytes \
                  per position), more than this machine's {:.1} GiB of memory (lower --ctx-size)",
                 bytes as f64 / GIB,
                 self.config.layers,
@@ -377,6 +379,10 @@ impl Model {
                         match k {
                             KvSlice::F32(k) => (ops.scores)(q_of(i), &k[kv..], kv_dim, s),
                             KvSlice::F16(k) => (ops.scores_f16)(q_of(i), &k[2 * kv..], kv_dim, s),
+                            KvSlice::Blocks(ty, k) => {
+                                let (row, at) = block_offsets(ty, kv_dim, hd, a, kvh);
+                                (ops.scores_kv)(ty, q_of(i), &k[at..], row, s)
+                            }
                         }
                     }
                 }
@@ -394,6 +400,10 @@ impl Model {
                         match v {
                             KvSlice::F32(v) => (ops.weighted_sum)(s, &v[kv..], kv_dim, o),
                             KvSlice::F16(v) => (ops.weighted_sum_f16)(s, &v[2 * kv..], kv_dim, o),
+                            KvSlice::Blocks(ty, v) => {
+                                let (row, at) = block_offsets(ty, kv_dim, hd, a, kvh);
+                                (ops.weighted_sum_kv)(ty, s, &v[at..], row, o)
+                            }
                         }
                     }
                 }
@@ -767,6 +777,52 @@ pub enum KvType {
     /// Half the memory and half the bytes attention reads (llama.cpp's default); keys and values
     /// rounded to f16 (relative error ≤ 2⁻¹¹).
     F16,
+    /// llama.cpp's `q8_0` blocks (32 int8 and an f16 scale: 8.5 bits per element), 53% of F16's
+    /// bytes: for long contexts, where reading the cache costs more than the weights.
+    Q8_0,
+    /// llama.cpp's `q4_0` blocks (32 4-bit codes and an f16 scale: 4.5 bits per element), 28% of
+    /// F16's bytes, at a larger accuracy cost (see docs/bench.md).
+    Q4_0,
+}
+
+impl KvType {
+    /// Every type, in the order `--kv-type` lists them.
+    pub const ALL: [KvType; 4] = [KvType::F16, KvType::F32, KvType::Q8_0, KvType::Q4_0];
+
+    /// The block type of a quantized cache.
+    fn block(self) -> Option<KvBlock> {
+        match self {
+            KvType::F32 | KvType::F16 => None,
+            KvType::Q8_0 => Some(KvBlock::Q8_0),
+            KvType::Q4_0 => Some(KvBlock::Q4_0),
+        }
+    }
+
+    /// Bytes of `n` elements (for a block type, `n` a multiple of 32).
+    pub fn row_bytes(self, n: usize) -> usize {
+        match self.block() {
+            None if self == KvType::F32 => 4 * n,
+            None => 2 * n,
+            Some(b) => n / KvBlock::ELEMENTS * b.bytes(),
+        }
+    }
+}
+
+impl std::fmt::Display for KvType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+            KvType::Q8_0 => "q8_0",
+            KvType::Q4_0 => "q4_0",
+        })
+    }
+}
+
+/// (bytes per position, byte offset of position `pos`'s head `kvh`) in a block-quantized layer.
+fn block_offsets(ty: KvBlock, kv_dim: usize, hd: usize, pos: usize, kvh: usize) -> (usize, usize) {
+    let (row, head) = (kv_dim / KvBlock::ELEMENTS * ty.bytes(), hd / KvBlock::ELEMENTS * ty.bytes());
+    (row, pos * row + kvh * head)
 }
 
 /// Keys and values per layer, `positions × kv_dim` each, grown as positions are written.
@@ -781,6 +837,12 @@ enum KvStore {
         k: Vec<Vec<u8>>,
         v: Vec<Vec<u8>>,
     },
+    /// Rows of `kv_dim / 32` blocks.
+    Blocks {
+        ty: KvBlock,
+        k: Vec<Vec<u8>>,
+        v: Vec<Vec<u8>>,
+    },
 }
 
 /// One layer's cached keys or values as attention reads them.
@@ -788,6 +850,7 @@ enum KvStore {
 enum KvSlice<'a> {
     F32(&'a [f32]),
     F16(&'a [u8]),
+    Blocks(KvBlock, &'a [u8]),
 }
 
 impl KvStore {
@@ -795,6 +858,11 @@ impl KvStore {
         match ty {
             KvType::F32 => KvStore::F32 { k: vec![Vec::new(); layers], v: vec![Vec::new(); layers] },
             KvType::F16 => KvStore::F16 { k: vec![Vec::new(); layers], v: vec![Vec::new(); layers] },
+            KvType::Q8_0 | KvType::Q4_0 => KvStore::Blocks {
+                ty: ty.block().expect("a block type"),
+                k: vec![Vec::new(); layers],
+                v: vec![Vec::new(); layers],
+            },
         }
     }
 
@@ -802,6 +870,7 @@ impl KvStore {
         match self {
             KvStore::F32 { k, .. } => k.len(),
             KvStore::F16 { k, .. } => k.len(),
+            KvStore::Blocks { k, .. } => k.len(),
         }
     }
 
@@ -831,6 +900,12 @@ impl KvStore {
                 put(&mut grown(&mut ks[l], 2 * (at + k.len()))?[2 * at..], k);
                 put(&mut grown(&mut vs[l], 2 * (at + v.len()))?[2 * at..], v);
             }
+            // Whole rows of blocks: `at` and the lengths are multiples of kv_dim, itself of 32.
+            KvStore::Blocks { ty, k: ks, v: vs } => {
+                let bytes = |n: usize| n / KvBlock::ELEMENTS * ty.bytes();
+                ty.quantize(k, &mut grown(&mut ks[l], bytes(at + k.len()))?[bytes(at)..]);
+                ty.quantize(v, &mut grown(&mut vs[l], bytes(at + v.len()))?[bytes(at)..]);
+            }
         }
         Ok(())
     }
@@ -839,6 +914,7 @@ impl KvStore {
         match self {
             KvStore::F32 { k, v } => (KvSlice::F32(&k[l]), KvSlice::F32(&v[l])),
             KvStore::F16 { k, v } => (KvSlice::F16(&k[l]), KvSlice::F16(&v[l])),
+            KvStore::Blocks { ty, k, v } => (KvSlice::Blocks(*ty, &k[l]), KvSlice::Blocks(*ty, &v[l])),
         }
     }
 }

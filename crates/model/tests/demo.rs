@@ -54,7 +54,8 @@ fn demo_perplexity_on_held_out_text() {
     let text = std::fs::read_to_string(fixture("bitnet-demo-heldout.txt")).unwrap();
     // The first 2048 tokens keep the test quick; `bitnet perplexity` reports the whole file.
     let ids = tok.encode(&text, false).unwrap();
-    let r = perplexity(&model, &tok, &ids[..2048.min(ids.len())], 256, |_, _, _| {}).unwrap();
+    let r =
+        perplexity(&model, &tok, &ids[..2048.min(ids.len())], 256, bitnet_model::KvType::F32, |_, _, _| {}).unwrap();
     // One decimal: the SIMD kernels sum in an order that depends on the CPU's vector width
     // (60.953 scalar, 60.939 AVX-512), so more digits would tie the snapshot to one machine.
     insta::assert_snapshot!(format!("perplexity {:.1} over {} tokens in {} chunks", r.perplexity, r.tokens, r.chunks));

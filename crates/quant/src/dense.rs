@@ -174,13 +174,9 @@ pub fn quantize_row(ty: TensorType, x: &[f32]) -> Result<Vec<u8>, QuantError> {
         TensorType::F16 => x.iter().for_each(|&v| out.extend_from_slice(&f16::from_f32(v).to_le_bytes())),
         TensorType::BF16 => x.iter().for_each(|&v| out.extend_from_slice(&bf16::from_f32(v).to_le_bytes())),
         TensorType::Q8_0 => {
-            for b in x.chunks_exact(32) {
-                let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let d = amax / 127.0;
-                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-                // C's roundf: half away from zero.
-                out.extend(b.iter().map(|&v| (v * id).round() as i8 as u8));
+            out.resize(rb, 0);
+            for (b, o) in x.chunks_exact(32).zip(out.chunks_exact_mut(34)) {
+                quantize_block_q8_0(b, o);
             }
         }
         TensorType::Q6_K => {
@@ -191,6 +187,18 @@ pub fn quantize_row(ty: TensorType, x: &[f32]) -> Result<Vec<u8>, QuantError> {
         other => unreachable!("{other} passed row_bytes"),
     }
     Ok(out)
+}
+
+/// One `block_q8_0` (34 bytes: f16 `d = amax / 127`, 32 codes `round(x / d)`).
+pub fn quantize_block_q8_0(x: &[f32], out: &mut [u8]) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    // C's roundf: half away from zero.
+    for (o, &v) in out[2..34].iter_mut().zip(x) {
+        *o = (v * id).round() as i8 as u8;
+    }
 }
 
 /// ggml's `make_qx_quants` with `rmse_type` 1 (weights x²): the scale of a group minimizing the

@@ -409,13 +409,15 @@ macro_rules! isa_kernel_impls {
 }
 
 /// An [`F32Ops`](crate::vecops::F32Ops) from one instruction set's `#[target_feature]` functions
-/// (`dot`, `axpy`, `scores`, `weighted_sum`, `scores_f16`, `weighted_sum_f16`, in that order),
+/// (`dot`, `axpy`, `scores`, `weighted_sum`, `scores_f16`, `weighted_sum_f16`, `scores_kv`,
+/// `weighted_sum_kv`, in that order),
 /// each wrapped in a plain `fn` (function pointers cannot carry target features). Invoke it only
 /// in a function that takes the instruction set's detection token, so the ops are handed out only
 /// where the features were found.
 #[macro_export]
 macro_rules! f32_ops {
-    ($name:expr, $dot:path, $axpy:path, $scores:path, $weighted_sum:path, $scores_f16:path, $weighted_sum_f16:path) => {{
+    ($name:expr, $dot:path, $axpy:path, $scores:path, $weighted_sum:path, $scores_f16:path, $weighted_sum_f16:path,
+     $scores_kv:path, $weighted_sum_kv:path) => {{
         fn wrapped_dot(a: &[f32], b: &[f32]) -> f32 {
             // SAFETY: reachable only through the F32Ops built here, which the invoking code
             // hands out only to a holder of the detection token of these functions' features.
@@ -441,6 +443,14 @@ macro_rules! f32_ops {
             // SAFETY: as for `wrapped_dot`.
             unsafe { $weighted_sum_f16(w, v, stride, out) }
         }
+        fn wrapped_scores_kv(ty: $crate::vecops::KvBlock, q: &[f32], k: &[u8], stride: usize, out: &mut [f32]) {
+            // SAFETY: as for `wrapped_dot`.
+            unsafe { $scores_kv(ty, q, k, stride, out) }
+        }
+        fn wrapped_weighted_sum_kv(ty: $crate::vecops::KvBlock, w: &[f32], v: &[u8], stride: usize, out: &mut [f32]) {
+            // SAFETY: as for `wrapped_dot`.
+            unsafe { $weighted_sum_kv(ty, w, v, stride, out) }
+        }
         // Distinct names: a local `fn dot` would shadow the `$dot` it wraps.
         $crate::vecops::F32Ops {
             name: $name,
@@ -450,6 +460,8 @@ macro_rules! f32_ops {
             weighted_sum: wrapped_weighted_sum,
             scores_f16: wrapped_scores_f16,
             weighted_sum_f16: wrapped_weighted_sum_f16,
+            scores_kv: wrapped_scores_kv,
+            weighted_sum_kv: wrapped_weighted_sum_kv,
         }
     }};
 }

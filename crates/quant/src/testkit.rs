@@ -25,7 +25,7 @@ use crate::dense::{DenseKernel, ScalarDense, dequantize_row, row_bytes};
 use crate::i2s::{self, I2sLayout};
 use crate::reference::{PackedTernary, ScalarKernel, TernaryFormat, TernaryKernel};
 use crate::tq::{self, TqKind};
-use crate::vecops::{F32Ops, SCALAR};
+use crate::vecops::{F32Ops, KvBlock, SCALAR};
 use crate::{ActScale, QuantizedActivations, TernaryMatrix};
 
 /// Bytes of padding on both sides of every input; inputs start at offset 0..PAD inside it.
@@ -346,6 +346,40 @@ pub fn f32_ops(ops: &F32Ops, cases: u32) {
             (ops.weighted_sum_f16)(&w, &k16, stride, &mut got);
             (SCALAR.weighted_sum_f16)(&w, &k16, stride, &mut want);
             near(&got, &want, "weighted_sum_f16")
+        })
+        .unwrap_or_else(|e| panic!("{}: {e}", ops.name));
+    // Block-quantized keys and values: heads of 1..10 blocks, positions `stride` bytes apart
+    // (a whole row of several heads, plus an odd byte offset: blocks are not aligned).
+    runner(cases)
+        .run(&(1usize..10, 0usize..3, 1usize..40, 0usize..16, any::<u64>()), |(blocks, more, n, off, seed)| {
+            let mut rng = Rng(seed);
+            let mut val = || (rng.below(2001) as f32 - 1000.0) / 1000.0;
+            let hd = 32 * blocks;
+            let q: Vec<f32> = (0..hd).map(|_| val()).collect();
+            let w: Vec<f32> = (0..n).map(|i| 1.0 / (1.0 + i as f32)).collect();
+            let x: Vec<f32> = (0..n * (hd + 32 * more)).map(|_| val()).collect();
+            for ty in [KvBlock::Q8_0, KvBlock::Q4_0] {
+                let stride = (hd + 32 * more) / 32 * ty.bytes();
+                let mut bytes = vec![0u8; off + n * stride];
+                ty.quantize(&x, &mut bytes[off..]);
+                let kv = &bytes[off..];
+                let near = |got: &[f32], want: &[f32], what: &str| -> Result<(), TestCaseError> {
+                    for (g, e) in got.iter().zip(want) {
+                        let ok = (g - e).abs() <= 1e-4 * (1.0 + e.abs());
+                        prop_assert!(ok, "{} {} {:?} hd={}: {} vs {}", ops.name, what, ty, hd, g, e);
+                    }
+                    Ok(())
+                };
+                let (mut got, mut want) = (vec![0f32; n], vec![0f32; n]);
+                (ops.scores_kv)(ty, &q, kv, stride, &mut got);
+                (SCALAR.scores_kv)(ty, &q, kv, stride, &mut want);
+                near(&got, &want, "scores_kv")?;
+                let (mut got, mut want) = (vec![0.25f32; hd], vec![0.25f32; hd]);
+                (ops.weighted_sum_kv)(ty, &w, kv, stride, &mut got);
+                (SCALAR.weighted_sum_kv)(ty, &w, kv, stride, &mut want);
+                near(&got, &want, "weighted_sum_kv")?;
+            }
+            Ok(())
         })
         .unwrap_or_else(|e| panic!("{}: {e}", ops.name));
 }

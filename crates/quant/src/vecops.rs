@@ -18,11 +18,96 @@ pub struct F32Ops {
     pub scores_f16: fn(q: &[f32], k: &[u8], stride: usize, out: &mut [f32]),
     /// [`F32Ops::weighted_sum`] over values stored as f16 (little-endian bytes, `stride` in elements).
     pub weighted_sum_f16: fn(w: &[f32], v: &[u8], stride: usize, out: &mut [f32]),
+    /// [`F32Ops::scores`] over keys stored in 32-element blocks of a [`KvBlock`] type: `stride`
+    /// in bytes, `q.len()` a multiple of 32 (see [`scores_kv`]).
+    pub scores_kv: fn(ty: KvBlock, q: &[f32], k: &[u8], stride: usize, out: &mut [f32]),
+    /// [`F32Ops::weighted_sum`] over values in [`KvBlock`]s: `stride` in bytes, `out.len()` a
+    /// multiple of 32 (see [`weighted_sum_kv`]).
+    pub weighted_sum_kv: fn(ty: KvBlock, w: &[f32], v: &[u8], stride: usize, out: &mut [f32]),
+}
+
+/// Block-quantized element types of a KV cache: llama.cpp's `block_q8_0` (f16 scale `d`, 32
+/// int8 codes: 8.5 bits per element) and `block_q4_0` (f16 `d`, 16 bytes holding element `j`
+/// in the low nibble of byte `j` and element `j + 16` in its high nibble, code − 8: 4.5 bits).
+/// Element = `d · code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KvBlock {
+    Q8_0,
+    Q4_0,
+}
+
+impl KvBlock {
+    /// Elements per block.
+    pub const ELEMENTS: usize = 32;
+
+    /// Bytes per block.
+    pub const fn bytes(self) -> usize {
+        match self {
+            KvBlock::Q8_0 => 34,
+            KvBlock::Q4_0 => 18,
+        }
+    }
+
+    /// A block's scale and its 32 codes.
+    pub fn decode(self, block: &[u8]) -> (f32, [i8; 32]) {
+        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let mut codes = [0i8; 32];
+        match self {
+            KvBlock::Q8_0 => codes.iter_mut().zip(&block[2..34]).for_each(|(c, &b)| *c = b as i8),
+            KvBlock::Q4_0 => {
+                for (j, &b) in block[2..18].iter().enumerate() {
+                    codes[j] = (b & 15) as i8 - 8;
+                    codes[j + 16] = (b >> 4) as i8 - 8;
+                }
+            }
+        }
+        (d, codes)
+    }
+
+    /// Quantizes `x` (a multiple of 32 elements) into `out` (`x.len() / 32 · bytes()` bytes),
+    /// as llama.cpp's `quantize_row_q8_0_ref` / `quantize_row_q4_0_ref` do.
+    pub fn quantize(self, x: &[f32], out: &mut [u8]) {
+        for (b, o) in x.chunks_exact(32).zip(out.chunks_exact_mut(self.bytes())) {
+            match self {
+                KvBlock::Q8_0 => crate::dense::quantize_block_q8_0(b, o),
+                KvBlock::Q4_0 => quantize_block_q4_0(b, o),
+            }
+        }
+    }
+}
+
+/// One `block_q4_0`: the element of largest magnitude maps to code −8 exactly (`d = max / −8`),
+/// codes are `min(15, trunc(x/d + 8.5))`.
+fn quantize_block_q4_0(x: &[f32], out: &mut [u8]) {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -8.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    out[..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+    let code = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
+    for j in 0..16 {
+        out[2 + j] = code(x[j]) | (code(x[j + 16]) << 4);
+    }
 }
 
 /// The portable versions: sixteen independent partial sums, which LLVM vectorizes for the
 /// baseline instruction set (a single sequential f32 sum runs one add per 4 cycles).
-pub const SCALAR: F32Ops = F32Ops { name: "scalar", dot, axpy, scores, weighted_sum, scores_f16, weighted_sum_f16 };
+pub const SCALAR: F32Ops = F32Ops {
+    name: "scalar",
+    dot,
+    axpy,
+    scores,
+    weighted_sum,
+    scores_f16,
+    weighted_sum_f16,
+    scores_kv,
+    weighted_sum_kv,
+};
 
 /// Σ a·b.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -88,6 +173,36 @@ pub fn weighted_sum_f16(w: &[f32], v: &[u8], stride: usize, out: &mut [f32]) {
     }
 }
 
+/// [`scores`] over block-quantized keys: key `p`'s blocks start at byte `p · stride`, and its
+/// score is `Σ_b d_b · (Σ_j q[32b + j] · code_bj)` over the `q.len() / 32` blocks (each block's
+/// sum in f32, then scaled: the order the SIMD kernels keep).
+pub fn scores_kv(ty: KvBlock, q: &[f32], k: &[u8], stride: usize, out: &mut [f32]) {
+    let bb = ty.bytes();
+    let mut key = [0f32; 32];
+    for (p, o) in out.iter_mut().enumerate() {
+        let mut s = 0.0;
+        for (b, qb) in q.chunks_exact(32).enumerate() {
+            let (d, codes) = ty.decode(&k[p * stride + b * bb..][..bb]);
+            key.iter_mut().zip(codes).for_each(|(k, c)| *k = f32::from(c));
+            s += d * dot(qb, &key);
+        }
+        *o = s;
+    }
+}
+
+/// [`weighted_sum`] over block-quantized values: `out[j] += Σ_p (w[p] · d_pb) · code_pj` for the
+/// `out.len() / 32` blocks `b` of value `p` (from byte `p · stride`).
+pub fn weighted_sum_kv(ty: KvBlock, w: &[f32], v: &[u8], stride: usize, out: &mut [f32]) {
+    let bb = ty.bytes();
+    for (p, &wp) in w.iter().enumerate() {
+        for (b, ob) in out.chunks_exact_mut(32).enumerate() {
+            let (d, codes) = ty.decode(&v[p * stride + b * bb..][..bb]);
+            let c = wp * d;
+            ob.iter_mut().zip(codes).for_each(|(o, q)| *o += c * f32::from(q));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +214,41 @@ mod tests {
             let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
             let want: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
             assert!((f64::from(dot(&a, &b)) - want).abs() < 1e-4, "n = {n}");
+        }
+    }
+
+    /// Round trips stay within half a step of each block (q4_0: a step is |max| / 8, and values
+    /// of the sign opposite to the largest one clamp at code 15, so within a whole step), and
+    /// the scores and sums are those of the dequantized rows.
+    #[test]
+    fn kv_blocks_round_trip() {
+        let x: Vec<f32> = (0..96).map(|i| ((i * 37 % 101) as f32 - 50.0) / 13.0).collect();
+        for ty in [KvBlock::Q8_0, KvBlock::Q4_0] {
+            let mut bytes = vec![0u8; 3 * ty.bytes()];
+            ty.quantize(&x, &mut bytes);
+            let mut deq = vec![0f32; 96];
+            for (b, o) in bytes.chunks_exact(ty.bytes()).zip(deq.chunks_exact_mut(32)) {
+                let (d, codes) = ty.decode(b);
+                o.iter_mut().zip(codes).for_each(|(o, c)| *o = d * f32::from(c));
+            }
+            for (b, (xs, ds)) in x.chunks(32).zip(deq.chunks(32)).enumerate() {
+                let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let bound = if ty == KvBlock::Q8_0 { 0.5 * amax / 127.0 } else { amax / 8.0 };
+                for (a, b2) in xs.iter().zip(ds) {
+                    assert!((a - b2).abs() <= bound * 1.01 + 1e-3, "{ty:?} block {b}: {a} vs {b2}");
+                }
+            }
+            let q: Vec<f32> = (0..64).map(|i| (i as f32 * 0.3).sin()).collect();
+            let (mut got, mut want) = ([0f32; 1], [0f32; 1]);
+            scores_kv(ty, &q, &bytes[ty.bytes()..], 0, &mut got);
+            scores(&q, &deq[32..], 0, &mut want);
+            assert!((got[0] - want[0]).abs() < 1e-4, "{ty:?}: {got:?} vs {want:?}");
+            let (mut got, mut want) = (vec![0f32; 32], vec![0f32; 32]);
+            weighted_sum_kv(ty, &[0.5, 2.0], &bytes, 2 * ty.bytes(), &mut got);
+            weighted_sum(&[0.5, 2.0], &deq, 64, &mut want);
+            for (g, e) in got.iter().zip(&want) {
+                assert!((g - e).abs() < 1e-4, "{ty:?}: {g} vs {e}");
+            }
         }
     }
 }
