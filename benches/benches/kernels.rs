@@ -1,6 +1,7 @@
 //! Every ternary and dense kernel this CPU runs, at 2B-4T and 7B shapes: one token (GEMV, the
 //! decoding case, reported as GB/s of weights streamed) and 128 tokens (GEMM, prompt
-//! processing). Single-threaded: the kernels themselves, not the pool.
+//! processing); decoding attention over each KV cache type. Single-threaded: the kernels
+//! themselves, not the pool.
 //!
 //! `cargo bench -p bitnet-benches` (add `-- 2B-4T` to filter).
 
@@ -83,5 +84,53 @@ fn streaming(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, streaming, ternary, heads);
+/// Decoding attention of one 128-wide head over 4096 cached positions of a 2B-4T layer (5 KV
+/// heads: positions 640 elements apart), each KV cache type: the scores against the keys, then
+/// the weighted sum of the values. Throughput is the cache bytes read (keys and values).
+fn attention(c: &mut Criterion) {
+    use bitnet_quant::vecops::KvBlock;
+    let (hd, kv_dim, n) = (128usize, 640usize, 4096usize);
+    let (q, _) = activations(1, hd);
+    let x: Vec<f32> = (0..n * kv_dim).map(|i| ((i * 7919 % 2001) as f32 - 1000.0) / 1000.0).collect();
+    let f16 = bitnet_quant::dense::quantize_row(TensorType::F16, &x).expect("f16 row");
+    let blocks = |ty: KvBlock| {
+        let mut b = vec![0u8; n * kv_dim / 32 * ty.bytes()];
+        ty.quantize(&x, &mut b);
+        b
+    };
+    let (q8, q4) = (blocks(KvBlock::Q8_0), blocks(KvBlock::Q4_0));
+    let w: Vec<f32> = (0..n).map(|i| 1.0 / (1.0 + i as f32)).collect();
+    let mut scores = vec![0f32; n];
+    let mut out = vec![0f32; hd];
+    for ty in ["f16", "q8_0", "q4_0"] {
+        let bytes = match ty {
+            "f16" => 2 * n * hd,
+            "q8_0" => n * hd / 32 * 34,
+            _ => n * hd / 32 * 18,
+        };
+        let mut g = c.benchmark_group(format!("attention {ty} hd{hd} d{n}"));
+        g.throughput(Throughput::Bytes(2 * bytes as u64));
+        g.sample_size(20);
+        for set in Kernels::available() {
+            let ops = set.f32();
+            g.bench_function(set.name(), |b| {
+                b.iter(|| match ty {
+                    "f16" => {
+                        (ops.scores_f16)(black_box(&q), &f16, kv_dim, &mut scores);
+                        (ops.weighted_sum_f16)(&w, &f16, kv_dim, &mut out);
+                    }
+                    _ => {
+                        let (kind, data) = if ty == "q8_0" { (KvBlock::Q8_0, &q8) } else { (KvBlock::Q4_0, &q4) };
+                        let stride = kv_dim / 32 * kind.bytes();
+                        (ops.scores_kv)(kind, black_box(&q), data, stride, &mut scores);
+                        (ops.weighted_sum_kv)(kind, &w, data, stride, &mut out);
+                    }
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, streaming, ternary, heads, attention);
 criterion_main!(benches);

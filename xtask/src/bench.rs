@@ -300,11 +300,12 @@ pub fn run(opts: &Options) -> Result<()> {
     let h2h = head_to_head(opts, &bitnet)?;
     md.push_str(&against_bitnet_cpp(&rows, pp, tg, &h2h));
     md.push_str(&head_section(&rows, &heads));
-    // The serving and embedding sections belong to `bench-serve` / `bench-embed`: kept as they are.
+    // The serving, embedding and KV sections belong to `bench-serve` / `bench-embed` / `bench-kv`: kept.
     let old = std::fs::read_to_string(opts.out_dir.join("bench.md")).unwrap_or_default();
     let kept = [
         crate::bench_serve::section(&old),
         crate::marked::section(&old, crate::bench_embed::BEGIN, crate::bench_embed::END),
+        crate::marked::section(&old, crate::bench_kv::BEGIN, crate::bench_kv::END),
     ];
     for section in kept.into_iter().flatten() {
         md.push('\n');

@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_embed;
+mod bench_kv;
 mod bench_serve;
 mod dummy;
 mod malformed;
@@ -91,6 +92,28 @@ enum Command {
         #[arg(long, default_value = "docs/bench.md")]
         out: PathBuf,
     },
+    /// Generation at depth with each KV cache type (f16, q8_0, q4_0) on a dummy model, and each
+    /// type's perplexity cost on the demo model; write the table into docs/bench.md.
+    BenchKv {
+        /// Dummy model shape (see `dummy --size`).
+        #[arg(long, default_value = "2B-4T")]
+        size: String,
+        /// Context depths, comma-separated.
+        #[arg(short, long, value_delimiter = ',', default_value = "0,4096,16384")]
+        depths: Vec<usize>,
+        /// Threads.
+        #[arg(short, long, default_value_t = 2)]
+        threads: usize,
+        /// Tokens generated per run.
+        #[arg(short = 'n', long, default_value_t = 16)]
+        tokens: usize,
+        /// Timed repetitions of each test.
+        #[arg(short, long, default_value_t = 3)]
+        reps: usize,
+        /// The Markdown file whose KV cache section is rewritten.
+        #[arg(long, default_value = "docs/bench.md")]
+        out: PathBuf,
+    },
     /// Load-test `bitnet serve` (continuous batching) with C concurrent streaming clients on a
     /// dummy model; write the table into docs/bench.md.
     BenchServe {
@@ -166,11 +189,21 @@ fn main() -> Result<()> {
             }
             bench_embed::run(&bench_embed::Options { threads, reps, out: root().join(out) }, &bitnet, &models)
         }
+        Command::BenchKv { size, depths, threads, tokens, reps, out } => {
+            let bitnet = bench::build_cli()?;
+            let model = root().join(format!("target/dummy/dummy-{size}-i2_s.gguf"));
+            if !model.exists() {
+                std::fs::create_dir_all(model.parent().expect("target/dummy"))?;
+                dummy::write(&size, "i2_s", &model)?;
+            }
+            let opts = bench_kv::Options { size, depths, threads, tokens, reps, out: root().join(out) };
+            bench_kv::run(&opts, &bitnet, &model)
+        }
         Command::MalformedCorpus { out } => malformed::write_corpus(&root().join(out)),
     }
 }
 
 /// The workspace root (xtask's parent), so commands work from any directory.
-fn root() -> PathBuf {
+pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
 }

@@ -95,7 +95,7 @@ pub fn run(args: &ChatArgs) -> Result<()> {
         ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
     }
     let mut messages: Vec<Message> = args.system.iter().map(|s| Message::new("system", s.clone())).collect();
-    let mut seq = Sequence::new(&model, ctx, args.model.kv(bitnet_model::KvType::F16))?;
+    let mut seq = Sequence::new(&model, ctx, args.model.kv_for(&model))?;
     let opts = GenerateOptions { max_tokens: args.n_predict, ..GenerateOptions::default() };
     let mut stdin = std::io::stdin().lock();
     let mut out = std::io::stdout().lock();

@@ -64,7 +64,7 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("model file {} does not exist", path.display());
     }
     let name = path.file_stem().map_or("model".into(), |s| s.to_string_lossy().into_owned());
-    let kv: KvType = args.model.kv(KvType::F16);
+    let kv: Option<KvType> = args.model.kv_type.map(Into::into);
     let parallel = usize::from(args.parallel);
     let config = bitnet_server::Config {
         addr: SocketAddr::new(args.host, args.port),
@@ -86,9 +86,10 @@ pub fn run(args: &Args) -> Result<()> {
             Some(src) => Some(ChatTemplate::of_model(&model, &tok, Some(src))?),
             None => None,
         };
+        let kv = kv.unwrap_or_else(|| model.preferred_kv_type());
         let per_token = model.kv_bytes_per_token(kv);
         eprintln!(
-            "loaded {} ({} kernels); KV caches: up to {parallel} × {ctx} tokens = {:.1} MiB at most (they grow with use)",
+            "loaded {} ({} kernels); {kv} KV caches: up to {parallel} × {ctx} tokens = {:.1} MiB at most (they grow with use)",
             name,
             model.kernel_name(),
             (per_token * ctx * parallel) as f64 / (1 << 20) as f64

@@ -269,3 +269,23 @@ fn convert_takes_a_checkpoint_from_the_hf_cache_offline() {
     let (ok, _, err) = bitnet_env(&["convert", "--hf-repo", "tester/absent", "-o", &out], &env);
     assert!(!ok && err.contains("config.json") && err.contains("HF_HUB_OFFLINE"), "{err}");
 }
+
+/// Quantized KV caches through the CLI: the demo model (heads of 32) generates and scores text
+/// with them; the tiny model's heads of 16 are refused with a message that says why.
+#[test]
+fn quantized_kv_caches() {
+    let demo = fixture("models/bitnet-demo.gguf");
+    for kv in ["q8_0", "q4_0"] {
+        let (ok, out, err) = bitnet(&["run", "-m", &demo, "-p", "The compiler", "-n", "8", "--kv-type", kv]);
+        assert!(ok && out.len() > "The compiler".len(), "{kv}: {err}");
+        let text = fixture("models/sample.txt");
+        let (ok, out, err) =
+            bitnet(&["perplexity", "-m", &demo, "-f", &text, "--ctx", "64", "--kv-type", kv, "--json"]);
+        assert!(ok, "{kv}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["kv_type"], kv);
+        assert!(v["perplexity"].as_f64().unwrap().is_finite());
+        let (ok, _, err) = bitnet(&["run", "-m", &fixture(MODEL), "-p", "The", "-n", "2", "--kv-type", kv]);
+        assert!(!ok && err.contains("blocks of 32") && err.contains("16"), "{kv}: {err}");
+    }
+}

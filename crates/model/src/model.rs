@@ -231,6 +231,13 @@ impl Model {
         self.pool.threads()
     }
 
+    /// The KV cache type for generation when none is asked for: q8_0 where the heads are whole
+    /// 32-element blocks (its perplexity cost on the demo model is 0.005%, below the 0.1% that
+    /// would keep f16, and it is never slower: docs/bench.md), else f16.
+    pub fn preferred_kv_type(&self) -> KvType {
+        if self.config.head_dim.is_multiple_of(KvBlock::ELEMENTS) { KvType::Q8_0 } else { KvType::F16 }
+    }
+
     /// A fresh exact (f32) KV cache for `ctx` positions.
     pub fn new_cache(&self, ctx: usize) -> Result<KvCache> {
         self.new_cache_of(ctx, KvType::F32)
@@ -275,7 +282,7 @@ impl Model {
                 have as f64 / GIB
             )));
         }
-        Ok(KvCache { ctx, len: 0, kv_dim, store: KvStore::new(ty, self.config.layers) })
+        Ok(KvCache { ctx, len: 0, kv_dim, head_dim: self.config.head_dim, store: KvStore::new(ty, self.config.layers) })
     }
 
     fn matmul(&self, w: &Matrix, x: &[f32]) -> Result<Buf<'_>> {
@@ -349,17 +356,24 @@ impl Model {
         };
         // A long prompt runs in blocks of QB query rows against blocks of KB keys, so a key block
         // is read from memory once per QB rows instead of once per row (long prompts were bound by
-        // streaming every key and value once per query). Short ones run row by row, in one block
-        // of keys: each row's sums are then exactly the unblocked ones.
+        // streaming every key and value once per query). A long cache is read in blocks of KB
+        // keys even row by row: the query heads that share a KV head (GQA) take each block in
+        // turn while it is in L1, instead of each streaming the whole cache. A cache of at most
+        // 2·KB positions is one block (each row's sums are then exactly the unblocked ones).
         const QB: usize = 32;
         const KB: usize = 128;
-        let blocked = n >= QB && end >= 2 * KB;
-        let (qb, kb) = if blocked { (QB, KB) } else { (1, usize::MAX) };
-        let one_head = |head: usize| {
-            let kvh = head / group;
-            let mut out = self.bufs.zeroed(n * hd);
-            let mut scores = self.bufs.overwritten(qb * end);
-            let q_of = |i: usize| &q[(i * c.heads + head) * hd..][..hd];
+        let qb = if n >= QB && end >= 2 * KB { QB } else { 1 };
+        let kb = if end >= 2 * KB { KB } else { usize::MAX };
+        // Jobs of `sub` query heads sharing one KV head: as many heads per job as keeps the
+        // jobs a multiple of the threads (20 heads on 5 KV heads, 2 threads: 10 jobs of 2).
+        let threads = self.pool.threads();
+        let sub =
+            (1..=group).rev().find(|&s| group.is_multiple_of(s) && (c.heads / s).is_multiple_of(threads)).unwrap_or(1);
+        let one_job = |job: usize| {
+            let (h0, kvh) = (job * sub, job * sub / group);
+            let mut out = self.bufs.zeroed(sub * n * hd);
+            let mut scores = self.bufs.overwritten(sub * qb * end);
+            let q_of = |i: usize, h: usize| &q[(i * c.heads + h0 + h) * hd..][..hd];
             for r0 in (0..n).step_by(qb) {
                 let r1 = (r0 + qb).min(n);
                 let (lo, hi) = (range(r0).0, range(r1 - 1).1);
@@ -372,37 +386,45 @@ impl Model {
                         (a < b).then_some((i, a, b))
                     })
                 };
+                // Row `i` of head `h` in `scores`.
+                let at = |h: usize, i: usize| (h * qb + i - r0) * end;
                 for k0 in (lo..hi).step_by(kb.min(hi - lo).max(1)) {
                     for (i, a, b) in parts(k0) {
-                        let s = &mut scores[(i - r0) * end..][a..b];
-                        let kv = a * kv_dim + kvh * hd;
-                        match k {
-                            KvSlice::F32(k) => (ops.scores)(q_of(i), &k[kv..], kv_dim, s),
-                            KvSlice::F16(k) => (ops.scores_f16)(q_of(i), &k[2 * kv..], kv_dim, s),
-                            KvSlice::Blocks(ty, k) => {
-                                let (row, at) = block_offsets(ty, kv_dim, hd, a, kvh);
-                                (ops.scores_kv)(ty, q_of(i), &k[at..], row, s)
+                        for h in 0..sub {
+                            let s = &mut scores[at(h, i)..][a..b];
+                            let kv = a * kv_dim + kvh * hd;
+                            match k {
+                                KvSlice::F32(k) => (ops.scores)(q_of(i, h), &k[kv..], kv_dim, s),
+                                KvSlice::F16(k) => (ops.scores_f16)(q_of(i, h), &k[2 * kv..], kv_dim, s),
+                                KvSlice::Blocks(ty, k) => {
+                                    let (row, at) = block_offsets(ty, kv_dim, hd, a, kvh);
+                                    (ops.scores_kv)(ty, q_of(i, h), &k[at..], row, s)
+                                }
                             }
                         }
                     }
                 }
-                for i in r0..r1 {
-                    let (f, t) = range(i);
-                    let s = &mut scores[(i - r0) * end..][f..t];
-                    s.iter_mut().for_each(|x| *x *= scale);
-                    softmax(s);
+                for h in 0..sub {
+                    for i in r0..r1 {
+                        let (f, t) = range(i);
+                        let s = &mut scores[at(h, i)..][f..t];
+                        s.iter_mut().for_each(|x| *x *= scale);
+                        softmax(s);
+                    }
                 }
                 for k0 in (lo..hi).step_by(kb.min(hi - lo).max(1)) {
                     for (i, a, b) in parts(k0) {
-                        let s = &scores[(i - r0) * end..][a..b];
-                        let o = &mut out[i * hd..(i + 1) * hd];
-                        let kv = a * kv_dim + kvh * hd;
-                        match v {
-                            KvSlice::F32(v) => (ops.weighted_sum)(s, &v[kv..], kv_dim, o),
-                            KvSlice::F16(v) => (ops.weighted_sum_f16)(s, &v[2 * kv..], kv_dim, o),
-                            KvSlice::Blocks(ty, v) => {
-                                let (row, at) = block_offsets(ty, kv_dim, hd, a, kvh);
-                                (ops.weighted_sum_kv)(ty, s, &v[at..], row, o)
+                        for h in 0..sub {
+                            let s = &scores[at(h, i)..][a..b];
+                            let o = &mut out[(h * n + i) * hd..][..hd];
+                            let kv = a * kv_dim + kvh * hd;
+                            match v {
+                                KvSlice::F32(v) => (ops.weighted_sum)(s, &v[kv..], kv_dim, o),
+                                KvSlice::F16(v) => (ops.weighted_sum_f16)(s, &v[2 * kv..], kv_dim, o),
+                                KvSlice::Blocks(ty, v) => {
+                                    let (row, at) = block_offsets(ty, kv_dim, hd, a, kvh);
+                                    (ops.weighted_sum_kv)(ty, s, &v[at..], row, o)
+                                }
                             }
                         }
                     }
@@ -412,12 +434,15 @@ impl Model {
         };
         // Below ~16k multiply-adds waking the pool costs more than it saves.
         let work = n * (pos0 + n) * hd * c.heads;
-        let heads: Vec<Buf<'_>> =
-            if work < 1 << 14 { (0..c.heads).map(one_head).collect() } else { self.pool.map(c.heads, one_head) };
+        let jobs = c.heads / sub;
+        let outs: Vec<Buf<'_>> =
+            if work < 1 << 14 { (0..jobs).map(one_job).collect() } else { self.pool.map(jobs, one_job) };
         let mut attn = self.bufs.overwritten(n * c.heads * hd);
-        for (head, out) in heads.iter().enumerate() {
-            for i in 0..n {
-                attn[(i * c.heads + head) * hd..][..hd].copy_from_slice(&out[i * hd..(i + 1) * hd]);
+        for (job, out) in outs.iter().enumerate() {
+            for h in 0..sub {
+                for i in 0..n {
+                    attn[(i * c.heads + job * sub + h) * hd..][..hd].copy_from_slice(&out[(h * n + i) * hd..][..hd]);
+                }
             }
         }
         attn
@@ -763,6 +788,7 @@ pub struct KvCache {
     ctx: usize,
     len: usize,
     kv_dim: usize,
+    head_dim: usize,
     store: KvStore,
 }
 
@@ -919,7 +945,67 @@ impl KvStore {
     }
 }
 
+impl KvSlice<'_> {
+    /// The first `n` elements as f32.
+    fn to_f32(self, n: usize) -> Vec<f32> {
+        match self {
+            KvSlice::F32(x) => x[..n].to_vec(),
+            KvSlice::F16(x) => {
+                x[..2 * n].chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
+            KvSlice::Blocks(ty, x) => x[..n / KvBlock::ELEMENTS * ty.bytes()]
+                .chunks_exact(ty.bytes())
+                .flat_map(|b| {
+                    let (d, codes) = ty.decode(b);
+                    codes.map(|c| d * f32::from(c))
+                })
+                .collect(),
+        }
+    }
+}
+
 impl KvCache {
+    /// The same positions in a cache of element type `ty` (keys and values rounded to it): the
+    /// context without computing it again (`bitnet bench` measures every type at one depth so).
+    ///
+    /// ```
+    /// # use bitnet_model::{KvType, LoadOptions, Model};
+    /// # let model = Model::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/bitnet-demo.gguf"), LoadOptions::default())?;
+    /// let mut exact = model.new_cache_of(16, KvType::F32)?;
+    /// model.forward(&[1, 2, 3], &mut exact, false)?;
+    /// let mut small = exact.to_type(KvType::Q8_0)?;
+    /// model.forward(&[4], &mut small, false)?;
+    /// assert_eq!((small.len(), small.kv_type()), (4, KvType::Q8_0));
+    /// # Ok::<(), bitnet_model::ModelError>(())
+    /// ```
+    pub fn to_type(&self, ty: KvType) -> Result<KvCache> {
+        if ty.block().is_some() && !self.head_dim.is_multiple_of(KvBlock::ELEMENTS) {
+            return Err(ModelError::Invalid(format!(
+                "a {ty} KV cache needs heads that are a multiple of {} wide; these are {}",
+                KvBlock::ELEMENTS,
+                self.head_dim
+            )));
+        }
+        let layers = self.store.layers();
+        let mut store = KvStore::new(ty, layers);
+        let n = self.len * self.kv_dim;
+        for l in 0..layers {
+            let (k, v) = self.store.layer(l);
+            store.write(l, 0, &k.to_f32(n), &v.to_f32(n))?;
+        }
+        Ok(KvCache { store, ..*self })
+    }
+
+    /// The element type.
+    pub fn kv_type(&self) -> KvType {
+        match &self.store {
+            KvStore::F32 { .. } => KvType::F32,
+            KvStore::F16 { .. } => KvType::F16,
+            KvStore::Blocks { ty: KvBlock::Q8_0, .. } => KvType::Q8_0,
+            KvStore::Blocks { ty: KvBlock::Q4_0, .. } => KvType::Q4_0,
+        }
+    }
+
     /// Positions filled.
     pub fn len(&self) -> usize {
         self.len

@@ -43,8 +43,8 @@ pub struct Config {
     pub addr: SocketAddr,
     /// Sequences generated together (each with its own KV cache).
     pub parallel: usize,
-    /// KV cache element type.
-    pub kv: KvType,
+    /// KV cache element type (`None`: the model's preferred one, q8_0 where its heads allow).
+    pub kv: Option<KvType>,
     /// Required bearer token for `/v1` requests.
     pub api_key: Option<String>,
     /// Requests that may wait for a slot; more get 429.
@@ -64,7 +64,7 @@ impl Default for Config {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             parallel: 4,
-            kv: KvType::F16,
+            kv: None,
             api_key: None,
             max_queue: 64,
             cors: None,
@@ -207,11 +207,12 @@ where
         if engine_shared.ready.set(ready).is_err() {
             return;
         }
+        let kv = c.kv.unwrap_or_else(|| loaded.model.preferred_kv_type());
         let engine = Engine {
             model: loaded.model,
             tok,
             ctx,
-            kv: c.kv,
+            kv,
             parallel: c.parallel.max(1),
             metrics: engine_shared.metrics.clone(),
             #[cfg(test)]

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bitnet_model::{ChatTemplate, GenerateOptions, KvType, LoadOptions, Message, Model, Sequence, Tokenizer};
+use bitnet_model::{ChatTemplate, GenerateOptions, LoadOptions, Message, Model, Sequence, Tokenizer};
 use bitnet_server::{Config, Running};
 use serde_json::{Value, json};
 
@@ -66,7 +66,7 @@ fn library_answer(messages: &[Message], max_tokens: usize) -> (String, usize, us
     let tok = Tokenizer::from_metadata(model.metadata()).unwrap();
     let template = ChatTemplate::of_model(&model, &tok, None).unwrap();
     let prompt = template.encode(&tok, messages, true).unwrap();
-    let mut seq = Sequence::new(&model, 512, KvType::F16).unwrap();
+    let mut seq = Sequence::new(&model, 512, model.preferred_kv_type()).unwrap();
     let opts = GenerateOptions { max_tokens, ..GenerateOptions::default() };
     let mut g = seq.generate(&model, &tok, &prompt, &opts).unwrap();
     let mut text = String::new();
