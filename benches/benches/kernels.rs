@@ -93,37 +93,34 @@ fn attention(c: &mut Criterion) {
     let (q, _) = activations(1, hd);
     let x: Vec<f32> = (0..n * kv_dim).map(|i| ((i * 7919 % 2001) as f32 - 1000.0) / 1000.0).collect();
     let f16 = bitnet_quant::dense::quantize_row(TensorType::F16, &x).expect("f16 row");
-    let blocks = |ty: KvBlock| {
-        let mut b = vec![0u8; n * kv_dim / 32 * ty.bytes()];
-        ty.quantize(&x, &mut b);
-        b
-    };
-    let (q8, q4) = (blocks(KvBlock::Q8_0), blocks(KvBlock::Q4_0));
     let w: Vec<f32> = (0..n).map(|i| 1.0 / (1.0 + i as f32)).collect();
     let mut scores = vec![0f32; n];
     let mut out = vec![0f32; hd];
-    for ty in ["f16", "q8_0", "q4_0"] {
-        let bytes = match ty {
-            "f16" => 2 * n * hd,
-            "q8_0" => n * hd / 32 * 34,
-            _ => n * hd / 32 * 18,
+    // f16 (no block type) and each block type; throughput counts one head's keys and values.
+    for ty in [None, Some(KvBlock::Q8_0), Some(KvBlock::Q4_0)] {
+        let (name, data, head_bytes) = match ty {
+            None => ("f16".to_owned(), f16.clone(), 2 * n * hd),
+            Some(t) => {
+                let mut data = vec![0u8; t.bytes_of(n * kv_dim)];
+                t.quantize(&x, &mut data);
+                (format!("{t:?}").to_lowercase(), data, n * t.bytes_of(hd))
+            }
         };
-        let mut g = c.benchmark_group(format!("attention {ty} hd{hd} d{n}"));
-        g.throughput(Throughput::Bytes(2 * bytes as u64));
+        let mut g = c.benchmark_group(format!("attention {name} hd{hd} d{n}"));
+        g.throughput(Throughput::Bytes(2 * head_bytes as u64));
         g.sample_size(20);
         for set in Kernels::available() {
             let ops = set.f32();
             g.bench_function(set.name(), |b| {
                 b.iter(|| match ty {
-                    "f16" => {
-                        (ops.scores_f16)(black_box(&q), &f16, kv_dim, &mut scores);
-                        (ops.weighted_sum_f16)(&w, &f16, kv_dim, &mut out);
+                    None => {
+                        (ops.scores_f16)(black_box(&q), &data, kv_dim, &mut scores);
+                        (ops.weighted_sum_f16)(&w, &data, kv_dim, &mut out);
                     }
-                    _ => {
-                        let (kind, data) = if ty == "q8_0" { (KvBlock::Q8_0, &q8) } else { (KvBlock::Q4_0, &q4) };
-                        let stride = kv_dim / 32 * kind.bytes();
-                        (ops.scores_kv)(kind, black_box(&q), data, stride, &mut scores);
-                        (ops.weighted_sum_kv)(kind, &w, data, stride, &mut out);
+                    Some(t) => {
+                        let stride = t.bytes_of(kv_dim);
+                        (ops.scores_kv)(t, black_box(&q), &data, stride, &mut scores);
+                        (ops.weighted_sum_kv)(t, &w, &data, stride, &mut out);
                     }
                 })
             });

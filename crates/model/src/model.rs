@@ -257,14 +257,7 @@ impl Model {
             return Err(ModelError::Invalid("the context must hold at least 1 token".into()));
         }
         let kv_dim = self.config.kv_heads * self.config.head_dim;
-        if ty.block().is_some() && !self.config.head_dim.is_multiple_of(KvBlock::ELEMENTS) {
-            return Err(ModelError::Invalid(format!(
-                "a {ty} KV cache quantizes each head in blocks of {}, but this model's heads have {} elements \
-                 (use --kv-type f16)",
-                KvBlock::ELEMENTS,
-                self.config.head_dim
-            )));
-        }
+        ty.check_heads(self.config.head_dim)?;
         let row = ty.row_bytes(kv_dim);
         let bytes = ctx
             .checked_mul(row)
@@ -390,9 +383,9 @@ impl Model {
                 let at = |h: usize, i: usize| (h * qb + i - r0) * end;
                 for k0 in (lo..hi).step_by(kb.min(hi - lo).max(1)) {
                     for (i, a, b) in parts(k0) {
+                        let kv = a * kv_dim + kvh * hd;
                         for h in 0..sub {
                             let s = &mut scores[at(h, i)..][a..b];
-                            let kv = a * kv_dim + kvh * hd;
                             match k {
                                 KvSlice::F32(k) => (ops.scores)(q_of(i, h), &k[kv..], kv_dim, s),
                                 KvSlice::F16(k) => (ops.scores_f16)(q_of(i, h), &k[2 * kv..], kv_dim, s),
@@ -414,10 +407,10 @@ impl Model {
                 }
                 for k0 in (lo..hi).step_by(kb.min(hi - lo).max(1)) {
                     for (i, a, b) in parts(k0) {
+                        let kv = a * kv_dim + kvh * hd;
                         for h in 0..sub {
                             let s = &scores[at(h, i)..][a..b];
                             let o = &mut out[(h * n + i) * hd..][..hd];
-                            let kv = a * kv_dim + kvh * hd;
                             match v {
                                 KvSlice::F32(v) => (ops.weighted_sum)(s, &v[kv..], kv_dim, o),
                                 KvSlice::F16(v) => (ops.weighted_sum_f16)(s, &v[2 * kv..], kv_dim, o),
@@ -812,9 +805,6 @@ pub enum KvType {
 }
 
 impl KvType {
-    /// Every type, in the order `--kv-type` lists them.
-    pub const ALL: [KvType; 4] = [KvType::F16, KvType::F32, KvType::Q8_0, KvType::Q4_0];
-
     /// The block type of a quantized cache.
     fn block(self) -> Option<KvBlock> {
         match self {
@@ -829,8 +819,20 @@ impl KvType {
         match self.block() {
             None if self == KvType::F32 => 4 * n,
             None => 2 * n,
-            Some(b) => n / KvBlock::ELEMENTS * b.bytes(),
+            Some(b) => b.bytes_of(n),
         }
+    }
+
+    /// A block type quantizes each head in whole blocks: an error naming the head size otherwise.
+    fn check_heads(self, head_dim: usize) -> Result<()> {
+        if self.block().is_some() && !head_dim.is_multiple_of(KvBlock::ELEMENTS) {
+            return Err(ModelError::Invalid(format!(
+                "a {self} KV cache quantizes each head in blocks of {}, but this model's heads have {head_dim} \
+                 elements (use --kv-type f16)",
+                KvBlock::ELEMENTS
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -847,8 +849,8 @@ impl std::fmt::Display for KvType {
 
 /// (bytes per position, byte offset of position `pos`'s head `kvh`) in a block-quantized layer.
 fn block_offsets(ty: KvBlock, kv_dim: usize, hd: usize, pos: usize, kvh: usize) -> (usize, usize) {
-    let (row, head) = (kv_dim / KvBlock::ELEMENTS * ty.bytes(), hd / KvBlock::ELEMENTS * ty.bytes());
-    (row, pos * row + kvh * head)
+    let row = ty.bytes_of(kv_dim);
+    (row, pos * row + kvh * ty.bytes_of(hd))
 }
 
 /// Keys and values per layer, `positions × kv_dim` each, grown as positions are written.
@@ -928,9 +930,8 @@ impl KvStore {
             }
             // Whole rows of blocks: `at` and the lengths are multiples of kv_dim, itself of 32.
             KvStore::Blocks { ty, k: ks, v: vs } => {
-                let bytes = |n: usize| n / KvBlock::ELEMENTS * ty.bytes();
-                ty.quantize(k, &mut grown(&mut ks[l], bytes(at + k.len()))?[bytes(at)..]);
-                ty.quantize(v, &mut grown(&mut vs[l], bytes(at + v.len()))?[bytes(at)..]);
+                ty.quantize(k, &mut grown(&mut ks[l], ty.bytes_of(at + k.len()))?[ty.bytes_of(at)..]);
+                ty.quantize(v, &mut grown(&mut vs[l], ty.bytes_of(at + v.len()))?[ty.bytes_of(at)..]);
             }
         }
         Ok(())
@@ -948,19 +949,15 @@ impl KvStore {
 impl KvSlice<'_> {
     /// The first `n` elements as f32.
     fn to_f32(self, n: usize) -> Vec<f32> {
+        let mut out = vec![0f32; n];
         match self {
-            KvSlice::F32(x) => x[..n].to_vec(),
+            KvSlice::F32(x) => out.copy_from_slice(&x[..n]),
             KvSlice::F16(x) => {
-                x[..2 * n].chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+                bitnet_quant::dense::dequantize_row(bitnet_format::TensorType::F16, &x[..2 * n], &mut out)
             }
-            KvSlice::Blocks(ty, x) => x[..n / KvBlock::ELEMENTS * ty.bytes()]
-                .chunks_exact(ty.bytes())
-                .flat_map(|b| {
-                    let (d, codes) = ty.decode(b);
-                    codes.map(|c| d * f32::from(c))
-                })
-                .collect(),
+            KvSlice::Blocks(ty, x) => ty.dequantize(&x[..ty.bytes_of(n)], &mut out),
         }
+        out
     }
 }
 
@@ -979,13 +976,7 @@ impl KvCache {
     /// # Ok::<(), bitnet_model::ModelError>(())
     /// ```
     pub fn to_type(&self, ty: KvType) -> Result<KvCache> {
-        if ty.block().is_some() && !self.head_dim.is_multiple_of(KvBlock::ELEMENTS) {
-            return Err(ModelError::Invalid(format!(
-                "a {ty} KV cache needs heads that are a multiple of {} wide; these are {}",
-                KvBlock::ELEMENTS,
-                self.head_dim
-            )));
-        }
+        ty.check_heads(self.head_dim)?;
         let layers = self.store.layers();
         let mut store = KvStore::new(ty, layers);
         let n = self.len * self.kv_dim;

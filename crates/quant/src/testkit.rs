@@ -359,7 +359,7 @@ pub fn f32_ops(ops: &F32Ops, cases: u32) {
             let w: Vec<f32> = (0..n).map(|i| 1.0 / (1.0 + i as f32)).collect();
             let x: Vec<f32> = (0..n * (hd + 32 * more)).map(|_| val()).collect();
             for ty in [KvBlock::Q8_0, KvBlock::Q4_0] {
-                let stride = (hd + 32 * more) / 32 * ty.bytes();
+                let stride = ty.bytes_of(hd + 32 * more);
                 let mut bytes = vec![0u8; off + n * stride];
                 ty.quantize(&x, &mut bytes[off..]);
                 let kv = &bytes[off..];

@@ -48,6 +48,11 @@ impl KvBlock {
         }
     }
 
+    /// Bytes of `n` elements (`n` a multiple of 32).
+    pub const fn bytes_of(self, n: usize) -> usize {
+        n / Self::ELEMENTS * self.bytes()
+    }
+
     /// A block's scale and its 32 codes.
     pub fn decode(self, block: &[u8]) -> (f32, [i8; 32]) {
         let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
@@ -62,6 +67,14 @@ impl KvBlock {
             }
         }
         (d, codes)
+    }
+
+    /// Dequantizes whole blocks of `bytes` into `out` (`d · code` per element).
+    pub fn dequantize(self, bytes: &[u8], out: &mut [f32]) {
+        for (b, o) in bytes.chunks_exact(self.bytes()).zip(out.chunks_exact_mut(32)) {
+            let (d, codes) = self.decode(b);
+            o.iter_mut().zip(codes).for_each(|(o, c)| *o = d * f32::from(c));
+        }
     }
 
     /// Quantizes `x` (a multiple of 32 elements) into `out` (`x.len() / 32 · bytes()` bytes),
@@ -227,10 +240,7 @@ mod tests {
             let mut bytes = vec![0u8; 3 * ty.bytes()];
             ty.quantize(&x, &mut bytes);
             let mut deq = vec![0f32; 96];
-            for (b, o) in bytes.chunks_exact(ty.bytes()).zip(deq.chunks_exact_mut(32)) {
-                let (d, codes) = ty.decode(b);
-                o.iter_mut().zip(codes).for_each(|(o, c)| *o = d * f32::from(c));
-            }
+            ty.dequantize(&bytes, &mut deq);
             for (b, (xs, ds)) in x.chunks(32).zip(deq.chunks(32)).enumerate() {
                 let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
                 let bound = if ty == KvBlock::Q8_0 { 0.5 * amax / 127.0 } else { amax / 8.0 };
