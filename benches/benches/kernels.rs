@@ -61,7 +61,7 @@ fn heads(c: &mut Criterion) {
 /// streams them from memory: the figure the token-generation roofline is about.
 fn streaming(c: &mut Criterion) {
     let (rows, cols) = (6912, 2560);
-    for (fname, format) in [("i2_s", I2S), ("tq2_0", TernaryFormat::Tq2_0)] {
+    for (fname, format) in [("i2_s", I2S), ("tq2_0", TernaryFormat::Tq2_0), ("tq1_0", TernaryFormat::Tq1_0)] {
         let data = packed(format, rows, cols);
         let copies: Vec<Aligned> = (0..16).map(|_| Aligned::new(&data, 0)).collect();
         let (_, x) = activations(1, cols);

@@ -24,8 +24,6 @@ pub struct Options {
     /// Reuse `bitnet bench` results saved by an earlier run (target/bench/) instead of measuring
     /// again (to rewrite the report).
     pub reuse: bool,
-    /// `llama-bench` of a bitnet.cpp 1.0 build: run it and ours on the same files.
-    pub bitnet_cpp: Option<PathBuf>,
 }
 
 /// Read and triad bandwidth at a thread count, GB/s.
@@ -147,7 +145,7 @@ struct ModelCase {
 /// Weights read per generated token: every tensor, except that a separate embedding table is
 /// only looked up (one row) when an output head exists, and TL1/TL2 weights count as the I2_S
 /// they are repacked to at load.
-fn weight_bytes(path: &Path) -> Result<(f64, f64)> {
+pub fn weight_bytes(path: &Path) -> Result<(f64, f64)> {
     let f = GgufFile::open(path).with_context(|| format!("reading {}", path.display()))?;
     let tied = f.tensor_info("output.weight").is_none();
     let mut bytes = 0u64;
@@ -297,12 +295,13 @@ pub fn run(opts: &Options) -> Result<()> {
     let heads = if opts.quick { Vec::new() } else { head_trade(&bitnet)? };
     std::fs::create_dir_all(&opts.out_dir)?;
     let mut md = report(&rows, &bw, opts, pp, tg);
-    let h2h = head_to_head(opts, &bitnet)?;
-    md.push_str(&against_bitnet_cpp(&rows, pp, tg, &h2h));
+    md.push_str(&against_bitnet_cpp(&rows, pp, tg));
     md.push_str(&head_section(&rows, &heads));
-    // The serving, embedding and KV sections belong to `bench-serve` / `bench-embed` / `bench-kv`: kept.
+    // The peers, serving, embedding and KV sections belong to `bench --peer` / `bench-serve` /
+    // `bench-embed` / `bench-kv`: kept.
     let old = std::fs::read_to_string(opts.out_dir.join("bench.md")).unwrap_or_default();
     let kept = [
+        crate::marked::section(&old, crate::bench_peers::BEGIN, crate::bench_peers::END),
         crate::bench_serve::section(&old),
         crate::marked::section(&old, crate::bench_embed::BEGIN, crate::bench_embed::END),
         crate::marked::section(&old, crate::bench_kv::BEGIN, crate::bench_kv::END),
@@ -323,136 +322,13 @@ pub fn run(opts: &Options) -> Result<()> {
 const BITNET_CPP: &[(&str, usize, f64, f64)] =
     &[("125M", 1, 350.0, 137.0), ("125M", 2, 680.0, 205.0), ("2B-4T", 1, 30.0, 13.6), ("2B-4T", 2, 46.0, 19.9)];
 
-/// Shapes and test sizes of the head-to-head runs (bitnet.cpp 1.0 runs architecture `bitnet`,
-/// not 2B-4T's `bitnet-b1.58`).
-const H2H_SIZES: &[&str] = &["125M", "1B", "3.8B"];
-const H2H_PP: usize = 128;
-const H2H_TG: usize = 64;
-
-/// One head-to-head measurement: (shape, threads, test, bitnet.cpp t/s ± sd, ours t/s ± sd).
-type H2h = (String, usize, String, (f64, f64), (f64, f64));
-
-/// Runs bitnet.cpp's `llama-bench` and `bitnet bench` on the same dummy files (I2_S, F16 head,
-/// architecture `bitnet`), alternating engine per shape. Results are saved under target/bench/
-/// and reused by later runs without `--bitnet-cpp`.
-fn head_to_head(opts: &Options, bitnet: &Path) -> Result<Vec<H2h>> {
-    let saved = root().join("target/bench/head-to-head.json");
-    let Some(llama_bench) = &opts.bitnet_cpp else {
-        if saved.exists() {
-            eprintln!("reusing {}", saved.display());
-            return parse_h2h(&std::fs::read(&saved)?);
-        }
-        return Ok(Vec::new());
-    };
-    let threads = opts.threads.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",");
-    let (pp, tg, reps) = (H2H_PP.to_string(), H2H_TG.to_string(), opts.reps.to_string());
-    let mut out = Vec::new();
-    for &size in if opts.quick { &H2H_SIZES[..1] } else { H2H_SIZES } {
-        let path = root().join(format!("target/dummy/dummy-{size}-i2_s-bitnet.gguf"));
-        if !path.exists() {
-            eprintln!("writing {}", path.display());
-            crate::dummy::write_arch(size, "i2_s", "bitnet", &path)?;
-        }
-        eprintln!("head to head {size}");
-        let theirs = Command::new(llama_bench)
-            .arg("-m")
-            .arg(&path)
-            .args(["-p", &pp, "-n", &tg, "-t", &threads, "-r", &reps, "-o", "json"])
-            .output()
-            .with_context(|| format!("running {}", llama_bench.display()))?;
-        if !theirs.status.success() {
-            bail!("{} failed: {}", llama_bench.display(), String::from_utf8_lossy(&theirs.stderr));
-        }
-        let ours = Command::new(bitnet)
-            .args(["bench", "--json", "-m"])
-            .arg(&path)
-            .args(["-p", &pp, "-n", &tg, "-t", &threads, "-r", &reps])
-            .output()
-            .context("running bitnet bench")?;
-        if !ours.status.success() {
-            bail!("bitnet bench failed: {}", String::from_utf8_lossy(&ours.stderr));
-        }
-        let theirs: Value = serde_json::from_slice(&theirs.stdout).context("parsing llama-bench -o json")?;
-        let ours: Value = serde_json::from_slice(&ours.stdout).context("parsing bitnet bench --json")?;
-        for t in theirs.as_array().context("llama-bench JSON is an array")? {
-            let (n_prompt, n_gen) = (t["n_prompt"].as_u64().unwrap_or(0), t["n_gen"].as_u64().unwrap_or(0));
-            let test = if n_gen > 0 { format!("tg{n_gen}") } else { format!("pp{n_prompt}") };
-            let threads = t["n_threads"].as_u64().unwrap_or(0) as usize;
-            let mine = ours.as_array().and_then(|a| {
-                a.iter().find(|o| o["test"] == test.as_str() && o["threads"].as_u64() == Some(threads as u64))
-            });
-            if let Some(m) = mine {
-                out.push((
-                    size.to_owned(),
-                    threads,
-                    test,
-                    (t["avg_ts"].as_f64().unwrap_or(0.0), t["stddev_ts"].as_f64().unwrap_or(0.0)),
-                    (m["tokens_per_second"].as_f64().unwrap_or(0.0), m["stddev"].as_f64().unwrap_or(0.0)),
-                ));
-            }
-        }
-    }
-    let json: Vec<Value> = out
-        .iter()
-        .map(|(size, t, test, theirs, ours)| {
-            serde_json::json!({"size": size, "threads": t, "test": test,
-                "bitnet_cpp": [theirs.0, theirs.1], "ours": [ours.0, ours.1]})
-        })
-        .collect();
-    std::fs::create_dir_all(saved.parent().expect("target/bench"))?;
-    std::fs::write(&saved, serde_json::to_vec_pretty(&json)?)?;
-    Ok(out)
-}
-
-fn parse_h2h(bytes: &[u8]) -> Result<Vec<H2h>> {
-    let v: Value = serde_json::from_slice(bytes)?;
-    let pair = |x: &Value| (x[0].as_f64().unwrap_or(0.0), x[1].as_f64().unwrap_or(0.0));
-    Ok(v.as_array()
-        .context("head-to-head JSON is an array")?
-        .iter()
-        .map(|r| {
-            (
-                r["size"].as_str().unwrap_or("?").to_owned(),
-                r["threads"].as_u64().unwrap_or(0) as usize,
-                r["test"].as_str().unwrap_or("?").to_owned(),
-                pair(&r["bitnet_cpp"]),
-                pair(&r["ours"]),
-            )
-        })
-        .collect())
-}
-
-fn against_bitnet_cpp(rows: &[Row], pp: usize, tg: usize, h2h: &[H2h]) -> String {
+fn against_bitnet_cpp(rows: &[Row], pp: usize, tg: usize) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
         "## Against bitnet.cpp
 "
     );
-    if !h2h.is_empty() {
-        let _ = writeln!(
-            s,
-            "Measured here, same file for both engines: bitnet.cpp 1.0 (microsoft/BitNet c82b5e6 with its \
-             llama.cpp fork 406a5036, built with clang and `-march=native`; I2_S runs its AVX2 kernel) \
-             `llama-bench -p {H2H_PP} -n {H2H_TG}`, and `bitnet bench` with the same sizes, on dummy models of \
-             its benchmark shapes written by `cargo xtask dummy --arch bitnet` (I2_S, F16 head tied). Each \
-             engine runs once per shape, one after the other; this VM's memory bandwidth drifts by ±10–20% \
-             between runs, so single rows can flip.\n\n\
-             | shape | threads | test | bitnet.cpp t/s | ours t/s | × |\n| --- | ---: | --- | ---: | ---: | ---: |"
-        );
-        for (size, t, test, theirs, ours) in h2h {
-            let _ = writeln!(
-                s,
-                "| {size} | {t} | {test} | {:.1} ± {:.1} | {:.1} ± {:.1} | {:.2} |",
-                theirs.0,
-                theirs.1,
-                ours.0,
-                ours.1,
-                ours.0 / theirs.0
-            );
-        }
-        let _ = writeln!(s, "\nThe issue's quoted figures for the same engine, against the main table above:\n");
-    }
     let _ = writeln!(
         s,
         "bitnet.cpp 1.0 (I2_S, AVX2) figures for this machine kind as the project's x86 issue \

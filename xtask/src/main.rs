@@ -5,6 +5,7 @@
 mod bench;
 mod bench_embed;
 mod bench_kv;
+mod bench_peers;
 mod bench_serve;
 mod dummy;
 mod malformed;
@@ -74,10 +75,20 @@ enum Command {
         /// the report without measuring again).
         #[arg(long)]
         reuse: bool,
-        /// `llama-bench` of a bitnet.cpp 1.0 build: also run it and ours on the same dummy files
-        /// (125M, 1B, 3.8B; pp128, tg64) for a measured head-to-head table.
+        /// A peer engine's `llama-bench` (repeatable): NAME is bitnet.cpp, llama.cpp or
+        /// ik_llama.cpp. Each runs the same weights in its own types (ik's IQ2_BN / IQ1_BN are made
+        /// by the `llama-quantize` beside it), one engine after the other, for the side-by-side table.
+        #[arg(long, value_name = "NAME=PATH")]
+        peer: Vec<bench_peers::Peer>,
+        /// Same as `--peer bitnet.cpp=PATH`.
         #[arg(long, value_name = "LLAMA_BENCH")]
         bitnet_cpp: Option<PathBuf>,
+        /// Only the side-by-side table (ours and every --peer); the rest of bench.md is kept.
+        #[arg(long)]
+        peers_only: bool,
+        /// Shapes of the side-by-side table.
+        #[arg(long, value_delimiter = ',', default_value = "125M,2B-4T,7B")]
+        peer_sizes: Vec<String>,
     },
     /// Prompt processing of the embedding models' shapes (emb-0.6B, emb-270M) at 128…4096 tokens;
     /// write the table into docs/bench.md.
@@ -161,10 +172,29 @@ fn main() -> Result<()> {
             }
             dummy::write_arch(&size, &outtype, &arch, &out)
         }
-        Command::Bench { quick, threads, reps, out, reuse, bitnet_cpp } => {
+        Command::Bench { quick, threads, reps, out, reuse, mut peer, bitnet_cpp, peers_only, peer_sizes } => {
             let out_dir = out.unwrap_or_else(|| root().join(if quick { "target/bench-quick" } else { "docs" }));
             let reps = reps.unwrap_or(if quick { 1 } else { 3 });
-            bench::run(&bench::Options { quick, threads, reps, out_dir, reuse, bitnet_cpp })
+            if let Some(bench) = bitnet_cpp {
+                peer.push(bench_peers::Peer { engine: bench_peers::Engine::BitnetCpp, bench });
+            }
+            let peers = bench_peers::Options {
+                sizes: if quick { vec!["125M".into()] } else { peer_sizes },
+                threads: threads.clone(),
+                reps,
+                pp: 128,
+                tg: if quick { 8 } else { 64 },
+                peers: peer,
+                reuse,
+                out: out_dir.join("bench.md"),
+            };
+            if !peers_only {
+                bench::run(&bench::Options { quick, threads, reps, out_dir, reuse })?;
+            }
+            if peers_only || !peers.peers.is_empty() {
+                bench_peers::run(&peers, &bench::build_cli()?)?;
+            }
+            Ok(())
         }
         Command::BenchServe { size, threads, concurrency, tokens, rounds, out } => {
             let bitnet = bench::build_cli()?;
