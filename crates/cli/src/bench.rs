@@ -43,6 +43,11 @@ pub struct Args {
     /// KV cache element types, comma-separated: f16 (llama-bench's default), f32, q8_0, q4_0.
     #[arg(long, value_enum, value_name = "TYPE,...", value_delimiter = ',', default_value = "f16")]
     kv_type: Vec<crate::generate::KvArg>,
+    /// Also time each part of the forward pass during the timed runs (matmuls by weight group,
+    /// with the GB/s of weights each streams; quantization; attention; the rest) and print the
+    /// breakdown per token after each test.
+    #[arg(long)]
+    profile: bool,
 }
 
 /// One measured test.
@@ -54,6 +59,8 @@ pub struct Result1 {
     pub tokens: usize,
     /// Tokens per second of each repetition.
     pub rates: Vec<f64>,
+    /// With `--profile`: each part's totals over the timed repetitions.
+    pub profile: Vec<bitnet_model::profile::Part>,
 }
 
 impl Result1 {
@@ -112,16 +119,12 @@ fn time_tg(model: &Model, ids: &[u32], depth: usize, cache: &mut KvCache) -> Res
     Ok(ids.len() as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Runs the tests of `args` and returns one result per (threads, test, KV type).
-pub fn measure(
-    path: &std::path::Path,
-    prompt: &[usize],
-    gen_tokens: &[usize],
-    threads: &[usize],
-    depth: usize,
-    reps: usize,
-    kvs: &[KvType],
-) -> Result<(Model, Vec<Result1>)> {
+/// Runs the tests of `args` at each thread count and returns one result per (threads, test,
+/// KV type).
+pub fn measure(args: &Args, threads: &[usize]) -> Result<(Model, Vec<Result1>)> {
+    let (path, prompt, gen_tokens, depth, reps, profile) =
+        (&args.model, &args.prompt, &args.gen_tokens, args.depth, args.repetitions, args.profile);
+    let kvs: Vec<KvType> = args.kv_type.iter().map(|&k| k.into()).collect();
     if reps == 0 {
         bail!("--repetitions must be at least 1");
     }
@@ -150,7 +153,7 @@ pub fn measure(
             // The context is computed once per test (in the one type asked for, or exactly and
             // then converted to each); each run forgets what came after it.
             let exact = if kvs.len() > 1 { Some(cache_at(&model, depth, n, KvType::F32)?) } else { None };
-            for &kv in kvs {
+            for &kv in &kvs {
                 let mut cache = match &exact {
                     Some(c) => c.to_type(kv)?,
                     None => cache_at(&model, depth, n, kv)?,
@@ -159,10 +162,13 @@ pub fn measure(
                     if pp { time_pp(&model, ids, depth, &mut cache) } else { time_tg(&model, ids, depth, &mut cache) }
                 };
                 run(&ids[..n.min(if pp { n } else { 8 })])?; // warm-up: maps the weights in
-                let rates = (0..reps).map(|_| run(&ids)).collect::<Result<Vec<_>>>()?;
+                model.set_profiling(profile);
+                let rates = (0..reps).map(|_| run(&ids)).collect::<Result<Vec<_>>>();
+                model.set_profiling(false);
+                let (rates, profile) = (rates?, model.take_profile());
                 let mean = rates.iter().sum::<f64>() / reps as f64;
                 eprintln!("  {name} at {t} threads, {kv} cache: {mean:.2} tokens/s");
-                results.push(Result1 { threads: t, kv, test: name.clone(), tokens: n, rates });
+                results.push(Result1 { threads: t, kv, test: name.clone(), tokens: n, rates, profile });
             }
         }
         last = Some(model);
@@ -175,26 +181,32 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("model file {} does not exist", args.model.display());
     }
     let threads = if args.threads.is_empty() { vec![bitnet_model::physical_cores()] } else { args.threads.clone() };
-    let (model, results) = measure(
-        &args.model,
-        &args.prompt,
-        &args.gen_tokens,
-        &threads,
-        args.depth,
-        args.repetitions,
-        &args.kv_type.iter().map(|&k| k.into()).collect::<Vec<_>>(),
-    )?;
+    let (model, results) = measure(args, &threads)?;
     let name = args.model.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
     let size_gib = model.file_size() as f64 / (1u64 << 30) as f64;
+    let peak_rss = peak_rss_bytes();
     if args.json {
         let rows: Vec<_> = results
             .iter()
             .map(|r| {
-                json!({
+                let mut v = json!({
                     "model": name, "size_bytes": model.file_size(), "kernel": model.kernel_name(),
                     "threads": r.threads, "kv_type": r.kv.to_string(), "test": r.test, "tokens": r.tokens,
                     "tokens_per_second": r.mean(), "stddev": r.stddev(), "samples": r.rates,
-                })
+                    "load_seconds": model.load_time.as_secs_f64(), "peak_rss_bytes": peak_rss,
+                });
+                if args.profile {
+                    let per = (r.tokens * r.rates.len()).max(1) as f64;
+                    v["profile"] = r
+                        .profile
+                        .iter()
+                        .map(|p| {
+                            json!({"part": p.name, "seconds_per_token": p.time.as_secs_f64() / per,
+                                "weight_bytes_per_token": p.bytes as f64 / per, "calls": p.calls})
+                        })
+                        .collect();
+                }
+                v
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -213,5 +225,51 @@ pub fn run(args: &Args) -> Result<()> {
             r.stddev()
         );
     }
+    println!(
+        "\nloaded in {:.2} s; peak resident memory {}",
+        model.load_time.as_secs_f64(),
+        peak_rss.map_or("unknown".into(), |b| format!(
+            "{:.2} GiB (the mapped weights count once touched)",
+            b as f64 / (1u64 << 30) as f64
+        ))
+    );
+    for r in results.iter().filter(|_| args.profile) {
+        println!("\n{} at {} threads, {} cache: time per token by part\n", r.test, r.threads, r.kv);
+        print!("{}", profile_table(&r.profile, (r.tokens * r.rates.len()).max(1)));
+    }
     Ok(())
+}
+
+/// This process's peak resident set (VmHWM, Linux), mapped file pages included.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()?;
+    Some(kb * 1024)
+}
+
+/// A profile as a Markdown table per token: each part's time, share of the forward pass, and
+/// for matmuls the weight MB read and the GB/s they streamed; the pass's unprofiled rest last.
+pub fn profile_table(parts: &[bitnet_model::profile::Part], tokens: usize) -> String {
+    use std::fmt::Write as _;
+    let total = parts.iter().find(|p| p.name == bitnet_model::profile::TOTAL).map_or(0.0, |p| p.time.as_secs_f64());
+    let per = tokens as f64;
+    let mut s =
+        String::from("| part | ms/token | share | weight MB/token | GB/s |\n| --- | ---: | ---: | ---: | ---: |\n");
+    let mut rest = total;
+    let row = |s: &mut String, name: &str, secs: f64, bytes: u64| {
+        let (ms, mb) = (1e3 * secs / per, bytes as f64 / per / 1e6);
+        let gbs = if bytes > 0 { format!("{:.1}", bytes as f64 / secs / 1e9) } else { "–".into() };
+        let mb = if bytes > 0 { format!("{mb:.1}") } else { "–".into() };
+        let _ =
+            writeln!(s, "| {name} | {ms:.3} | {:.1}% | {mb} | {gbs} |", 100.0 * secs / total.max(f64::MIN_POSITIVE));
+    };
+    for p in parts.iter().filter(|p| p.name != bitnet_model::profile::TOTAL) {
+        rest -= p.time.as_secs_f64();
+        row(&mut s, p.name, p.time.as_secs_f64(), p.bytes);
+    }
+    row(&mut s, "rest (norms, RoPE, residuals, activations, hand-offs)", rest.max(0.0), 0);
+    let bytes: u64 = parts.iter().filter(|p| p.name != bitnet_model::profile::TOTAL).map(|p| p.bytes).sum();
+    row(&mut s, "forward pass", total, bytes);
+    s
 }

@@ -289,3 +289,30 @@ fn quantized_kv_caches() {
         assert!(!ok && err.contains("blocks of 32") && err.contains("16"), "{kv}: {err}");
     }
 }
+
+#[test]
+fn bench_profile_breaks_a_token_down() {
+    let demo = fixture("models/bitnet-demo.gguf");
+    let (ok, out, err) = bitnet(&["bench", "-m", &demo, "-p", "0", "-n", "4", "-t", "1", "-r", "1", "--profile"]);
+    assert!(ok, "{err}");
+    for part in ["attn q/k/v", "ffn gate/up", "ffn down", "head", "attention", "quantize", "rest", "forward pass"] {
+        assert!(out.contains(&format!("| {part}")), "{part} missing:\n{out}");
+    }
+    let (ok, out, err) =
+        bitnet(&["bench", "-m", &demo, "-p", "0", "-n", "4", "-t", "1", "-r", "1", "--profile", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let parts = v[0]["profile"].as_array().unwrap();
+    let bytes: f64 = parts.iter().map(|p| p["weight_bytes_per_token"].as_f64().unwrap()).sum();
+    // Every weight is read once per generated token: the parts' bytes add up to the matrices'
+    // (all but the tied embedding's lookup), within the file's size.
+    let size = std::fs::metadata(&demo).unwrap().len() as f64;
+    assert!(bytes > 0.5 * size && bytes <= size, "{bytes} of {size}");
+    let total = parts.iter().find(|p| p["part"] == "forward (total)").unwrap()["seconds_per_token"].as_f64().unwrap();
+    let sum: f64 =
+        parts.iter().filter(|p| p["part"] != "forward (total)").map(|p| p["seconds_per_token"].as_f64().unwrap()).sum();
+    assert!(sum <= total * 1.01 && sum > 0.0, "{sum} vs {total}");
+    // Without --profile there is no profile.
+    let (ok, out, _) = bitnet(&["bench", "-m", &demo, "-p", "0", "-n", "2", "-t", "1", "-r", "1", "--json"]);
+    assert!(ok && !out.contains("profile"));
+}

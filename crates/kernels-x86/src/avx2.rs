@@ -137,6 +137,7 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
                 let (mut acc0, mut acc1) = (zero, zero);
                 let mut pairs = row.chunks_exact(64);
                 for (w, a) in (&mut pairs).zip(act.chunks_exact(256)) {
+                    crate::x256::prefetch_ahead(w);
                     acc0 = _mm256_add_epi32(acc0, block_dot(&decode(load(w), Codes::I2s), a));
                     acc1 = _mm256_add_epi32(acc1, block_dot(&decode(load(&w[32..]), Codes::I2s), &a[128..]));
                 }
@@ -148,6 +149,7 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
             }
         }
         Codes::Tq2 => tq_gemv(job, rows, act, sums, dots, |block, a| {
+            crate::x256::prefetch_ahead(block);
             let lo = block_dot(&decode(load(block), Codes::Tq2), a);
             let hi = block_dot(&decode(load(&block[32..]), Codes::Tq2), &a[128..]);
             hsum(_mm256_add_epi32(lo, hi))

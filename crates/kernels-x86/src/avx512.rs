@@ -365,6 +365,7 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
                 let row = job.row(r);
                 let mut acc = [[zero; 4]; 2];
                 for (w, a) in row.chunks_exact(64).zip(act.chunks_exact(256)) {
+                    x256::prefetch_ahead(w);
                     for (half, acc) in acc.iter_mut().enumerate() {
                         let v = x256::load(&w[half * 32..]);
                         for g in 0..4 {
@@ -393,6 +394,7 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
             }
         }
         Codes::Tq2 => tq_gemv(job, rows, act, sums, dots, |block, a| {
+            x256::prefetch_ahead(block);
             let q = decode(load(block), Codes::Tq2);
             let mut acc = [zero; 2];
             for g in 0..4 {
@@ -412,6 +414,7 @@ fn gemv_tq1(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32
     for (r, dot) in rows.zip(dots.iter_mut()) {
         let mut sum = 0f32;
         for ((block, a), &s) in job.row(r).chunks_exact(BLOCK).zip(act.chunks_exact(256)).zip(sums) {
+            x256::prefetch_ahead(block);
             let d =
                 _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(u16::from_le_bytes([block[52], block[53]])))));
             sum += (tq1_block_dot(block, a) - s) as f32 * d;

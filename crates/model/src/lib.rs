@@ -29,6 +29,7 @@ pub mod eval;
 pub mod generate;
 pub mod model;
 mod ops;
+pub mod profile;
 pub mod sampling;
 mod scratch;
 mod threads;

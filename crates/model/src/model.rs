@@ -33,6 +33,7 @@ use bitnet_quant::vecops::KvBlock;
 use crate::config::{Activation, Config, Pooling, RopeStyle};
 use crate::error::{ModelError, Result};
 use crate::ops::{exp, rms_norm, softmax};
+use crate::profile::{Part, Profiler, TOTAL};
 use crate::scratch::{Buf, BufferPool};
 use crate::threads::Pool;
 use crate::weights::{Matrix, vector};
@@ -117,6 +118,8 @@ pub struct Model {
     pool: Pool,
     /// Activation buffers reused across matmuls and passes.
     bufs: BufferPool,
+    /// Time per part of the graph, when switched on ([`Model::set_profiling`]).
+    profiler: Profiler,
     /// How long loading took.
     pub load_time: Duration,
 }
@@ -202,6 +205,7 @@ impl Model {
             kernels,
             pool: Pool::try_new(threads)?,
             bufs: BufferPool::default(),
+            profiler: Profiler::default(),
             load_time: start.elapsed(),
         })
     }
@@ -313,10 +317,14 @@ impl Model {
     /// Several matrices applied to the same input, which is quantized once for all of them.
     fn matmuls<const K: usize>(&self, ws: [&Matrix; K], x: &[f32]) -> Result<[Buf<'_>; K]> {
         let ternary = ws.iter().any(|w| matches!(w.kind, crate::weights::MatrixKind::Ternary { .. }));
+        let t = self.profiler.start();
         let acts = if ternary { Some(self.quantize(x, ws[0].cols)?) } else { None };
+        self.profiler.record("quantize", t, 0);
         let mut outs: [Buf<'_>; K] = std::array::from_fn(|i| self.bufs.overwritten(x.len() / ws[i].cols * ws[i].rows));
         for (w, out) in ws.iter().zip(&mut outs) {
+            let t = self.profiler.start();
             w.matmul(self.file.bytes(), &self.kernels, &self.pool, x, acts.as_ref(), out)?;
+            self.profiler.record(w.part, t, w.len() as u64);
         }
         Ok(outs)
     }
@@ -470,6 +478,25 @@ impl Model {
         if steps.is_empty() {
             return Ok(Vec::new());
         }
+        let t = self.profiler.start();
+        let out = self.logits(steps);
+        self.profiler.record(TOTAL, t, 0);
+        out
+    }
+
+    /// Switches the time-per-part profile of forward passes on or off ([`Model::take_profile`]).
+    pub fn set_profiling(&self, on: bool) {
+        self.profiler.set(on);
+    }
+
+    /// The profile since it was switched on or last taken: each part's time and weight bytes,
+    /// and the whole passes' under [`TOTAL`] (the rest of a pass is norms, RoPE, residuals,
+    /// activation functions and the embedding lookup).
+    pub fn take_profile(&self) -> Vec<Part> {
+        self.profiler.take()
+    }
+
+    fn logits(&self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>> {
         let (x, starts) = self.hidden_states(steps)?;
         let c = &self.config;
         // The rows whose logits are wanted, through one head matmul for every step.
@@ -639,9 +666,11 @@ impl Model {
             for (step, &start) in steps.iter_mut().zip(&starts) {
                 let (pos0, n) = (step.cache.len, step.tokens.len());
                 let kv = start * kv_dim..(start + n) * kv_dim;
+                let t = self.profiler.start();
                 step.cache.store.write(l, pos0 * kv_dim, &k[kv.clone()], &v[kv])?;
                 let out =
                     self.attention(&q[start * q_dim..(start + n) * q_dim], step.cache.store.layer(l), pos0, n, window);
+                self.profiler.record("attention", t, 0);
                 match &mut attn {
                     Some(all) => all[start * q_dim..(start + n) * q_dim].copy_from_slice(&out),
                     None => single = Some(out),

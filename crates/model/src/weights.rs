@@ -8,6 +8,7 @@ use bitnet_quant::dense::{DENSE_TYPES, dequantize_row, row_bytes};
 use bitnet_quant::{I2sLayout, PackedTernary, QuantizedActivations, TernaryFormat};
 
 use crate::error::{ModelError, Result};
+use crate::profile::part_of;
 use crate::threads::Pool;
 
 /// How a matrix's bytes are interpreted.
@@ -28,6 +29,8 @@ pub struct Matrix {
     range: Range<usize>,
     /// Bytes repacked at load (TL1/TL2 → I2_S) instead of the file's.
     owned: Option<std::sync::Arc<Vec<u8>>>,
+    /// The profile part its matmuls count under (`bitnet bench --profile`).
+    pub(crate) part: &'static str,
 }
 
 fn info<'a>(file: &'a GgufFile, name: &str) -> Result<&'a TensorInfo> {
@@ -61,7 +64,7 @@ impl Matrix {
             Some(packed) => {
                 let packed = packed.map_err(|e| bad(name, e.to_string()))?;
                 if let TernaryFormat::Tl1(_) | TernaryFormat::Tl2(_) = packed.format {
-                    return tl_as_i2s(&packed);
+                    return tl_as_i2s(&packed).map(|m| Matrix { part: part_of(name), ..m });
                 }
                 let base = name.strip_suffix(".weight").unwrap_or(name);
                 MatrixKind::Ternary { format: packed.format, extra_scale: scalar(file, &format!("{base}.scale"))? }
@@ -73,7 +76,7 @@ impl Matrix {
             None => return Err(bad(name, format!("type {} is not supported for weights", t.ty))),
         };
         let start = (file.data_offset() + t.offset) as usize;
-        Ok(Matrix { rows, cols, kind, range: start..start + t.size as usize, owned: None })
+        Ok(Matrix { rows, cols, kind, range: start..start + t.size as usize, owned: None, part: part_of(name) })
     }
 
     /// The matrix in a code order `kernels` read on their fast path: an I2_S order they do not
@@ -102,6 +105,11 @@ impl Matrix {
             MatrixKind::Ternary { format, .. } => format,
             MatrixKind::Dense(_) => unreachable!("only ternary matrices have a ternary format"),
         }
+    }
+
+    /// Bytes of the weights one pass reads.
+    pub(crate) fn len(&self) -> usize {
+        self.owned.as_ref().map_or(self.range.len(), |b| b.len())
     }
 
     fn bytes<'a>(&'a self, file: &'a [u8]) -> &'a [u8] {
@@ -170,6 +178,7 @@ fn tl_as_i2s(packed: &PackedTernary<'_>) -> Result<Matrix> {
         kind: MatrixKind::Ternary { format: TernaryFormat::I2s(I2sLayout::X86), extra_scale: None },
         range: 0..0,
         owned: Some(std::sync::Arc::new(bytes)),
+        part: "other matmuls",
     })
 }
 
