@@ -28,18 +28,23 @@ pub(crate) fn store(dst: &mut [u8], v: __m256i) {
     unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) }
 }
 
-/// How far ahead of a GEMV's loads the weights are prefetched, in bytes. One core streaming a
-/// matrix from memory has too few misses in flight on its own: a prefetch per 64 bytes this far
-/// ahead took the I2_S GEMV from ~11 to ~13–17 GiB/s (criterion `i2_s stream`, Zen 4; 512 and
-/// 1024 bytes ahead gained less, 4096 and 8192 no more) and the 7B shape's ffn_down from 7.9 to
-/// 12.1 GB/s in a token (`bitnet bench --profile`).
+/// How far ahead of a GEMV's loads the weights are prefetched into L1, in bytes. One core
+/// streaming a matrix from memory keeps too few misses in flight on its own (the hardware
+/// prefetchers stop at 4 KiB pages, and the ternary loops spend many operations per byte): a
+/// prefetch into L1 this far ahead per 64 bytes, and one into L2 [`PREFETCH_L2`] ahead, took a 7B
+/// token from 11.6 to ~18 GB/s at one thread (`bitnet bench --profile`; L1 alone: 14.1; L1 at
+/// 512 B–8 KiB and L2 at 8–32 KiB tried, interleaved runs, Zen 4).
 pub(crate) const PREFETCH: usize = 2048;
 
-/// Prefetches the cache line [`PREFETCH`] bytes past the start of `s` (a hint: it reads
-/// nothing and cannot fault, whatever the address).
+/// How far ahead the weights are prefetched into L2.
+pub(crate) const PREFETCH_L2: usize = 32 << 10;
+
+/// Prefetches the cache lines [`PREFETCH`] (into L1) and [`PREFETCH_L2`] (into L2) bytes past
+/// the start of `s` (hints: they read nothing and cannot fault, whatever the address).
 #[target_feature(enable = "avx2")]
 pub(crate) fn prefetch_ahead(s: &[u8]) {
     _mm_prefetch::<_MM_HINT_T0>(s.as_ptr().wrapping_add(PREFETCH).cast());
+    _mm_prefetch::<_MM_HINT_T1>(s.as_ptr().wrapping_add(PREFETCH_L2).cast());
 }
 
 #[target_feature(enable = "avx2")]
