@@ -147,6 +147,12 @@ enum Command {
         #[arg(long, default_value = "docs/bench.md")]
         out: PathBuf,
     },
+    /// This machine's read and triad memory bandwidth (the roofline `bench` uses), GB/s.
+    Bandwidth {
+        /// Thread counts, comma-separated.
+        #[arg(short, long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<usize>,
+    },
     /// Write the corpus of malformed GGUF files the format crate's tests and fuzzer use.
     MalformedCorpus {
         /// Output directory.
@@ -228,6 +234,12 @@ fn main() -> Result<()> {
             }
             let opts = bench_kv::Options { size, depths, threads, tokens, reps, out: root().join(out) };
             bench_kv::run(&opts, &bitnet, &model)
+        }
+        Command::Bandwidth { threads } => {
+            for b in bench::bandwidth(&threads, false) {
+                println!("{} threads: read {:.1} GB/s, triad {:.1} GB/s", b.threads, b.read, b.triad);
+            }
+            Ok(())
         }
         Command::MalformedCorpus { out } => malformed::write_corpus(&root().join(out)),
     }

@@ -132,6 +132,9 @@ pub fn measure(args: &Args, threads: &[usize]) -> Result<(Model, Vec<Result1>)> 
     let mut results = Vec::new();
     let mut last = None;
     for &t in &threads {
+        // The previous thread count's model goes first: two mappings of a 17 GB file would
+        // count twice in the resident set reported after the run.
+        drop(last.take());
         let model = Model::load(path, LoadOptions { threads: t, ..Default::default() })
             .with_context(|| format!("cannot load {}", path.display()))?;
         let ctx = model.config.context_length.max(1);
