@@ -80,10 +80,6 @@ macro_rules! f32_kernels {
             s + bitnet_quant::isa::tail_f16(&w[2 * i..2 * n], &x[i..n])
         }
 
-        /// Σ w·x over a Q8_0 row (34-byte blocks: f16 d, 32 int8): even blocks into one
-        /// accumulator, odd into the other (two named registers and two blocks per step: an
-        /// `acc[b % 2]` array had kept them in memory), the block scale widened and broadcast by
-        /// `vcvtph2ps` instead of a scalar f16 conversion.
         /// Σ w·x over a Q8_0 row (34-byte blocks: f16 d, 32 int8): two blocks per step, even
         /// ones into one accumulator and odd ones into the other (constant indices after the
         /// inner loop unrolls: an `acc[b % 2]` index had kept them in memory on AVX-512), each
