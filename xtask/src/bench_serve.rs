@@ -25,6 +25,8 @@ pub struct Options {
     pub tokens: usize,
     pub rounds: usize,
     pub out: PathBuf,
+    /// Upstream llama.cpp's `llama-server`: also measured, on the same weights as TQ2_0.
+    pub llama_server: Option<PathBuf>,
 }
 
 /// What one request saw.
@@ -69,7 +71,9 @@ fn request(addr: &str, prompt: &str, tokens: usize) -> Result<Trace> {
         line.clear();
     }
     let ttft = *times.first().context("no token came")?;
-    Ok(Trace { ttft, gaps: times.windows(2).map(|w| w[1] - w[0]).collect(), tokens: generated })
+    // A server that sends no usage chunk: one chunk per token.
+    let tokens = if generated > 0 { generated } else { times.len() };
+    Ok(Trace { ttft, gaps: times.windows(2).map(|w| w[1] - w[0]).collect(), tokens })
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
@@ -102,6 +106,66 @@ fn level(addr: &str, c: usize, rounds: usize, tokens: usize) -> Result<(f64, f64
     let mut ttft: Vec<f64> = traces.iter().map(|t| t.ttft).collect();
     let mut gaps: Vec<f64> = traces.iter().flat_map(|t| t.gaps.iter().copied()).collect();
     Ok((total as f64 / wall, percentile(&mut ttft, 0.5), percentile(&mut gaps, 0.5), percentile(&mut gaps, 0.99)))
+}
+
+/// One concurrency level's result: (C, (aggregate tokens/s, TTFT p50, ITL p50, ITL p99)).
+type Level = (usize, (f64, f64, f64, f64));
+
+/// Waits for `GET /health` to answer 200 (10 minutes at most).
+fn wait_healthy(addr: &str) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        let ok = TcpStream::connect(addr).ok().and_then(|mut c| {
+            write!(c, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+            let mut s = String::new();
+            c.read_to_string(&mut s).ok()?;
+            Some(s.starts_with("HTTP/1.1 200"))
+        });
+        if ok == Some(true) {
+            return Ok(());
+        }
+        if t.elapsed() > Duration::from_secs(600) {
+            bail!("the server never became healthy");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every concurrency level against a healthy server, after a warm-up request (page faults of
+/// the first touch of the weights).
+fn levels(addr: &str, opts: &Options) -> Result<Vec<Level>> {
+    wait_healthy(addr)?;
+    request(addr, "warm up", 8)?;
+    let mut rows = Vec::new();
+    for &c in &opts.concurrency {
+        eprintln!("C = {c}");
+        rows.push((c, level(addr, c, opts.rounds, opts.tokens)?));
+    }
+    Ok(rows)
+}
+
+/// Upstream `llama-server` on the same shape's weights as TQ2_0 (architecture `bitnet`, which it
+/// runs), the same threads, `-np` slots and context per slot, through the same levels.
+fn llama_server_levels(bin: &Path, opts: &Options, parallel: usize) -> Result<Vec<Level>> {
+    let model = crate::root().join(format!("target/dummy/dummy-{}-tq2_0-bitnet.gguf", opts.size));
+    if !model.exists() {
+        crate::dummy::write_arch(&opts.size, "tq2_0", "bitnet", &model)?;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    eprintln!("llama-server on {}", model.display());
+    let mut server = Command::new(bin)
+        .arg("-m")
+        .arg(&model)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "-t", &opts.threads.to_string()])
+        .args(["-np", &parallel.to_string(), "-c", &(1024 * parallel).to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let rows = levels(&format!("127.0.0.1:{port}"), opts);
+    let _ = server.kill();
+    let _ = server.wait();
+    rows
 }
 
 /// `bitnet bench`'s tg tokens/s for the file.
@@ -149,31 +213,13 @@ pub fn run(opts: &Options, bitnet: &Path, model: &Path) -> Result<()> {
         let mut sink = String::new();
         let _ = err.read_to_string(&mut sink);
     });
-    let t = Instant::now();
-    loop {
-        let ok = TcpStream::connect(&addr).ok().and_then(|mut c| {
-            write!(c, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
-            let mut s = String::new();
-            c.read_to_string(&mut s).ok()?;
-            Some(s.starts_with("HTTP/1.1 200"))
-        });
-        if ok == Some(true) {
-            break;
-        }
-        if t.elapsed() > Duration::from_secs(600) {
-            bail!("the server never became healthy");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // A warm-up request (page faults of the first touch of the weights).
-    request(&addr, "warm up", 8)?;
-    let mut rows = Vec::new();
-    for &c in &opts.concurrency {
-        eprintln!("C = {c}");
-        rows.push((c, level(&addr, c, opts.rounds, opts.tokens)?));
-    }
+    let rows = levels(&addr, opts)?;
     let _ = server.kill();
     let _ = server.wait();
+    let theirs = match &opts.llama_server {
+        Some(bin) => Some(llama_server_levels(bin, opts, parallel)?),
+        None => None,
+    };
     let single = rows.iter().find(|r| r.0 == 1).map(|r| r.1.0);
     let mut md = format!(
         "{BEGIN}\n## Serving: continuous batching (`cargo xtask bench-serve`)\n\n\
@@ -207,6 +253,25 @@ pub fn run(opts: &Options, bitnet: &Path, model: &Path) -> Result<()> {
              \"Small batches\".\n",
             100.0 * s / tg
         ));
+    }
+    if let Some(theirs) = &theirs {
+        md.push_str(&format!(
+            "\nUpstream llama.cpp's `llama-server` (from the llama-cpp-python 0.3.36 sdist, see \"Building the \
+             peers\") on the same shape's weights as TQ2_0 (architecture `bitnet`), the same threads, `-np \
+             {parallel}` and 1024 tokens of context per slot, the same clients:\n\n\
+             | C | llama-server tokens/s | × its C = 1 | TTFT p50 (s) | ITL p50 (ms) | ITL p99 (ms) | ours ÷ llama-server |\n\
+             | --- | --- | --- | --- | --- | --- | --- |\n"
+        ));
+        let their_single = theirs.iter().find(|r| r.0 == 1).map(|r| r.1.0);
+        for (c, (agg, ttft, p50, p99)) in theirs {
+            let x = their_single.map_or("–".into(), |s| format!("{:.2}", agg / s));
+            let ours = rows.iter().find(|r| r.0 == *c).map_or("–".into(), |r| format!("{:.2}", r.1.0 / agg));
+            md.push_str(&format!(
+                "| {c} | {agg:.2} | {x} | {ttft:.2} | {:.1} | {:.1} | {ours} |\n",
+                p50 * 1e3,
+                p99 * 1e3
+            ));
+        }
     }
     md.push_str(&format!("{END}\n"));
     print!("{md}");

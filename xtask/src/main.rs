@@ -146,6 +146,9 @@ enum Command {
         /// The Markdown file whose serving section is rewritten.
         #[arg(long, default_value = "docs/bench.md")]
         out: PathBuf,
+        /// Upstream llama.cpp's `llama-server`: measured too, on the same weights as TQ2_0.
+        #[arg(long, value_name = "PATH")]
+        llama_server: Option<PathBuf>,
     },
     /// This machine's read and triad memory bandwidth (the roofline `bench` uses), GB/s.
     Bandwidth {
@@ -202,7 +205,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::BenchServe { size, threads, concurrency, tokens, rounds, out } => {
+        Command::BenchServe { size, threads, concurrency, tokens, rounds, out, llama_server } => {
             let bitnet = bench::build_cli()?;
             let model = root().join(format!("target/dummy/dummy-{size}-i2_s.gguf"));
             if !model.exists() {
@@ -210,7 +213,8 @@ fn main() -> Result<()> {
                 dummy::write(&size, "i2_s", &model)?;
             }
             let out = root().join(out);
-            bench_serve::run(&bench_serve::Options { size, threads, concurrency, tokens, rounds, out }, &bitnet, &model)
+            let opts = bench_serve::Options { size, threads, concurrency, tokens, rounds, out, llama_server };
+            bench_serve::run(&opts, &bitnet, &model)
         }
         Command::BenchEmbed { threads, reps, out } => {
             let bitnet = bench::build_cli()?;
