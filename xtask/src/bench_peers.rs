@@ -370,6 +370,12 @@ fn report(
     let find = |size: &str, engine: Engine, ty: &str, t: usize, test: &str| {
         figures.iter().find(|f| f.size == size && f.engine == engine && f.ty == ty && f.threads == t && f.test == test)
     };
+    // Generation's share of the read roofline at its thread count.
+    let pct = |size: &str, engine: Engine, ty: &str, t: usize| {
+        find(size, engine, ty, t, &tg)
+            .zip(roof.iter().find(|r| r.0 == t))
+            .map_or("–".to_owned(), |(f, r)| format!("{:.0}%", 100.0 * f.tps * f.bytes_per_token / 1e9 / r.1))
+    };
     for size in &opts.sizes {
         let _ = write!(s, "### {size}\n\n| engine | type | MB/token |");
         for t in &opts.threads {
@@ -389,12 +395,7 @@ fn report(
                 let cell = |test: &str| {
                     find(size, engine, ty, t, test).map_or("–".to_owned(), |f| format!("{:.2} ± {:.2}", f.tps, f.sd))
                 };
-                let pct = find(size, engine, ty, t, &tg)
-                    .zip(roof.iter().find(|r| r.0 == t))
-                    .map_or("–".to_owned(), |(f, r)| {
-                        format!("{:.0}%", 100.0 * f.tps * f.bytes_per_token / 1e9 / r.1)
-                    });
-                let _ = write!(s, " {} | {} | {pct} |", cell(&pp), cell(&tg));
+                let _ = write!(s, " {} | {} | {} |", cell(&pp), cell(&tg), pct(size, engine, ty, t));
             }
             s.push('\n');
         }
@@ -417,18 +418,14 @@ fn report(
                             .zip(find(size, Engine::IkLlamaCpp, theirs, t, test))
                             .map_or("–".to_owned(), |(a, b)| format!("{:.2}", a.tps / b.tps))
                     };
-                    let pct = find(size, Engine::Ours, ours, t, &tg)
-                        .zip(roof.iter().find(|r| r.0 == t))
-                        .map_or("–".to_owned(), |(f, r)| {
-                            format!("{:.0}%", 100.0 * f.tps * f.bytes_per_token / 1e9 / r.1)
-                        });
                     let _ = writeln!(
                         s,
-                        "| {size} | {t} | {} / {} | {} | {} | {pct} |",
+                        "| {size} | {t} | {} / {} | {} | {} | {} |",
                         ours.to_ascii_uppercase(),
                         theirs.to_ascii_uppercase(),
                         ratio(&tg),
-                        ratio(&pp)
+                        ratio(&pp),
+                        pct(size, Engine::Ours, ours, t)
                     );
                 }
             }

@@ -407,7 +407,9 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
 }
 
 /// [`tq_gemv`]'s loop for TQ1_0 with the block scale converted by F16C in line (the same float
-/// steps as the reference: `Σ_block (dot − sum) as f32 · d` in block order).
+/// steps as the reference: `Σ_block (dot − sum) as f32 · d` in block order). Not `tq_gemv`
+/// itself: its portable `tq_scale` (the `half` crate, a feature check per call) ran this stream
+/// ~5% slower (criterion `tq1_0 stream`, two interleaved pairs: 4.7–5.0 vs 5.2–5.3 GiB/s).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
 fn gemv_tq1(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
     const BLOCK: usize = bitnet_quant::tq::TQ1_0_BLOCK_BYTES;
@@ -427,8 +429,8 @@ fn gemv_tq1(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32
 /// extracting a single digit. TQ1_0's digit of `x = q·3^k mod 256` is `(3x) >> 8`, and
 /// `3x = 256·digit + x'` where `x' = q·3^(k+1) mod 256` is the next digit's `x`: so
 /// `Σ a·digit = (3·Σ a·x − Σ a·x') / 256`, exactly. Both sums are `vpdpbusd` of bytes we have
-/// anyway (each `x'` is two wrapping byte adds away from `x`: `x + x + x`), which makes a digit cost two
-/// adds and two `vpdpbusd` instead of the 16-bit multiplies of [`x256::tq1_codes`]. Lanes stay
+/// anyway (each `x'` is two wrapping byte adds away from `x`: `x + x + x`), which makes a digit
+/// cost two adds and two `vpdpbusd` instead of the 16-bit multiplies of [`x256::tq1_codes`]. Lanes stay
 /// below 2^22 (8 planes × 4 × 255 × 128 × 3), so the i32 sums never overflow.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 fn tq1_block_dot(block: &[u8], a: &[i8]) -> i32 {

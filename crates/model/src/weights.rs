@@ -64,7 +64,7 @@ impl Matrix {
             Some(packed) => {
                 let packed = packed.map_err(|e| bad(name, e.to_string()))?;
                 if let TernaryFormat::Tl1(_) | TernaryFormat::Tl2(_) = packed.format {
-                    return tl_as_i2s(&packed).map(|m| Matrix { part: part_of(name), ..m });
+                    return tl_as_i2s(&packed, part_of(name));
                 }
                 let base = name.strip_suffix(".weight").unwrap_or(name);
                 MatrixKind::Ternary { format: packed.format, extra_scale: scalar(file, &format!("{base}.scale"))? }
@@ -167,7 +167,7 @@ impl Matrix {
 /// bitnet.cpp's TL1/TL2 tensors (read with the tiling of its preset kernels for the shape and
 /// the scale of the separate `<name>_scale` tensor), repacked to I2_S in memory, so the I2_S
 /// kernels run them.
-fn tl_as_i2s(packed: &PackedTernary<'_>) -> Result<Matrix> {
+fn tl_as_i2s(packed: &PackedTernary<'_>, part: &'static str) -> Result<Matrix> {
     // PackedTernary::new refuses TL bytes without their scale.
     let Some(scale) = packed.scale else { return Err(ModelError::Invalid("a TL tensor without its scale".into())) };
     let (m, _) = packed.unpack()?;
@@ -178,7 +178,7 @@ fn tl_as_i2s(packed: &PackedTernary<'_>) -> Result<Matrix> {
         kind: MatrixKind::Ternary { format: TernaryFormat::I2s(I2sLayout::X86), extra_scale: None },
         range: 0..0,
         owned: Some(std::sync::Arc::new(bytes)),
-        part: "other matmuls",
+        part,
     })
 }
 
