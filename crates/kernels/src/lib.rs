@@ -23,7 +23,40 @@ use std::sync::Arc;
 pub use bitnet_quant::vecops::F32Ops;
 pub use pool::ThreadPool;
 
-use bitnet_quant::{DenseKernel, ScalarDense, ScalarKernel, TernaryKernel};
+use bitnet_quant::{DenseKernel, PackedTernary, QuantError, QuantizedActivations, ScalarDense, ScalarKernel};
+use bitnet_quant::{TernaryFormat, TernaryKernel};
+use bitnet_tl_lut::Lut;
+
+/// A set's ternary kernel with bitnet_tl_lut's lookup loops of the same instruction set for
+/// TL1/TL2 (which the set's own loops hand to the reference).
+struct WithLut {
+    base: Arc<dyn TernaryKernel>,
+    lut: Lut,
+}
+
+impl TernaryKernel for WithLut {
+    fn name(&self) -> &'static str {
+        self.base.name()
+    }
+
+    fn supports(&self, format: TernaryFormat) -> bool {
+        self.lut.supports(format) || self.base.supports(format)
+    }
+
+    fn gemm_rows(
+        &self,
+        w: &PackedTernary<'_>,
+        x: &QuantizedActivations,
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) -> Result<(), QuantError> {
+        if self.lut.supports(w.format) {
+            self.lut.gemm_rows(w, x, rows, out)
+        } else {
+            self.base.gemm_rows(w, x, rows, out)
+        }
+    }
+}
 
 /// The wrapping sum of `buf` with the widest loads this CPU has: a read-bandwidth probe for
 /// benchmarks (x86: AVX2 when present; elsewhere a plain loop the compiler vectorizes).
@@ -48,6 +81,8 @@ pub struct Kernels {
     ternary: Arc<dyn TernaryKernel>,
     dense: Arc<dyn DenseKernel>,
     f32: F32Ops,
+    /// The lookup-table loops that run TL1/TL2 in place, if the set has them.
+    lut: Option<Lut>,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -63,20 +98,27 @@ impl Default for Kernels {
 }
 
 impl Kernels {
-    /// A set from its parts (a kernel crate's own set, or a mix for experiments).
+    /// A set from its parts (a kernel crate's own set, or a mix for experiments). TL1/TL2 go to
+    /// bitnet_tl_lut's loops of the same instruction set when `name` is one of the x86 or NEON
+    /// sets and this CPU runs them.
     pub fn new(
         name: &'static str,
         ternary: Arc<dyn TernaryKernel>,
         dense: Arc<dyn DenseKernel>,
         f32: F32Ops,
     ) -> Kernels {
-        Kernels { name, ternary, dense, f32 }
+        let lut = Lut::for_set(name);
+        let ternary = match lut {
+            Some(lut) => Arc::new(WithLut { base: ternary, lut }) as Arc<dyn TernaryKernel>,
+            None => ternary,
+        };
+        Kernels { name, ternary, dense, f32, lut }
     }
 
     /// A set taking its ternary kernel, dense kernel and f32 ops from three sets: for finding
     /// which part of a set makes results differ.
     pub fn mixed(name: &'static str, ternary: &Kernels, dense: &Kernels, f32: &Kernels) -> Kernels {
-        Kernels::new(name, ternary.ternary.clone(), dense.dense.clone(), f32.f32)
+        Kernels { lut: ternary.lut, ..Kernels::new(name, ternary.ternary.clone(), dense.dense.clone(), f32.f32) }
     }
 
     /// The portable reference kernels (`scalar`): every other set is tested against these.
@@ -146,6 +188,12 @@ impl Kernels {
     /// The set's name ("avx512-vnni", "avx2", "neon-i8mm", "neon-dotprod", "neon", "scalar").
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// The lookup-table loops that run TL1/TL2 tensors in place ("lut-avx512", ...), if this
+    /// set has them; without, a model repacks TL tensors to I2_S at load.
+    pub fn lut(&self) -> Option<&'static str> {
+        self.lut.map(|l| l.name())
     }
 
     /// Ternary weights × int8 activations.

@@ -27,8 +27,11 @@ pub struct Matrix {
     pub cols: usize,
     pub kind: MatrixKind,
     range: Range<usize>,
-    /// Bytes repacked at load (TL1/TL2 → I2_S) instead of the file's.
+    /// Bytes repacked at load (an I2_S order the kernels do not read; TL1/TL2 → I2_S for a set
+    /// without lookup-table loops) instead of the file's.
     owned: Option<std::sync::Arc<Vec<u8>>>,
+    /// TL1/TL2's scale (bitnet.cpp keeps it in a separate `<name>_scale` tensor).
+    tl_scale: Option<f32>,
     /// The profile part its matmuls count under (`bitnet bench --profile`).
     pub(crate) part: &'static str,
 }
@@ -60,14 +63,17 @@ impl Matrix {
         if t.shape.len() > 2 || ne0 != cols || ne1 != rows {
             return Err(bad(name, format!("shape {:?}, expected [{cols}, {rows}]", t.shape)));
         }
+        let mut tl_scale = None;
         let kind = match PackedTernary::from_gguf(file, t, rows, cols) {
             Some(packed) => {
                 let packed = packed.map_err(|e| bad(name, e.to_string()))?;
                 if let TernaryFormat::Tl1(_) | TernaryFormat::Tl2(_) = packed.format {
-                    return tl_as_i2s(&packed, part_of(name));
+                    tl_scale = packed.scale;
+                    MatrixKind::Ternary { format: packed.format, extra_scale: None }
+                } else {
+                    let base = name.strip_suffix(".weight").unwrap_or(name);
+                    MatrixKind::Ternary { format: packed.format, extra_scale: scalar(file, &format!("{base}.scale"))? }
                 }
-                let base = name.strip_suffix(".weight").unwrap_or(name);
-                MatrixKind::Ternary { format: packed.format, extra_scale: scalar(file, &format!("{base}.scale"))? }
             }
             None if DENSE_TYPES.contains(&t.ty) => {
                 row_bytes(t.ty, cols).map_err(|e| bad(name, e.to_string()))?;
@@ -76,14 +82,25 @@ impl Matrix {
             None => return Err(bad(name, format!("type {} is not supported for weights", t.ty))),
         };
         let start = (file.data_offset() + t.offset) as usize;
-        Ok(Matrix { rows, cols, kind, range: start..start + t.size as usize, owned: None, part: part_of(name) })
+        let range = start..start + t.size as usize;
+        Ok(Matrix { rows, cols, kind, range, owned: None, tl_scale, part: part_of(name) })
     }
 
     /// The matrix in a code order `kernels` read on their fast path: an I2_S order they do not
     /// read (bitnet.cpp's ARM or row-interleaved order on x86, the interleaved one on ARM) is
-    /// repacked once, at load, to the x86 order every fast set reads; any other matrix is
-    /// returned as it is (the scalar set reads every order).
+    /// repacked once, at load, to the x86 order every fast set reads; TL1/TL2 stay as the file
+    /// has them when the set has lookup-table loops and are repacked to I2_S otherwise (the
+    /// scalar set's TL path decodes the whole matrix per call); any other matrix is returned as
+    /// it is (the scalar set reads every order).
     pub fn suited_to(self, file: &[u8], kernels: &Kernels) -> Result<Matrix> {
+        if let MatrixKind::Ternary { format: format @ (TernaryFormat::Tl1(_) | TernaryFormat::Tl2(_)), .. } = self.kind
+        {
+            if kernels.lut().is_some() {
+                return Ok(self);
+            }
+            let packed = PackedTernary::new(format, self.rows, self.cols, self.bytes(file), self.tl_scale)?;
+            return tl_as_i2s(&packed, self.part);
+        }
         let MatrixKind::Ternary { format: TernaryFormat::I2s(layout), extra_scale } = self.kind else {
             return Ok(self);
         };
@@ -149,7 +166,7 @@ impl Matrix {
                         &owned
                     }
                 };
-                let w = PackedTernary::new(format, self.rows, self.cols, self.bytes(file), None)?;
+                let w = PackedTernary::new(format, self.rows, self.cols, self.bytes(file), self.tl_scale)?;
                 pool.rows(self.rows, n, out, |rows, part| kernels.ternary().gemm_rows(&w, acts, rows, part))?;
                 if let Some(s) = extra_scale {
                     out.iter_mut().for_each(|v| *v *= s);
@@ -178,6 +195,7 @@ fn tl_as_i2s(packed: &PackedTernary<'_>, part: &'static str) -> Result<Matrix> {
         kind: MatrixKind::Ternary { format: TernaryFormat::I2s(I2sLayout::X86), extra_scale: None },
         range: 0..0,
         owned: Some(std::sync::Arc::new(bytes)),
+        tl_scale: None,
         part,
     })
 }
@@ -196,8 +214,9 @@ pub fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// bitnet.cpp's TL1/TL2 tensors load (with the tiling of its preset kernels for the shape),
-/// repacked to I2_S, and multiply exactly like the same matrix stored as I2_S.
+/// bitnet.cpp's TL1/TL2 tensors load (with the tiling of its preset kernels for the shape), run
+/// in place where the kernel set has lookup loops (repacked to I2_S where not), and multiply
+/// exactly like the same matrix stored as I2_S.
 #[cfg(test)]
 mod tests {
     use std::io::BufWriter;
@@ -244,15 +263,23 @@ mod tests {
             w.finish().unwrap();
 
             let file = GgufFile::open(&path).unwrap();
-            let a = Matrix::load(&file, "tl.weight", rows, cols).unwrap();
-            let b = Matrix::load(&file, "i2s.weight", rows, cols).unwrap();
-            let kernels = bitnet_kernels::Kernels::best();
             let pool = Pool::try_new(2).unwrap();
             let x: Vec<f32> = (0..2 * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-            let (mut ya, mut yb) = (vec![0f32; 2 * rows], vec![0f32; 2 * rows]);
-            a.matmul(file.bytes(), &kernels, &pool, &x, None, &mut ya).unwrap();
-            b.matmul(file.bytes(), &kernels, &pool, &x, None, &mut yb).unwrap();
-            assert_eq!(ya, yb, "{ty} {rows}x{cols}");
+            for kernels in bitnet_kernels::Kernels::available() {
+                let a =
+                    Matrix::load(&file, "tl.weight", rows, cols).unwrap().suited_to(file.bytes(), &kernels).unwrap();
+                let b = Matrix::load(&file, "i2s.weight", rows, cols).unwrap();
+                // In place (resident memory = the file) where the set has lookup loops.
+                assert_eq!(a.owned.is_none(), kernels.lut().is_some(), "{} {ty}", kernels.name());
+                let (mut ya, mut yb) = (vec![0f32; 2 * rows], vec![0f32; 2 * rows]);
+                a.matmul(file.bytes(), &kernels, &pool, &x, None, &mut ya).unwrap();
+                b.matmul(file.bytes(), &kernels, &pool, &x, None, &mut yb).unwrap();
+                assert_eq!(ya, yb, "{} {ty} {rows}x{cols}", kernels.name());
+                let (mut y1, mut y2) = (vec![0f32; rows], vec![0f32; rows]);
+                a.matmul(file.bytes(), &kernels, &pool, &x[..cols], None, &mut y1).unwrap();
+                b.matmul(file.bytes(), &kernels, &pool, &x[..cols], None, &mut y2).unwrap();
+                assert_eq!(y1, y2, "{} {ty} {rows}x{cols}, one token", kernels.name());
+            }
             std::fs::remove_file(&path).ok();
         }
     }

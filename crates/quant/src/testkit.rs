@@ -94,7 +94,10 @@ fn ternary_case(
 ) -> Result<(), TestCaseError> {
     let x = activations(rng, n, cols);
     let buf = padded(data, offset);
-    let w = PackedTernary::new(format, rows, cols, &buf[offset..offset + data.len()], None)
+    // TL1/TL2 keep their scale in a separate tensor.
+    let scale =
+        matches!(format, TernaryFormat::Tl1(_) | TernaryFormat::Tl2(_)).then(|| 0.25 + rng.below(100) as f32 / 64.0);
+    let w = PackedTernary::new(format, rows, cols, &buf[offset..offset + data.len()], scale)
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let start = rng.below(rows as u64) as usize;
     let end = start + 1 + rng.below((rows - start) as u64) as usize;
@@ -193,6 +196,42 @@ pub fn ternary(kernel: &dyn TernaryKernel, cases: u32) {
     assert!(kernel.gemm_rows(&w, &x, 0..3, &mut [0.0; 3]).is_err(), "{name}: rows past the end");
     let short = PackedTernary { data: &bytes[..40], ..w };
     assert!(kernel.gemm_rows(&short, &x, 0..2, &mut [0.0; 2]).is_err(), "{name}: short buffer");
+}
+
+/// Checks a TL1/TL2 kernel against [`ScalarKernel`] over `cases` random cases per format, each
+/// with a random tiling bitnet.cpp's packer accepts (TL1: sub-tiles of 16, 32 or 64 rows; TL2:
+/// column tiles of 24 to 192 and 0 to 8 trailing 32-column pair tiles), token counts 1..5, whole
+/// matrices and row sub-ranges, weights at byte offsets 0..64.
+pub fn tl(kernel: &dyn TernaryKernel, cases: u32) {
+    use crate::tl::{TlTiling, pack_tl1, pack_tl2};
+    let fail = |what: &str, e: String| panic!("{} ({what}): {e}", kernel.name());
+    let shape = (0usize..3, 1usize..4, 1usize..4, 1usize..5, 1usize..5, 0usize..PAD, any::<u64>());
+    runner(cases)
+        .run(&shape, |(sub, tiles_m, sub_per_tile, tiles_k, n, offset, seed)| {
+            let mut rng = Rng(seed);
+            let bmm = [16, 32, 64][sub];
+            let by = 256 / bmm;
+            let t = TlTiling { bm: bmm * sub_per_tile, bk: by * (1 + rng.below(3) as usize), bmm };
+            let (rows, cols) = (t.bm * tiles_m, t.bk * tiles_k);
+            let m = ternary_matrix(&mut rng, rows, cols);
+            let bytes = pack_tl1(&m, t).expect("valid tiling");
+            ternary_case(kernel, TernaryFormat::Tl1(t), rows, cols, &bytes, n, offset, &mut rng)
+        })
+        .unwrap_or_else(|e| fail("TL1", e.to_string()));
+    let shape = (0usize..4, 1usize..4, 1usize..4, 0usize..4, 0usize..9, 1usize..5, (0usize..PAD, any::<u64>()));
+    runner(cases)
+        .run(&shape, |(bk, tiles_m, sub_per_tile, tiles_k, pairs, n, (offset, seed))| {
+            let mut rng = Rng(seed);
+            let t = TlTiling { bm: 32 * sub_per_tile, bk: [24, 48, 96, 192][bk], bmm: 32 };
+            let rows = t.bm * tiles_m;
+            // At least 256 columns; the pair part must fit bitnet.cpp's byte count (≤ 256).
+            let triples = (256usize.saturating_sub(32 * pairs)).div_ceil(t.bk).max(tiles_k) * t.bk;
+            let cols = triples + 32 * pairs;
+            let m = ternary_matrix(&mut rng, rows, cols);
+            let Ok(bytes) = pack_tl2(&m, t) else { return Ok(()) };
+            ternary_case(kernel, TernaryFormat::Tl2(t), rows, cols, &bytes, n, offset, &mut rng)
+        })
+        .unwrap_or_else(|e| fail("TL2", e.to_string()));
 }
 
 /// Random bytes that decode to finite, moderate values for every dense type.

@@ -1,0 +1,265 @@
+//! The x86 lookup loops: `vpshufb` on 256 bits (AVX2) and 512 bits (AVX-512 BW).
+//!
+//! Both take the runs of consecutive sub-tiles of one column tile, their tables in the width's
+//! layout and (TL2 triples) their sign bytes, and add the lookups into each sub-tile's 16-bit
+//! sums, widened into its 32-bit lane-order sums at least every 32 vectors (each 16-bit lane
+//! gains at most two table entries of |v| ≤ 384 per vector, so 32 vectors stay below 2^15).
+
+use std::arch::x86_64::*;
+
+/// Vectors between two widenings of the 16-bit sums.
+const FLUSH: usize = 32;
+
+/// How far ahead of the index bytes being read to prefetch, into L1 and into L2: the runs of a
+/// row tile follow each other in the file, so the stream continues past the run (as in
+/// kernels-x86's GEMVs, where these distances were measured).
+const PREFETCH: usize = 2048;
+const PREFETCH_L2: usize = 32 * 1024;
+
+/// Prefetch hints for the stream at `p` (they read nothing and cannot fault, whatever the address).
+#[inline(always)]
+fn prefetch_ahead(p: *const u8) {
+    // SAFETY: prefetches are hints that never fault; SSE is part of x86-64.
+    unsafe {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH).cast());
+        _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PREFETCH_L2).cast());
+    }
+}
+
+/// AVX2 loops; only [`Avx2::detect`] builds one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Avx2(());
+
+impl Avx2 {
+    pub fn detect() -> Option<Avx2> {
+        is_x86_feature_detected!("avx2").then_some(Avx2(()))
+    }
+
+    /// The runs of consecutive sub-tiles of one column tile (see [`crate::Tile`]).
+    pub(crate) fn tile(self, sign: bool, v: usize, t: crate::Tile<'_>) {
+        let n = t.run / 32;
+        let subs = t.bytes.len() / t.run.max(1);
+        assert!(t.run.is_multiple_of(32 * v) && t.bytes.len().is_multiple_of(t.run) && t.tables.len() >= n * 128);
+        assert!(t.acc16.len() >= subs * 32 * v && t.acc32.len() >= subs * 32 * v);
+        assert!(!sign || (v == 1 && t.srun >= n.div_ceil(4) * 32 && t.signs.len() >= subs * t.srun));
+        // SAFETY: the token proves AVX2; the asserts above bound every load and store.
+        unsafe {
+            match (sign, v) {
+                (true, _) => tile256::<true, 1>(t),
+                (false, 1) => tile256::<false, 1>(t),
+                (false, 2) => tile256::<false, 2>(t),
+                _ => unreachable!("periods are 32 or 64 bytes"),
+            }
+        }
+    }
+}
+
+/// Adds `a`'s 16 lanes, widened, to `acc[0..16]`.
+#[inline(always)]
+unsafe fn widen_add256(a: __m256i, acc: *mut i32) {
+    // SAFETY: the caller passes 16 valid i32 slots; AVX2 is enabled by the caller.
+    unsafe {
+        let lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a));
+        let hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(a));
+        let p = acc.cast::<__m256i>();
+        _mm256_storeu_si256(p, _mm256_add_epi32(_mm256_loadu_si256(p), lo));
+        _mm256_storeu_si256(p.add(1), _mm256_add_epi32(_mm256_loadu_si256(p.add(1)), hi));
+    }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
+    let n = t.run / 32;
+    let m4 = _mm256_set1_epi8(0x0F);
+    let one = _mm256_set1_epi16(1);
+    let tab = t.tables.as_ptr();
+    for sub in 0..t.bytes.len() / t.run {
+        // SAFETY: the caller checked `subs` runs of index and sign bytes and 32·V 16- and 32-bit
+        // sums per sub-tile.
+        let (b, s, p16, p32) = unsafe {
+            (
+                t.bytes.as_ptr().add(sub * t.run),
+                t.signs.as_ptr().wrapping_add(sub * t.srun),
+                t.acc16.as_mut_ptr().add(sub * 32 * V),
+                t.acc32.as_mut_ptr().add(sub * 32 * V),
+            )
+        };
+        let mut sums = [[_mm256_setzero_si256(); 2]; V];
+        for (q, sum) in sums.iter_mut().enumerate() {
+            for (h, v) in sum.iter_mut().enumerate() {
+                // SAFETY: within this sub-tile's 32·V 16-bit sums.
+                *v = unsafe { _mm256_loadu_si256(p16.add(32 * q + 16 * h).cast()) };
+            }
+        }
+        let mut pending = 0;
+        let mut i = 0;
+        while i < n {
+            for (q, sum) in sums.iter_mut().enumerate() {
+                let j = i + q;
+                if j % 2 == 0 {
+                    prefetch_ahead(b.wrapping_add(32 * j));
+                }
+                // SAFETY: j < n; the caller checked 32·n index bytes and 128·n table bytes per
+                // run and (signs) 32 bytes per 4 vectors.
+                unsafe {
+                    let x = _mm256_loadu_si256(b.add(32 * j).cast());
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4);
+                    let lo = _mm256_and_si256(x, m4);
+                    let tj = tab.add(128 * j);
+                    let hl = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.cast()), hi);
+                    let hh = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(32).cast()), hi);
+                    let ll = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(64).cast()), lo);
+                    let lh = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(96).cast()), lo);
+                    let mut p0 = _mm256_unpacklo_epi8(hl, hh);
+                    let mut p1 = _mm256_unpackhi_epi8(hl, hh);
+                    let mut q0 = _mm256_unpacklo_epi8(ll, lh);
+                    let mut q1 = _mm256_unpackhi_epi8(ll, lh);
+                    if SIGN {
+                        // Vector j is 6-column chunk j: triples 2j mod 8 (high nibble) and the
+                        // next; the sign of (row r, triple tr) is bit 15 − (2·tr + r/16) of word
+                        // r mod 16.
+                        let words = _mm256_loadu_si256(s.add(32 * (j / 4)).cast());
+                        let shift = 4 * (j % 4) as i64;
+                        let neg = |v: __m256i, by: i64| {
+                            let bit = _mm256_sll_epi16(words, _mm_cvtsi64_si128(by));
+                            _mm256_sign_epi16(v, _mm256_or_si256(bit, one))
+                        };
+                        p0 = neg(p0, shift);
+                        p1 = neg(p1, shift + 1);
+                        q0 = neg(q0, shift + 2);
+                        q1 = neg(q1, shift + 3);
+                    }
+                    sum[0] = _mm256_add_epi16(sum[0], _mm256_add_epi16(p0, q0));
+                    sum[1] = _mm256_add_epi16(sum[1], _mm256_add_epi16(p1, q1));
+                }
+            }
+            i += V;
+            pending += 1;
+            let last = i >= n;
+            if pending == FLUSH || (last && t.flush) {
+                for (q, sum) in sums.iter_mut().enumerate() {
+                    for (h, v) in sum.iter_mut().enumerate() {
+                        // SAFETY: within this sub-tile's 32·V 32-bit sums.
+                        unsafe { widen_add256(*v, p32.add(32 * q + 16 * h)) };
+                        *v = _mm256_setzero_si256();
+                    }
+                }
+                pending = 0;
+            }
+        }
+        for (q, sum) in sums.iter().enumerate() {
+            for (h, v) in sum.iter().enumerate() {
+                // SAFETY: within this sub-tile's 32·V 16-bit sums.
+                unsafe { _mm256_storeu_si256(p16.add(32 * q + 16 * h).cast(), *v) };
+            }
+        }
+    }
+}
+
+/// AVX-512 BW loops; only [`Avx512::detect`] builds one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Avx512(());
+
+impl Avx512 {
+    pub fn detect() -> Option<Avx512> {
+        (is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx2"))
+        .then_some(Avx512(()))
+    }
+
+    /// The runs of consecutive sub-tiles of one column tile (see [`crate::Tile`]; periods of 32
+    /// and 64 bytes both fit one vector).
+    pub(crate) fn tile(self, sign: bool, t: crate::Tile<'_>) {
+        let n = t.run / 64;
+        let subs = t.bytes.len() / t.run.max(1);
+        assert!(t.run.is_multiple_of(64) && t.bytes.len().is_multiple_of(t.run) && t.tables.len() >= n * 256);
+        assert!(t.acc16.len() >= subs * 64 && t.acc32.len() >= subs * 64);
+        assert!(!sign || (t.srun >= n.div_ceil(2) * 32 && t.signs.len() >= subs * t.srun));
+        // SAFETY: the token proves AVX-512 F/BW and AVX2; the asserts bound every access.
+        unsafe { if sign { tile512::<true>(t) } else { tile512::<false>(t) } }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+unsafe fn tile512<const SIGN: bool>(t: crate::Tile<'_>) {
+    let n = t.run / 64;
+    let m4 = _mm512_set1_epi8(0x0F);
+    let zero = _mm512_setzero_si512();
+    // Vector j holds 6-column chunks 2j (lanes 0-1) and 2j+1 (lanes 2-3): the high nibbles index
+    // triples 4j mod 8 and that + 2, the low nibbles the next ones. Element e of an interleave
+    // is row e mod 16 (+16 for the high interleave), from lanes 0-1 when e < 16.
+    let bits = |a: i32, b: i32, h: i32| {
+        _mm512_mask_blend_epi16(
+            0xFFFF_0000,
+            _mm512_set1_epi16(1 << (15 - 2 * a - h)),
+            _mm512_set1_epi16(1 << (15 - 2 * b - h)),
+        )
+    };
+    let masks = [
+        [bits(0, 2, 0), bits(0, 2, 1), bits(1, 3, 0), bits(1, 3, 1)],
+        [bits(4, 6, 0), bits(4, 6, 1), bits(5, 7, 0), bits(5, 7, 1)],
+    ];
+    let tab = t.tables.as_ptr();
+    for sub in 0..t.bytes.len() / t.run {
+        // SAFETY: the caller checked `subs` runs of index and sign bytes and 64 16- and 32-bit
+        // sums per sub-tile.
+        let (b, s, p16, p32) = unsafe {
+            (
+                t.bytes.as_ptr().add(sub * t.run),
+                t.signs.as_ptr().wrapping_add(sub * t.srun),
+                t.acc16.as_mut_ptr().add(sub * 64),
+                t.acc32.as_mut_ptr().add(sub * 64),
+            )
+        };
+        // SAFETY: within this sub-tile's 64 16-bit sums.
+        let (mut a0, mut a1) = unsafe { (_mm512_loadu_si512(p16.cast()), _mm512_loadu_si512(p16.add(32).cast())) };
+        let mut pending = 0;
+        for j in 0..n {
+            prefetch_ahead(b.wrapping_add(64 * j));
+            // SAFETY: j < n; the caller checked 64·n index bytes and 256·n table bytes per run
+            // and (signs) 32 bytes per 2 vectors.
+            unsafe {
+                let x = _mm512_loadu_si512(b.add(64 * j).cast());
+                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4);
+                let lo = _mm512_and_si512(x, m4);
+                let tj = tab.add(256 * j);
+                let hl = _mm512_shuffle_epi8(_mm512_loadu_si512(tj.cast()), hi);
+                let hh = _mm512_shuffle_epi8(_mm512_loadu_si512(tj.add(64).cast()), hi);
+                let ll = _mm512_shuffle_epi8(_mm512_loadu_si512(tj.add(128).cast()), lo);
+                let lh = _mm512_shuffle_epi8(_mm512_loadu_si512(tj.add(192).cast()), lo);
+                let mut p0 = _mm512_unpacklo_epi8(hl, hh);
+                let mut p1 = _mm512_unpackhi_epi8(hl, hh);
+                let mut q0 = _mm512_unpacklo_epi8(ll, lh);
+                let mut q1 = _mm512_unpackhi_epi8(ll, lh);
+                if SIGN {
+                    let words = _mm512_broadcast_i64x4(_mm256_loadu_si256(s.add(32 * (j / 2)).cast()));
+                    let m = &masks[j % 2];
+                    p0 = _mm512_mask_sub_epi16(p0, _mm512_test_epi16_mask(words, m[0]), zero, p0);
+                    p1 = _mm512_mask_sub_epi16(p1, _mm512_test_epi16_mask(words, m[1]), zero, p1);
+                    q0 = _mm512_mask_sub_epi16(q0, _mm512_test_epi16_mask(words, m[2]), zero, q0);
+                    q1 = _mm512_mask_sub_epi16(q1, _mm512_test_epi16_mask(words, m[3]), zero, q1);
+                }
+                a0 = _mm512_add_epi16(a0, _mm512_add_epi16(p0, q0));
+                a1 = _mm512_add_epi16(a1, _mm512_add_epi16(p1, q1));
+            }
+            pending += 1;
+            if pending == FLUSH || (j + 1 == n && t.flush) {
+                for (h, a) in [a0, a1].into_iter().enumerate() {
+                    // SAFETY: within this sub-tile's 64 32-bit sums.
+                    unsafe {
+                        widen_add256(_mm512_castsi512_si256(a), p32.add(32 * h));
+                        widen_add256(_mm512_extracti64x4_epi64::<1>(a), p32.add(32 * h + 16));
+                    }
+                }
+                (a0, a1) = (zero, zero);
+                pending = 0;
+            }
+        }
+        // SAFETY: within this sub-tile's 64 16-bit sums.
+        unsafe {
+            _mm512_storeu_si512(p16.cast(), a0);
+            _mm512_storeu_si512(p16.add(32).cast(), a1);
+        }
+    }
+}

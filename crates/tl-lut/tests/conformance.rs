@@ -1,0 +1,66 @@
+//! Every lookup loop this CPU runs against the scalar reference, on random TL1/TL2 tilings and
+//! shapes (bit-identical results); the loops it cannot run are named as skipped.
+
+use bitnet_quant::TernaryKernel;
+use bitnet_tl_lut::Lut;
+
+#[test]
+fn every_lut_variant_matches_the_reference() {
+    let available = Lut::available();
+    for name in ["lut-avx512", "lut-avx2", "lut-neon", "lut-portable"] {
+        match available.iter().find(|l| l.name() == name) {
+            Some(l) => {
+                bitnet_quant::testkit::tl(l, 48);
+                eprintln!("tested: {name}");
+            }
+            None => eprintln!("skipped: {name} (not on this CPU)"),
+        }
+    }
+}
+
+#[test]
+fn other_formats_go_to_the_reference() {
+    for l in Lut::available() {
+        assert!(!l.supports(bitnet_quant::TernaryFormat::Tq2_0));
+        bitnet_quant::testkit::ternary(&l, 4);
+    }
+}
+
+/// The largest sums (every activation −128, every weight the same sign) over long runs and many
+/// column tiles: the 16-bit partial sums must be widened before they overflow.
+#[test]
+fn extreme_sums_over_long_runs_stay_exact() {
+    use bitnet_quant::tl::{pack_tl1, pack_tl2};
+    use bitnet_quant::{
+        ActScale, PackedTernary, QuantizedActivations, ScalarKernel, TernaryFormat, TernaryMatrix, TlTiling,
+    };
+    let cases = [
+        (false, 64, 4096, TlTiling { bm: 64, bk: 1024, bmm: 16 }),
+        (false, 128, 4096, TlTiling { bm: 128, bk: 2048, bmm: 64 }),
+        (true, 64, 192 * 12 + 256, TlTiling { bm: 64, bk: 192, bmm: 32 }),
+        (true, 32, 24 * 104, TlTiling { bm: 32, bk: 24, bmm: 32 }),
+    ];
+    for (tl2, rows, cols, t) in cases {
+        for (w, a) in [(1i8, -128i8), (-1, -128), (1, 127)] {
+            let m = TernaryMatrix::new(rows, cols, vec![w; rows * cols]).unwrap();
+            let (format, bytes) = if tl2 {
+                (TernaryFormat::Tl2(t), pack_tl2(&m, t).unwrap())
+            } else {
+                (TernaryFormat::Tl1(t), pack_tl1(&m, t).unwrap())
+            };
+            let w = PackedTernary::new(format, rows, cols, &bytes, Some(1.0)).unwrap();
+            let x = QuantizedActivations {
+                cols,
+                codes: vec![a; 2 * cols],
+                rows: vec![ActScale { scale: 1.0, sum: i32::from(a) * cols as i32 }; 2],
+            };
+            let mut want = vec![0f32; 2 * rows];
+            ScalarKernel.gemm(&w, &x, &mut want).unwrap();
+            for l in Lut::available() {
+                let mut got = vec![0f32; 2 * rows];
+                l.gemm(&w, &x, &mut got).unwrap();
+                assert_eq!(got, want, "{} {format:?} {rows}x{cols}", l.name());
+            }
+        }
+    }
+}
