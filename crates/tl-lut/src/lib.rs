@@ -204,6 +204,10 @@ fn build_tables(plane: &Plane, a: &[i8], width: usize, planes: &mut Vec<[u8; 32]
     }
 }
 
+/// What a plane's tables depend on besides the activations: (kind, first column, column tile,
+/// column tiles).
+type PlaneKey = (Kind, usize, usize, usize);
+
 /// One thread's tables for the last activations it saw: matrices that share an input (q/k/v,
 /// gate/up) build them once.
 #[derive(Default)]
@@ -212,7 +216,7 @@ struct TableCache {
     acts: Vec<i8>,
     width: usize,
     /// Tables per plane shape: (kind, first column, column tile, column tiles) → tables.
-    tables: Vec<((Kind, usize, usize, usize), Vec<u8>)>,
+    tables: Vec<(PlaneKey, Vec<u8>)>,
     planes: Vec<[u8; 32]>,
 }
 
