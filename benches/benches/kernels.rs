@@ -7,17 +7,22 @@
 
 use std::hint::black_box;
 
-use bitnet_benches::{Aligned, B2B4T, B7, HEAD_2B4T, I2S, activations, dense, packed};
+use bitnet_benches::{Aligned, B2B4T, B7, HEAD_2B4T, I2S, TL2, activations, dense, for_shape, packed, scale_of};
 use bitnet_format::TensorType;
 use bitnet_kernels::Kernels;
 use bitnet_quant::{PackedTernary, TernaryFormat};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+/// The ternary types benched (TL2 runs on the set's lookup-table loops).
+const FORMATS: [(&str, TernaryFormat); 4] =
+    [("i2_s", I2S), ("tq2_0", TernaryFormat::Tq2_0), ("tq1_0", TernaryFormat::Tq1_0), ("tl2", TL2)];
+
 fn ternary(c: &mut Criterion) {
-    for (fname, format) in [("i2_s", I2S), ("tq2_0", TernaryFormat::Tq2_0), ("tq1_0", TernaryFormat::Tq1_0)] {
+    for (fname, format) in FORMATS {
         for &(name, rows, cols) in B2B4T.iter().chain(B7) {
+            let format = for_shape(format, rows, cols);
             let data = packed(format, rows, cols);
-            let w = PackedTernary::new(format, rows, cols, &data, None).expect("packed");
+            let w = PackedTernary::new(format, rows, cols, &data, scale_of(format)).expect("packed");
             for n in [1usize, 2, 4, 8, 128] {
                 let (_, x) = activations(n, cols);
                 let mut out = vec![0f32; n * rows];
@@ -61,7 +66,8 @@ fn heads(c: &mut Criterion) {
 /// streams them from memory: the figure the token-generation roofline is about.
 fn streaming(c: &mut Criterion) {
     let (rows, cols) = (6912, 2560);
-    for (fname, format) in [("i2_s", I2S), ("tq2_0", TernaryFormat::Tq2_0), ("tq1_0", TernaryFormat::Tq1_0)] {
+    for (fname, format) in FORMATS {
+        let format = for_shape(format, rows, cols);
         let data = packed(format, rows, cols);
         let copies: Vec<Aligned> = (0..16).map(|_| Aligned::new(&data, 0)).collect();
         let (_, x) = activations(1, cols);
@@ -74,7 +80,7 @@ fn streaming(c: &mut Criterion) {
             g.bench_function(set.name(), |b| {
                 b.iter(|| {
                     for d in &copies {
-                        let w = PackedTernary::new(format, rows, cols, d.bytes(), None).expect("packed");
+                        let w = PackedTernary::new(format, rows, cols, d.bytes(), scale_of(format)).expect("packed");
                         k.gemm(&w, black_box(&x), &mut out).expect("gemv");
                     }
                 })

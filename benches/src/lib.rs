@@ -4,7 +4,7 @@
 
 use bitnet_format::TensorType;
 use bitnet_quant::tq::{self, TqKind};
-use bitnet_quant::{I2sLayout, QuantizedActivations, TernaryFormat, TernaryMatrix, i2s};
+use bitnet_quant::{I2sLayout, QuantizedActivations, TernaryFormat, TernaryMatrix, TlTiling, i2s, tl};
 
 /// One matrix shape of a real model: name, rows (output features), cols (input features).
 pub type Shape = (&'static str, usize, usize);
@@ -25,6 +25,9 @@ pub const B7: &[Shape] = &[
     ("7B down 4096x11008", 4096, 11008),
 ];
 
+/// TL2 as a bench parameter; [`for_shape`] picks each shape's tiling.
+pub const TL2: TernaryFormat = TernaryFormat::Tl2(TlTiling { bm: 0, bk: 0, bmm: 0 });
+
 /// Deterministic pseudo-random bytes (splitmix64).
 pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     let mut s = seed;
@@ -37,7 +40,23 @@ pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// A random ternary matrix packed in `format` (I2_S x86, TQ1_0 or TQ2_0).
+/// `format` for a `rows × cols` matrix: TL1/TL2 (given with any tiling) get the tiling
+/// `bitnet convert` would write for the shape.
+pub fn for_shape(format: TernaryFormat, rows: usize, cols: usize) -> TernaryFormat {
+    match format {
+        TernaryFormat::Tl1(_) => TernaryFormat::Tl1(tl::choose_tiling(false, rows, cols).expect("a TL1 tiling")),
+        TernaryFormat::Tl2(_) => TernaryFormat::Tl2(tl::choose_tiling(true, rows, cols).expect("a TL2 tiling")),
+        other => other,
+    }
+}
+
+/// The separate scale TL1/TL2 need (the others carry theirs in the bytes).
+pub fn scale_of(format: TernaryFormat) -> Option<f32> {
+    matches!(format, TernaryFormat::Tl1(_) | TernaryFormat::Tl2(_)).then_some(0.5)
+}
+
+/// A random ternary matrix packed in `format` (I2_S x86, TQ1_0, TQ2_0, or TL1/TL2 with the
+/// tiling [`for_shape`] gives).
 pub fn packed(format: TernaryFormat, rows: usize, cols: usize) -> Vec<u8> {
     let values = random_bytes(rows * cols, 7).into_iter().map(|b| (b % 3) as i8 - 1).collect();
     let m = TernaryMatrix::new(rows, cols, values).expect("shape");
@@ -45,6 +64,8 @@ pub fn packed(format: TernaryFormat, rows: usize, cols: usize) -> Vec<u8> {
         TernaryFormat::I2s(layout) => i2s::pack(&m, 0.5, layout).expect("pack"),
         TernaryFormat::Tq1_0 => tq::pack(TqKind::Tq1_0, &m, 0.5).expect("pack"),
         TernaryFormat::Tq2_0 => tq::pack(TqKind::Tq2_0, &m, 0.5).expect("pack"),
+        TernaryFormat::Tl1(t) => tl::pack_tl1(&m, t).expect("pack"),
+        TernaryFormat::Tl2(t) => tl::pack_tl2(&m, t).expect("pack"),
         other => panic!("no bench input for {other:?}"),
     }
 }

@@ -205,7 +205,7 @@ pub fn ternary(kernel: &dyn TernaryKernel, cases: u32) {
 pub fn tl(kernel: &dyn TernaryKernel, cases: u32) {
     use crate::tl::{TlTiling, pack_tl1, pack_tl2};
     let fail = |what: &str, e: String| panic!("{} ({what}): {e}", kernel.name());
-    let shape = (0usize..3, 1usize..4, 1usize..4, 1usize..5, 1usize..5, 0usize..PAD, any::<u64>());
+    let shape = (0usize..3, 1usize..4, 1usize..7, 1usize..5, 1usize..5, 0usize..PAD, any::<u64>());
     runner(cases)
         .run(&shape, |(sub, tiles_m, sub_per_tile, tiles_k, n, offset, seed)| {
             let mut rng = Rng(seed);
@@ -218,7 +218,7 @@ pub fn tl(kernel: &dyn TernaryKernel, cases: u32) {
             ternary_case(kernel, TernaryFormat::Tl1(t), rows, cols, &bytes, n, offset, &mut rng)
         })
         .unwrap_or_else(|e| fail("TL1", e.to_string()));
-    let shape = (0usize..4, 1usize..4, 1usize..4, 0usize..4, 0usize..9, 1usize..5, (0usize..PAD, any::<u64>()));
+    let shape = (0usize..4, 1usize..4, 1usize..7, 0usize..4, 0usize..9, 1usize..5, (0usize..PAD, any::<u64>()));
     runner(cases)
         .run(&shape, |(bk, tiles_m, sub_per_tile, tiles_k, pairs, n, (offset, seed))| {
             let mut rng = Rng(seed);

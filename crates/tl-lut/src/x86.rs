@@ -26,6 +26,16 @@ fn prefetch_ahead(p: *const u8) {
     }
 }
 
+/// [`prefetch_ahead`] for the sign plane, at the same distance in weights.
+#[inline(always)]
+fn prefetch_ahead_signs(p: *const u8) {
+    // SAFETY: prefetches are hints that never fault; SSE is part of x86-64.
+    unsafe {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH / 4).cast());
+        _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PREFETCH_L2 / 4).cast());
+    }
+}
+
 /// AVX2 loops; only [`Avx2::detect`] builds one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Avx2(());
@@ -98,6 +108,10 @@ unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
                 let j = i + q;
                 if j % 2 == 0 {
                     prefetch_ahead(b.wrapping_add(32 * j));
+                }
+                if SIGN && j % 8 == 0 {
+                    // The sign plane is a second stream, a fifth the size of the first.
+                    prefetch_ahead_signs(s.wrapping_add(8 * j));
                 }
                 // SAFETY: j < n; the caller checked 32·n index bytes and 128·n table bytes per
                 // run and (signs) 32 bytes per 4 vectors.
@@ -181,8 +195,29 @@ impl Avx512 {
     }
 }
 
+/// Sub-tiles [`tile512`] walks side by side, so each table vector it loads serves that many runs.
+const SIDE: usize = 2;
+
 #[target_feature(enable = "avx512f,avx512bw,avx2")]
 unsafe fn tile512<const SIGN: bool>(t: crate::Tile<'_>) {
+    let subs = t.bytes.len() / t.run;
+    let mut sub = 0;
+    while sub + SIDE <= subs {
+        // SAFETY: sub-tiles sub..sub + SIDE exist (the caller's checks hold for them).
+        unsafe { side512::<SIGN, SIDE>(&t, sub) };
+        sub += SIDE;
+    }
+    while sub < subs {
+        // SAFETY: as above, for one sub-tile.
+        unsafe { side512::<SIGN, 1>(&t, sub) };
+        sub += 1;
+    }
+}
+
+/// Sub-tiles `first..first + S` of a [`crate::Tile`], side by side: per vector position, the
+/// four table vectors are loaded once for all `S` runs.
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+unsafe fn side512<const SIGN: bool, const S: usize>(t: &crate::Tile<'_>, first: usize) {
     let n = t.run / 64;
     let m4 = _mm512_set1_epi8(0x0F);
     let zero = _mm512_setzero_si512();
@@ -201,65 +236,87 @@ unsafe fn tile512<const SIGN: bool>(t: crate::Tile<'_>) {
         [bits(4, 6, 0), bits(4, 6, 1), bits(5, 7, 0), bits(5, 7, 1)],
     ];
     let tab = t.tables.as_ptr();
-    for sub in 0..t.bytes.len() / t.run {
+    let mut b = [t.bytes.as_ptr(); S];
+    let mut s = [t.signs.as_ptr(); S];
+    let mut p16 = [t.acc16.as_ptr().cast_mut(); S];
+    let mut p32 = [t.acc32.as_ptr().cast_mut(); S];
+    let mut acc = [[zero; 2]; S];
+    for k in 0..S {
+        let sub = first + k;
         // SAFETY: the caller checked `subs` runs of index and sign bytes and 64 16- and 32-bit
-        // sums per sub-tile.
-        let (b, s, p16, p32) = unsafe {
+        // sums per sub-tile; sub < subs.
+        unsafe {
+            b[k] = t.bytes.as_ptr().add(sub * t.run);
+            s[k] = t.signs.as_ptr().wrapping_add(sub * t.srun);
+            p16[k] = t.acc16.as_ptr().add(sub * 64).cast_mut();
+            p32[k] = t.acc32.as_ptr().add(sub * 64).cast_mut();
+            acc[k] = [_mm512_loadu_si512(p16[k].cast()), _mm512_loadu_si512(p16[k].add(32).cast())];
+        }
+    }
+    let mut pending = 0;
+    for j in 0..n {
+        // SAFETY: j < n; the caller checked 256·n table bytes.
+        let (t0, t1, t2, t3) = unsafe {
+            let tj = tab.add(256 * j);
             (
-                t.bytes.as_ptr().add(sub * t.run),
-                t.signs.as_ptr().wrapping_add(sub * t.srun),
-                t.acc16.as_mut_ptr().add(sub * 64),
-                t.acc32.as_mut_ptr().add(sub * 64),
+                _mm512_loadu_si512(tj.cast()),
+                _mm512_loadu_si512(tj.add(64).cast()),
+                _mm512_loadu_si512(tj.add(128).cast()),
+                _mm512_loadu_si512(tj.add(192).cast()),
             )
         };
-        // SAFETY: within this sub-tile's 64 16-bit sums.
-        let (mut a0, mut a1) = unsafe { (_mm512_loadu_si512(p16.cast()), _mm512_loadu_si512(p16.add(32).cast())) };
-        let mut pending = 0;
-        for j in 0..n {
-            prefetch_ahead(b.wrapping_add(64 * j));
-            // SAFETY: j < n; the caller checked 64·n index bytes and 256·n table bytes per run
-            // and (signs) 32 bytes per 2 vectors.
+        for k in 0..S {
+            prefetch_ahead(b[k].wrapping_add(64 * j));
+            if SIGN && j % 4 == 0 {
+                // The sign plane is a second stream, a fifth the size of the first.
+                prefetch_ahead_signs(s[k].wrapping_add(16 * j));
+            }
+            // SAFETY: j < n; the caller checked 64·n index bytes per run and (signs) 32 bytes
+            // per 2 vectors.
             unsafe {
-                let x = _mm512_loadu_si512(b.add(64 * j).cast());
+                let x = _mm512_loadu_si512(b[k].add(64 * j).cast());
                 let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4);
                 let lo = _mm512_and_si512(x, m4);
-                let tj = tab.add(256 * j);
-                let hl = _mm512_shuffle_epi8(_mm512_loadu_si512(tj.cast()), hi);
-                let hh = _mm512_shuffle_epi8(_mm512_loadu_si512(tj.add(64).cast()), hi);
-                let ll = _mm512_shuffle_epi8(_mm512_loadu_si512(tj.add(128).cast()), lo);
-                let lh = _mm512_shuffle_epi8(_mm512_loadu_si512(tj.add(192).cast()), lo);
+                let hl = _mm512_shuffle_epi8(t0, hi);
+                let hh = _mm512_shuffle_epi8(t1, hi);
+                let ll = _mm512_shuffle_epi8(t2, lo);
+                let lh = _mm512_shuffle_epi8(t3, lo);
                 let mut p0 = _mm512_unpacklo_epi8(hl, hh);
                 let mut p1 = _mm512_unpackhi_epi8(hl, hh);
                 let mut q0 = _mm512_unpacklo_epi8(ll, lh);
                 let mut q1 = _mm512_unpackhi_epi8(ll, lh);
                 if SIGN {
-                    let words = _mm512_broadcast_i64x4(_mm256_loadu_si256(s.add(32 * (j / 2)).cast()));
+                    let words = _mm512_broadcast_i64x4(_mm256_loadu_si256(s[k].add(32 * (j / 2)).cast()));
                     let m = &masks[j % 2];
                     p0 = _mm512_mask_sub_epi16(p0, _mm512_test_epi16_mask(words, m[0]), zero, p0);
                     p1 = _mm512_mask_sub_epi16(p1, _mm512_test_epi16_mask(words, m[1]), zero, p1);
                     q0 = _mm512_mask_sub_epi16(q0, _mm512_test_epi16_mask(words, m[2]), zero, q0);
                     q1 = _mm512_mask_sub_epi16(q1, _mm512_test_epi16_mask(words, m[3]), zero, q1);
                 }
-                a0 = _mm512_add_epi16(a0, _mm512_add_epi16(p0, q0));
-                a1 = _mm512_add_epi16(a1, _mm512_add_epi16(p1, q1));
-            }
-            pending += 1;
-            if pending == FLUSH || (j + 1 == n && t.flush) {
-                for (h, a) in [a0, a1].into_iter().enumerate() {
-                    // SAFETY: within this sub-tile's 64 32-bit sums.
-                    unsafe {
-                        widen_add256(_mm512_castsi512_si256(a), p32.add(32 * h));
-                        widen_add256(_mm512_extracti64x4_epi64::<1>(a), p32.add(32 * h + 16));
-                    }
-                }
-                (a0, a1) = (zero, zero);
-                pending = 0;
+                acc[k][0] = _mm512_add_epi16(acc[k][0], _mm512_add_epi16(p0, q0));
+                acc[k][1] = _mm512_add_epi16(acc[k][1], _mm512_add_epi16(p1, q1));
             }
         }
-        // SAFETY: within this sub-tile's 64 16-bit sums.
+        pending += 1;
+        if pending == FLUSH || (j + 1 == n && t.flush) {
+            for k in 0..S {
+                for (h, a) in acc[k].iter_mut().enumerate() {
+                    // SAFETY: within sub-tile first + k's 64 32-bit sums.
+                    unsafe {
+                        widen_add256(_mm512_castsi512_si256(*a), p32[k].add(32 * h));
+                        widen_add256(_mm512_extracti64x4_epi64::<1>(*a), p32[k].add(32 * h + 16));
+                    }
+                    *a = zero;
+                }
+            }
+            pending = 0;
+        }
+    }
+    for k in 0..S {
+        // SAFETY: within sub-tile first + k's 64 16-bit sums.
         unsafe {
-            _mm512_storeu_si512(p16.cast(), a0);
-            _mm512_storeu_si512(p16.add(32).cast(), a1);
+            _mm512_storeu_si512(p16[k].cast(), acc[k][0]);
+            _mm512_storeu_si512(p16[k].add(32).cast(), acc[k][1]);
         }
     }
 }
