@@ -28,6 +28,7 @@
 pub mod geometry;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+mod panel;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -277,6 +278,9 @@ fn portable_tile(plane: &Plane, t: Tile<'_>) {
     }
 }
 
+/// Tokens from which the panel path is taken where there is one.
+const PANEL_TOKENS: usize = 2;
+
 thread_local! {
     /// This thread's tables, kept between calls.
     static TABLES: Cell<Option<Box<TableCache>>> = const { Cell::new(None) };
@@ -297,6 +301,82 @@ fn check(w: &PackedTernary<'_>, x: &QuantizedActivations, rows: &Range<usize>, o
 }
 
 impl Lut {
+    /// Whether many tokens take the panel path (decode once, then `vpdpbusd` per token) rather
+    /// than one table walk per token: the portable loops (its reference) and AVX-512 VNNI.
+    fn panel(self) -> bool {
+        match self.0 {
+            Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(i) => i.panel(),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Many tokens: per sub-tile, decode every plane's runs into a panel, then multiply every
+    /// token over it.
+    fn panel_gemm_rows(
+        self,
+        geo: &Geometry,
+        w: &PackedTernary<'_>,
+        x: &QuantizedActivations,
+        rows: Range<usize>,
+        out: &mut [f32],
+    ) -> Result<(), QuantError> {
+        let scale = w.scale.unwrap_or(1.0);
+        let (len, cols, n) = (rows.len(), geo.cols, x.len());
+        let first = &geo.planes[0];
+        // Every plane of a tensor has the same sub-tile rows and row groups (TL2's two planes
+        // share the 32-row order).
+        let (sub, groups) = (first.sub, panel::groups(first));
+        let group_rows: Vec<usize> = (0..groups)
+            .flat_map(|g| {
+                let lane = match first.kind {
+                    Kind::Tl1 { bmm } => g * (256 / bmm / 4),
+                    _ => g,
+                };
+                (0..16).map(move |k| first.row_of(16 * lane + k))
+            })
+            .collect();
+        let mut panel = vec![0u8; groups * cols / 4 * 64];
+        let mut dots = vec![0i32; n * groups * 16];
+        for rt in rows.start / geo.bm..rows.end.div_ceil(geo.bm) {
+            let base = rt * geo.bm;
+            let subs = (rows.start.max(base) - base) / sub..(rows.end.min(base + geo.bm) - base).div_ceil(sub);
+            for st in subs {
+                for plane in &geo.planes {
+                    let (run, srun) = (plane.run_bytes(), plane.run_sign_bytes());
+                    for kt in 0..plane.ktiles {
+                        let i = plane.run_index(rt, kt, st);
+                        let bytes = &w.data[plane.offset + i * run..plane.offset + (i + 1) * run];
+                        let signs = &w.data[plane.signs + i * srun..plane.signs + (i + 1) * srun];
+                        let col = plane.col0 + kt * plane.bk;
+                        match self.0 {
+                            #[cfg(target_arch = "x86_64")]
+                            Isa::Avx512(i) => i.decode(plane, bytes, signs, &mut panel, cols, col),
+                            _ => panel::decode_run(plane, bytes, signs, &mut panel, cols, col),
+                        }
+                    }
+                }
+                match self.0 {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512(i) => i.gemm(&panel, groups, cols, &x.codes, &mut dots),
+                    _ => panel::gemm(&panel, groups, cols, &x.codes, &mut dots),
+                }
+                for (t, act) in x.rows.iter().enumerate() {
+                    for (j, &r) in group_rows.iter().enumerate() {
+                        let row = base + st * sub + r;
+                        if rows.contains(&row) {
+                            let dot = dots[t * groups * 16 + j] - act.sum;
+                            out[t * len + row - rows.start] = dot as f32 / act.scale * scale;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn tl_gemm_rows(
         self,
         geo: &Geometry,
@@ -407,6 +487,10 @@ impl TernaryKernel for Lut {
         };
         let geo = geo?;
         check(w, x, &rows, out)?;
-        self.tl_gemm_rows(&geo, w, x, rows, out)
+        if x.len() >= PANEL_TOKENS && self.panel() {
+            self.panel_gemm_rows(&geo, w, x, rows, out)
+        } else {
+            self.tl_gemm_rows(&geo, w, x, rows, out)
+        }
     }
 }

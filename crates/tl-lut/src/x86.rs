@@ -7,6 +7,8 @@
 
 use std::arch::x86_64::*;
 
+use crate::geometry::{Kind, Plane};
+
 /// Vectors between two widenings of the 16-bit sums.
 const FLUSH: usize = 32;
 
@@ -170,16 +172,50 @@ unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
     }
 }
 
-/// AVX-512 BW loops; only [`Avx512::detect`] builds one.
+/// AVX-512 BW loops; only [`Avx512::detect`] builds one. `vnni` says whether the panel GEMM
+/// (which needs `vpdpbusd`) runs too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Avx512(());
+pub struct Avx512 {
+    vnni: bool,
+}
 
 impl Avx512 {
     pub fn detect() -> Option<Avx512> {
         (is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx2"))
-        .then_some(Avx512(()))
+        .then_some(Avx512 { vnni: is_x86_feature_detected!("avx512vnni") })
+    }
+
+    /// Whether the many-token panel path runs (AVX-512 VNNI).
+    pub fn panel(self) -> bool {
+        self.vnni
+    }
+
+    /// Decodes one run of `plane` into `panel` (see [`crate::panel`]).
+    pub(crate) fn decode(self, plane: &Plane, bytes: &[u8], signs: &[u8], panel: &mut [u8], cols: usize, col: usize) {
+        assert!(self.vnni && col % 4 == 0 && cols % 4 == 0);
+        let groups_needed = crate::panel::groups(plane);
+        assert!(panel.len() >= groups_needed * cols / 4 * 64 && col + plane.bk <= cols);
+        // SAFETY: the token proves AVX-512 F/BW/VNNI; the asserts and the run's geometry bound
+        // every access (each run writes 4-column groups col/4 .. (col + bk)/4 of its row groups).
+        unsafe {
+            if plane.kind == Kind::Triples {
+                assert!(bytes.len() == plane.run_bytes() && signs.len() >= plane.run_sign_bytes());
+                decode_triples(bytes, signs, panel, cols, col);
+            } else {
+                decode_pairs(plane, bytes, panel, cols, col);
+            }
+        }
+    }
+
+    /// The panel product (see [`crate::panel::gemm`]).
+    pub(crate) fn gemm(self, panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &mut [i32]) {
+        let n = acts.len() / cols;
+        assert!(self.vnni && cols % 4 == 0 && panel.len() >= groups * cols / 4 * 64);
+        assert!(acts.len() == n * cols && dots.len() >= n * groups * 16);
+        // SAFETY: the token proves AVX-512 F/VNNI; the asserts bound every access.
+        unsafe { gemm_panel(panel, groups, cols, acts, dots) }
     }
 
     /// The runs of consecutive sub-tiles of one column tile (see [`crate::Tile`]; periods of 32
@@ -317,6 +353,130 @@ unsafe fn side512<const SIGN: bool, const S: usize>(t: &crate::Tile<'_>, first: 
         unsafe {
             _mm512_storeu_si512(p16[k].cast(), acc[k][0]);
             _mm512_storeu_si512(p16[k].add(32).cast(), acc[k][1]);
+        }
+    }
+}
+
+/// Decodes a TL2 triple run: per pair of 6-column chunks and per lane (row group), the 16 rows'
+/// four triples become `sign << 4 | magnitude` indices (the sign rotated into bit 4 from the
+/// row's sign word), then codes by one `vpermi2d` each, then three 4-column dwords.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+unsafe fn decode_triples(bytes: &[u8], signs: &[u8], panel: &mut [u8], cols: usize, col: usize) {
+    let t = &crate::panel::TRIPLES;
+    // SAFETY: TRIPLES holds 32 u32 (two 64-byte halves).
+    let (tlo, thi) = unsafe { (_mm512_loadu_si512(t.as_ptr().cast()), _mm512_loadu_si512(t.as_ptr().add(16).cast())) };
+    let m4 = _mm512_set1_epi32(15);
+    // Rotations bringing triple tr's sign bit (15 − 2·tr for rows 0-15, 14 − 2·tr for rows 16-31:
+    // lanes 0-7 and 8-15 of a row group) to bit 4.
+    let rot = |tr: i32| {
+        _mm512_mask_blend_epi32(
+            0xFF00,
+            _mm512_set1_epi32((11 - 2 * tr).rem_euclid(32)),
+            _mm512_set1_epi32((10 - 2 * tr).rem_euclid(32)),
+        )
+    };
+    let rots = [[rot(0), rot(1), rot(2), rot(3)], [rot(4), rot(5), rot(6), rot(7)]];
+    let per_row = cols / 4;
+    let p = panel.as_mut_ptr();
+    for cp in 0..bytes.len() / 64 {
+        let r = &rots[cp % 2];
+        for h in 0..2 {
+            // SAFETY: cp < run / 64: 64 index bytes and (32 per 4 chunks) 16 sign bytes each.
+            unsafe {
+                let xa = _mm512_cvtepu8_epi32(_mm_loadu_si128(bytes.as_ptr().add(64 * cp + 16 * h).cast()));
+                let xb = _mm512_cvtepu8_epi32(_mm_loadu_si128(bytes.as_ptr().add(64 * cp + 32 + 16 * h).cast()));
+                let w16 = _mm_loadu_si128(signs.as_ptr().add(32 * (cp / 2) + 16 * h).cast());
+                let w = _mm512_broadcast_i64x4(_mm256_cvtepu16_epi32(w16));
+                let idx =
+                    |mag: __m512i, rot: __m512i| _mm512_ternarylogic_epi32::<0xE4>(mag, _mm512_rorv_epi32(w, rot), m4);
+                let p0 = _mm512_permutex2var_epi32(tlo, idx(_mm512_srli_epi32::<4>(xa), r[0]), thi);
+                let p1 = _mm512_permutex2var_epi32(tlo, idx(xa, r[1]), thi);
+                let p2 = _mm512_permutex2var_epi32(tlo, idx(_mm512_srli_epi32::<4>(xb), r[2]), thi);
+                let p3 = _mm512_permutex2var_epi32(tlo, idx(xb, r[3]), thi);
+                let d0 = _mm512_or_si512(p0, _mm512_slli_epi32::<24>(p1));
+                let d1 = _mm512_or_si512(_mm512_srli_epi32::<8>(p1), _mm512_slli_epi32::<16>(p2));
+                let d2 = _mm512_or_si512(_mm512_srli_epi32::<16>(p2), _mm512_slli_epi32::<8>(p3));
+                let at = p.add((h * per_row + col / 4 + 3 * cp) * 64);
+                _mm512_storeu_si512(at.cast(), d0);
+                _mm512_storeu_si512(at.add(64).cast(), d1);
+                _mm512_storeu_si512(at.add(128).cast(), d2);
+            }
+        }
+    }
+}
+
+/// Decodes a pair run (TL1, TL2's trailing columns): each 16-byte lane is 16 rows × two pairs,
+/// one 4-column dword per row.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+unsafe fn decode_pairs(plane: &Plane, bytes: &[u8], panel: &mut [u8], cols: usize, col: usize) {
+    // SAFETY: PAIRS holds 16 u32.
+    let tp = unsafe { _mm512_loadu_si512(crate::panel::PAIRS.as_ptr().cast()) };
+    let per_row = cols / 4;
+    let p = panel.as_mut_ptr();
+    for lane in 0..bytes.len() / 16 {
+        let (group, cg) = crate::panel::pair_lane(plane, 16 * lane);
+        // SAFETY: lane < run / 16; the lane's row group and column group are inside the panel
+        // (checked by the caller for this run).
+        unsafe {
+            let x = _mm512_cvtepu8_epi32(_mm_loadu_si128(bytes.as_ptr().add(16 * lane).cast()));
+            let hi = _mm512_permutexvar_epi32(_mm512_srli_epi32::<4>(x), tp);
+            let lo = _mm512_permutexvar_epi32(x, tp);
+            let d = _mm512_or_si512(hi, _mm512_slli_epi32::<16>(lo));
+            _mm512_storeu_si512(p.add((group * per_row + col / 4 + cg) * 64).cast(), d);
+        }
+    }
+}
+
+/// Tokens per pass over a panel row group (their sums stay in registers).
+const TOKENS: usize = 8;
+
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn gemm_panel(panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &mut [i32]) {
+    let n = acts.len() / cols;
+    for g in 0..groups {
+        let mut t0 = 0;
+        while t0 < n {
+            // SAFETY: tokens t0.. exist; the caller checked the panel, acts and dots sizes.
+            unsafe {
+                if n - t0 >= TOKENS {
+                    gemm_tokens::<TOKENS>(panel, g, groups, cols, acts, t0, dots);
+                    t0 += TOKENS;
+                } else {
+                    gemm_tokens::<1>(panel, g, groups, cols, acts, t0, dots);
+                    t0 += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Tokens `t0..t0 + T` over row group `g`.
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn gemm_tokens<const T: usize>(
+    panel: &[u8],
+    g: usize,
+    groups: usize,
+    cols: usize,
+    acts: &[i8],
+    t0: usize,
+    dots: &mut [i32],
+) {
+    let mut acc = [_mm512_setzero_si512(); T];
+    let per_row = cols / 4;
+    // SAFETY (whole body): the caller checked per_row·64 bytes per row group, T tokens of
+    // `cols` activations from t0, and 16 dots per (token, group).
+    unsafe {
+        let base = panel.as_ptr().add(g * per_row * 64);
+        let a = acts.as_ptr().add(t0 * cols);
+        for c in 0..per_row {
+            let codes = _mm512_loadu_si512(base.add(64 * c).cast());
+            for (t, s) in acc.iter_mut().enumerate() {
+                let four = a.add(t * cols + 4 * c).cast::<i32>().read_unaligned();
+                *s = _mm512_dpbusd_epi32(*s, codes, _mm512_set1_epi32(four));
+            }
+        }
+        for (t, s) in acc.iter().enumerate() {
+            _mm512_storeu_si512(dots.as_mut_ptr().add(((t0 + t) * groups + g) * 16).cast(), *s);
         }
     }
 }
