@@ -329,12 +329,10 @@ impl Lut {
         // Every plane of a tensor has the same sub-tile rows and row groups (TL2's two planes
         // share the 32-row order).
         let (sub, groups) = (first.sub, panel::groups(first));
+        // The sub-tile row of each (row group, lane) dot, from the first run byte of each group.
         let group_rows: Vec<usize> = (0..groups)
             .flat_map(|g| {
-                let lane = match first.kind {
-                    Kind::Tl1 { bmm } => g * (256 / bmm / 4),
-                    _ => g,
-                };
+                let lane = (0..first.period() / 16).find(|&l| panel::row_group(first, 16 * l) == g).unwrap_or(0);
                 (0..16).map(move |k| first.row_of(16 * lane + k))
             })
             .collect();

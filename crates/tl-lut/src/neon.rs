@@ -22,7 +22,7 @@ impl Neon {
     pub(crate) fn tile(self, sign: bool, v: usize, t: crate::Tile<'_>) {
         let n = t.run / 16;
         let subs = t.bytes.len() / t.run.max(1);
-        assert!(t.run % (16 * v) == 0 && t.bytes.len() % t.run == 0 && t.tables.len() >= n * 64);
+        assert!(t.run.is_multiple_of(16 * v) && t.bytes.len().is_multiple_of(t.run) && t.tables.len() >= n * 64);
         assert!(t.acc16.len() >= subs * 16 * v && t.acc32.len() >= subs * 16 * v);
         assert!(!sign || (v == 2 && t.srun >= n.div_ceil(8) * 32 && t.signs.len() >= subs * t.srun));
         // SAFETY: the token proves NEON; the asserts above bound every load and store.

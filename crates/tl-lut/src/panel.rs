@@ -25,17 +25,21 @@ pub(crate) fn groups(plane: &Plane) -> usize {
     }
 }
 
+/// The row group of byte `b` of a run.
+pub(crate) fn row_group(plane: &Plane, b: usize) -> usize {
+    let lane = (b % plane.period()) / 16;
+    match plane.kind {
+        Kind::Tl1 { bmm } => lane / (256 / bmm / 4),
+        Kind::Triples | Kind::Pairs => lane,
+    }
+}
+
 /// The row group and 4-column group (relative to the run's first column) of the 16-byte lane at
 /// byte `b` of a pair-plane run (TL1 or TL2's trailing pairs): its bytes' high nibbles index
 /// the pair at the group's first two columns, the low nibbles the next two.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn pair_lane(plane: &Plane, b: usize) -> (usize, usize) {
-    let lane = (b % plane.period()) / 16;
-    let (gh, _) = plane.groups_of(b);
-    let group = match plane.kind {
-        Kind::Tl1 { bmm } => lane / (256 / bmm / 4),
-        _ => lane,
-    };
-    (group, gh / 2)
+    (row_group(plane, b), plane.groups_of(b).0 / 2)
 }
 
 /// Codes (`t + 1` per byte, little-endian) of the balanced-ternary digits of `v`, 0 in the
@@ -86,11 +90,7 @@ pub(crate) fn decode_run(plane: &Plane, bytes: &[u8], signs: &[u8], panel: &mut 
         panel[at] = code;
     };
     for (b, &byte) in bytes.iter().enumerate() {
-        let lane_in_period = (b % plane.period()) / 16;
-        let group = match plane.kind {
-            Kind::Tl1 { bmm } => lane_in_period / (256 / bmm / 4),
-            _ => lane_in_period,
-        };
+        let group = row_group(plane, b);
         let k = b % 16;
         let (gh, gl) = plane.groups_of(b);
         for (g, idx) in [(gh, byte >> 4), (gl, byte & 15)] {

@@ -194,7 +194,7 @@ impl Avx512 {
 
     /// Decodes one run of `plane` into `panel` (see [`crate::panel`]).
     pub(crate) fn decode(self, plane: &Plane, bytes: &[u8], signs: &[u8], panel: &mut [u8], cols: usize, col: usize) {
-        assert!(self.vnni && col % 4 == 0 && cols % 4 == 0);
+        assert!(self.vnni && col.is_multiple_of(4) && cols.is_multiple_of(4));
         let groups_needed = crate::panel::groups(plane);
         assert!(panel.len() >= groups_needed * cols / 4 * 64 && col + plane.bk <= cols);
         // SAFETY: the token proves AVX-512 F/BW/VNNI; the asserts and the run's geometry bound
@@ -212,7 +212,7 @@ impl Avx512 {
     /// The panel product (see [`crate::panel::gemm`]).
     pub(crate) fn gemm(self, panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &mut [i32]) {
         let n = acts.len() / cols;
-        assert!(self.vnni && cols % 4 == 0 && panel.len() >= groups * cols / 4 * 64);
+        assert!(self.vnni && cols.is_multiple_of(4) && panel.len() >= groups * cols / 4 * 64);
         assert!(acts.len() == n * cols && dots.len() >= n * groups * 16);
         // SAFETY: the token proves AVX-512 F/VNNI; the asserts bound every access.
         unsafe { gemm_panel(panel, groups, cols, acts, dots) }
@@ -463,7 +463,7 @@ unsafe fn gemm_tokens<const T: usize>(
 ) {
     let mut acc = [_mm512_setzero_si512(); T];
     let per_row = cols / 4;
-    // SAFETY (whole body): the caller checked per_row·64 bytes per row group, T tokens of
+    // SAFETY: the caller checked per_row·64 bytes per row group, T tokens of
     // `cols` activations from t0, and 16 dots per (token, group).
     unsafe {
         let base = panel.as_ptr().add(g * per_row * 64);
