@@ -143,8 +143,8 @@ struct ModelCase {
 }
 
 /// Weights read per generated token: every tensor, except that a separate embedding table is
-/// only looked up (one row) when an output head exists, and TL1/TL2 weights count as the I2_S
-/// they are repacked to at load.
+/// only looked up (one row) when an output head exists (TL1/TL2 run in place, so their bytes
+/// count as the file has them).
 pub fn weight_bytes(path: &Path) -> Result<(f64, f64)> {
     let f = GgufFile::open(path).with_context(|| format!("reading {}", path.display()))?;
     let tied = f.tensor_info("output.weight").is_none();
@@ -152,9 +152,7 @@ pub fn weight_bytes(path: &Path) -> Result<(f64, f64)> {
     let mut params = 0u64;
     for t in f.tensors() {
         params += t.numel();
-        if matches!(t.ty, bitnet_format::TensorType::TL1 | bitnet_format::TensorType::TL2) {
-            bytes += bitnet_quant::i2s::i2s_bytes(t.numel() as usize) as u64;
-        } else if t.name != "token_embd.weight" || tied {
+        if t.name != "token_embd.weight" || tied {
             bytes += t.size;
         }
     }
@@ -214,6 +212,9 @@ pub fn run(opts: &Options) -> Result<()> {
         for size in ["125M", "350M", "1B"] {
             v.push((size, "f16".into()));
         }
+        // The ~1.6-bit types at the 7B shape too (TL2 re-encoded from the I2_S dummy).
+        v.push(("7B", "tl2".into()));
+        v.push(("7B", "tq1_0".into()));
         // The other ternary types and the output-head trade (`bitnet convert --outtype /
         // --embedding-type`) at the 2B-4T shape.
         for (weights, head) in TRADES.iter().skip(1) {
@@ -435,8 +436,8 @@ fn head_section(rows: &[Row], heads: &[(String, f64, u64, f64)]) -> String {
          the perplexity of the shipped demo model (`fixtures/models/bitnet-demo.gguf`, I2_S with an F16 head; \
          whole held-out text) re-encoded the same way by `bitnet convert MODEL.gguf`, with its file size and \
          own generation speed (tg128 at 1 thread). Ternary values are the same in every type; TQ stores the \
-         scale as f16 (per block), which is all that moves its perplexity. TL2 is repacked to I2_S at load \
-         (no kernel of its own yet), so it runs at I2_S's speed.\n\n\
+         scale as f16 (per block), which is all that moves its perplexity. TL2 runs in place on the lookup-table \
+         kernels (crates/tl-lut).\n\n\
          | weights + head | 2B-4T MB/token | 2B-4T tg t/s (1 thread) | 2B-4T tg t/s (2 threads) | demo perplexity | demo file | demo tg t/s |\n\
          | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
