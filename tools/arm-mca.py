@@ -7,6 +7,10 @@ models, and its cycles per iteration are scaled to 128 multiply-accumulates of o
 with one token (GEMV: 128 weights of one row; GEMM: 128 weight·token products).
 
     python3 tools/arm-mca.py --bitnet-src /path/to/BitNet [--mca llvm-mca-22] [--clang clang-19]
+    python3 tools/arm-mca.py --lut [--mca llvm-mca-22]
+
+With --lut it compares instead our lookup-table loops (crates/tl-lut's NEON `tile128`: TL2 at
+1.67 bits per weight, TL1 at 2) with our I2_S GEMV loops, per 128 weights (one token).
 
 Needs Debian's rustc with the arm64 std (../shared/ARM.md), llvm-mca with the Neoverse models
 (LLVM >= 16; bookworm-security has llvm-22) and any clang that targets aarch64. bitnet.cpp's
@@ -101,13 +105,55 @@ def mca(mca_bin, lines, cpu, attrs):
     return cycles / iters
 
 
-def ours(tmp):
+def ours(tmp, crate="bitnet-kernels-arm"):
     env = dict(os.environ, RUSTC="/usr/bin/rustc", CARGO_TARGET_DIR=os.path.join(tmp, "target"),
                RUSTFLAGS="--emit asm", CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER="aarch64-linux-gnu-gcc")
-    run(["cargo", "build", "--release", "--quiet", "-p", "bitnet-kernels-arm", "--target", "aarch64-unknown-linux-gnu"],
+    run(["cargo", "build", "--release", "--quiet", "-p", crate, "--target", "aarch64-unknown-linux-gnu"],
         cwd=ROOT, env=env)
-    asm = open(glob.glob(os.path.join(tmp, "target/aarch64-unknown-linux-gnu/release/deps/bitnet_kernels_arm-*.s"))[0]).read()
+    stem = crate.replace("-", "_")
+    asm = open(glob.glob(os.path.join(tmp, f"target/aarch64-unknown-linux-gnu/release/deps/{stem}-*.s"))[0]).read()
     return functions(asm)
+
+
+def lut_table(args, tmp):
+    """Cycles per 128 weights (one token): our TL2 / TL1 lookup loops against our I2_S GEMVs."""
+    f = ours(tmp)
+    lut = ours(tmp, "bitnet-tl-lut")
+    # The instances of tile128::<SIGN, V> (their symbols do not name the parameters): TL2
+    # triples <true, 2> apply sign bits (cmtst or cmeq + bif/neg, as the compiler chose), TL1
+    # <false, 4> has 16 tbl per iteration.
+    inst = [best_loop(lut[n], "tbl") for n in lut if "tile128" in n]
+    signed = lambda ls: count(ls, "cmtst") + count(ls, "bif") + count(ls, "neg") > 0
+    tl2 = [ls for ls in inst if signed(ls)]
+    tl1 = [ls for ls in inst if not signed(ls) and count(ls, "tbl") == 16]
+    if not tl2 or not tl1:
+        raise SystemExit("tile128 instances not found")
+
+    def lut_loop(lines, group):
+        # Four tbl per 16 index bytes (two nibbles, two byte planes each): 32 indices.
+        return lines, count(lines, "tbl") // 4 * 32 * group
+
+    rows = []
+    for who, (lines, weights) in [("TL2 lookup (1.67 bits)", lut_loop(tl2[0], 3)), ("TL1 lookup (2 bits)", lut_loop(tl1[0], 2))]:
+        rows.append(("neon", who, lines, weights, "+neon"))
+    neon = best_loop(pick(f, "neon", "gemv"), "smlal2", 8)
+    rows.append(("neon", "I2_S smlal (2 bits)", neon, macs(neon), "+neon"))
+    dot = best_loop(pick(f, "dotprod4gemv"), "sdot", 8)
+    rows.append(("dotprod", "I2_S sdot (2 bits)", dot, macs(dot), "+neon,+dotprod"))
+    print("| level | loop | weights/iter | " + " | ".join(CPUS) + " |")
+    print("|---|---|---|" + "---|" * len(CPUS))
+    for level, who, lines, weights, attrs in rows:
+        cells = []
+        for cpu in CPUS:
+            if cpu == "cortex-a72" and level != "neon":
+                cells.append("–")
+                continue
+            try:
+                cells.append(f"{mca(args.mca, lines, cpu, attrs) * 128 / weights:.2f}")
+            except (subprocess.CalledProcessError, AttributeError) as e:
+                cells.append("n/a")
+                print(f"{who} on {cpu}: {e}", file=sys.stderr)
+        print(f"| {level} | {who} | {weights} | " + " | ".join(cells) + " |")
 
 
 def pick(funcs, *parts):
@@ -145,10 +191,17 @@ def theirs(src_dir, clang, tmp, march):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bitnet-src", required=True, help="a checkout of microsoft/BitNet")
+    ap.add_argument("--bitnet-src", help="a checkout of microsoft/BitNet")
+    ap.add_argument("--lut", action="store_true", help="our lookup-table loops against our I2_S GEMVs")
     ap.add_argument("--mca", default="llvm-mca-22")
     ap.add_argument("--clang", default="clang-19")
     args = ap.parse_args()
+    if args.lut:
+        with tempfile.TemporaryDirectory() as tmp:
+            lut_table(args, tmp)
+        return
+    if not args.bitnet_src:
+        ap.error("--bitnet-src is required (or --lut)")
     with tempfile.TemporaryDirectory() as tmp:
         f = ours(tmp)
         dot = theirs(args.bitnet_src, args.clang, tmp, "armv8.2-a+dotprod")

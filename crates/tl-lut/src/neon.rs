@@ -37,6 +37,9 @@ impl Neon {
     }
 }
 
+// Not inlined: one call per column tile costs nothing, and `tools/arm-mca.py --lut` finds each
+// instance's loop by its symbol.
+#[inline(never)]
 #[target_feature(enable = "neon")]
 unsafe fn tile128<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
     let n = t.run / 16;
@@ -60,48 +63,51 @@ unsafe fn tile128<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
                 *v = unsafe { vld1q_s16(p16.add(16 * q + 8 * h)) };
             }
         }
-        let mut pending = 0;
         let mut i = 0;
         while i < n {
-            for (q, sum) in sums.iter_mut().enumerate() {
-                let j = i + q;
-                // SAFETY: j < n; the caller checked 16·n index bytes and 64·n table bytes per run
-                // and (signs) 32 bytes per 8 vectors.
-                unsafe {
-                    let x = vld1q_u8(b.add(16 * j));
-                    let hi = vshrq_n_u8::<4>(x);
-                    let lo = vandq_u8(x, m4);
-                    let tj = tab.add(64 * j);
-                    let hl = vqtbl1q_u8(vld1q_u8(tj), hi);
-                    let hh = vqtbl1q_u8(vld1q_u8(tj.add(16)), hi);
-                    let ll = vqtbl1q_u8(vld1q_u8(tj.add(32)), lo);
-                    let lh = vqtbl1q_u8(vld1q_u8(tj.add(48)), lo);
-                    let mut p0 = vreinterpretq_s16_u8(vzip1q_u8(hl, hh));
-                    let mut p1 = vreinterpretq_s16_u8(vzip2q_u8(hl, hh));
-                    let mut q0 = vreinterpretq_s16_u8(vzip1q_u8(ll, lh));
-                    let mut q1 = vreinterpretq_s16_u8(vzip2q_u8(ll, lh));
-                    if SIGN {
-                        // Vector j is half (rows 8·(j mod 2) + 0..8 and 16 + that) of 6-column
-                        // chunk j/2: triples 2·(j/2) mod 8 and the next; the sign of (row r,
-                        // triple tr) is bit 15 − (2·tr + r/16) of word r mod 16.
-                        let words = vld1q_u16(s.add(32 * (j / 8) + 16 * (j % 2)).cast());
-                        let top = 15 - 4 * ((j / 2) % 4) as u16;
-                        let neg = |v: int16x8_t, bit: u16| {
-                            let m = vreinterpretq_s16_u16(vtstq_u16(words, vdupq_n_u16(1 << bit)));
-                            vsubq_s16(veorq_s16(v, m), m)
-                        };
-                        p0 = neg(p0, top);
-                        p1 = neg(p1, top - 1);
-                        q0 = neg(q0, top - 2);
-                        q1 = neg(q1, top - 3);
+            // At most FLUSH vectors per position between widenings, in a loop of its own so
+            // that the hot loop carries no widening branch.
+            let end = n.min(i + FLUSH * V);
+            while i < end {
+                for (q, sum) in sums.iter_mut().enumerate() {
+                    let j = i + q;
+                    // SAFETY: j < n; the caller checked 16·n index bytes and 64·n table bytes per run
+                    // and (signs) 32 bytes per 8 vectors.
+                    unsafe {
+                        let x = vld1q_u8(b.add(16 * j));
+                        let hi = vshrq_n_u8::<4>(x);
+                        let lo = vandq_u8(x, m4);
+                        let tj = tab.add(64 * j);
+                        let hl = vqtbl1q_u8(vld1q_u8(tj), hi);
+                        let hh = vqtbl1q_u8(vld1q_u8(tj.add(16)), hi);
+                        let ll = vqtbl1q_u8(vld1q_u8(tj.add(32)), lo);
+                        let lh = vqtbl1q_u8(vld1q_u8(tj.add(48)), lo);
+                        let mut p0 = vreinterpretq_s16_u8(vzip1q_u8(hl, hh));
+                        let mut p1 = vreinterpretq_s16_u8(vzip2q_u8(hl, hh));
+                        let mut q0 = vreinterpretq_s16_u8(vzip1q_u8(ll, lh));
+                        let mut q1 = vreinterpretq_s16_u8(vzip2q_u8(ll, lh));
+                        if SIGN {
+                            // Vector j is half (rows 8·(j mod 2) + 0..8 and 16 + that) of 6-column
+                            // chunk j/2: triples 2·(j/2) mod 8 and the next; the sign of (row r,
+                            // triple tr) is bit 15 − (2·tr + r/16) of word r mod 16.
+                            let words = vld1q_u16(s.add(32 * (j / 8) + 16 * (j % 2)).cast());
+                            let top = 15 - 4 * ((j / 2) % 4) as u16;
+                            let neg = |v: int16x8_t, bit: u16| {
+                                let m = vreinterpretq_s16_u16(vtstq_u16(words, vdupq_n_u16(1 << bit)));
+                                vsubq_s16(veorq_s16(v, m), m)
+                            };
+                            p0 = neg(p0, top);
+                            p1 = neg(p1, top - 1);
+                            q0 = neg(q0, top - 2);
+                            q1 = neg(q1, top - 3);
+                        }
+                        sum[0] = vaddq_s16(sum[0], vaddq_s16(p0, q0));
+                        sum[1] = vaddq_s16(sum[1], vaddq_s16(p1, q1));
                     }
-                    sum[0] = vaddq_s16(sum[0], vaddq_s16(p0, q0));
-                    sum[1] = vaddq_s16(sum[1], vaddq_s16(p1, q1));
                 }
+                i += V;
             }
-            i += V;
-            pending += 1;
-            if pending == FLUSH || (i >= n && t.flush) {
+            if end < n || t.flush {
                 for (q, sum) in sums.iter_mut().enumerate() {
                     for (h, v) in sum.iter_mut().enumerate() {
                         // SAFETY: within this sub-tile's 16·V 32-bit sums.
@@ -113,7 +119,6 @@ unsafe fn tile128<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
                         *v = vdupq_n_s16(0);
                     }
                 }
-                pending = 0;
             }
         }
         for (q, sum) in sums.iter().enumerate() {

@@ -103,56 +103,58 @@ unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
                 *v = unsafe { _mm256_loadu_si256(p16.add(32 * q + 16 * h).cast()) };
             }
         }
-        let mut pending = 0;
         let mut i = 0;
         while i < n {
-            for (q, sum) in sums.iter_mut().enumerate() {
-                let j = i + q;
-                if j % 2 == 0 {
-                    prefetch_ahead(b.wrapping_add(32 * j));
-                }
-                if SIGN && j % 8 == 0 {
-                    // The sign plane is a second stream, a fifth the size of the first.
-                    prefetch_ahead_signs(s.wrapping_add(8 * j));
-                }
-                // SAFETY: j < n; the caller checked 32·n index bytes and 128·n table bytes per
-                // run and (signs) 32 bytes per 4 vectors.
-                unsafe {
-                    let x = _mm256_loadu_si256(b.add(32 * j).cast());
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4);
-                    let lo = _mm256_and_si256(x, m4);
-                    let tj = tab.add(128 * j);
-                    let hl = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.cast()), hi);
-                    let hh = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(32).cast()), hi);
-                    let ll = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(64).cast()), lo);
-                    let lh = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(96).cast()), lo);
-                    let mut p0 = _mm256_unpacklo_epi8(hl, hh);
-                    let mut p1 = _mm256_unpackhi_epi8(hl, hh);
-                    let mut q0 = _mm256_unpacklo_epi8(ll, lh);
-                    let mut q1 = _mm256_unpackhi_epi8(ll, lh);
-                    if SIGN {
-                        // Vector j is 6-column chunk j: triples 2j mod 8 (high nibble) and the
-                        // next; the sign of (row r, triple tr) is bit 15 − (2·tr + r/16) of word
-                        // r mod 16.
-                        let words = _mm256_loadu_si256(s.add(32 * (j / 4)).cast());
-                        let shift = 4 * (j % 4) as i64;
-                        let neg = |v: __m256i, by: i64| {
-                            let bit = _mm256_sll_epi16(words, _mm_cvtsi64_si128(by));
-                            _mm256_sign_epi16(v, _mm256_or_si256(bit, one))
-                        };
-                        p0 = neg(p0, shift);
-                        p1 = neg(p1, shift + 1);
-                        q0 = neg(q0, shift + 2);
-                        q1 = neg(q1, shift + 3);
+            // At most FLUSH vectors per position between widenings, in a loop of its own so
+            // that the hot loop carries no widening branch.
+            let end = n.min(i + FLUSH * V);
+            while i < end {
+                for (q, sum) in sums.iter_mut().enumerate() {
+                    let j = i + q;
+                    if j % 2 == 0 {
+                        prefetch_ahead(b.wrapping_add(32 * j));
                     }
-                    sum[0] = _mm256_add_epi16(sum[0], _mm256_add_epi16(p0, q0));
-                    sum[1] = _mm256_add_epi16(sum[1], _mm256_add_epi16(p1, q1));
+                    if SIGN && j % 8 == 0 {
+                        // The sign plane is a second stream, a fifth the size of the first.
+                        prefetch_ahead_signs(s.wrapping_add(8 * j));
+                    }
+                    // SAFETY: j < n; the caller checked 32·n index bytes and 128·n table bytes per
+                    // run and (signs) 32 bytes per 4 vectors.
+                    unsafe {
+                        let x = _mm256_loadu_si256(b.add(32 * j).cast());
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4);
+                        let lo = _mm256_and_si256(x, m4);
+                        let tj = tab.add(128 * j);
+                        let hl = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.cast()), hi);
+                        let hh = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(32).cast()), hi);
+                        let ll = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(64).cast()), lo);
+                        let lh = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(96).cast()), lo);
+                        let mut p0 = _mm256_unpacklo_epi8(hl, hh);
+                        let mut p1 = _mm256_unpackhi_epi8(hl, hh);
+                        let mut q0 = _mm256_unpacklo_epi8(ll, lh);
+                        let mut q1 = _mm256_unpackhi_epi8(ll, lh);
+                        if SIGN {
+                            // Vector j is 6-column chunk j: triples 2j mod 8 (high nibble) and the
+                            // next; the sign of (row r, triple tr) is bit 15 − (2·tr + r/16) of word
+                            // r mod 16.
+                            let words = _mm256_loadu_si256(s.add(32 * (j / 4)).cast());
+                            let shift = 4 * (j % 4) as i64;
+                            let neg = |v: __m256i, by: i64| {
+                                let bit = _mm256_sll_epi16(words, _mm_cvtsi64_si128(by));
+                                _mm256_sign_epi16(v, _mm256_or_si256(bit, one))
+                            };
+                            p0 = neg(p0, shift);
+                            p1 = neg(p1, shift + 1);
+                            q0 = neg(q0, shift + 2);
+                            q1 = neg(q1, shift + 3);
+                        }
+                        sum[0] = _mm256_add_epi16(sum[0], _mm256_add_epi16(p0, q0));
+                        sum[1] = _mm256_add_epi16(sum[1], _mm256_add_epi16(p1, q1));
+                    }
                 }
+                i += V;
             }
-            i += V;
-            pending += 1;
-            let last = i >= n;
-            if pending == FLUSH || (last && t.flush) {
+            if end < n || t.flush {
                 for (q, sum) in sums.iter_mut().enumerate() {
                     for (h, v) in sum.iter_mut().enumerate() {
                         // SAFETY: within this sub-tile's 32·V 32-bit sums.
@@ -160,7 +162,6 @@ unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
                         *v = _mm256_setzero_si256();
                     }
                 }
-                pending = 0;
             }
         }
         for (q, sum) in sums.iter().enumerate() {
@@ -289,52 +290,57 @@ unsafe fn side512<const SIGN: bool, const S: usize>(t: &crate::Tile<'_>, first: 
             acc[k] = [_mm512_loadu_si512(p16[k].cast()), _mm512_loadu_si512(p16[k].add(32).cast())];
         }
     }
-    let mut pending = 0;
-    for j in 0..n {
-        // SAFETY: j < n; the caller checked 256·n table bytes.
-        let (t0, t1, t2, t3) = unsafe {
-            let tj = tab.add(256 * j);
-            (
-                _mm512_loadu_si512(tj.cast()),
-                _mm512_loadu_si512(tj.add(64).cast()),
-                _mm512_loadu_si512(tj.add(128).cast()),
-                _mm512_loadu_si512(tj.add(192).cast()),
-            )
-        };
-        for k in 0..S {
-            prefetch_ahead(b[k].wrapping_add(64 * j));
-            if SIGN && j % 4 == 0 {
-                // The sign plane is a second stream, a fifth the size of the first.
-                prefetch_ahead_signs(s[k].wrapping_add(16 * j));
-            }
-            // SAFETY: j < n; the caller checked 64·n index bytes per run and (signs) 32 bytes
-            // per 2 vectors.
-            unsafe {
-                let x = _mm512_loadu_si512(b[k].add(64 * j).cast());
-                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4);
-                let lo = _mm512_and_si512(x, m4);
-                let hl = _mm512_shuffle_epi8(t0, hi);
-                let hh = _mm512_shuffle_epi8(t1, hi);
-                let ll = _mm512_shuffle_epi8(t2, lo);
-                let lh = _mm512_shuffle_epi8(t3, lo);
-                let mut p0 = _mm512_unpacklo_epi8(hl, hh);
-                let mut p1 = _mm512_unpackhi_epi8(hl, hh);
-                let mut q0 = _mm512_unpacklo_epi8(ll, lh);
-                let mut q1 = _mm512_unpackhi_epi8(ll, lh);
-                if SIGN {
-                    let words = _mm512_broadcast_i64x4(_mm256_loadu_si256(s[k].add(32 * (j / 2)).cast()));
-                    let m = &masks[j % 2];
-                    p0 = _mm512_mask_sub_epi16(p0, _mm512_test_epi16_mask(words, m[0]), zero, p0);
-                    p1 = _mm512_mask_sub_epi16(p1, _mm512_test_epi16_mask(words, m[1]), zero, p1);
-                    q0 = _mm512_mask_sub_epi16(q0, _mm512_test_epi16_mask(words, m[2]), zero, q0);
-                    q1 = _mm512_mask_sub_epi16(q1, _mm512_test_epi16_mask(words, m[3]), zero, q1);
+    let mut j = 0;
+    while j < n {
+        // At most FLUSH vectors between widenings, in a loop of its own (no branch in the hot
+        // loop).
+        let end = n.min(j + FLUSH);
+        while j < end {
+            // SAFETY: j < n; the caller checked 256·n table bytes.
+            let (t0, t1, t2, t3) = unsafe {
+                let tj = tab.add(256 * j);
+                (
+                    _mm512_loadu_si512(tj.cast()),
+                    _mm512_loadu_si512(tj.add(64).cast()),
+                    _mm512_loadu_si512(tj.add(128).cast()),
+                    _mm512_loadu_si512(tj.add(192).cast()),
+                )
+            };
+            for k in 0..S {
+                prefetch_ahead(b[k].wrapping_add(64 * j));
+                if SIGN && j % 4 == 0 {
+                    // The sign plane is a second stream, a fifth the size of the first.
+                    prefetch_ahead_signs(s[k].wrapping_add(16 * j));
                 }
-                acc[k][0] = _mm512_add_epi16(acc[k][0], _mm512_add_epi16(p0, q0));
-                acc[k][1] = _mm512_add_epi16(acc[k][1], _mm512_add_epi16(p1, q1));
+                // SAFETY: j < n; the caller checked 64·n index bytes per run and (signs) 32 bytes
+                // per 2 vectors.
+                unsafe {
+                    let x = _mm512_loadu_si512(b[k].add(64 * j).cast());
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4);
+                    let lo = _mm512_and_si512(x, m4);
+                    let hl = _mm512_shuffle_epi8(t0, hi);
+                    let hh = _mm512_shuffle_epi8(t1, hi);
+                    let ll = _mm512_shuffle_epi8(t2, lo);
+                    let lh = _mm512_shuffle_epi8(t3, lo);
+                    let mut p0 = _mm512_unpacklo_epi8(hl, hh);
+                    let mut p1 = _mm512_unpackhi_epi8(hl, hh);
+                    let mut q0 = _mm512_unpacklo_epi8(ll, lh);
+                    let mut q1 = _mm512_unpackhi_epi8(ll, lh);
+                    if SIGN {
+                        let words = _mm512_broadcast_i64x4(_mm256_loadu_si256(s[k].add(32 * (j / 2)).cast()));
+                        let m = &masks[j % 2];
+                        p0 = _mm512_mask_sub_epi16(p0, _mm512_test_epi16_mask(words, m[0]), zero, p0);
+                        p1 = _mm512_mask_sub_epi16(p1, _mm512_test_epi16_mask(words, m[1]), zero, p1);
+                        q0 = _mm512_mask_sub_epi16(q0, _mm512_test_epi16_mask(words, m[2]), zero, q0);
+                        q1 = _mm512_mask_sub_epi16(q1, _mm512_test_epi16_mask(words, m[3]), zero, q1);
+                    }
+                    acc[k][0] = _mm512_add_epi16(acc[k][0], _mm512_add_epi16(p0, q0));
+                    acc[k][1] = _mm512_add_epi16(acc[k][1], _mm512_add_epi16(p1, q1));
+                }
             }
+            j += 1;
         }
-        pending += 1;
-        if pending == FLUSH || (j + 1 == n && t.flush) {
+        if end < n || t.flush {
             for k in 0..S {
                 for (h, a) in acc[k].iter_mut().enumerate() {
                     // SAFETY: within sub-tile first + k's 64 32-bit sums.
@@ -345,7 +351,6 @@ unsafe fn side512<const SIGN: bool, const S: usize>(t: &crate::Tile<'_>, first: 
                     *a = zero;
                 }
             }
-            pending = 0;
         }
     }
     for k in 0..S {
