@@ -28,7 +28,8 @@ pub struct Args {
     /// Type of the ternary weights: bitnet.cpp's I2_S, llama.cpp's TQ1_0 / TQ2_0 (rows must be
     /// multiples of 256), bitnet.cpp's lookup-table TL1 / TL2 (tiled as its preset kernels expect
     /// for bitnet_b1_58-large/-3B and Llama3-8B; other shapes get a tiling recorded in the file;
-    /// repacked to I2_S when loaded here), or unquantized f16 / f32 (ternary values times their
+    /// run in place by the lookup-table kernels: TL2 has the fewest bytes, I2_S generates fastest
+    /// on x86, docs/kernels.md), or unquantized f16 / f32 (ternary values times their
     /// scale; the baseline for speed comparisons). Default for a checkpoint: i2_s; for a GGUF
     /// input: keep the file's.
     #[arg(long, value_enum)]

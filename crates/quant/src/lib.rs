@@ -37,6 +37,7 @@ pub mod ternary;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod tl;
+pub mod tl_layout;
 pub mod torch_sum;
 pub mod tq;
 pub mod vecops;

@@ -18,8 +18,10 @@
 //! The permutations are written as the converter's reshape/transpose chains over an index array
 //! (`Nd`), so that packing is a gather and unpacking the matching scatter.
 
+use crate::TernaryFormat;
 use crate::error::{QuantError, check_len, check_multiple};
 use crate::ternary::TernaryMatrix;
+use crate::tl_layout::{Geometry, Kind, Plane};
 
 /// A TL tile configuration (bitnet.cpp's `bm`, `bk`, `bmm` in kernel_config.ini).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -157,127 +159,6 @@ pub fn tiling_of_file(
     })
 }
 
-/// A row-major n-dimensional array of element indices, for replaying numpy reshape/transpose
-/// chains.
-#[derive(Debug, Clone)]
-struct Nd {
-    shape: Vec<usize>,
-    data: Vec<u32>,
-}
-
-impl Nd {
-    fn iota(len: usize) -> Nd {
-        Nd { shape: vec![len], data: (0..len as u32).collect() }
-    }
-
-    fn reshape(mut self, shape: &[usize]) -> Nd {
-        debug_assert_eq!(shape.iter().product::<usize>(), self.data.len(), "reshape {:?} -> {shape:?}", self.shape);
-        self.shape = shape.to_vec();
-        self
-    }
-
-    /// numpy's `transpose(axes)`, materialized in row-major order.
-    fn transpose(self, axes: &[usize]) -> Nd {
-        let nd = self.shape.len();
-        let mut strides = vec![1usize; nd];
-        for i in (0..nd.saturating_sub(1)).rev() {
-            strides[i] = strides[i + 1] * self.shape[i + 1];
-        }
-        let new_shape: Vec<usize> = axes.iter().map(|&a| self.shape[a]).collect();
-        let new_strides: Vec<usize> = axes.iter().map(|&a| strides[a]).collect();
-        let mut out = Vec::with_capacity(self.data.len());
-        let mut idx = vec![0usize; nd];
-        for _ in 0..self.data.len() {
-            let src: usize = idx.iter().zip(&new_strides).map(|(i, s)| i * s).sum();
-            out.push(self.data[src]);
-            for d in (0..nd).rev() {
-                idx[d] += 1;
-                if idx[d] < new_shape[d] {
-                    break;
-                }
-                idx[d] = 0;
-            }
-        }
-        Nd { shape: new_shape, data: out }
-    }
-}
-
-/// The converter's tile permutation shared by TL1 and the TL2 planes, over `m × kg` group
-/// indices, up to the point where the chains diverge. Returns the array shaped
-/// `(M/BM, K/BK, BM/bm, BK/by, bm, by/g)` where `g` is the group size.
-fn tile_groups(m: usize, kg: usize, g: usize, bm: usize, bk: usize, bmm: usize, by: usize) -> Nd {
-    let k = kg * g;
-    Nd::iota(m * kg)
-        .reshape(&[m / bm, bm, kg])
-        .transpose(&[0, 2, 1])
-        .reshape(&[m / bm, k / bk, bk / g, bm])
-        .transpose(&[0, 1, 3, 2])
-        .reshape(&[m / bm, k / bk, bm / bmm, bmm, bk / g])
-        .transpose(&[0, 1, 2, 4, 3])
-        .reshape(&[m / bm, k / bk, bm / bmm, bk / by, by / g, bmm])
-        .transpose(&[0, 1, 2, 3, 5, 4])
-}
-
-/// TL1's byte order: for each output byte, the indices (into the `M × K/2` pair array) of its
-/// high and low nibble.
-fn tl1_order(m: usize, k: usize, t: TlTiling) -> Vec<[u32; 2]> {
-    let (bm, bk, bmm) = (t.bm, t.bk, t.bmm);
-    let by = 256 / bmm;
-    let w = tile_groups(m, k / 2, 2, bm, bk, bmm, by)
-        .reshape(&[m / bm, k / bk, bm / bmm, bk / by, bmm / 16, 16, by / 2])
-        .transpose(&[0, 1, 2, 3, 4, 6, 5])
-        .reshape(&[m / bm, k / bk, bm / bmm, bk / by, bmm / 16, by / 4, 2, 16])
-        .transpose(&[0, 1, 2, 3, 4, 5, 7, 6]);
-    w.data.chunks_exact(2).map(|p| [p[0], p[1]]).collect()
-}
-
-/// The magnitude/pair plane shared by TL2's two parts: 4-bit groups `(m, kg)` tiled with
-/// `bmm = 32` rows per sub-tile and two groups per sub-tile row, bytes 8..16 and 16..24 of each
-/// 32 swapped. Returns (high, low) nibble sources per byte.
-fn tl2_plane_order(m: usize, kg: usize, g: usize, bm: usize, bk: usize, bmm: usize, by: usize) -> Vec<[u32; 2]> {
-    let w = tile_groups(m, kg, g, bm, bk, bmm, by);
-    // Shape (..., bmm, by/g = 2): pairs along the last axis become bytes.
-    let pairs: Vec<[u32; 2]> = w.data.chunks_exact(2).map(|p| [p[0], p[1]]).collect();
-    // Rows of bmm bytes, viewed as (bmm/8, 8), rows 1 and 2 swapped.
-    let mut out = Vec::with_capacity(pairs.len());
-    for row in pairs.chunks_exact(bmm) {
-        for group in [0, 2, 1, 3] {
-            out.extend_from_slice(&row[group * 8..group * 8 + 8]);
-        }
-    }
-    out
-}
-
-/// TL2's sign plane: for each little-endian u16 (16 sign bits, bit 15 first), the triple indices.
-fn tl2_sign_order(m: usize, kt: usize, bm: usize, bk: usize, bmm: usize, by: usize) -> Vec<[u32; 16]> {
-    let kg = kt / 3;
-    let w = Nd::iota(m * kg)
-        .reshape(&[m / bm, bm, kg])
-        .transpose(&[0, 2, 1])
-        .reshape(&[m / bm, kt / bk, bk / 3, bm])
-        .transpose(&[0, 1, 3, 2])
-        .reshape(&[m / bm, kt / bk, bm / bmm, bmm, bk / 3])
-        .transpose(&[0, 1, 2, 4, 3])
-        .reshape(&[m / bm, kt / bk, bm / bmm, bk / (by * 4), by / 3 * 4, bmm])
-        .transpose(&[0, 1, 2, 3, 5, 4])
-        .reshape(&[m / bm, kt / bk, bm / bmm, bk / (by * 4), bmm, by / 3 * 4])
-        .transpose(&[0, 1, 2, 3, 5, 4])
-        .reshape(&[m / bm, kt / bk, bm / bmm, bk / (by * 4), by / 3 * 8, bmm / 2]);
-    // For each (outer, j): bits i = 0..16 from element [.., i, j], bit position 15 - i.
-    let inner = (by / 3 * 8) * (bmm / 2);
-    let mut out = Vec::with_capacity(w.data.len() / 16);
-    for outer in w.data.chunks_exact(inner) {
-        for j in 0..bmm / 2 {
-            let mut word = [0u32; 16];
-            for (i, slot) in word.iter_mut().enumerate() {
-                *slot = outer[i * (bmm / 2) + j];
-            }
-            out.push(word);
-        }
-    }
-    out
-}
-
 fn check_tl1(m: usize, k: usize, t: TlTiling) -> Result<(), QuantError> {
     const F: &str = "TL1";
     check_multiple(F, "sub-tile rows (bmm) dividing 256", 256, t.bmm)?;
@@ -290,15 +171,77 @@ fn check_tl1(m: usize, k: usize, t: TlTiling) -> Result<(), QuantError> {
     check_multiple(F, "sub-tile cols (256/bmm)", by, 4)
 }
 
+/// Calls `f(byte, row, first_col_hi, first_col_lo, plane)` for every index byte of a TL tensor
+/// (the walk of [`crate::tl_layout`]): the byte's offset, the row it belongs to, and the first
+/// columns of the groups its high and low nibbles index.
+fn walk(geo: &Geometry, mut f: impl FnMut(usize, usize, usize, usize, &Plane)) {
+    for plane in &geo.planes {
+        let (run, g) = (plane.run_bytes(), plane.group());
+        for rt in 0..geo.rows / geo.bm {
+            for kt in 0..plane.ktiles {
+                let col = plane.col0 + kt * plane.bk;
+                for st in 0..plane.subs() {
+                    let base = plane.offset + plane.run_index(rt, kt, st) * run;
+                    let row = rt * geo.bm + st * plane.sub;
+                    for b in 0..run {
+                        let (gh, gl) = plane.groups_of(b);
+                        f(base + b, row + plane.row_of(b), col + gh * g, col + gl * g, plane);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The sign bit of (sub-tile row `r`, triple `g` of the run) in a TL2 run's sign bytes:
+/// (byte offset from the run's first sign byte, bit) — the inverse of [`Plane::negative`].
+fn sign_bit(r: usize, g: usize) -> (usize, u16) {
+    (g / 8 * 32 + (r % 16) * 2, 15 - (2 * (g % 8) + r / 16) as u16)
+}
+
+/// Calls `f(sign byte offset, bit, row, first column)` for every triple of a TL2 tensor.
+fn walk_signs(geo: &Geometry, mut f: impl FnMut(usize, u16, usize, usize)) {
+    for plane in geo.planes.iter().filter(|p| p.kind == Kind::Triples) {
+        let srun = plane.run_sign_bytes();
+        for rt in 0..geo.rows / geo.bm {
+            for kt in 0..plane.ktiles {
+                for st in 0..plane.subs() {
+                    let base = plane.signs + plane.run_index(rt, kt, st) * srun;
+                    for r in 0..plane.sub {
+                        for g in 0..plane.bk / 3 {
+                            let (at, bit) = sign_bit(r, g);
+                            f(base + at, bit, rt * geo.bm + st * plane.sub + r, plane.col0 + kt * plane.bk + 3 * g);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn geometry(format: TernaryFormat, m: usize, k: usize) -> Result<Geometry, QuantError> {
+    Geometry::of(format, m, k).expect("a TL format")
+}
+
+/// A pair's index `3·w0 + w1 + 4`.
+fn pair_index(w: &TernaryMatrix, r: usize, c: usize) -> u8 {
+    (3 * w.get(r, c) + w.get(r, c + 1) + 4) as u8
+}
+
+/// A triple's value `9·w0 + 3·w1 + w2`.
+fn triple_value(w: &TernaryMatrix, r: usize, c: usize) -> i8 {
+    9 * w.get(r, c) + 3 * w.get(r, c + 1) + w.get(r, c + 2)
+}
+
 /// Packs a ternary matrix into TL1 bytes (`M·K/4`).
 pub fn pack_tl1(w: &TernaryMatrix, t: TlTiling) -> Result<Vec<u8>, QuantError> {
     let (m, k) = (w.rows(), w.cols());
     check_tl1(m, k, t)?;
-    let idx = |p: u32| {
-        let (r, c) = (p as usize / (k / 2), p as usize % (k / 2));
-        (3 * w.get(r, 2 * c) + w.get(r, 2 * c + 1) + 4) as u8
-    };
-    Ok(tl1_order(m, k, t).into_iter().map(|[hi, lo]| (idx(hi) << 4) | idx(lo)).collect())
+    let mut out = vec![0u8; m * k / 4];
+    walk(&geometry(TernaryFormat::Tl1(t), m, k)?, |at, row, ch, cl, _| {
+        out[at] = (pair_index(w, row, ch) << 4) | pair_index(w, row, cl);
+    });
+    Ok(out)
 }
 
 /// Unpacks TL1 bytes of an `m × k` matrix.
@@ -306,14 +249,24 @@ pub fn unpack_tl1(bytes: &[u8], m: usize, k: usize, t: TlTiling) -> Result<Terna
     check_tl1(m, k, t)?;
     check_len("TL1 bytes", m * k / 4, bytes.len())?;
     let mut values = vec![0i8; m * k];
-    for (byte, (&b, [hi, lo])) in bytes.iter().zip(tl1_order(m, k, t)).enumerate() {
-        for (nibble, p) in [(b >> 4, hi), (b & 15, lo)] {
-            let (w0, w1) = decode_pair(nibble).ok_or(QuantError::InvalidCode { format: "TL1", code: nibble, byte })?;
-            values[2 * p as usize] = w0;
-            values[2 * p as usize + 1] = w1;
+    let mut bad = None;
+    walk(&geometry(TernaryFormat::Tl1(t), m, k)?, |at, row, ch, cl, _| {
+        for (nibble, c) in [(bytes[at] >> 4, ch), (bytes[at] & 15, cl)] {
+            match decode_pair(nibble) {
+                Some((w0, w1)) => {
+                    values[row * k + c] = w0;
+                    values[row * k + c + 1] = w1;
+                }
+                None => {
+                    bad.get_or_insert(QuantError::InvalidCode { format: "TL1", code: nibble, byte: at });
+                }
+            }
         }
+    });
+    match bad {
+        Some(e) => Err(e),
+        None => TernaryMatrix::new(m, k, values),
     }
-    TernaryMatrix::new(m, k, values)
 }
 
 fn decode_pair(nibble: u8) -> Option<(i8, i8)> {
@@ -355,47 +308,25 @@ pub fn tl2_bytes(m: usize, k: usize) -> Option<usize> {
     Some((k.checked_sub(256)? * m / 3 * 5 / 8) + 256 * m / 2 * 4 / 8)
 }
 
-struct Tl2Order {
-    /// Bytes of the triple magnitude plane: (high, low) triple indices into `M × Kt/3`.
-    three: Vec<[u32; 2]>,
-    /// u16 words of the sign plane: triple indices, bit 15 first.
-    signs: Vec<[u32; 16]>,
-    /// Bytes of the pair plane: (high, low) pair indices into `M × K2/2`.
-    two: Vec<[u32; 2]>,
-}
-
-fn tl2_order(m: usize, k: usize, t: TlTiling) -> Tl2Order {
-    let (kt, k2) = tl2_split(k, t);
-    let by = 192 / t.bmm;
-    Tl2Order {
-        three: if kt > 0 { tl2_plane_order(m, kt / 3, 3, t.bm, t.bk, t.bmm, by) } else { vec![] },
-        signs: if kt > 0 { tl2_sign_order(m, kt, t.bm, t.bk, t.bmm, by) } else { vec![] },
-        two: if k2 > 0 { tl2_plane_order(m, k2 / 2, 2, t.bm, 32, 32, 4) } else { vec![] },
-    }
-}
-
 /// Packs a ternary matrix into TL2 bytes.
 pub fn pack_tl2(w: &TernaryMatrix, t: TlTiling) -> Result<Vec<u8>, QuantError> {
     let (m, k) = (w.rows(), w.cols());
     let total = check_tl2(m, k, t)?;
-    let (kt, k2) = tl2_split(k, t);
-    let triple = |p: u32| {
-        let (r, c) = (p as usize / (kt / 3), 3 * (p as usize % (kt / 3)));
-        9 * w.get(r, c) + 3 * w.get(r, c + 1) + w.get(r, c + 2)
-    };
-    let pair = |p: u32| {
-        let (r, c) = (p as usize / (k2 / 2), kt + 2 * (p as usize % (k2 / 2)));
-        (3 * w.get(r, c) + w.get(r, c + 1) + 4) as u8
-    };
-    let order = tl2_order(m, k, t);
-    let mut out = Vec::with_capacity(total);
-    out.extend(order.three.iter().map(|&[hi, lo]| (triple(hi).unsigned_abs() << 4) | triple(lo).unsigned_abs()));
-    for word in &order.signs {
-        let bits = word.iter().enumerate().fold(0u16, |acc, (i, &p)| acc | (u16::from(triple(p) < 0) << (15 - i)));
-        out.extend_from_slice(&bits.to_le_bytes());
-    }
-    out.extend(order.two.iter().map(|&[hi, lo]| (pair(hi) << 4) | pair(lo)));
-    out.resize(total, 0);
+    let geo = geometry(TernaryFormat::Tl2(t), m, k)?;
+    let mut out = vec![0u8; total];
+    walk(&geo, |at, row, ch, cl, plane| {
+        out[at] = if plane.kind == Kind::Triples {
+            (triple_value(w, row, ch).unsigned_abs() << 4) | triple_value(w, row, cl).unsigned_abs()
+        } else {
+            (pair_index(w, row, ch) << 4) | pair_index(w, row, cl)
+        };
+    });
+    walk_signs(&geo, |at, bit, row, c| {
+        if triple_value(w, row, c) < 0 {
+            let word = u16::from_le_bytes([out[at], out[at + 1]]) | (1 << bit);
+            out[at..at + 2].copy_from_slice(&word.to_le_bytes());
+        }
+    });
     Ok(out)
 }
 
@@ -403,43 +334,328 @@ pub fn pack_tl2(w: &TernaryMatrix, t: TlTiling) -> Result<Vec<u8>, QuantError> {
 pub fn unpack_tl2(bytes: &[u8], m: usize, k: usize, t: TlTiling) -> Result<TernaryMatrix, QuantError> {
     let total = check_tl2(m, k, t)?;
     check_len("TL2 bytes", total, bytes.len())?;
-    let (kt, k2) = tl2_split(k, t);
-    let order = tl2_order(m, k, t);
-    let mut mags = vec![0u8; m * kt / 3];
-    for (byte, (&b, [hi, lo])) in bytes.iter().zip(&order.three).enumerate() {
-        for (nibble, p) in [(b >> 4, hi), (b & 15, lo)] {
-            if nibble > 13 {
-                return Err(QuantError::InvalidCode { format: "TL2", code: nibble, byte });
-            }
-            mags[*p as usize] = nibble;
-        }
-    }
+    let geo = geometry(TernaryFormat::Tl2(t), m, k)?;
     let mut values = vec![0i8; m * k];
-    let sign_start = order.three.len();
-    for (wi, word) in order.signs.iter().enumerate() {
-        let at = sign_start + 2 * wi;
-        let bits = u16::from_le_bytes([bytes[at], bytes[at + 1]]);
-        for (i, &p) in word.iter().enumerate() {
-            let negative = bits >> (15 - i) & 1 == 1;
-            let v = if negative { -i8::try_from(mags[p as usize]).unwrap_or(0) } else { mags[p as usize] as i8 };
-            // v = 9·w0 + 3·w1 + w2 with digits in {-1, 0, 1}: shift by 13 to base-3 digits.
-            let u = (v + 13) as u8;
-            let (r, c) = (p as usize / (kt / 3), 3 * (p as usize % (kt / 3)));
-            values[r * k + c] = (u / 9) as i8 - 1;
-            values[r * k + c + 1] = (u / 3 % 3) as i8 - 1;
-            values[r * k + c + 2] = (u % 3) as i8 - 1;
+    let mut bad = None;
+    walk(&geo, |at, row, ch, cl, plane| {
+        for (nibble, c) in [(bytes[at] >> 4, ch), (bytes[at] & 15, cl)] {
+            let fail = || QuantError::InvalidCode { format: "TL2", code: nibble, byte: at };
+            if plane.kind == Kind::Triples {
+                if nibble > 13 {
+                    bad.get_or_insert_with(fail);
+                }
+                // Magnitudes for now; the signs are applied below.
+                values[row * k + c] = nibble as i8;
+            } else {
+                match decode_pair(nibble) {
+                    Some((w0, w1)) => {
+                        values[row * k + c] = w0;
+                        values[row * k + c + 1] = w1;
+                    }
+                    None => {
+                        bad.get_or_insert_with(fail);
+                    }
+                }
+            }
         }
+    });
+    if let Some(e) = bad {
+        return Err(e);
     }
-    let two_start = sign_start + 2 * order.signs.len();
-    for (i, [hi, lo]) in order.two.iter().enumerate() {
-        let b = bytes[two_start + i];
-        for (nibble, p) in [(b >> 4, hi), (b & 15, lo)] {
-            let byte = two_start + i;
-            let (w0, w1) = decode_pair(nibble).ok_or(QuantError::InvalidCode { format: "TL2", code: nibble, byte })?;
-            let (r, c) = (*p as usize / (k2 / 2), kt + 2 * (*p as usize % (k2 / 2)));
-            values[r * k + c] = w0;
-            values[r * k + c + 1] = w1;
-        }
-    }
+    walk_signs(&geo, |at, bit, row, c| {
+        let negative = u16::from_le_bytes([bytes[at], bytes[at + 1]]) >> bit & 1 == 1;
+        let mag = values[row * k + c];
+        let v = if negative { -mag } else { mag };
+        // v = 9·w0 + 3·w1 + w2 with digits in {-1, 0, 1}: shift by 13 to base-3 digits.
+        let u = (v + 13) as u8;
+        values[row * k + c] = (u / 9) as i8 - 1;
+        values[row * k + c + 1] = (u / 3 % 3) as i8 - 1;
+        values[row * k + c + 2] = (u % 3) as i8 - 1;
+    });
     TernaryMatrix::new(m, k, values)
+}
+
+/// The converter's reshape/transpose chains, replayed as index permutations: the oracle the
+/// walk of [`crate::tl_layout`] is checked against.
+#[cfg(test)]
+mod oracle {
+    use super::*;
+
+    /// A row-major n-dimensional array of element indices, for replaying numpy reshape/transpose
+    /// chains.
+    #[derive(Debug, Clone)]
+    struct Nd {
+        shape: Vec<usize>,
+        data: Vec<u32>,
+    }
+
+    impl Nd {
+        fn iota(len: usize) -> Nd {
+            Nd { shape: vec![len], data: (0..len as u32).collect() }
+        }
+
+        fn reshape(mut self, shape: &[usize]) -> Nd {
+            debug_assert_eq!(shape.iter().product::<usize>(), self.data.len(), "reshape {:?} -> {shape:?}", self.shape);
+            self.shape = shape.to_vec();
+            self
+        }
+
+        /// numpy's `transpose(axes)`, materialized in row-major order.
+        fn transpose(self, axes: &[usize]) -> Nd {
+            let nd = self.shape.len();
+            let mut strides = vec![1usize; nd];
+            for i in (0..nd.saturating_sub(1)).rev() {
+                strides[i] = strides[i + 1] * self.shape[i + 1];
+            }
+            let new_shape: Vec<usize> = axes.iter().map(|&a| self.shape[a]).collect();
+            let new_strides: Vec<usize> = axes.iter().map(|&a| strides[a]).collect();
+            let mut out = Vec::with_capacity(self.data.len());
+            let mut idx = vec![0usize; nd];
+            for _ in 0..self.data.len() {
+                let src: usize = idx.iter().zip(&new_strides).map(|(i, s)| i * s).sum();
+                out.push(self.data[src]);
+                for d in (0..nd).rev() {
+                    idx[d] += 1;
+                    if idx[d] < new_shape[d] {
+                        break;
+                    }
+                    idx[d] = 0;
+                }
+            }
+            Nd { shape: new_shape, data: out }
+        }
+    }
+
+    /// The converter's tile permutation shared by TL1 and the TL2 planes, over `m × kg` group
+    /// indices, up to the point where the chains diverge. Returns the array shaped
+    /// `(M/BM, K/BK, BM/bm, BK/by, bm, by/g)` where `g` is the group size.
+    fn tile_groups(m: usize, kg: usize, g: usize, bm: usize, bk: usize, bmm: usize, by: usize) -> Nd {
+        let k = kg * g;
+        Nd::iota(m * kg)
+            .reshape(&[m / bm, bm, kg])
+            .transpose(&[0, 2, 1])
+            .reshape(&[m / bm, k / bk, bk / g, bm])
+            .transpose(&[0, 1, 3, 2])
+            .reshape(&[m / bm, k / bk, bm / bmm, bmm, bk / g])
+            .transpose(&[0, 1, 2, 4, 3])
+            .reshape(&[m / bm, k / bk, bm / bmm, bk / by, by / g, bmm])
+            .transpose(&[0, 1, 2, 3, 5, 4])
+    }
+
+    /// TL1's byte order: for each output byte, the indices (into the `M × K/2` pair array) of its
+    /// high and low nibble.
+    fn tl1_order(m: usize, k: usize, t: TlTiling) -> Vec<[u32; 2]> {
+        let (bm, bk, bmm) = (t.bm, t.bk, t.bmm);
+        let by = 256 / bmm;
+        let w = tile_groups(m, k / 2, 2, bm, bk, bmm, by)
+            .reshape(&[m / bm, k / bk, bm / bmm, bk / by, bmm / 16, 16, by / 2])
+            .transpose(&[0, 1, 2, 3, 4, 6, 5])
+            .reshape(&[m / bm, k / bk, bm / bmm, bk / by, bmm / 16, by / 4, 2, 16])
+            .transpose(&[0, 1, 2, 3, 4, 5, 7, 6]);
+        w.data.chunks_exact(2).map(|p| [p[0], p[1]]).collect()
+    }
+
+    /// The magnitude/pair plane shared by TL2's two parts: 4-bit groups `(m, kg)` tiled with
+    /// `bmm = 32` rows per sub-tile and two groups per sub-tile row, bytes 8..16 and 16..24 of each
+    /// 32 swapped. Returns (high, low) nibble sources per byte.
+    fn tl2_plane_order(m: usize, kg: usize, g: usize, bm: usize, bk: usize, bmm: usize, by: usize) -> Vec<[u32; 2]> {
+        let w = tile_groups(m, kg, g, bm, bk, bmm, by);
+        // Shape (..., bmm, by/g = 2): pairs along the last axis become bytes.
+        let pairs: Vec<[u32; 2]> = w.data.chunks_exact(2).map(|p| [p[0], p[1]]).collect();
+        // Rows of bmm bytes, viewed as (bmm/8, 8), rows 1 and 2 swapped.
+        let mut out = Vec::with_capacity(pairs.len());
+        for row in pairs.chunks_exact(bmm) {
+            for group in [0, 2, 1, 3] {
+                out.extend_from_slice(&row[group * 8..group * 8 + 8]);
+            }
+        }
+        out
+    }
+
+    /// TL2's sign plane: for each little-endian u16 (16 sign bits, bit 15 first), the triple indices.
+    fn tl2_sign_order(m: usize, kt: usize, bm: usize, bk: usize, bmm: usize, by: usize) -> Vec<[u32; 16]> {
+        let kg = kt / 3;
+        let w = Nd::iota(m * kg)
+            .reshape(&[m / bm, bm, kg])
+            .transpose(&[0, 2, 1])
+            .reshape(&[m / bm, kt / bk, bk / 3, bm])
+            .transpose(&[0, 1, 3, 2])
+            .reshape(&[m / bm, kt / bk, bm / bmm, bmm, bk / 3])
+            .transpose(&[0, 1, 2, 4, 3])
+            .reshape(&[m / bm, kt / bk, bm / bmm, bk / (by * 4), by / 3 * 4, bmm])
+            .transpose(&[0, 1, 2, 3, 5, 4])
+            .reshape(&[m / bm, kt / bk, bm / bmm, bk / (by * 4), bmm, by / 3 * 4])
+            .transpose(&[0, 1, 2, 3, 5, 4])
+            .reshape(&[m / bm, kt / bk, bm / bmm, bk / (by * 4), by / 3 * 8, bmm / 2]);
+        // For each (outer, j): bits i = 0..16 from element [.., i, j], bit position 15 - i.
+        let inner = (by / 3 * 8) * (bmm / 2);
+        let mut out = Vec::with_capacity(w.data.len() / 16);
+        for outer in w.data.chunks_exact(inner) {
+            for j in 0..bmm / 2 {
+                let mut word = [0u32; 16];
+                for (i, slot) in word.iter_mut().enumerate() {
+                    *slot = outer[i * (bmm / 2) + j];
+                }
+                out.push(word);
+            }
+        }
+        out
+    }
+
+    /// Packs a ternary matrix into TL1 bytes (`M·K/4`).
+    pub(super) fn pack_tl1(w: &TernaryMatrix, t: TlTiling) -> Result<Vec<u8>, QuantError> {
+        let (m, k) = (w.rows(), w.cols());
+        check_tl1(m, k, t)?;
+        let idx = |p: u32| {
+            let (r, c) = (p as usize / (k / 2), p as usize % (k / 2));
+            (3 * w.get(r, 2 * c) + w.get(r, 2 * c + 1) + 4) as u8
+        };
+        Ok(tl1_order(m, k, t).into_iter().map(|[hi, lo]| (idx(hi) << 4) | idx(lo)).collect())
+    }
+
+    /// Unpacks TL1 bytes of an `m × k` matrix.
+    pub(super) fn unpack_tl1(bytes: &[u8], m: usize, k: usize, t: TlTiling) -> Result<TernaryMatrix, QuantError> {
+        check_tl1(m, k, t)?;
+        check_len("TL1 bytes", m * k / 4, bytes.len())?;
+        let mut values = vec![0i8; m * k];
+        for (byte, (&b, [hi, lo])) in bytes.iter().zip(tl1_order(m, k, t)).enumerate() {
+            for (nibble, p) in [(b >> 4, hi), (b & 15, lo)] {
+                let (w0, w1) =
+                    decode_pair(nibble).ok_or(QuantError::InvalidCode { format: "TL1", code: nibble, byte })?;
+                values[2 * p as usize] = w0;
+                values[2 * p as usize + 1] = w1;
+            }
+        }
+        TernaryMatrix::new(m, k, values)
+    }
+
+    struct Tl2Order {
+        /// Bytes of the triple magnitude plane: (high, low) triple indices into `M × Kt/3`.
+        three: Vec<[u32; 2]>,
+        /// u16 words of the sign plane: triple indices, bit 15 first.
+        signs: Vec<[u32; 16]>,
+        /// Bytes of the pair plane: (high, low) pair indices into `M × K2/2`.
+        two: Vec<[u32; 2]>,
+    }
+
+    fn tl2_order(m: usize, k: usize, t: TlTiling) -> Tl2Order {
+        let (kt, k2) = tl2_split(k, t);
+        let by = 192 / t.bmm;
+        Tl2Order {
+            three: if kt > 0 { tl2_plane_order(m, kt / 3, 3, t.bm, t.bk, t.bmm, by) } else { vec![] },
+            signs: if kt > 0 { tl2_sign_order(m, kt, t.bm, t.bk, t.bmm, by) } else { vec![] },
+            two: if k2 > 0 { tl2_plane_order(m, k2 / 2, 2, t.bm, 32, 32, 4) } else { vec![] },
+        }
+    }
+
+    /// Packs a ternary matrix into TL2 bytes.
+    pub(super) fn pack_tl2(w: &TernaryMatrix, t: TlTiling) -> Result<Vec<u8>, QuantError> {
+        let (m, k) = (w.rows(), w.cols());
+        let total = check_tl2(m, k, t)?;
+        let (kt, k2) = tl2_split(k, t);
+        let triple = |p: u32| {
+            let (r, c) = (p as usize / (kt / 3), 3 * (p as usize % (kt / 3)));
+            9 * w.get(r, c) + 3 * w.get(r, c + 1) + w.get(r, c + 2)
+        };
+        let pair = |p: u32| {
+            let (r, c) = (p as usize / (k2 / 2), kt + 2 * (p as usize % (k2 / 2)));
+            (3 * w.get(r, c) + w.get(r, c + 1) + 4) as u8
+        };
+        let order = tl2_order(m, k, t);
+        let mut out = Vec::with_capacity(total);
+        out.extend(order.three.iter().map(|&[hi, lo]| (triple(hi).unsigned_abs() << 4) | triple(lo).unsigned_abs()));
+        for word in &order.signs {
+            let bits = word.iter().enumerate().fold(0u16, |acc, (i, &p)| acc | (u16::from(triple(p) < 0) << (15 - i)));
+            out.extend_from_slice(&bits.to_le_bytes());
+        }
+        out.extend(order.two.iter().map(|&[hi, lo]| (pair(hi) << 4) | pair(lo)));
+        out.resize(total, 0);
+        Ok(out)
+    }
+
+    /// Unpacks TL2 bytes of an `m × k` matrix.
+    pub(super) fn unpack_tl2(bytes: &[u8], m: usize, k: usize, t: TlTiling) -> Result<TernaryMatrix, QuantError> {
+        let total = check_tl2(m, k, t)?;
+        check_len("TL2 bytes", total, bytes.len())?;
+        let (kt, k2) = tl2_split(k, t);
+        let order = tl2_order(m, k, t);
+        let mut mags = vec![0u8; m * kt / 3];
+        for (byte, (&b, [hi, lo])) in bytes.iter().zip(&order.three).enumerate() {
+            for (nibble, p) in [(b >> 4, hi), (b & 15, lo)] {
+                if nibble > 13 {
+                    return Err(QuantError::InvalidCode { format: "TL2", code: nibble, byte });
+                }
+                mags[*p as usize] = nibble;
+            }
+        }
+        let mut values = vec![0i8; m * k];
+        let sign_start = order.three.len();
+        for (wi, word) in order.signs.iter().enumerate() {
+            let at = sign_start + 2 * wi;
+            let bits = u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+            for (i, &p) in word.iter().enumerate() {
+                let negative = bits >> (15 - i) & 1 == 1;
+                let v = if negative { -i8::try_from(mags[p as usize]).unwrap_or(0) } else { mags[p as usize] as i8 };
+                // v = 9·w0 + 3·w1 + w2 with digits in {-1, 0, 1}: shift by 13 to base-3 digits.
+                let u = (v + 13) as u8;
+                let (r, c) = (p as usize / (kt / 3), 3 * (p as usize % (kt / 3)));
+                values[r * k + c] = (u / 9) as i8 - 1;
+                values[r * k + c + 1] = (u / 3 % 3) as i8 - 1;
+                values[r * k + c + 2] = (u % 3) as i8 - 1;
+            }
+        }
+        let two_start = sign_start + 2 * order.signs.len();
+        for (i, [hi, lo]) in order.two.iter().enumerate() {
+            let b = bytes[two_start + i];
+            for (nibble, p) in [(b >> 4, hi), (b & 15, lo)] {
+                let byte = two_start + i;
+                let (w0, w1) =
+                    decode_pair(nibble).ok_or(QuantError::InvalidCode { format: "TL2", code: nibble, byte })?;
+                let (r, c) = (*p as usize / (k2 / 2), kt + 2 * (*p as usize % (k2 / 2)));
+                values[r * k + c] = w0;
+                values[r * k + c + 1] = w1;
+            }
+        }
+        TernaryMatrix::new(m, k, values)
+    }
+
+    /// The walk packs and unpacks exactly as the converter's chains, on random tilings.
+    #[test]
+    fn the_walk_matches_the_converter_chains() {
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let mut rnd = |n: usize| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % n as u64) as usize
+        };
+        for case in 0..40 {
+            let tl2 = case % 2 == 1;
+            let t = if tl2 {
+                TlTiling { bm: 32 * (1 + rnd(3)), bk: [24, 48, 96, 192][rnd(4)], bmm: 32 }
+            } else {
+                let bmm = [16, 32, 64][rnd(3)];
+                TlTiling { bm: bmm * (1 + rnd(3)), bk: 256 / bmm * (1 + rnd(3)), bmm }
+            };
+            let m = t.bm * (1 + rnd(2));
+            let k = if tl2 {
+                let pairs = rnd(t.bk / 32 + 1).min(8);
+                (256usize.saturating_sub(32 * pairs)).div_ceil(t.bk).max(1 + rnd(3)) * t.bk + 32 * pairs
+            } else {
+                t.bk * (1 + rnd(3))
+            };
+            let w = TernaryMatrix::new(m, k, (0..m * k).map(|_| rnd(3) as i8 - 1).collect()).unwrap();
+            let (ours, theirs) = if tl2 {
+                let Ok(theirs) = pack_tl2(&w, t) else { continue };
+                (super::pack_tl2(&w, t).unwrap(), theirs)
+            } else {
+                (super::pack_tl1(&w, t).unwrap(), pack_tl1(&w, t).unwrap())
+            };
+            assert_eq!(ours, theirs, "{} {m}x{k} {t:?}", if tl2 { "TL2" } else { "TL1" });
+            let back = if tl2 { super::unpack_tl2(&ours, m, k, t) } else { super::unpack_tl1(&ours, m, k, t) };
+            assert_eq!(back.unwrap(), w);
+            let chain = if tl2 { unpack_tl2(&ours, m, k, t) } else { unpack_tl1(&ours, m, k, t) };
+            assert_eq!(chain.unwrap(), w);
+        }
+    }
 }
