@@ -308,6 +308,8 @@ impl Lut {
             Isa::Portable => true,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512(i) => i.panel(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2(_) => true,
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -351,14 +353,18 @@ impl Lut {
                         let col = plane.col0 + kt * plane.bk;
                         match self.0 {
                             #[cfg(target_arch = "x86_64")]
-                            Isa::Avx512(i) => i.decode(plane, bytes, signs, &mut panel, cols, col),
+                            Isa::Avx512(i) if i.panel() => i.decode(plane, bytes, signs, &mut panel, cols, col),
+                            #[cfg(target_arch = "x86_64")]
+                            Isa::Avx2(i) => i.decode(plane, bytes, signs, &mut panel, cols, col),
                             _ => panel::decode_run(plane, bytes, signs, &mut panel, cols, col),
                         }
                     }
                 }
                 match self.0 {
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512(i) => i.gemm(&panel, groups, cols, &x.codes, &mut dots),
+                    Isa::Avx512(i) if i.panel() => i.gemm(&panel, groups, cols, &x.codes, &mut dots),
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2(i) => i.gemm(&panel, groups, cols, &x.codes, &mut dots),
                     _ => panel::gemm(&panel, groups, cols, &x.codes, &mut dots),
                 }
                 for (t, act) in x.rows.iter().enumerate() {

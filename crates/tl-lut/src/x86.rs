@@ -47,6 +47,32 @@ impl Avx2 {
         is_x86_feature_detected!("avx2").then_some(Avx2(()))
     }
 
+    /// Decodes one run of `plane` into `panel` (see [`crate::panel`]), 8 rows per register, the
+    /// codes fetched from the decode tables with `vpgatherdd`.
+    pub(crate) fn decode(self, plane: &Plane, bytes: &[u8], signs: &[u8], panel: &mut [u8], cols: usize, col: usize) {
+        assert!(col.is_multiple_of(4) && cols.is_multiple_of(4));
+        assert!(panel.len() >= crate::panel::groups(plane) * cols / 4 * 64 && col + plane.bk <= cols);
+        // SAFETY: the token proves AVX2; the asserts and the run's geometry bound every access
+        // (each run writes 4-column groups col/4 .. (col + bk)/4 of its row groups).
+        unsafe {
+            if plane.kind == Kind::Triples {
+                assert!(bytes.len() == plane.run_bytes() && signs.len() >= plane.run_sign_bytes());
+                decode_triples256(bytes, signs, panel, cols, col);
+            } else {
+                decode_pairs256(plane, bytes, panel, cols, col);
+            }
+        }
+    }
+
+    /// The panel product (see [`crate::panel::gemm`]) with `vpmaddubsw` + `vpmaddwd`.
+    pub(crate) fn gemm(self, panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &mut [i32]) {
+        let n = acts.len() / cols;
+        assert!(cols.is_multiple_of(4) && panel.len() >= groups * cols / 4 * 64);
+        assert!(acts.len() == n * cols && dots.len() >= n * groups * 16);
+        // SAFETY: the token proves AVX2; the asserts bound every access.
+        unsafe { gemm_panel256(panel, groups, cols, acts, dots) }
+    }
+
     /// The runs of consecutive sub-tiles of one column tile (see [`crate::Tile`]).
     pub(crate) fn tile(self, sign: bool, v: usize, t: crate::Tile<'_>) {
         let n = t.run / 32;
@@ -482,6 +508,146 @@ unsafe fn gemm_tokens<const T: usize>(
         }
         for (t, s) in acc.iter().enumerate() {
             _mm512_storeu_si512(dots.as_mut_ptr().add(((t0 + t) * groups + g) * 16).cast(), *s);
+        }
+    }
+}
+
+/// `w` shifted so that bit `p` lands on bit 4 (right by `p − 4`, or left), for the decode index.
+#[inline(always)]
+unsafe fn bit_to_4(w: __m256i, p: i32) -> __m256i {
+    // SAFETY: AVX2 is enabled by every caller.
+    unsafe {
+        if p >= 4 {
+            _mm256_srl_epi32(w, _mm_cvtsi32_si128(p - 4))
+        } else {
+            _mm256_sll_epi32(w, _mm_cvtsi32_si128(4 - p))
+        }
+    }
+}
+
+/// [`decode_triples`] on 256 bits: per pair of 6-column chunks, per row group and per half of
+/// it (rows 0-15 or 16-31 of the sub-tile), 8 rows' four triples → `sign << 4 | magnitude` →
+/// codes by `vpgatherdd` → three 4-column dwords.
+#[target_feature(enable = "avx2")]
+unsafe fn decode_triples256(bytes: &[u8], signs: &[u8], panel: &mut [u8], cols: usize, col: usize) {
+    let t = crate::panel::TRIPLES.as_ptr().cast::<i32>();
+    let (m4, s4) = (_mm256_set1_epi32(15), _mm256_set1_epi32(16));
+    let per_row = cols / 4;
+    let p = panel.as_mut_ptr();
+    for cp in 0..bytes.len() / 64 {
+        let tr0 = 4 * (cp % 2) as i32;
+        for h in 0..2 {
+            for half in 0..2 {
+                // Lanes 8·half.. of the row group: rows 8h + i (half 0) or 16 + 8h + i (half 1);
+                // the sign of triple tr is bit 15 − 2·tr − half of word 8h + i.
+                // SAFETY: cp < run / 64: 64 index bytes and (32 per 4 chunks) sign bytes each;
+                // TRIPLES has 32 entries and every index is < 32.
+                unsafe {
+                    let at = 64 * cp + 16 * h + 8 * half;
+                    let xa = _mm256_cvtepu8_epi32(_mm_loadl_epi64(bytes.as_ptr().add(at).cast()));
+                    let xb = _mm256_cvtepu8_epi32(_mm_loadl_epi64(bytes.as_ptr().add(at + 32).cast()));
+                    let w = _mm256_cvtepu16_epi32(_mm_loadu_si128(signs.as_ptr().add(32 * (cp / 2) + 16 * h).cast()));
+                    let idx = |mag: __m256i, tr: i32| {
+                        let sign = _mm256_and_si256(bit_to_4(w, 15 - 2 * tr - half as i32), s4);
+                        _mm256_or_si256(_mm256_and_si256(mag, m4), sign)
+                    };
+                    let codes = |i: __m256i| _mm256_i32gather_epi32::<4>(t, i);
+                    let p0 = codes(idx(_mm256_srli_epi32::<4>(xa), tr0));
+                    let p1 = codes(idx(xa, tr0 + 1));
+                    let p2 = codes(idx(_mm256_srli_epi32::<4>(xb), tr0 + 2));
+                    let p3 = codes(idx(xb, tr0 + 3));
+                    let d0 = _mm256_or_si256(p0, _mm256_slli_epi32::<24>(p1));
+                    let d1 = _mm256_or_si256(_mm256_srli_epi32::<8>(p1), _mm256_slli_epi32::<16>(p2));
+                    let d2 = _mm256_or_si256(_mm256_srli_epi32::<16>(p2), _mm256_slli_epi32::<8>(p3));
+                    let out = p.add((h * per_row + col / 4 + 3 * cp) * 64 + 32 * half);
+                    _mm256_storeu_si256(out.cast(), d0);
+                    _mm256_storeu_si256(out.add(64).cast(), d1);
+                    _mm256_storeu_si256(out.add(128).cast(), d2);
+                }
+            }
+        }
+    }
+}
+
+/// [`decode_pairs`] on 256 bits: 8 rows × two pairs per step, codes by `vpgatherdd`.
+#[target_feature(enable = "avx2")]
+unsafe fn decode_pairs256(plane: &Plane, bytes: &[u8], panel: &mut [u8], cols: usize, col: usize) {
+    let t = crate::panel::PAIRS.as_ptr().cast::<i32>();
+    let m4 = _mm256_set1_epi32(15);
+    let per_row = cols / 4;
+    let p = panel.as_mut_ptr();
+    for lane in 0..bytes.len() / 16 {
+        let (group, cg) = crate::panel::pair_lane(plane, 16 * lane);
+        for half in 0..2 {
+            // SAFETY: lane < run / 16; PAIRS has 16 entries and every index is < 16; the
+            // lane's row group and column group are inside the panel (checked by the caller).
+            unsafe {
+                let x = _mm256_cvtepu8_epi32(_mm_loadl_epi64(bytes.as_ptr().add(16 * lane + 8 * half).cast()));
+                let hi = _mm256_i32gather_epi32::<4>(t, _mm256_srli_epi32::<4>(x));
+                let lo = _mm256_i32gather_epi32::<4>(t, _mm256_and_si256(x, m4));
+                let d = _mm256_or_si256(hi, _mm256_slli_epi32::<16>(lo));
+                _mm256_storeu_si256(p.add((group * per_row + col / 4 + cg) * 64 + 32 * half).cast(), d);
+            }
+        }
+    }
+}
+
+/// Tokens per pass over a panel row group on 256 bits.
+const TOKENS256: usize = 4;
+
+#[target_feature(enable = "avx2")]
+unsafe fn gemm_panel256(panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &mut [i32]) {
+    let n = acts.len() / cols;
+    for g in 0..groups {
+        let mut t0 = 0;
+        while t0 < n {
+            // SAFETY: tokens t0.. exist; the caller checked the panel, acts and dots sizes.
+            unsafe {
+                if n - t0 >= TOKENS256 {
+                    gemm_tokens256::<TOKENS256>(panel, g, groups, cols, acts, t0, dots);
+                    t0 += TOKENS256;
+                } else {
+                    gemm_tokens256::<1>(panel, g, groups, cols, acts, t0, dots);
+                    t0 += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Tokens `t0..t0 + T` over row group `g` (rows 0-7 and 8-15 in two registers).
+#[target_feature(enable = "avx2")]
+unsafe fn gemm_tokens256<const T: usize>(
+    panel: &[u8],
+    g: usize,
+    groups: usize,
+    cols: usize,
+    acts: &[i8],
+    t0: usize,
+    dots: &mut [i32],
+) {
+    let mut acc = [[_mm256_setzero_si256(); 2]; T];
+    let ones = _mm256_set1_epi16(1);
+    let per_row = cols / 4;
+    // SAFETY: the caller checked per_row·64 bytes per row group, T tokens of `cols`
+    // activations from t0, and 16 dots per (token, group).
+    unsafe {
+        let base = panel.as_ptr().add(g * per_row * 64);
+        let a = acts.as_ptr().add(t0 * cols);
+        for c in 0..per_row {
+            let c0 = _mm256_loadu_si256(base.add(64 * c).cast());
+            let c1 = _mm256_loadu_si256(base.add(64 * c + 32).cast());
+            for (t, s) in acc.iter_mut().enumerate() {
+                let four = _mm256_set1_epi32(a.add(t * cols + 4 * c).cast::<i32>().read_unaligned());
+                // Codes ≤ 2, |a| ≤ 128: the pairwise 16-bit sums cannot saturate.
+                s[0] = _mm256_add_epi32(s[0], _mm256_madd_epi16(_mm256_maddubs_epi16(c0, four), ones));
+                s[1] = _mm256_add_epi32(s[1], _mm256_madd_epi16(_mm256_maddubs_epi16(c1, four), ones));
+            }
+        }
+        for (t, s) in acc.iter().enumerate() {
+            let out = dots.as_mut_ptr().add(((t0 + t) * groups + g) * 16);
+            _mm256_storeu_si256(out.cast(), s[0]);
+            _mm256_storeu_si256(out.add(8).cast(), s[1]);
         }
     }
 }
