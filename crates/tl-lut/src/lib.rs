@@ -498,3 +498,48 @@ impl TernaryKernel for Lut {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitnet_quant::{ActScale, TlTiling, tl};
+
+    /// One token at a time (the table walk) on every variant, whole matrices and row ranges
+    /// that cut row tiles and sub-tiles: the same results as the reference.
+    #[test]
+    fn walks_over_row_ranges_match_the_reference() {
+        let mut s = 0x9E37_79B9u64;
+        let mut rnd = |n: u64| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s % n
+        };
+        for (tl2, t, rows, cols) in [
+            (true, TlTiling { bm: 64, bk: 48, bmm: 32 }, 192, 48 * 9 + 32),
+            (false, TlTiling { bm: 64, bk: 32, bmm: 32 }, 128, 32 * 11),
+            (false, TlTiling { bm: 64, bk: 64, bmm: 64 }, 128, 64 * 5),
+        ] {
+            let m = bitnet_quant::TernaryMatrix::new(rows, cols, (0..rows * cols).map(|_| rnd(3) as i8 - 1).collect())
+                .unwrap();
+            let (format, bytes) = if tl2 {
+                (TernaryFormat::Tl2(t), tl::pack_tl2(&m, t).unwrap())
+            } else {
+                (TernaryFormat::Tl1(t), tl::pack_tl1(&m, t).unwrap())
+            };
+            let w = PackedTernary::new(format, rows, cols, &bytes, Some(0.75)).unwrap();
+            let codes: Vec<i8> = (0..cols).map(|_| rnd(256) as u8 as i8).collect();
+            let sum = codes.iter().map(|&v| i32::from(v)).sum();
+            let x = QuantizedActivations { cols, codes, rows: vec![ActScale { scale: 3.0, sum }] };
+            for range in [0..rows, 32..rows - 32, 40..41, 60..70] {
+                let mut want = vec![0f32; range.len()];
+                ScalarKernel.gemm_rows(&w, &x, range.clone(), &mut want).unwrap();
+                for l in Lut::available() {
+                    let mut got = vec![f32::NAN; range.len()];
+                    l.gemm_rows(&w, &x, range.clone(), &mut got).unwrap();
+                    assert_eq!(got, want, "{} {format:?} rows {range:?}", l.name());
+                }
+            }
+        }
+    }
+}

@@ -49,17 +49,20 @@ fn extreme_sums_over_long_runs_stay_exact() {
                 (TernaryFormat::Tl1(t), pack_tl1(&m, t).unwrap())
             };
             let w = PackedTernary::new(format, rows, cols, &bytes, Some(1.0)).unwrap();
-            let x = QuantizedActivations {
-                cols,
-                codes: vec![a; 2 * cols],
-                rows: vec![ActScale { scale: 1.0, sum: i32::from(a) * cols as i32 }; 2],
-            };
-            let mut want = vec![0f32; 2 * rows];
-            ScalarKernel.gemm(&w, &x, &mut want).unwrap();
-            for l in Lut::available() {
-                let mut got = vec![0f32; 2 * rows];
-                l.gemm(&w, &x, &mut got).unwrap();
-                assert_eq!(got, want, "{} {format:?} {rows}x{cols}", l.name());
+            // One token (the table walk) and two (the panel where a variant has one).
+            for n in [1, 2] {
+                let x = QuantizedActivations {
+                    cols,
+                    codes: vec![a; n * cols],
+                    rows: vec![ActScale { scale: 1.0, sum: i32::from(a) * cols as i32 }; n],
+                };
+                let mut want = vec![0f32; n * rows];
+                ScalarKernel.gemm(&w, &x, &mut want).unwrap();
+                for l in Lut::available() {
+                    let mut got = vec![0f32; n * rows];
+                    l.gemm(&w, &x, &mut got).unwrap();
+                    assert_eq!(got, want, "{} {format:?} {rows}x{cols}, {n} tokens", l.name());
+                }
             }
         }
     }
