@@ -12,7 +12,10 @@
 //!
 //! bitnet.cpp's TL files lay weights out in tiles for its 128/256-bit shuffles (see
 //! [`geometry`]); the kernels read that order as it is, with the tiling the file records (or
-//! bitnet.cpp's preset for the shape). Many tokens run the table walk once per token.
+//! bitnet.cpp's preset for the shape). Two or more tokens take the panel path where there is one
+//! (AVX-512 VNNI, AVX2 and the portable loops: `panel.rs`): each sub-tile is decoded once into
+//! 2-bit codes and every token multiplies them with integer dot products, as the I2_S GEMMs do;
+//! NEON walks the tables once per token.
 //!
 //! ```
 //! use bitnet_quant::{TernaryKernel, TernaryFormat, TlTiling, PackedTernary, QuantizedActivations};
