@@ -13,9 +13,9 @@
 //! bitnet.cpp's TL files lay weights out in tiles for its 128/256-bit shuffles (see
 //! [`geometry`]); the kernels read that order as it is, with the tiling the file records (or
 //! bitnet.cpp's preset for the shape). Two or more tokens take the panel path where there is one
-//! (AVX-512 VNNI, AVX2 and the portable loops: `panel.rs`): each sub-tile is decoded once into
-//! 2-bit codes and every token multiplies them with integer dot products, as the I2_S GEMMs do;
-//! NEON walks the tables once per token.
+//! (AVX-512 VNNI, AVX2, NEON with dotprod and the portable loops: `panel.rs`): each sub-tile is
+//! decoded once into 2-bit codes and every token multiplies them with integer dot products, as
+//! the I2_S GEMMs do; plain NEON walks the tables once per token.
 //!
 //! ```
 //! use bitnet_quant::{TernaryKernel, TernaryFormat, TlTiling, PackedTernary, QuantizedActivations};
@@ -304,8 +304,9 @@ fn check(w: &PackedTernary<'_>, x: &QuantizedActivations, rows: &Range<usize>, o
 }
 
 impl Lut {
-    /// Whether many tokens take the panel path (decode once, then `vpdpbusd` per token) rather
-    /// than one table walk per token: the portable loops (its reference) and AVX-512 VNNI.
+    /// Whether many tokens take the panel path (decode once, then integer dot products per
+    /// token) rather than one table walk per token: the portable loops (its reference), AVX-512
+    /// VNNI, AVX2 and NEON with dotprod.
     fn panel(self) -> bool {
         match self.0 {
             Isa::Portable => true,
@@ -313,6 +314,8 @@ impl Lut {
             Isa::Avx512(i) => i.panel(),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2(_) => true,
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon(i) => i.panel(),
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -359,6 +362,8 @@ impl Lut {
                             Isa::Avx512(i) if i.panel() => i.decode(plane, bytes, signs, &mut panel, cols, col),
                             #[cfg(target_arch = "x86_64")]
                             Isa::Avx2(i) => i.decode(plane, bytes, signs, &mut panel, cols, col),
+                            #[cfg(target_arch = "aarch64")]
+                            Isa::Neon(i) if i.panel() => i.decode(plane, bytes, signs, &mut panel, cols, col),
                             _ => panel::decode_run(plane, bytes, signs, &mut panel, cols, col),
                         }
                     }
@@ -368,6 +373,8 @@ impl Lut {
                     Isa::Avx512(i) if i.panel() => i.gemm(&panel, groups, cols, &x.codes, &mut dots),
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx2(i) => i.gemm(&panel, groups, cols, &x.codes, &mut dots),
+                    #[cfg(target_arch = "aarch64")]
+                    Isa::Neon(i) if i.panel() => i.gemm(&panel, groups, cols, &x.codes, &mut dots),
                     _ => panel::gemm(&panel, groups, cols, &x.codes, &mut dots),
                 }
                 for (t, act) in x.rows.iter().enumerate() {

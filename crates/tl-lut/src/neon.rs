@@ -6,16 +6,54 @@
 
 use std::arch::aarch64::*;
 
+use crate::geometry::{Kind, Plane};
+
 /// Vectors per position between two widenings of the 16-bit sums.
 const FLUSH: usize = 32;
 
-/// NEON loops; only [`Neon::detect`] builds one.
+/// NEON loops; only [`Neon::detect`] builds one. `dotprod` says whether the panel GEMM (which
+/// multiplies with `sdot`) runs too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Neon(());
+pub struct Neon {
+    dotprod: bool,
+}
 
 impl Neon {
     pub fn detect() -> Option<Neon> {
-        std::arch::is_aarch64_feature_detected!("neon").then_some(Neon(()))
+        std::arch::is_aarch64_feature_detected!("neon")
+            .then(|| Neon { dotprod: std::arch::is_aarch64_feature_detected!("dotprod") })
+    }
+
+    /// Whether the many-token panel path runs (NEON with dotprod: without `sdot`, widening
+    /// multiplies cost about as much per token as the table walk).
+    pub fn panel(self) -> bool {
+        self.dotprod
+    }
+
+    /// Decodes one run of `plane` into `panel` (see [`crate::panel`]): indices to codes with
+    /// `tbl`, four columns interleaved per row with `st4`.
+    pub(crate) fn decode(self, plane: &Plane, bytes: &[u8], signs: &[u8], panel: &mut [u8], cols: usize, col: usize) {
+        assert!(col.is_multiple_of(4) && cols.is_multiple_of(4));
+        assert!(panel.len() >= crate::panel::groups(plane) * cols / 4 * 64 && col + plane.bk <= cols);
+        // SAFETY: the token proves NEON; the asserts and the run's geometry bound every access
+        // (each run writes 4-column groups col/4 .. (col + bk)/4 of its row groups).
+        unsafe {
+            if plane.kind == Kind::Triples {
+                assert!(bytes.len() == plane.run_bytes() && signs.len() >= plane.run_sign_bytes());
+                decode_triples128(bytes, signs, panel, cols, col);
+            } else {
+                decode_pairs128(plane, bytes, panel, cols, col);
+            }
+        }
+    }
+
+    /// The panel product (see [`crate::panel::gemm`]) with `sdot`.
+    pub(crate) fn gemm(self, panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &mut [i32]) {
+        let n = acts.len() / cols;
+        assert!(self.dotprod && cols.is_multiple_of(4) && panel.len() >= groups * cols / 4 * 64);
+        assert!(acts.len() == n * cols && dots.len() >= n * groups * 16);
+        // SAFETY: the token proves NEON and dotprod; the asserts bound every access.
+        unsafe { gemm_panel128(panel, groups, cols, acts, dots) }
     }
 
     /// The runs of consecutive sub-tiles of one column tile (see [`crate::Tile`]).
@@ -125,6 +163,167 @@ unsafe fn tile128<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
             for (h, v) in sum.iter().enumerate() {
                 // SAFETY: within this sub-tile's 16·V 16-bit sums.
                 unsafe { vst1q_s16(p16.add(16 * q + 8 * h), *v) };
+            }
+        }
+    }
+}
+
+/// Byte `k` of each entry of a decode table (`crate::panel::TRIPLES` / `PAIRS`): the code of the
+/// group's weight `k`, as a `tbl` table.
+const fn digit_table<const N: usize>(t: &[u32; N], k: u32) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = (t[i] >> (8 * k)) as u8;
+        i += 1;
+    }
+    out
+}
+
+const TRIPLE_DIGITS: [[u8; 32]; 3] = [
+    digit_table(&crate::panel::TRIPLES, 0),
+    digit_table(&crate::panel::TRIPLES, 1),
+    digit_table(&crate::panel::TRIPLES, 2),
+];
+const PAIR_DIGITS: [[u8; 16]; 2] = [digit_table(&crate::panel::PAIRS, 0), digit_table(&crate::panel::PAIRS, 1)];
+
+/// A TL2 triple run: per pair of 6-column chunks and per row group (one 16-byte lane), the 16
+/// rows' four triples become `sign << 4 | magnitude` (the sign shifted to bit 4 from the row's
+/// word), each weight's code comes from a 32-byte `tbl`, and `st4` writes 4-column rows.
+#[target_feature(enable = "neon")]
+unsafe fn decode_triples128(bytes: &[u8], signs: &[u8], panel: &mut [u8], cols: usize, col: usize) {
+    let m4 = vdupq_n_u8(15);
+    let s4 = vdupq_n_u16(16);
+    // SAFETY: each table is 32 bytes.
+    let t = TRIPLE_DIGITS.map(|d| unsafe { uint8x16x2_t(vld1q_u8(d.as_ptr()), vld1q_u8(d.as_ptr().add(16))) });
+    let per_row = cols / 4;
+    let p = panel.as_mut_ptr();
+    for cp in 0..bytes.len() / 64 {
+        let tr0 = 4 * (cp % 2) as i16;
+        for h in 0..2 {
+            // SAFETY: cp < run / 64: 64 index bytes and (32 per 4 chunks) sign bytes each; every
+            // index is < 32; the 3 column groups are inside the panel (checked by the caller).
+            unsafe {
+                let xa = vld1q_u8(bytes.as_ptr().add(64 * cp + 16 * h));
+                let xb = vld1q_u8(bytes.as_ptr().add(64 * cp + 32 + 16 * h));
+                let w = vld1q_u16(signs.as_ptr().add(32 * (cp / 2) + 16 * h).cast());
+                // Bytes 0-7 are rows 8h + i (sign bit 15 − 2·tr of word i), bytes 8-15 rows
+                // 16 + 8h + i (bit 14 − 2·tr of the same word).
+                let sgn = |tr: i16| {
+                    let lo = vandq_u16(vshlq_u16(w, vdupq_n_s16(4 - (15 - 2 * tr))), s4);
+                    let hi = vandq_u16(vshlq_u16(w, vdupq_n_s16(4 - (14 - 2 * tr))), s4);
+                    vcombine_u8(vmovn_u16(lo), vmovn_u16(hi))
+                };
+                let i0 = vorrq_u8(vshrq_n_u8::<4>(xa), sgn(tr0));
+                let i1 = vorrq_u8(vandq_u8(xa, m4), sgn(tr0 + 1));
+                let i2 = vorrq_u8(vshrq_n_u8::<4>(xb), sgn(tr0 + 2));
+                let i3 = vorrq_u8(vandq_u8(xb, m4), sgn(tr0 + 3));
+                let d = |k: usize, i: uint8x16_t| vqtbl2q_u8(t[k], i);
+                let out = p.add((h * per_row + col / 4 + 3 * cp) * 64);
+                vst4q_u8(out, uint8x16x4_t(d(0, i0), d(1, i0), d(2, i0), d(0, i1)));
+                vst4q_u8(out.add(64), uint8x16x4_t(d(1, i1), d(2, i1), d(0, i2), d(1, i2)));
+                vst4q_u8(out.add(128), uint8x16x4_t(d(2, i2), d(0, i3), d(1, i3), d(2, i3)));
+            }
+        }
+    }
+}
+
+/// A pair run (TL1, TL2's trailing columns): each 16-byte lane is 16 rows × two pairs, one
+/// 4-column row each.
+#[target_feature(enable = "neon")]
+unsafe fn decode_pairs128(plane: &Plane, bytes: &[u8], panel: &mut [u8], cols: usize, col: usize) {
+    let m4 = vdupq_n_u8(15);
+    // SAFETY: each table is 16 bytes.
+    let [d0, d1] = PAIR_DIGITS.map(|d| unsafe { vld1q_u8(d.as_ptr()) });
+    let per_row = cols / 4;
+    let p = panel.as_mut_ptr();
+    for lane in 0..bytes.len() / 16 {
+        let (group, cg) = crate::panel::pair_lane(plane, 16 * lane);
+        // SAFETY: lane < run / 16; the lane's row group and column group are inside the panel
+        // (checked by the caller).
+        unsafe {
+            let x = vld1q_u8(bytes.as_ptr().add(16 * lane));
+            let (hi, lo) = (vshrq_n_u8::<4>(x), vandq_u8(x, m4));
+            let rows = uint8x16x4_t(vqtbl1q_u8(d0, hi), vqtbl1q_u8(d1, hi), vqtbl1q_u8(d0, lo), vqtbl1q_u8(d1, lo));
+            vst4q_u8(p.add((group * per_row + col / 4 + cg) * 64), rows);
+        }
+    }
+}
+
+/// `acc` plus the 16 products of `c` and `a` (`sdot`; `vdotq_s32` is not stable in Rust
+/// 1.95/1.96, so it is one `asm!` instruction, as in kernels-arm, which this crate does not
+/// depend on).
+#[target_feature(enable = "neon,dotprod")]
+#[inline]
+fn sdot(mut acc: int32x4_t, c: int8x16_t, a: int8x16_t) -> int32x4_t {
+    // SAFETY: `sdot` only reads and writes these registers; the enclosing target feature
+    // guarantees the CPU has the instruction.
+    unsafe {
+        std::arch::asm!(
+            "sdot {acc:v}.4s, {c:v}.16b, {a:v}.16b",
+            acc = inout(vreg) acc,
+            c = in(vreg) c,
+            a = in(vreg) a,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// Tokens per pass over a panel row group.
+const TOKENS: usize = 4;
+
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn gemm_panel128(panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &mut [i32]) {
+    let n = acts.len() / cols;
+    for g in 0..groups {
+        let mut t0 = 0;
+        while t0 < n {
+            // SAFETY: tokens t0.. exist; the caller checked the panel, acts and dots sizes.
+            unsafe {
+                if n - t0 >= TOKENS {
+                    gemm_tokens128::<TOKENS>(panel, g, groups, cols, acts, t0, dots);
+                    t0 += TOKENS;
+                } else {
+                    gemm_tokens128::<1>(panel, g, groups, cols, acts, t0, dots);
+                    t0 += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Tokens `t0..t0 + T` over row group `g` (rows in fours: 16 bytes = 4 rows × 4 columns).
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn gemm_tokens128<const T: usize>(
+    panel: &[u8],
+    g: usize,
+    groups: usize,
+    cols: usize,
+    acts: &[i8],
+    t0: usize,
+    dots: &mut [i32],
+) {
+    let mut acc = [[vdupq_n_s32(0); 4]; T];
+    let per_row = cols / 4;
+    // SAFETY: the caller checked per_row·64 bytes per row group, T tokens of `cols`
+    // activations from t0, and 16 dots per (token, group).
+    unsafe {
+        let base = panel.as_ptr().add(g * per_row * 64).cast::<i8>();
+        let a = acts.as_ptr().add(t0 * cols);
+        for c in 0..per_row {
+            let codes = [0, 1, 2, 3].map(|q| vld1q_s8(base.add(64 * c + 16 * q)));
+            for (t, s) in acc.iter_mut().enumerate() {
+                let four = vreinterpretq_s8_s32(vdupq_n_s32(a.add(t * cols + 4 * c).cast::<i32>().read_unaligned()));
+                for (q, v) in s.iter_mut().enumerate() {
+                    *v = sdot(*v, codes[q], four);
+                }
+            }
+        }
+        for (t, s) in acc.iter().enumerate() {
+            let out = dots.as_mut_ptr().add(((t0 + t) * groups + g) * 16);
+            for (q, v) in s.iter().enumerate() {
+                vst1q_s32(out.add(4 * q), *v);
             }
         }
     }
