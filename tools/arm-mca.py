@@ -143,17 +143,24 @@ def lut_table(args, tmp):
     print("| level | loop | weights/iter | " + " | ".join(CPUS) + " |")
     print("|---|---|---|" + "---|" * len(CPUS))
     for level, who, lines, weights, attrs in rows:
-        cells = []
-        for cpu in CPUS:
-            if cpu == "cortex-a72" and level != "neon":
-                cells.append("–")
-                continue
-            try:
-                cells.append(f"{mca(args.mca, lines, cpu, attrs) * 128 / weights:.2f}")
-            except (subprocess.CalledProcessError, AttributeError) as e:
-                cells.append("n/a")
-                print(f"{who} on {cpu}: {e}", file=sys.stderr)
+        cells = per_cpu(args, lines, level, attrs, weights, who)
         print(f"| {level} | {who} | {weights} | " + " | ".join(cells) + " |")
+
+
+def per_cpu(args, lines, level, attrs, per, label):
+    """Cycles per 128 of `per` (the loop's multiply-accumulates or weights) on each CPU model."""
+    cells = []
+    for cpu in CPUS:
+        # cortex-a72 has no dotprod: only the plain NEON loops run there.
+        if cpu == "cortex-a72" and level != "neon":
+            cells.append("–")
+            continue
+        try:
+            cells.append(f"{mca(args.mca, lines, cpu, attrs) * 128 / per:.2f}")
+        except (subprocess.CalledProcessError, AttributeError) as e:
+            cells.append("n/a")
+            print(f"{label} on {cpu}: {e}", file=sys.stderr)
+    return cells
 
 
 def pick(funcs, *parts):
@@ -223,17 +230,7 @@ def main():
         print("|---|---|---|---|" + "---|" * len(CPUS))
         for kind, level, who, lines, attrs in rows:
             m = macs(lines)
-            cells = []
-            for cpu in CPUS:
-                # cortex-a72 has no dotprod: only the plain NEON loops run there.
-                if cpu == "cortex-a72" and level != "neon":
-                    cells.append("–")
-                    continue
-                try:
-                    cells.append(f"{mca(args.mca, lines, cpu, attrs) * 128 / m:.2f}")
-                except (subprocess.CalledProcessError, AttributeError) as e:
-                    cells.append("n/a")
-                    print(f"{kind} {level} {who} on {cpu}: {e}", file=sys.stderr)
+            cells = per_cpu(args, lines, level, attrs, m, f"{kind} {level} {who}")
             print(f"| {kind} | {level} | {who} | {m} | " + " | ".join(cells) + " |")
 
 

@@ -118,7 +118,9 @@ impl Kernels {
     /// A set taking its ternary kernel, dense kernel and f32 ops from three sets: for finding
     /// which part of a set makes results differ.
     pub fn mixed(name: &'static str, ternary: &Kernels, dense: &Kernels, f32: &Kernels) -> Kernels {
-        Kernels { lut: ternary.lut, ..Kernels::new(name, ternary.ternary.clone(), dense.dense.clone(), f32.f32) }
+        // The ternary kernel comes with its set's lookup loops already routed in (`new` would
+        // wrap it again when `name` names an instruction set).
+        Kernels { name, ternary: ternary.ternary.clone(), dense: dense.dense.clone(), f32: f32.f32, lut: ternary.lut }
     }
 
     /// The portable reference kernels (`scalar`): every other set is tested against these.

@@ -177,7 +177,14 @@ pub fn supports<I: TernaryIsa>(isa: I, format: TernaryFormat) -> bool {
     }
 }
 
-fn check(w: &PackedTernary<'_>, x: &QuantizedActivations, rows: &Range<usize>, out: &[f32]) -> Result<(), QuantError> {
+/// The argument checks every fast [`TernaryKernel::gemm_rows`] makes before its loops: the
+/// activation width, the output length and the row range.
+pub fn check(
+    w: &PackedTernary<'_>,
+    x: &QuantizedActivations,
+    rows: &Range<usize>,
+    out: &[f32],
+) -> Result<(), QuantError> {
     let len = |what, expected: usize, got: usize| {
         if expected == got { Ok(()) } else { Err(QuantError::Length { what, expected, got }) }
     };

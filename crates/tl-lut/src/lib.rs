@@ -290,17 +290,10 @@ thread_local! {
 }
 
 fn check(w: &PackedTernary<'_>, x: &QuantizedActivations, rows: &Range<usize>, out: &[f32]) -> Result<(), QuantError> {
-    let len = |what, expected: usize, got: usize| {
-        if expected == got { Ok(()) } else { Err(QuantError::Length { what, expected, got }) }
-    };
-    // Fields are public, so a hand-built PackedTernary is re-checked like `new` checks it.
+    // Fields are public, so a hand-built PackedTernary is re-checked like `new` checks it (the
+    // walk indexes by the byte count `new` checks).
     PackedTernary::new(w.format, w.rows, w.cols, w.data, w.scale)?;
-    len("activation row length", w.cols, x.cols)?;
-    len("output", x.len() * rows.len(), out.len())?;
-    if rows.end > w.rows || rows.start > rows.end {
-        return Err(QuantError::Length { what: "row range end", expected: w.rows, got: rows.end });
-    }
-    Ok(())
+    bitnet_quant::isa::check(w, x, rows, out)
 }
 
 impl Lut {

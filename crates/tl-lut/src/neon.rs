@@ -275,22 +275,17 @@ const TOKENS: usize = 4;
 
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn gemm_panel128(panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &mut [i32]) {
-    let n = acts.len() / cols;
-    for g in 0..groups {
-        let mut t0 = 0;
-        while t0 < n {
-            // SAFETY: tokens t0.. exist; the caller checked the panel, acts and dots sizes.
-            unsafe {
-                if n - t0 >= TOKENS {
-                    gemm_tokens128::<TOKENS>(panel, g, groups, cols, acts, t0, dots);
-                    t0 += TOKENS;
-                } else {
-                    gemm_tokens128::<1>(panel, g, groups, cols, acts, t0, dots);
-                    t0 += 1;
-                }
+    crate::panel::token_blocks(groups, acts.len() / cols, TOKENS, |g, t0, wide| {
+        // SAFETY: the tokens of the block exist, the caller checked the panel, acts and dots
+        // sizes, and the enclosing function's target features hold.
+        unsafe {
+            if wide {
+                gemm_tokens128::<TOKENS>(panel, g, groups, cols, acts, t0, dots)
+            } else {
+                gemm_tokens128::<1>(panel, g, groups, cols, acts, t0, dots)
             }
         }
-    }
+    });
 }
 
 /// Tokens `t0..t0 + T` over row group `g` (rows in fours: 16 bytes = 4 rows × 4 columns).

@@ -111,6 +111,20 @@ pub(crate) fn decode_run(plane: &Plane, bytes: &[u8], signs: &[u8], panel: &mut 
     }
 }
 
+/// The order a panel product visits its work in: per row group `g`, tokens in blocks of `block`
+/// (their sums kept in registers), the last ones one at a time: `f(g, t0, wide)` runs tokens
+/// `t0..t0 + block` when `wide`, else token `t0` alone.
+pub(crate) fn token_blocks(groups: usize, n: usize, block: usize, mut f: impl FnMut(usize, usize, bool)) {
+    for g in 0..groups {
+        let mut t0 = 0;
+        while t0 < n {
+            let wide = n - t0 >= block;
+            f(g, t0, wide);
+            t0 += if wide { block } else { 1 };
+        }
+    }
+}
+
 /// The portable panel product: `dots[(t·groups + g)·16 + k] = Σ code·a` of row `k` of row group
 /// `g` with token `t` (`acts` holds `n` tokens of `cols` activations).
 pub(crate) fn gemm(panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &mut [i32]) {

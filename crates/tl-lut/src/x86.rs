@@ -463,22 +463,17 @@ const TOKENS: usize = 8;
 
 #[target_feature(enable = "avx512f,avx512vnni")]
 unsafe fn gemm_panel(panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &mut [i32]) {
-    let n = acts.len() / cols;
-    for g in 0..groups {
-        let mut t0 = 0;
-        while t0 < n {
-            // SAFETY: tokens t0.. exist; the caller checked the panel, acts and dots sizes.
-            unsafe {
-                if n - t0 >= TOKENS {
-                    gemm_tokens::<TOKENS>(panel, g, groups, cols, acts, t0, dots);
-                    t0 += TOKENS;
-                } else {
-                    gemm_tokens::<1>(panel, g, groups, cols, acts, t0, dots);
-                    t0 += 1;
-                }
+    crate::panel::token_blocks(groups, acts.len() / cols, TOKENS, |g, t0, wide| {
+        // SAFETY: the tokens of the block exist, the caller checked the panel, acts and dots
+        // sizes, and the enclosing function's target features hold.
+        unsafe {
+            if wide {
+                gemm_tokens::<TOKENS>(panel, g, groups, cols, acts, t0, dots)
+            } else {
+                gemm_tokens::<1>(panel, g, groups, cols, acts, t0, dots)
             }
         }
-    }
+    });
 }
 
 /// Tokens `t0..t0 + T` over row group `g`.
@@ -597,22 +592,17 @@ const TOKENS256: usize = 4;
 
 #[target_feature(enable = "avx2")]
 unsafe fn gemm_panel256(panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &mut [i32]) {
-    let n = acts.len() / cols;
-    for g in 0..groups {
-        let mut t0 = 0;
-        while t0 < n {
-            // SAFETY: tokens t0.. exist; the caller checked the panel, acts and dots sizes.
-            unsafe {
-                if n - t0 >= TOKENS256 {
-                    gemm_tokens256::<TOKENS256>(panel, g, groups, cols, acts, t0, dots);
-                    t0 += TOKENS256;
-                } else {
-                    gemm_tokens256::<1>(panel, g, groups, cols, acts, t0, dots);
-                    t0 += 1;
-                }
+    crate::panel::token_blocks(groups, acts.len() / cols, TOKENS256, |g, t0, wide| {
+        // SAFETY: the tokens of the block exist, the caller checked the panel, acts and dots
+        // sizes, and the enclosing function's target features hold.
+        unsafe {
+            if wide {
+                gemm_tokens256::<TOKENS256>(panel, g, groups, cols, acts, t0, dots)
+            } else {
+                gemm_tokens256::<1>(panel, g, groups, cols, acts, t0, dots)
             }
         }
-    }
+    });
 }
 
 /// Tokens `t0..t0 + T` over row group `g` (rows 0-7 and 8-15 in two registers).
