@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use bitnet_model::{KvCache, KvType, LoadOptions, Model};
+use bitnet_model::{KvCache, KvType, LoadOptions, Model, Step};
 use serde_json::json;
 
 #[derive(clap::Args, Debug)]
@@ -15,6 +15,8 @@ use serde_json::json;
     Token ids are fixed pseudo-random ones, so runs are comparable across engines and builds.\n\
     With -d D every test starts from D tokens of context instead of an empty cache; with several\n\
     --kv-type values the context is computed once (exact f32 cache) and converted to each type.\n\
+    With --parallel P, tg N runs P sequences that decode together (one forward pass per step\n\
+    over one new token of each, as `bitnet serve` batches them): tokens/s = P·N / time.\n\
     Each (threads, test) pair runs once to warm up, then --repetitions times; the table shows\n\
     the mean and standard deviation.")]
 pub struct Args {
@@ -48,6 +50,11 @@ pub struct Args {
     /// breakdown per token after each test.
     #[arg(long)]
     profile: bool,
+    /// Sequences decoding together in the generation tests, comma-separated (1: one sequence).
+    /// Each step is one forward pass over one new token of every sequence, as `bitnet serve`
+    /// runs its batch; the rate is all sequences' tokens per second.
+    #[arg(long, value_name = "P,...", value_delimiter = ',', default_value = "1")]
+    parallel: Vec<usize>,
 }
 
 /// One measured test.
@@ -57,6 +64,8 @@ pub struct Result1 {
     pub kv: KvType,
     pub test: String,
     pub tokens: usize,
+    /// Sequences decoding together (1 but for `--parallel`).
+    pub parallel: usize,
     /// Tokens per second of each repetition.
     pub rates: Vec<f64>,
     /// With `--profile`: each part's totals over the timed repetitions.
@@ -109,14 +118,28 @@ fn time_pp(model: &Model, ids: &[u32], depth: usize, cache: &mut KvCache) -> Res
     Ok(ids.len() as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Generation of `ids`, one token at a time, after the cache's first `depth` positions.
-fn time_tg(model: &Model, ids: &[u32], depth: usize, cache: &mut KvCache) -> Result<f64> {
-    cache.truncate(depth);
+/// Generation of `ids`, one token at a time, after the caches' first `depth` positions: with
+/// several caches, each step runs one token of every sequence in one batched forward pass
+/// (sequence `s` reads `ids` rotated by `s`, so the batch's rows differ).
+fn time_tg(model: &Model, ids: &[u32], depth: usize, caches: &mut [KvCache]) -> Result<f64> {
+    caches.iter_mut().for_each(|c| c.truncate(depth));
     let start = Instant::now();
-    for &t in ids {
-        model.forward(&[t], cache, false)?;
+    if let [cache] = caches {
+        for &t in ids {
+            model.forward(&[t], cache, false)?;
+        }
+    } else {
+        for i in 0..ids.len() {
+            let toks: Vec<u32> = (0..caches.len()).map(|s| ids[(i + s) % ids.len()]).collect();
+            let mut steps: Vec<Step<'_>> = caches
+                .iter_mut()
+                .zip(&toks)
+                .map(|(cache, t)| Step { tokens: std::slice::from_ref(t), cache, all_logits: false })
+                .collect();
+            model.forward_batch(&mut steps)?;
+        }
     }
-    Ok(ids.len() as f64 / start.elapsed().as_secs_f64())
+    Ok((ids.len() * caches.len()) as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Runs the tests of `args` at each thread count and returns one result per (threads, test,
@@ -128,6 +151,9 @@ pub fn measure(args: &Args, threads: &[usize]) -> Result<(Model, Vec<Result1>)> 
     if reps == 0 {
         bail!("--repetitions must be at least 1");
     }
+    if args.parallel.contains(&0) {
+        bail!("--parallel must be at least 1");
+    }
     let threads: Vec<usize> = threads.iter().map(|&t| crate::generate::check_threads(t)).collect::<Result<_>>()?;
     let mut results = Vec::new();
     let mut last = None;
@@ -138,12 +164,13 @@ pub fn measure(args: &Args, threads: &[usize]) -> Result<(Model, Vec<Result1>)> 
         let model = Model::load(path, LoadOptions { threads: t, ..Default::default() })
             .with_context(|| format!("cannot load {}", path.display()))?;
         let ctx = model.config.context_length.max(1);
-        let tests = prompt
-            .iter()
-            .filter(|&&n| n > 0)
-            .map(|&n| (format!("pp{n}"), n, true))
-            .chain(gen_tokens.iter().filter(|&&n| n > 0).map(|&n| (format!("tg{n}"), n, false)));
-        for (name, n, pp) in tests {
+        let tests = prompt.iter().filter(|&&n| n > 0).map(|&n| (format!("pp{n}"), n, 1)).chain(
+            gen_tokens.iter().filter(|&&n| n > 0).flat_map(|&n| {
+                args.parallel.iter().map(move |&p| (if p > 1 { format!("tg{n} x{p}") } else { format!("tg{n}") }, n, p))
+            }),
+        );
+        for (name, n, parallel) in tests {
+            let pp = name.starts_with("pp");
             let name = if depth > 0 { format!("{name} @ d{depth}") } else { name };
             let total =
                 n.checked_add(depth).with_context(|| format!("{name}: --n-depth {depth} plus {n} tokens overflows"))?;
@@ -157,12 +184,18 @@ pub fn measure(args: &Args, threads: &[usize]) -> Result<(Model, Vec<Result1>)> 
             // then converted to each); each run forgets what came after it.
             let exact = if kvs.len() > 1 { Some(cache_at(&model, depth, n, KvType::F32)?) } else { None };
             for &kv in &kvs {
-                let mut cache = match &exact {
-                    Some(c) => c.to_type(kv)?,
-                    None => cache_at(&model, depth, n, kv)?,
-                };
+                let mut caches = (0..parallel)
+                    .map(|_| match &exact {
+                        Some(c) => Ok(c.to_type(kv)?),
+                        None => cache_at(&model, depth, n, kv),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
                 let mut run = |ids: &[u32]| {
-                    if pp { time_pp(&model, ids, depth, &mut cache) } else { time_tg(&model, ids, depth, &mut cache) }
+                    if pp {
+                        time_pp(&model, ids, depth, &mut caches[0])
+                    } else {
+                        time_tg(&model, ids, depth, &mut caches)
+                    }
                 };
                 run(&ids[..n.min(if pp { n } else { 8 })])?; // warm-up: maps the weights in
                 model.set_profiling(profile);
@@ -171,7 +204,15 @@ pub fn measure(args: &Args, threads: &[usize]) -> Result<(Model, Vec<Result1>)> 
                 let (rates, profile) = (rates?, model.take_profile());
                 let mean = rates.iter().sum::<f64>() / reps as f64;
                 eprintln!("  {name} at {t} threads, {kv} cache: {mean:.2} tokens/s");
-                results.push(Result1 { threads: t, kv, test: name.clone(), tokens: n, rates, profile });
+                results.push(Result1 {
+                    threads: t,
+                    kv,
+                    test: name.clone(),
+                    tokens: n * parallel,
+                    parallel,
+                    rates,
+                    profile,
+                });
             }
         }
         last = Some(model);
@@ -194,7 +235,7 @@ pub fn run(args: &Args) -> Result<()> {
             .map(|r| {
                 let mut v = json!({
                     "model": name, "size_bytes": model.file_size(), "kernel": model.kernel_name(),
-                    "threads": r.threads, "kv_type": r.kv.to_string(), "test": r.test, "tokens": r.tokens,
+                    "threads": r.threads, "kv_type": r.kv.to_string(), "test": r.test, "tokens": r.tokens, "parallel": r.parallel,
                     "tokens_per_second": r.mean(), "stddev": r.stddev(), "samples": r.rates,
                     "load_seconds": model.load_time.as_secs_f64(), "peak_rss_bytes": peak_rss,
                 });

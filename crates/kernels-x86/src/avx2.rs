@@ -225,6 +225,7 @@ crate::vecops::f32_kernels!(
     "avx2,fma,f16c",
     "avx2-fma",
     8,
+    1,
     __m256,
     _mm256_setzero_ps,
     _mm256_set1_ps,

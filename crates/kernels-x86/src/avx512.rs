@@ -46,14 +46,11 @@ impl TernaryIsa for Avx512 {
         // SAFETY: the token exists only if `detect` found AVX-512 F/BW/VL/VNNI.
         unsafe {
             match job.codes {
-                // Two or three tokens (a server's small batch): the many-token path's one-time
-                // decode of every row costs more than reading the rows again per token
-                // (gate/up of 2B-4T: n = 2 took 0.67 ms that way against 2 × 0.24 ms).
-                Codes::I2s | Codes::I2sArm if acts.len() / stride <= 3 => {
-                    let len = rows.len();
-                    for (t, part) in dots.chunks_exact_mut(len).enumerate() {
-                        gemv(job, rows.clone(), &acts[t * stride..(t + 1) * stride], &sums[t..t + 1], part);
-                    }
+                // A few tokens (a server's decoding batch): decoded in registers, every row read
+                // once for all of them; the many-token path's stored decode costs more than it
+                // saves until the rows are shared by many tokens.
+                Codes::I2s | Codes::I2sArm if acts.len() / stride <= FEW_TOKENS => {
+                    gemm_few(job, rows, acts, stride, sums, dots)
                 }
                 Codes::I2s | Codes::I2sArm => gemm_i2s(job, rows, acts, stride, sums, dots),
                 Codes::Tq2 | Codes::Tq1 => gemm_tq(job, rows, acts, stride, sums, dots),
@@ -74,6 +71,82 @@ fn load_i8(s: &[i8]) -> __m512i {
     assert!(s.len() >= 64);
     // SAFETY: the slice holds at least 64 bytes; the load is unaligned.
     unsafe { _mm512_loadu_si512(s.as_ptr().cast()) }
+}
+
+/// Most tokens for [`gemm_few`]; more go to [`gemm_i2s`].
+const FEW_TOKENS: usize = 16;
+
+/// A few tokens against I2_S rows, the codes decoded in registers: two rows × up to eight
+/// tokens at a time (16 accumulators, 8 code vectors), so each row is read from memory once per
+/// eight tokens and decoded once per 256 weights, and the 16 dot products of a tile are reduced
+/// together by [`transpose_sum`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn gemm_few(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
+    let n = acts.len() / stride;
+    for t0 in (0..n).step_by(8) {
+        let a = &acts[t0 * stride..];
+        match n - t0 {
+            1 => few::<1>(job, rows.clone(), a, stride, &sums[t0..], t0, dots),
+            2 => few::<2>(job, rows.clone(), a, stride, &sums[t0..], t0, dots),
+            3 => few::<3>(job, rows.clone(), a, stride, &sums[t0..], t0, dots),
+            4 => few::<4>(job, rows.clone(), a, stride, &sums[t0..], t0, dots),
+            5 => few::<5>(job, rows.clone(), a, stride, &sums[t0..], t0, dots),
+            6 => few::<6>(job, rows.clone(), a, stride, &sums[t0..], t0, dots),
+            7 => few::<7>(job, rows.clone(), a, stride, &sums[t0..], t0, dots),
+            _ => few::<8>(job, rows.clone(), a, stride, &sums[t0..], t0, dots),
+        }
+    }
+}
+
+/// [`gemm_few`]'s loop for `T` tokens from `t0` (`acts` and `sums` start at token `t0`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn few<const T: usize>(
+    job: &Job<'_>,
+    rows: std::ops::Range<usize>,
+    acts: &[i8],
+    stride: usize,
+    sums: &[i32],
+    t0: usize,
+    dots: &mut [f32],
+) {
+    let len = rows.len();
+    let full = if job.half_tail { job.chunks - 1 } else { job.chunks };
+    let zero = _mm512_setzero_si512();
+    for r in rows.clone().step_by(2) {
+        let pair = (rows.end - r).min(2);
+        let w = [job.row(r), job.row(r + pair - 1)];
+        let mut acc = [[zero; T]; 2];
+        for c in 0..job.chunks {
+            let q: [[__m512i; 4]; 2] = std::array::from_fn(|i| {
+                let v = if c < full { load(&w[i][c * 64..]) } else { load_half(&w[i][c * 64..]) };
+                decode(v, Codes::I2s)
+            });
+            x256::prefetch_ahead(&w[0][c * 64..]);
+            x256::prefetch_ahead(&w[1][c * 64..]);
+            for g in 0..4 {
+                for t in 0..T {
+                    let x = load_i8(&acts[t * stride + c * 256 + g * 64..]);
+                    acc[0][t] = _mm512_dpbusd_epi32(acc[0][t], q[0][g], x);
+                    acc[1][t] = _mm512_dpbusd_epi32(acc[1][t], q[1][g], x);
+                }
+            }
+        }
+        // Lane k of the reduced vector is row k / 8, token k % 8.
+        let v: [[__m512i; 4]; 4] = std::array::from_fn(|i| {
+            std::array::from_fn(|j| {
+                let k = 4 * i + j;
+                if k % 8 < T { acc[k / 8][k % 8] } else { zero }
+            })
+        });
+        let mut lanes = [0i32; 16];
+        // SAFETY: `lanes` holds 16 i32; the store is unaligned.
+        unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), transpose_sum(&v)) };
+        for i in 0..pair {
+            for t in 0..T {
+                dots[(t0 + t) * len + (r - rows.start) + i] = (lanes[i * 8 + t] - sums[t]) as f32;
+            }
+        }
+    }
 }
 
 /// Rows decoded per block of the many-token path: 16 rows of 6912 codes is 108 KiB, in L2.
@@ -478,6 +551,7 @@ crate::vecops::f32_kernels!(
     "avx512f",
     "avx512",
     16,
+    2,
     __m512,
     _mm512_setzero_ps,
     _mm512_set1_ps,

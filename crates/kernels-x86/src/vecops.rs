@@ -5,7 +5,7 @@
 pub use bitnet_quant::vecops::F32Ops;
 
 /// The f32 kernels of one instruction set, written once for any vector width `$w` (f32 lanes)
-/// from its intrinsics: `$half` is the integer vector of `$w` halves (`$load_half` loads it,
+/// from its intrinsics (`$tok`: tokens per tile of the dense row products): `$half` is the integer vector of `$w` halves (`$load_half` loads it,
 /// `$set1_half` broadcasts one, `$cvtph` widens it), `$load_q8` loads at least `$w` bytes into the
 /// low lanes of an `__m128i`, and `$cvt_i8` widens `$w` signed bytes to i32 lanes. The invoking
 /// module provides only `widen_q6(__m256i, j)` (the `j`-th vector's worth of 32 signed bytes, as
@@ -14,7 +14,7 @@ pub use bitnet_quant::vecops::F32Ops;
 /// handing those out as an [`F32Ops`].
 #[cfg(target_arch = "x86_64")]
 macro_rules! f32_kernels {
-    ($token:ty, $feat:literal, $label:literal, $w:literal, $vec:ty, $zero:ident, $set1:ident, $mul:ident, $fma:ident,
+    ($token:ty, $feat:literal, $label:literal, $w:literal, $tok:literal, $vec:ty, $zero:ident, $set1:ident, $mul:ident, $fma:ident,
      $add:ident, $store:ident, $reduce:ident, $loadu:ident, $half:ty, $load_half:ident, $set1_half:ident,
      $cvtph:ident, $load_q8:ident, $cvt_i8:ident, $cvt_i32:ident) => {
         #[target_feature(enable = $feat)]
@@ -46,91 +46,177 @@ macro_rules! f32_kernels {
             $cvtph($set1_half(i16::from_le_bytes([b[0], b[1]])))
         }
 
-        /// Σ w·x over `n` elements, `w(i)` loading a vector of weights at element `i` as f32:
-        /// four accumulators over four vectors, then one vector at a time; the tail (< one
-        /// vector) is left to the caller.
+        /// Σ w_r·x_t over `n` elements for `R` rows and `T` tokens, `w(r, i)` loading a vector of
+        /// row `r`'s weights at element `i` as f32 (once for all tokens; each token's vector is
+        /// loaded once for all rows): per (row, token) four accumulators over four vectors, then
+        /// one vector at a time; the tail (< one vector) is left to the caller. Each pair's
+        /// operations are the same whatever `R` and `T`, so a batch's results are bit-identical
+        /// to its tokens' one at a time.
+        /// `ahead(i)` is called once per four vectors, to prefetch.
         #[target_feature(enable = $feat)]
-        fn dot_lanes(n: usize, x: &[f32], w: impl Fn(usize) -> $vec) -> (f32, usize) {
-            let mut acc = [$zero(); 4];
+        fn dot_lanes<const R: usize, const T: usize>(
+            n: usize,
+            x: [&[f32]; T],
+            w: impl Fn(usize, usize) -> $vec,
+            ahead: impl Fn(usize),
+        ) -> ([[f32; T]; R], usize) {
+            let mut acc = [[[$zero(); 4]; T]; R];
             let mut i = 0;
             while i + 4 * $w <= n {
-                for (k, a) in acc.iter_mut().enumerate() {
-                    *a = $fma(w(i + $w * k), load_f32(&x[i + $w * k..]), *a);
+                ahead(i);
+                for k in 0..4 {
+                    let xv: [$vec; T] = std::array::from_fn(|t| load_f32(&x[t][i + $w * k..]));
+                    for r in 0..R {
+                        let wv = w(r, i + $w * k);
+                        for t in 0..T {
+                            acc[r][t][k] = $fma(wv, xv[t], acc[r][t][k]);
+                        }
+                    }
                 }
                 i += 4 * $w;
             }
             while i + $w <= n {
-                acc[0] = $fma(w(i), load_f32(&x[i..]), acc[0]);
+                for r in 0..R {
+                    let wv = w(r, i);
+                    for t in 0..T {
+                        acc[r][t][0] = $fma(wv, load_f32(&x[t][i..]), acc[r][t][0]);
+                    }
+                }
                 i += $w;
             }
-            ($reduce($add($add(acc[0], acc[1]), $add(acc[2], acc[3]))), i)
+            let sum = |a: &[$vec; 4]| $reduce($add($add(a[0], a[1]), $add(a[2], a[3])));
+            (std::array::from_fn(|r| std::array::from_fn(|t| sum(&acc[r][t]))), i)
+        }
+
+        /// Prefetches (`x256::prefetch_ahead`) for the `len` bytes of each row from byte `at`:
+        /// without it two or more rows read side by side (several tokens) streamed at half the
+        /// speed of one, the rows being too short for the hardware prefetchers to follow. One
+        /// row alone is one sequential stream, which they follow better than these hints
+        /// (an F16 head at one token: 13.5 ms with none, 18.4 with them), so it gets none.
+        #[target_feature(enable = $feat)]
+        fn ahead<const R: usize>(w: [&[u8]; R], at: usize, len: usize) {
+            if R == 1 {
+                return;
+            }
+            for row in w {
+                for off in (at..(at + len).min(row.len())).step_by(64) {
+                    crate::x256::prefetch_ahead(&row[off..]);
+                }
+            }
+        }
+
+        /// The shortest of the rows' and tokens' lengths.
+        fn common_len<const T: usize>(w: usize, x: &[&[f32]; T]) -> usize {
+            x.iter().fold(w, |n, x| n.min(x.len()))
+        }
+
+        #[target_feature(enable = $feat)]
+        fn dot_f32_many<const R: usize, const T: usize>(w: [&[f32]; R], x: [&[f32]; T]) -> [[f32; T]; R] {
+            let n = common_len(w.iter().map(|w| w.len()).min().unwrap_or(0), &x);
+            let (s, i) = dot_lanes::<R, T>(n, x, |r, i| load_f32(&w[r][i..]), |_| ());
+            std::array::from_fn(|r| {
+                std::array::from_fn(|t| s[r][t] + bitnet_quant::isa::tail_f32(&w[r][i..n], &x[t][i..n]))
+            })
         }
 
         #[target_feature(enable = $feat)]
         fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
-            let n = w.len().min(x.len());
-            let (s, i) = dot_lanes(n, x, |i| load_f32(&w[i..]));
-            s + bitnet_quant::isa::tail_f32(&w[i..n], &x[i..n])
+            dot_f32_many([w], [x])[0][0]
+        }
+
+        #[target_feature(enable = $feat)]
+        fn dot_f16_many<const R: usize, const T: usize>(w: [&[u8]; R], x: [&[f32]; T]) -> [[f32; T]; R] {
+            let n = common_len(w.iter().map(|w| w.len() / 2).min().unwrap_or(0), &x);
+            let (s, i) = dot_lanes::<R, T>(n, x, |r, i| load_f16(&w[r][2 * i..]), |i| ahead(w, 2 * i, 8 * $w));
+            std::array::from_fn(|r| {
+                std::array::from_fn(|t| s[r][t] + bitnet_quant::isa::tail_f16(&w[r][2 * i..2 * n], &x[t][i..n]))
+            })
         }
 
         #[target_feature(enable = $feat)]
         fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
-            let n = x.len().min(w.len() / 2);
-            let (s, i) = dot_lanes(n, x, |i| load_f16(&w[2 * i..]));
-            s + bitnet_quant::isa::tail_f16(&w[2 * i..2 * n], &x[i..n])
+            dot_f16_many([w], [x])[0][0]
         }
 
-        /// Σ w·x over a Q8_0 row (34-byte blocks: f16 d, 32 int8): two blocks per step, even
-        /// ones into one accumulator and odd ones into the other (constant indices after the
-        /// inner loop unrolls: an `acc[b % 2]` index had kept them in memory on AVX-512), each
-        /// block's scale widened and broadcast by `vcvtph2ps` (a scalar f16 conversion per block
-        /// cost a third of the time).
+        /// Σ w·x over Q8_0 rows (34-byte blocks: f16 d, 32 int8) for `R` rows and `T` tokens:
+        /// per (row, token) the blocks alternate between two accumulators (constant indices: an
+        /// `acc[b % 2]` index had kept them in memory on AVX-512), each block's codes widened
+        /// once for all tokens and its scale widened and broadcast by `vcvtph2ps` (a scalar f16
+        /// conversion per block cost a third of the time). Bit-identical per pair whatever
+        /// `R` and `T`.
         #[target_feature(enable = $feat)]
-        fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
-            let mut acc = [$zero(); 2];
-            let pairs = (w.len() / 68).min(x.len() / 64);
-            let blocks = (w.len() / 34).min(x.len() / 32);
-            for (b2, xb2) in w.chunks_exact(68).zip(x.chunks_exact(64)).take(pairs) {
-                for h in 0..2 {
-                    let (b, xb) = (&b2[34 * h..], &xb2[32 * h..]);
-                    let mut p = $mul(load_q8(&b[2..]), load_f32(xb));
-                    for k in 1..32 / $w {
-                        p = $fma(load_q8(&b[2 + $w * k..]), load_f32(&xb[$w * k..]), p);
+        fn dot_q8_0_many<const R: usize, const T: usize>(w: [&[u8]; R], x: [&[f32]; T]) -> [[f32; T]; R] {
+            let mut acc = [[[$zero(); 2]; T]; R];
+            let wlen = w.iter().map(|w| w.len()).min().unwrap_or(0);
+            let len = common_len(usize::MAX, &x);
+            let pairs = (wlen / 68).min(len / 64);
+            let blocks = (wlen / 34).min(len / 32);
+            // Block `b` (its 34 bytes at `34·b`, its elements at `32·b`) into accumulator `h`.
+            let block = |acc: &mut [[[$vec; 2]; T]; R], b: usize, h: usize| {
+                ahead(w, 34 * b, 34);
+                for r in 0..R {
+                    let bytes = &w[r][34 * b..];
+                    let q: [$vec; 32 / $w] = std::array::from_fn(|k| load_q8(&bytes[2 + $w * k..]));
+                    let d = q8_scale(bytes);
+                    for t in 0..T {
+                        let xb = &x[t][32 * b..];
+                        let mut p = $mul(q[0], load_f32(xb));
+                        for k in 1..32 / $w {
+                            p = $fma(q[k], load_f32(&xb[$w * k..]), p);
+                        }
+                        acc[r][t][h] = $fma(p, d, acc[r][t][h]);
                     }
-                    acc[h] = $fma(p, q8_scale(b), acc[h]);
                 }
+            };
+            for b2 in 0..pairs {
+                block(&mut acc, 2 * b2, 0);
+                block(&mut acc, 2 * b2 + 1, 1);
             }
             if blocks > 2 * pairs {
-                let (b, xb) = (&w[68 * pairs..], &x[64 * pairs..]);
-                let mut p = $mul(load_q8(&b[2..]), load_f32(xb));
-                for k in 1..32 / $w {
-                    p = $fma(load_q8(&b[2 + $w * k..]), load_f32(&xb[$w * k..]), p);
-                }
-                acc[0] = $fma(p, q8_scale(b), acc[0]);
+                block(&mut acc, 2 * pairs, 0);
             }
-            $reduce($add(acc[0], acc[1]))
+            std::array::from_fn(|r| std::array::from_fn(|t| $reduce($add(acc[r][t][0], acc[r][t][1]))))
         }
 
-        /// Σ w·x over a Q6_K row (210-byte blocks of 256: `ql[128]`, `qh[64]`, `scales[16]`,
-        /// f16 `d`): codes from `x256::q6k_codes`, widened to f32 a vector at a time, one scale
-        /// per 16 weights, alternate vectors into two accumulators.
         #[target_feature(enable = $feat)]
-        fn dot_q6_k(w: &[u8], x: &[f32]) -> f32 {
-            let mut acc = [$zero(); 2];
-            for (block, xb) in w.chunks_exact(210).zip(x.chunks_exact(256)) {
-                let d = half::f16::from_le_bytes([block[208], block[209]]).to_f32();
-                for h in 0..2 {
-                    for (k, qk) in crate::x256::q6k_codes(block, h).into_iter().enumerate() {
-                        for j in 0..32 / $w {
-                            let scale = d * f32::from(block[192 + h * 8 + j * $w / 16 + 2 * k] as i8);
-                            let xi = &xb[h * 128 + 32 * k + $w * j..];
-                            let v = $mul(widen_q6(qk, j), $set1(scale));
-                            acc[j % 2] = $fma(v, load_f32(xi), acc[j % 2]);
+        fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
+            dot_q8_0_many([w], [x])[0][0]
+        }
+
+        /// Σ w·x over Q6_K rows (210-byte blocks of 256: `ql[128]`, `qh[64]`, `scales[16]`,
+        /// f16 `d`) for `R` rows and `T` tokens: codes from `x256::q6k_codes`, widened to f32 a
+        /// vector at a time (once for all tokens), one scale per 16 weights, alternate vectors
+        /// into two accumulators per (row, token).
+        #[target_feature(enable = $feat)]
+        fn dot_q6_k_many<const R: usize, const T: usize>(w: [&[u8]; R], x: [&[f32]; T]) -> [[f32; T]; R] {
+            let mut acc = [[[$zero(); 2]; T]; R];
+            let wlen = w.iter().map(|w| w.len()).min().unwrap_or(0);
+            let blocks = (wlen / 210).min(common_len(usize::MAX, &x) / 256);
+            for b in 0..blocks {
+                ahead(w, 210 * b, 210);
+                for r in 0..R {
+                    let block = &w[r][210 * b..210 * (b + 1)];
+                    let d = half::f16::from_le_bytes([block[208], block[209]]).to_f32();
+                    for h in 0..2 {
+                        for (k, qk) in crate::x256::q6k_codes(block, h).into_iter().enumerate() {
+                            for j in 0..32 / $w {
+                                let scale = d * f32::from(block[192 + h * 8 + j * $w / 16 + 2 * k] as i8);
+                                let at = 256 * b + h * 128 + 32 * k + $w * j;
+                                let v = $mul(widen_q6(qk, j), $set1(scale));
+                                for t in 0..T {
+                                    acc[r][t][j % 2] = $fma(v, load_f32(&x[t][at..]), acc[r][t][j % 2]);
+                                }
+                            }
                         }
                     }
                 }
             }
-            $reduce($add(acc[0], acc[1]))
+            std::array::from_fn(|r| std::array::from_fn(|t| $reduce($add(acc[r][t][0], acc[r][t][1]))))
+        }
+
+        #[target_feature(enable = $feat)]
+        fn dot_q6_k(w: &[u8], x: &[f32]) -> f32 {
+            dot_q6_k_many([w], [x])[0][0]
         }
 
         impl bitnet_quant::isa::DenseIsa for $token {
@@ -152,6 +238,26 @@ macro_rules! f32_kernels {
             fn dot_q6_k(self, w: &[u8], x: &[f32]) -> f32 {
                 // SAFETY: as for `dot_f32`.
                 unsafe { dot_q6_k(w, x) }
+            }
+
+            fn dots_f32(self, w: &[&[f32]], x: &[f32], cols: usize, out: &mut [f32]) {
+                // SAFETY: as for `dot_f32`.
+                crate::vecops::dense_rows!(w, x, cols, out, $tok, |w, xs| unsafe { dot_f32_many(w, xs) });
+            }
+
+            fn dots_f16(self, w: &[&[u8]], x: &[f32], cols: usize, out: &mut [f32]) {
+                // SAFETY: as for `dot_f32`.
+                crate::vecops::dense_rows!(w, x, cols, out, $tok, |w, xs| unsafe { dot_f16_many(w, xs) });
+            }
+
+            fn dots_q8_0(self, w: &[&[u8]], x: &[f32], cols: usize, out: &mut [f32]) {
+                // SAFETY: as for `dot_f32`.
+                crate::vecops::dense_rows!(w, x, cols, out, $tok, |w, xs| unsafe { dot_q8_0_many(w, xs) });
+            }
+
+            fn dots_q6_k(self, w: &[&[u8]], x: &[f32], cols: usize, out: &mut [f32]) {
+                // SAFETY: as for `dot_f32`.
+                crate::vecops::dense_rows!(w, x, cols, out, $tok, |w, xs| unsafe { dot_q6_k_many(w, xs) });
             }
         }
 
@@ -466,3 +572,35 @@ macro_rules! f32_kernels {
 }
 #[cfg(target_arch = "x86_64")]
 pub(crate) use f32_kernels;
+
+/// The body of a `DenseIsa::dots_*` method: one or two rows `w` against the tokens of `x`
+/// (`cols` apart) in tiles of `$tok`, 2 and 1 tokens, `$f(rows, tokens)` being the tile product
+/// (a closure written once, instantiated for each tile shape).
+#[cfg(target_arch = "x86_64")]
+macro_rules! dense_rows {
+    ($w:expr, $x:expr, $cols:expr, $out:expr, $tok:literal, $f:expr) => {
+        match *$w {
+            [a, b] => bitnet_quant::isa::by_tokens::<2, $tok>(
+                $x,
+                $cols,
+                $out,
+                |xs| ($f)([a, b], xs),
+                |xs| ($f)([a, b], xs),
+                |xs| ($f)([a, b], xs),
+            ),
+            _ => {
+                let a = $w[0];
+                bitnet_quant::isa::by_tokens::<1, $tok>(
+                    $x,
+                    $cols,
+                    $out,
+                    |xs| ($f)([a], xs),
+                    |xs| ($f)([a], xs),
+                    |xs| ($f)([a], xs),
+                )
+            }
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use dense_rows;

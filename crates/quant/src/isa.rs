@@ -285,6 +285,69 @@ pub trait DenseIsa: Copy {
     fn dot_q8_0(self, w: &[u8], x: &[f32]) -> f32;
     /// Σ w·x over a Q6_K row (210-byte blocks of 256).
     fn dot_q6_k(self, w: &[u8], x: &[f32]) -> f32;
+
+    /// `out[r·n + t]` = [`DenseIsa::dot_f32`] of row `w[r]` (one or two rows) and token `t`
+    /// of `x` (`cols` apart, `n = out.len() / w.len()` of them), bit-identical to one row and
+    /// token at a time. Instruction sets override the four `dots_*` to load and widen each
+    /// weight vector once for several tokens and each token's vector once for both rows (a
+    /// server's batch, a perplexity run's every position).
+    fn dots_f32(self, w: &[&[f32]], x: &[f32], cols: usize, out: &mut [f32]) {
+        dots_by(w, x, cols, out, |w, x| self.dot_f32(w, x));
+    }
+    /// [`DenseIsa::dots_f32`] over F16 rows.
+    fn dots_f16(self, w: &[&[u8]], x: &[f32], cols: usize, out: &mut [f32]) {
+        dots_by(w, x, cols, out, |w, x| self.dot_f16(w, x));
+    }
+    /// [`DenseIsa::dots_f32`] over Q8_0 rows.
+    fn dots_q8_0(self, w: &[&[u8]], x: &[f32], cols: usize, out: &mut [f32]) {
+        dots_by(w, x, cols, out, |w, x| self.dot_q8_0(w, x));
+    }
+    /// [`DenseIsa::dots_f32`] over Q6_K rows.
+    fn dots_q6_k(self, w: &[&[u8]], x: &[f32], cols: usize, out: &mut [f32]) {
+        dots_by(w, x, cols, out, |w, x| self.dot_q6_k(w, x));
+    }
+}
+
+/// The `dots_*` defaults: one row and token at a time.
+fn dots_by<W: ?Sized>(w: &[&W], x: &[f32], cols: usize, out: &mut [f32], dot: impl Fn(&W, &[f32]) -> f32) {
+    let n = out.len() / w.len().max(1);
+    for (row, out) in w.iter().zip(out.chunks_exact_mut(n.max(1))) {
+        out.iter_mut().zip(x.chunks_exact(cols)).for_each(|(o, x)| *o = dot(row, x));
+    }
+}
+
+/// The tiles of a `dots_*` implementation over `R` rows: the `n = out.len() / R` tokens of `x`
+/// (`cols` apart) go to `big` `N` at a time, then to `two` in pairs, then to `one`;
+/// `out[r·n + t]` is row `r`'s result for token `t`.
+pub fn by_tokens<const R: usize, const N: usize>(
+    x: &[f32],
+    cols: usize,
+    out: &mut [f32],
+    big: impl Fn([&[f32]; N]) -> [[f32; N]; R],
+    two: impl Fn([&[f32]; 2]) -> [[f32; 2]; R],
+    one: impl Fn([&[f32]; 1]) -> [[f32; 1]; R],
+) {
+    fn tokens<const T: usize>(x: &[f32], cols: usize) -> [&[f32]; T] {
+        std::array::from_fn(|t| &x[t * cols..(t + 1) * cols])
+    }
+    fn put<const R: usize, const T: usize>(out: &mut [f32], n: usize, t: usize, v: [[f32; T]; R]) -> usize {
+        for (r, v) in v.iter().enumerate() {
+            out[r * n + t..r * n + t + T].copy_from_slice(v);
+        }
+        T
+    }
+    let n = out.len() / R;
+    let mut t = 0;
+    while t < n {
+        let (x, left) = (&x[t * cols..], n - t);
+        t += if left >= N {
+            put(out, n, t, big(tokens(x, cols)))
+        } else if left >= 2 {
+            put(out, n, t, two(tokens(x, cols)))
+        } else {
+            put(out, n, t, one(tokens(x, cols)))
+        };
+    }
 }
 
 /// [`crate::DenseKernel::gemm_rows`] on `isa`'s row dot products: F16, Q8_0 and Q6_K rows are
@@ -300,21 +363,36 @@ pub fn dense_gemm_rows<I: DenseIsa>(
     out: &mut [f32],
 ) -> Result<(), QuantError> {
     let rb = check_dense(ty, w, cols, x, &rows, out)?;
-    let len = rows.len();
-    let mut scratch = vec![0f32; cols];
-    for (i, r) in rows.enumerate() {
-        let row = &w[r * rb..(r + 1) * rb];
-        if matches!(ty, TensorType::BF16 | TensorType::F32) {
-            dequantize_row(ty, row, &mut scratch);
+    let (len, n) = (rows.len(), x.len() / cols);
+    let mut scratch = [vec![0f32; cols], vec![0f32; cols]];
+    // Two rows against every token (each row is read once), then scattered to token-major `out`.
+    let mut dots = vec![0f32; 2 * n];
+    let mut r = rows.start;
+    while r < rows.end {
+        // One token reads rows one at a time: its stream is memory-bound, and two rows' loads
+        // interleaved ran it at half the speed.
+        let pair = (rows.end - r).min(if n == 1 { 1 } else { 2 });
+        let row = |r: usize| &w[r * rb..(r + 1) * rb];
+        let bytes = &[row(r), row(r + pair - 1)][..pair];
+        let dots = &mut dots[..pair * n];
+        match ty {
+            TensorType::F16 => isa.dots_f16(bytes, x, cols, dots),
+            TensorType::Q8_0 => isa.dots_q8_0(bytes, x, cols, dots),
+            TensorType::Q6_K => isa.dots_q6_k(bytes, x, cols, dots),
+            _ => {
+                for (b, s) in bytes.iter().zip(scratch.iter_mut()) {
+                    dequantize_row(ty, b, s);
+                }
+                let [s0, s1] = &scratch;
+                isa.dots_f32(&[&s0[..], &s1[..]][..pair], x, cols, dots);
+            }
         }
-        for (j, xr) in x.chunks_exact(cols).enumerate() {
-            out[j * len + i] = match ty {
-                TensorType::F16 => isa.dot_f16(row, xr),
-                TensorType::Q8_0 => isa.dot_q8_0(row, xr),
-                TensorType::Q6_K => isa.dot_q6_k(row, xr),
-                _ => isa.dot_f32(&scratch, xr),
-            };
+        for (i, row) in dots.chunks_exact(n.max(1)).enumerate() {
+            for (j, &d) in row.iter().enumerate() {
+                out[j * len + (r - rows.start) + i] = d;
+            }
         }
+        r += pair;
     }
     Ok(())
 }

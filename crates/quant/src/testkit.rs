@@ -145,7 +145,8 @@ pub fn kernel_set<K: TernaryKernel + DenseKernel>(name: &str, set: Option<(K, F3
 /// per-block scales; then that bad arguments are errors, not panics.
 pub fn ternary(kernel: &dyn TernaryKernel, cases: u32) {
     let fail = |what: &str, e| panic!("{} ({what}): {e}", kernel.name());
-    let shape = (1usize..40, 1usize..12, 1usize..10, 0usize..PAD, any::<u64>());
+    // Up to 19 tokens: x86's few-token loops take up to 16, in blocks of 8.
+    let shape = (1usize..40, 1usize..12, 1usize..20, 0usize..PAD, any::<u64>());
     runner(cases)
         .run(&shape, |(rows, blocks, n, offset, seed)| {
             let mut rng = Rng(seed);
@@ -260,7 +261,8 @@ pub const DENSE: [TensorType; 5] =
 /// |got − want| ≤ 1e-5·Σ|w·x| for each output; float widths that are not whole vectors; weights
 /// at every byte offset 0..64; then that bad arguments are errors.
 pub fn dense(kernel: &dyn DenseKernel, cases: u32) {
-    let shape = (1usize..20, 1usize..6, 1usize..4, 0usize..40, 0usize..PAD, any::<u64>());
+    // Up to 9 tokens: the instruction sets' row products take tiles of 4 and 2 tokens.
+    let shape = (1usize..20, 1usize..6, 1usize..10, 0usize..40, 0usize..PAD, any::<u64>());
     runner(cases)
         .run(&shape, |(rows, blocks, n, extra, offset, seed)| {
             for ty in DENSE {
@@ -301,6 +303,25 @@ pub fn dense(kernel: &dyn DenseKernel, cases: u32) {
                             offset,
                             g,
                             e
+                        );
+                    }
+                    // A token's results do not depend on the batch it came in (a server's
+                    // answers must not change with its other requests).
+                    for (j, xr) in x.chunks_exact(cols).enumerate() {
+                        let mut alone = vec![f32::NAN; range.len()];
+                        kernel
+                            .gemm_rows(ty, w, cols, xr, range.clone(), &mut alone)
+                            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                        let batch = &got[j * range.len()..(j + 1) * range.len()];
+                        prop_assert!(
+                            alone.iter().zip(batch).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{} {} {}x{}: token {} of {} differs from the same token alone",
+                            kernel.name(),
+                            ty,
+                            rows,
+                            cols,
+                            j,
+                            n
                         );
                     }
                 }
