@@ -316,3 +316,26 @@ fn bench_profile_breaks_a_token_down() {
     let (ok, out, _) = bitnet(&["bench", "-m", &demo, "-p", "0", "-n", "2", "-t", "1", "-r", "1", "--json"]);
     assert!(ok && !out.contains("profile"));
 }
+
+#[test]
+fn bench_parallel_decodes_sequences_together() {
+    let demo = fixture("models/bitnet-demo.gguf");
+    let args = ["bench", "-m", &demo, "-p", "0", "-n", "3", "-t", "1", "-r", "1", "--parallel", "1,4", "--json"];
+    let (ok, out, err) = bitnet(&args);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{out}");
+    // One row per batch size; the rate counts every sequence's tokens.
+    assert_eq!(
+        (rows[0]["test"].as_str(), rows[0]["parallel"].as_u64(), rows[0]["tokens"].as_u64()),
+        (Some("tg3"), Some(1), Some(3))
+    );
+    assert_eq!(
+        (rows[1]["test"].as_str(), rows[1]["parallel"].as_u64(), rows[1]["tokens"].as_u64()),
+        (Some("tg3 x4"), Some(4), Some(12))
+    );
+    assert!(rows.iter().all(|r| r["tokens_per_second"].as_f64().unwrap() > 0.0));
+    let (ok, _, err) = bitnet(&["bench", "-m", &demo, "-p", "0", "-n", "3", "-r", "1", "--parallel", "0"]);
+    assert!(!ok && err.contains("--parallel must be at least 1"), "{err}");
+}
