@@ -49,10 +49,9 @@ impl Neon {
 
     /// The panel product (see [`crate::panel::gemm`]) with `sdot`.
     pub(crate) fn gemm(self, panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &mut [i32]) {
-        let n = acts.len() / cols;
-        assert!(self.dotprod && cols.is_multiple_of(4) && panel.len() >= groups * cols / 4 * 64);
-        assert!(acts.len() == n * cols && dots.len() >= n * groups * 16);
-        // SAFETY: the token proves NEON and dotprod; the asserts bound every access.
+        assert!(self.dotprod);
+        crate::panel::check_gemm(panel, groups, cols, acts, dots);
+        // SAFETY: the token proves NEON and dotprod; the checks bound every access.
         unsafe { gemm_panel128(panel, groups, cols, acts, dots) }
     }
 

@@ -125,6 +125,15 @@ pub(crate) fn token_blocks(groups: usize, n: usize, block: usize, mut f: impl Fn
     }
 }
 
+/// The bounds every panel product relies on (`acts` whole tokens of `cols`, `cols` a multiple
+/// of 4, `panel` and `dots` large enough for `groups` row groups): asserted by the SIMD products
+/// before their unchecked loads.
+pub(crate) fn check_gemm(panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &[i32]) {
+    let n = acts.len() / cols;
+    assert!(cols.is_multiple_of(4) && panel.len() >= groups * cols / 4 * 64);
+    assert!(acts.len() == n * cols && dots.len() >= n * groups * 16);
+}
+
 /// The portable panel product: `dots[(t·groups + g)·16 + k] = Σ code·a` of row `k` of row group
 /// `g` with token `t` (`acts` holds `n` tokens of `cols` activations).
 pub(crate) fn gemm(panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &mut [i32]) {

@@ -66,10 +66,8 @@ impl Avx2 {
 
     /// The panel product (see [`crate::panel::gemm`]) with `vpmaddubsw` + `vpmaddwd`.
     pub(crate) fn gemm(self, panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &mut [i32]) {
-        let n = acts.len() / cols;
-        assert!(cols.is_multiple_of(4) && panel.len() >= groups * cols / 4 * 64);
-        assert!(acts.len() == n * cols && dots.len() >= n * groups * 16);
-        // SAFETY: the token proves AVX2; the asserts bound every access.
+        crate::panel::check_gemm(panel, groups, cols, acts, dots);
+        // SAFETY: the token proves AVX2; the checks bound every access.
         unsafe { gemm_panel256(panel, groups, cols, acts, dots) }
     }
 
@@ -238,10 +236,9 @@ impl Avx512 {
 
     /// The panel product (see [`crate::panel::gemm`]).
     pub(crate) fn gemm(self, panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &mut [i32]) {
-        let n = acts.len() / cols;
-        assert!(self.vnni && cols.is_multiple_of(4) && panel.len() >= groups * cols / 4 * 64);
-        assert!(acts.len() == n * cols && dots.len() >= n * groups * 16);
-        // SAFETY: the token proves AVX-512 F/VNNI; the asserts bound every access.
+        assert!(self.vnni);
+        crate::panel::check_gemm(panel, groups, cols, acts, dots);
+        // SAFETY: the token proves AVX-512 F/VNNI; the checks bound every access.
         unsafe { gemm_panel(panel, groups, cols, acts, dots) }
     }
 
