@@ -135,93 +135,20 @@ fn model_file(size: &str, ty: &str, peers: &[Peer]) -> Result<PathBuf> {
 }
 
 /// Bytes one generated token reads: every tensor but a token embedding that has a separate
-/// output head (then only one row of it is looked up). Sizes come from the tensors' offsets, so
-/// peer types our reader does not know (ik's IQ*_BN) count too; ik's `llama-quantize` writes
-/// the tied head out as its own `output.weight`.
+/// output head (then only one row of it is looked up). Sizes are the tensors' extents in the
+/// file (offset to next offset), so peer types our reader cannot size (ik's IQ*_BN) count too;
+/// ik's `llama-quantize` writes the tied head out as its own `output.weight`.
 fn bytes_per_token(path: &Path) -> Result<f64> {
-    let sizes = tensor_sizes(path).with_context(|| format!("reading the tensor table of {}", path.display()))?;
-    let untied = sizes.iter().any(|(n, _)| n == "output.weight");
-    Ok(sizes.iter().filter(|(n, _)| !(untied && n == "token_embd.weight")).map(|(_, b)| *b as f64).sum())
-}
-
-/// (name, bytes) of every tensor of a GGUF file, read from its header alone: each tensor runs
-/// from its offset to the next one's (the last to the end of the file).
-fn tensor_sizes(path: &Path) -> Result<Vec<(String, u64)>> {
-    use std::io::{BufReader, Read};
-    let mut r = BufReader::new(std::fs::File::open(path)?);
-    let mut pos = 0u64;
-    let mut bytes = |r: &mut BufReader<std::fs::File>, n: usize| -> Result<Vec<u8>> {
-        let mut b = vec![0u8; n];
-        r.read_exact(&mut b)?;
-        pos += n as u64;
-        Ok(b)
-    };
-    let u32_of = |b: Vec<u8>| u32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
-    let u64_of = |b: Vec<u8>| u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
-    if bytes(&mut r, 4)? != b"GGUF" {
-        bail!("not a GGUF file");
-    }
-    let _version = u32_of(bytes(&mut r, 4)?);
-    let (n_tensors, n_kv) = (u64_of(bytes(&mut r, 8)?), u64_of(bytes(&mut r, 8)?));
-    let mut alignment = 32u64;
-    for _ in 0..n_kv {
-        let len = u64_of(bytes(&mut r, 8)?) as usize;
-        let key = String::from_utf8_lossy(&bytes(&mut r, len)?).into_owned();
-        let ty = u32_of(bytes(&mut r, 4)?);
-        // Scalars: their width; strings: length-prefixed; arrays: element type, count, elements.
-        let width = |ty: u32| match ty {
-            0 | 1 | 7 => Some(1),
-            2 | 3 => Some(2),
-            4..=6 => Some(4),
-            10..=12 => Some(8),
-            _ => None,
-        };
-        match ty {
-            8 => {
-                let len = u64_of(bytes(&mut r, 8)?) as usize;
-                bytes(&mut r, len)?;
-            }
-            9 => {
-                let elem = u32_of(bytes(&mut r, 4)?);
-                let n = u64_of(bytes(&mut r, 8)?) as usize;
-                if elem == 8 {
-                    for _ in 0..n {
-                        let len = u64_of(bytes(&mut r, 8)?) as usize;
-                        bytes(&mut r, len)?;
-                    }
-                } else {
-                    let w = width(elem).with_context(|| format!("{key}: array of value type {elem}"))?;
-                    bytes(&mut r, n * w)?;
-                }
-            }
-            _ => {
-                let w = width(ty).with_context(|| format!("{key}: value type {ty}"))?;
-                let v = bytes(&mut r, w)?;
-                if key == "general.alignment" && ty == 4 {
-                    alignment = u64::from(u32_of(v));
-                }
-            }
-        }
-    }
-    let mut infos = Vec::new();
-    for _ in 0..n_tensors {
-        let len = u64_of(bytes(&mut r, 8)?) as usize;
-        let name = String::from_utf8_lossy(&bytes(&mut r, len)?).into_owned();
-        let dims = u32_of(bytes(&mut r, 4)?) as usize;
-        bytes(&mut r, dims * 8 + 4)?;
-        infos.push((name, u64_of(bytes(&mut r, 8)?)));
-    }
-    let data = pos.div_ceil(alignment.max(1)) * alignment.max(1);
-    let end = std::fs::metadata(path)?.len().checked_sub(data).context("tensor data past the end")?;
-    let mut offsets: Vec<u64> = infos.iter().map(|i| i.1).collect();
-    offsets.sort_unstable();
-    Ok(infos
-        .into_iter()
-        .map(|(name, off)| {
-            let next = offsets.iter().find(|&&o| o > off).copied().unwrap_or(end);
-            (name, next - off)
-        })
-        .collect())
+    let header = bitnet_format::GgufHeader::read(path)?;
+    let extents = header.extents().with_context(|| format!("reading the tensor table of {}", path.display()))?;
+    let untied = header.tensors.iter().any(|t| t.name == "output.weight");
+    Ok(header
+        .tensors
+        .iter()
+        .zip(extents)
+        .filter(|(t, _)| !(untied && t.name == "token_embd.weight"))
+        .map(|(_, b)| b as f64)
+        .sum())
 }
 
 /// Runs one engine on one file (or reads the saved result) and returns its figures.
@@ -466,18 +393,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tensor_sizes_match_the_reader() {
+    fn bytes_per_token_match_the_reader() {
         let path = crate::root().join("fixtures/models/bitnet-demo.gguf");
-        let sizes = tensor_sizes(&path).unwrap();
-        let f = bitnet_format::GgufFile::open(&path).unwrap();
-        assert_eq!(sizes.len(), f.tensors().len());
-        for t in f.tensors() {
-            let (_, b) = sizes.iter().find(|(n, _)| *n == t.name).unwrap();
-            // Sizes from offsets include the alignment padding after each tensor.
-            assert!(*b >= t.size && *b < t.size + 32, "{}: {b} vs {}", t.name, t.size);
-        }
         let (_, ours) = crate::bench::weight_bytes(&path).unwrap();
-        assert!((bytes_per_token(&path).unwrap() - ours).abs() < 32.0 * sizes.len() as f64);
+        let n = bitnet_format::GgufFile::open(&path).unwrap().tensors().len();
+        // Extents include the alignment padding after each tensor.
+        let extents = bytes_per_token(&path).unwrap();
+        assert!(extents >= ours && extents - ours < 32.0 * n as f64, "{extents} vs {ours}");
     }
 
     #[test]

@@ -33,7 +33,9 @@ pub mod value;
 pub mod writer;
 
 pub use error::{GgufError, Result};
-pub use reader::{Gguf, GgufFile, MAX_MODEL_DIM, Metadata, ReadOptions, TensorInfo, TensorView, map_file};
+pub use reader::{
+    Gguf, GgufFile, GgufHeader, MAX_MODEL_DIM, Metadata, RawTensorInfo, ReadOptions, TensorInfo, TensorView, map_file,
+};
 pub use types::{Dialect, Layout, ShapeError, TensorType};
 pub use value::{Array, Value, ValueType};
 pub use writer::{GgufBuilder, GgufWriter, rewrite_metadata};

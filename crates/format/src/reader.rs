@@ -171,17 +171,21 @@ impl Gguf<memmap2::Mmap> {
 
     /// Maps a file and parses it with options.
     pub fn open_with(path: impl AsRef<Path>, options: ReadOptions) -> Result<GgufFile> {
-        let path = path.as_ref();
-        let io = |source| GgufError::Io { path: path.to_owned(), source };
-        let file = std::fs::File::open(path).map_err(io)?;
-        // mmap of a directory or device fails with a cryptic "No such device": say what it is.
-        let ty = file.metadata().map_err(io)?.file_type();
-        if !ty.is_file() {
-            let what = if ty.is_dir() { "a directory" } else { "not a regular file" };
-            return Err(io(std::io::Error::other(format!("it is {what}, not a GGUF file"))));
-        }
-        Gguf::parse_with(map_file(&file).map_err(io)?, options)
+        Gguf::parse_with(map_gguf(path.as_ref())?, options)
     }
+}
+
+/// Maps a file that should be a GGUF file, with errors naming the path.
+fn map_gguf(path: &Path) -> Result<memmap2::Mmap> {
+    let io = |source| GgufError::Io { path: path.to_owned(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    // mmap of a directory or device fails with a cryptic "No such device": say what it is.
+    let ty = file.metadata().map_err(io)?.file_type();
+    if !ty.is_file() {
+        let what = if ty.is_dir() { "a directory" } else { "not a regular file" };
+        return Err(io(std::io::Error::other(format!("it is {what}, not a GGUF file"))));
+    }
+    map_file(&file).map_err(io)
 }
 
 /// A read-only memory map of a whole file: the workspace's one mmap, so that the crates reading
@@ -202,80 +206,11 @@ impl<D: AsRef<[u8]>> Gguf<D> {
     /// Parses and validates a GGUF image.
     pub fn parse_with(data: D, options: ReadOptions) -> Result<Self> {
         let bytes = data.as_ref();
-        let mut cur = Cursor { bytes, pos: 0 };
-
-        let magic = cur.take(4, "magic")?;
-        if magic != MAGIC {
-            return Err(GgufError::BadMagic { found: magic.to_vec() });
-        }
-        let version = cur.u32("version")?;
-        match version {
-            2 | 3 => {}
-            v if matches!(v.swap_bytes(), 1..=3) => return Err(GgufError::BigEndian { raw: v }),
-            v => return Err(GgufError::UnsupportedVersion { version: v }),
-        }
-        let count_at = cur.pos;
-        let n_tensors = cur.u64("tensor count")?;
-        let n_kv = cur.u64("metadata count")?;
-        // Bound both counts by what the rest of the file could hold before allocating.
-        cur.check_count(n_kv, 13, "metadata count", count_at + 8)?;
-        cur.check_count(n_tensors, 24, "tensor count", count_at)?;
-
-        let mut metadata = Metadata::new();
-        for i in 0..n_kv {
-            let key_at = cur.pos as u64;
-            let key = cur.string(&format!("metadata[{i}] key"), MAX_KEY_LEN)?;
-            if metadata.get(&key).is_some() {
-                return Err(GgufError::DuplicateKey { key, offset: key_at });
-            }
-            let field = format!("metadata {key:?} value");
-            let type_at = cur.pos as u64;
-            let type_id = cur.u32(&field)?;
-            let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
-                field: field.clone(),
-                offset: type_at,
-                type_id,
-            })?;
-            let value = cur.value(ty, &field, 0)?;
-            metadata.insert(key, value);
-        }
-
-        let alignment = match metadata.get(ALIGNMENT_KEY) {
-            None => DEFAULT_ALIGNMENT,
-            Some(Value::U32(a)) if a.is_power_of_two() => u64::from(*a),
-            Some(other) => {
-                return Err(GgufError::BadAlignment { value: format!("{other} ({})", other.value_type().name()) });
-            }
-        };
-
-        // Tensor infos: read raw first, since the dialect may depend on the set of type ids.
-        struct RawInfo {
-            name: String,
-            shape: Vec<u64>,
-            type_id: u32,
-            offset: u64,
-            at: u64,
-        }
-        let mut raw = Vec::with_capacity(n_tensors as usize);
-        let mut by_name = HashMap::with_capacity(n_tensors as usize);
-        for i in 0..n_tensors {
-            let at = cur.pos as u64;
-            let name = cur.string(&format!("tensor[{i}] name"), MAX_TENSOR_NAME_LEN)?;
-            if by_name.insert(name.clone(), i as usize).is_some() {
-                return Err(GgufError::DuplicateTensor { tensor: name, offset: at });
-            }
-            let field = format!("tensor {name:?}");
-            let n_dims = cur.u32(&format!("{field} dimension count"))?;
-            if n_dims > MAX_DIMS {
-                return Err(GgufError::TooManyDims { tensor: name, offset: at, n_dims });
-            }
-            let mut shape = Vec::with_capacity(n_dims as usize);
-            for d in 0..n_dims {
-                shape.push(cur.u64(&format!("{field} dimension {d}"))?);
-            }
-            let type_id = cur.u32(&format!("{field} type"))?;
-            let offset = cur.u64(&format!("{field} data offset"))?;
-            raw.push(RawInfo { name, shape, type_id, offset, at });
+        let GgufHeader { version, alignment, data_offset, metadata, tensors: raw, file_len } =
+            GgufHeader::parse(bytes)?;
+        let mut by_name = HashMap::with_capacity(raw.len());
+        for (i, r) in raw.iter().enumerate() {
+            by_name.insert(r.name.clone(), i);
         }
 
         let dialect = options.dialect.unwrap_or_else(|| {
@@ -283,19 +218,17 @@ impl<D: AsRef<[u8]>> Gguf<D> {
             Dialect::detect(metadata.architecture(), metadata.get_u64("general.file_type"), &ids)
         });
 
-        let file_len = bytes.len() as u64;
-        let data_offset = (cur.pos as u64).next_multiple_of(alignment);
         let mut tensors = Vec::with_capacity(raw.len());
         for r in raw {
             let ty = TensorType::from_file_id(r.type_id, dialect).ok_or_else(|| GgufError::UnknownTensorType {
                 tensor: r.name.clone(),
-                offset: r.at,
+                offset: r.info_offset,
                 type_id: r.type_id,
                 dialect: dialect_name(dialect),
             })?;
             let size = ty.byte_size(&r.shape).map_err(|reason| GgufError::BadShape {
                 tensor: r.name.clone(),
-                offset: r.at,
+                offset: r.info_offset,
                 shape: r.shape.clone(),
                 ty: ty.to_string(),
                 reason,
@@ -316,7 +249,14 @@ impl<D: AsRef<[u8]>> Gguf<D> {
                     });
                 }
             }
-            tensors.push(TensorInfo { name: r.name, shape: r.shape, ty, offset: r.offset, size, info_offset: r.at });
+            tensors.push(TensorInfo {
+                name: r.name,
+                shape: r.shape,
+                ty,
+                offset: r.offset,
+                size,
+                info_offset: r.info_offset,
+            });
         }
 
         let mut order: Vec<usize> = (0..tensors.len()).filter(|&i| tensors[i].size > 0).collect();
@@ -384,6 +324,150 @@ impl<D: AsRef<[u8]>> Gguf<D> {
         // In range: checked against the file length while parsing.
         let start = (self.data_offset + info.offset) as usize;
         &self.data.as_ref()[start..start + info.size as usize]
+    }
+}
+
+/// A tensor-info record as the file stores it, its type id not yet resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawTensorInfo {
+    /// The tensor's name.
+    pub name: String,
+    /// Dimensions, fastest-varying first.
+    pub shape: Vec<u64>,
+    /// The raw type id (meaning depends on the [`Dialect`]; may be one this crate does not know).
+    pub type_id: u32,
+    /// Offset of the tensor's data from the start of the data section.
+    pub offset: u64,
+    /// File offset at which this tensor's info record starts.
+    pub info_offset: u64,
+}
+
+/// A GGUF file's header (version, metadata, tensor table) parsed and validated without
+/// resolving tensor types: what tools need to look at files of types this crate cannot size or
+/// run (ik_llama.cpp's IQ2_BN, a future ggml type). [`Gguf`] is built on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GgufHeader {
+    /// The GGUF version (2 or 3).
+    pub version: u32,
+    /// Alignment of the data section and of each tensor.
+    pub alignment: u64,
+    /// File offset where the data section starts.
+    pub data_offset: u64,
+    /// Metadata in file order.
+    pub metadata: Metadata,
+    /// Tensor infos in file order (names unique, at most [`MAX_DIMS`] dimensions).
+    pub tensors: Vec<RawTensorInfo>,
+    /// Length of the whole file image.
+    pub file_len: u64,
+}
+
+impl GgufHeader {
+    /// Parses the header of a whole file image.
+    pub fn parse(bytes: &[u8]) -> Result<GgufHeader> {
+        let mut cur = Cursor { bytes, pos: 0 };
+
+        let magic = cur.take(4, "magic")?;
+        if magic != MAGIC {
+            return Err(GgufError::BadMagic { found: magic.to_vec() });
+        }
+        let version = cur.u32("version")?;
+        match version {
+            2 | 3 => {}
+            v if matches!(v.swap_bytes(), 1..=3) => return Err(GgufError::BigEndian { raw: v }),
+            v => return Err(GgufError::UnsupportedVersion { version: v }),
+        }
+        let count_at = cur.pos;
+        let n_tensors = cur.u64("tensor count")?;
+        let n_kv = cur.u64("metadata count")?;
+        // Bound both counts by what the rest of the file could hold before allocating.
+        cur.check_count(n_kv, 13, "metadata count", count_at + 8)?;
+        cur.check_count(n_tensors, 24, "tensor count", count_at)?;
+
+        let mut metadata = Metadata::new();
+        for i in 0..n_kv {
+            let key_at = cur.pos as u64;
+            let key = cur.string(&format!("metadata[{i}] key"), MAX_KEY_LEN)?;
+            if metadata.get(&key).is_some() {
+                return Err(GgufError::DuplicateKey { key, offset: key_at });
+            }
+            let field = format!("metadata {key:?} value");
+            let type_at = cur.pos as u64;
+            let type_id = cur.u32(&field)?;
+            let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
+                field: field.clone(),
+                offset: type_at,
+                type_id,
+            })?;
+            let value = cur.value(ty, &field, 0)?;
+            metadata.insert(key, value);
+        }
+
+        let alignment = match metadata.get(ALIGNMENT_KEY) {
+            None => DEFAULT_ALIGNMENT,
+            Some(Value::U32(a)) if a.is_power_of_two() => u64::from(*a),
+            Some(other) => {
+                return Err(GgufError::BadAlignment { value: format!("{other} ({})", other.value_type().name()) });
+            }
+        };
+
+        let mut tensors = Vec::with_capacity(n_tensors as usize);
+        let mut names = std::collections::HashSet::with_capacity(n_tensors as usize);
+        for i in 0..n_tensors {
+            let at = cur.pos as u64;
+            let name = cur.string(&format!("tensor[{i}] name"), MAX_TENSOR_NAME_LEN)?;
+            if !names.insert(name.clone()) {
+                return Err(GgufError::DuplicateTensor { tensor: name, offset: at });
+            }
+            let field = format!("tensor {name:?}");
+            let n_dims = cur.u32(&format!("{field} dimension count"))?;
+            if n_dims > MAX_DIMS {
+                return Err(GgufError::TooManyDims { tensor: name, offset: at, n_dims });
+            }
+            let mut shape = Vec::with_capacity(n_dims as usize);
+            for d in 0..n_dims {
+                shape.push(cur.u64(&format!("{field} dimension {d}"))?);
+            }
+            let type_id = cur.u32(&format!("{field} type"))?;
+            let offset = cur.u64(&format!("{field} data offset"))?;
+            tensors.push(RawTensorInfo { name, shape, type_id, offset, info_offset: at });
+        }
+        let data_offset = (cur.pos as u64).next_multiple_of(alignment);
+        Ok(GgufHeader { version, alignment, data_offset, metadata, tensors, file_len: bytes.len() as u64 })
+    }
+
+    /// Maps a file and parses its header (only the header's pages are read).
+    pub fn read(path: impl AsRef<Path>) -> Result<GgufHeader> {
+        GgufHeader::parse(&map_gguf(path.as_ref())?)
+    }
+
+    /// For each tensor in file order, the bytes from its data to the next tensor's data (the
+    /// last one's to the end of the file): its size plus alignment padding, known even for
+    /// types this crate cannot size. Fails when a tensor starts past the end of the file.
+    pub fn extents(&self) -> Result<Vec<u64>> {
+        let file_len = self.file_len;
+        let mut starts: Vec<u64> = Vec::with_capacity(self.tensors.len());
+        for t in &self.tensors {
+            match self.data_offset.checked_add(t.offset) {
+                Some(s) if s <= file_len => starts.push(s),
+                start => {
+                    return Err(GgufError::TensorOutOfBounds {
+                        tensor: t.name.clone(),
+                        start: start.unwrap_or(u64::MAX),
+                        end: start.unwrap_or(u64::MAX),
+                        file_len,
+                    });
+                }
+            }
+        }
+        let mut sorted = starts.clone();
+        sorted.sort_unstable();
+        Ok(starts
+            .iter()
+            .map(|&s| {
+                let i = sorted.partition_point(|&o| o <= s);
+                sorted.get(i).copied().unwrap_or(file_len) - s
+            })
+            .collect())
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use bitnet_format::{Gguf, GgufBuilder, TensorType};
+use bitnet_format::{Gguf, GgufBuilder, GgufHeader, TensorType};
 
 fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/gguf/malformed")
@@ -86,5 +86,37 @@ fn corrupted_bytes_never_panic() {
             f[i] = next() as u8;
         }
         let _ = Gguf::parse(f.as_slice());
+    }
+}
+
+#[test]
+fn header_reads_tensor_types_the_crate_does_not_know() {
+    let mut file = sample_file();
+    let known = Gguf::parse(file.as_slice()).unwrap();
+    let header = GgufHeader::parse(&file).unwrap();
+    assert_eq!(header.tensors.len(), known.tensors().len());
+    assert_eq!(header.data_offset, known.data_offset());
+    assert_eq!(header.metadata, *known.metadata());
+    // Each extent is the tensor's size plus the padding to the next one.
+    for (t, extent) in known.tensors().iter().zip(header.extents().unwrap()) {
+        assert!(extent >= t.size && extent < t.size + known.alignment(), "{}: {extent} vs {}", t.name, t.size);
+    }
+    // Retype the last tensor to an id no ggml fork has: the full reader refuses it by name,
+    // the header still lists it with its raw id and extent.
+    let t = &header.tensors[2];
+    let type_at = (t.info_offset + 8 + t.name.len() as u64 + 4 + 8 * t.shape.len() as u64) as usize;
+    file[type_at..type_at + 4].copy_from_slice(&200u32.to_le_bytes());
+    let err = Gguf::parse(file.as_slice()).unwrap_err();
+    assert!(err.to_string().contains("blk.0.ffn_down.weight"), "{err}");
+    let header = GgufHeader::parse(&file).unwrap();
+    assert_eq!(header.tensors[2].type_id, 200);
+    assert_eq!(header.extents().unwrap()[2], file.len() as u64 - header.data_offset - header.tensors[2].offset);
+    // A tensor starting past the end of the file has no extent.
+    let cut = &file[..(header.data_offset + header.tensors[2].offset) as usize - 1];
+    let err = GgufHeader::parse(cut).unwrap().extents().unwrap_err();
+    assert!(err.to_string().contains("blk.0.ffn_down.weight"), "{err}");
+    // Truncated headers are errors, never panics.
+    for len in 0..header.data_offset as usize {
+        let _ = GgufHeader::parse(&file[..len]);
     }
 }
