@@ -6,7 +6,10 @@ use bitnet_kernels::Kernels;
 use bitnet_quant::{PackedTernary, TernaryFormat};
 
 fn main() {
-    let (rows, cols) = (6912 * 16, 2560);
+    // STREAM_COLS picks another row length (same total size): the per-row costs show.
+    let cols: usize = std::env::var("STREAM_COLS").ok().and_then(|c| c.parse().ok()).unwrap_or(2560);
+    // STREAM_ROWS makes it small enough for the caches (the loop's own speed).
+    let rows = std::env::var("STREAM_ROWS").ok().and_then(|c| c.parse().ok()).unwrap_or(6912 * 16 * 2560 / cols);
     for format in [I2S, TernaryFormat::Tq2_0, TernaryFormat::Tq1_0] {
         let data = packed(format, rows, cols);
         let (_, x) = activations(1, cols);

@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use crate::Avx2;
 use crate::x256::{gemv_tq1, hsum, load, load_i8};
-use bitnet_quant::isa::{Codes, Job, TernaryIsa, tq_gemv};
+use bitnet_quant::isa::{Codes, Job, TernaryIsa};
 
 impl TernaryIsa for Avx2 {
     fn accepts(self, codes: Codes) -> bool {
@@ -124,7 +124,7 @@ fn block_dot(q: &[__m256i; 4], a: &[i8]) -> __m256i {
 }
 
 /// One token against many rows, each read front to back, two accumulators (see avx512.rs).
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
     let zero = _mm256_setzero_si256();
     match job.codes {
@@ -148,15 +148,26 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
                 *dot = (hsum(_mm256_add_epi32(acc0, acc1)) - sums[0]) as f32;
             }
         }
-        Codes::Tq2 => tq_gemv(job, rows, act, sums, dots, |block, a| {
-            crate::x256::prefetch_ahead(block);
-            let lo = block_dot(&decode(load(block), Codes::Tq2), a);
-            let hi = block_dot(&decode(load(&block[32..]), Codes::Tq2), &a[128..]);
-            hsum(_mm256_add_epi32(lo, hi))
-        }),
+        Codes::Tq2 => gemv_tq2(job, rows, act, sums, dots),
         Codes::Tq1 => gemv_tq1(job, rows, act, sums, dots),
     }
 }
+
+/// One TQ2_0 block against its activations in element order (half `h`'s group `g` meets
+/// `a[4h + g]`): i16 sums of both halves (each
+/// lane at most 4 groups × 2 halves × 2·2·128 = 4096 in magnitude), widened once.
+#[target_feature(enable = "avx2")]
+fn tq2_block_dot(block: &[u8], a: &[__m256i; 8]) -> __m256i {
+    let mut s = _mm256_setzero_si256();
+    for h in 0..2 {
+        for (g, q) in decode(load(&block[h * 32..]), Codes::Tq2).into_iter().enumerate() {
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q, a[4 * h + g]));
+        }
+    }
+    _mm256_madd_epi16(s, _mm256_set1_epi16(1))
+}
+
+crate::ternary::tq2_gemv!("avx2,fma,f16c", tq2_block_dot);
 
 #[target_feature(enable = "avx2")]
 fn tile<const R: usize, const T: usize>(

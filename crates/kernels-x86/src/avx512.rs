@@ -9,7 +9,7 @@ use std::arch::x86_64::*;
 
 use crate::Avx512;
 use crate::x256;
-use bitnet_quant::isa::{Codes, Job, TernaryIsa, take_scratch, tq_gemv};
+use bitnet_quant::isa::{Codes, Job, TernaryIsa, take_scratch};
 
 impl TernaryIsa for Avx512 {
     fn accepts(self, codes: Codes) -> bool {
@@ -417,9 +417,8 @@ crate::ternary::decode_2bit!("avx512f,avx512bw", __m512i, _mm512_set1_epi8, _mm5
 /// One token against many rows (decoding): memory-bound, so each row is read front to back
 /// with four independent accumulators (the `vpdpbusd` latency chain never limits the stream)
 /// and the whole row range runs in this one function (a call per row costs a third of the time).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
 fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
-    let zero = _mm512_setzero_si512();
     match job.codes {
         Codes::I2s | Codes::I2sArm => {
             // Masking each 2-bit field in place (no shift) leaves code·4^k, k = 3 − g; the four
@@ -466,20 +465,31 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
                 *dot = (x256::hsum(s) - sums[0]) as f32;
             }
         }
-        Codes::Tq2 => tq_gemv(job, rows, act, sums, dots, |block, a| {
-            x256::prefetch_ahead(block);
-            let q = decode(load(block), Codes::Tq2);
-            let mut acc = [zero; 2];
-            for g in 0..4 {
-                acc[g % 2] = _mm512_dpbusd_epi32(acc[g % 2], q[g], load_i8(&a[g * 64..]));
-            }
-            _mm512_reduce_add_epi32(_mm512_add_epi32(acc[0], acc[1]))
-        }),
+        Codes::Tq2 => gemv_tq2(job, rows, act, sums, dots),
         Codes::Tq1 => gemv_tq1(job, rows, act, sums, dots),
     }
 }
 
-/// [`tq_gemv`]'s loop for TQ1_0 with the block scale converted by F16C in line (the same float
+/// One TQ2_0 block against its prepared activations, in 256-bit registers (the I2_S stream's
+/// reason: 512-bit loads of this loop read memory slower on Zen 4): half `h`'s group `g` meets
+/// the 32 activations `a[2g + h]` (bytes `64·g + 32·h`); one accumulator per half.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+fn tq2_block_dot(block: &[u8], a: &[__m256i; 8]) -> __m256i {
+    let m = _mm256_set1_epi8(3);
+    let mut acc = [_mm256_setzero_si256(); 2];
+    for (h, acc) in acc.iter_mut().enumerate() {
+        let v = x256::load(&block[h * 32..]);
+        let q = [v, _mm256_srli_epi16::<2>(v), _mm256_srli_epi16::<4>(v), _mm256_srli_epi16::<6>(v)];
+        for (g, q) in q.into_iter().enumerate() {
+            *acc = _mm256_dpbusd_epi32(*acc, _mm256_and_si256(q, m), a[2 * g + h]);
+        }
+    }
+    _mm256_add_epi32(acc[0], acc[1])
+}
+
+crate::ternary::tq2_gemv!("avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c", tq2_block_dot);
+
+/// [`bitnet_quant::isa::tq_gemv`]'s loop for TQ1_0 with the block scale converted by F16C in line (the same float
 /// steps as the reference: `Σ_block (dot − sum) as f32 · d` in block order). Not `tq_gemv`
 /// itself: its portable `tq_scale` (the `half` crate, a feature check per call) ran this stream
 /// ~5% slower (criterion `tq1_0 stream`, two interleaved pairs: 4.7–5.0 vs 5.2–5.3 GiB/s).
