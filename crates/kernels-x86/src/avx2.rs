@@ -8,7 +8,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use crate::Avx2;
-use crate::x256::{gemv_tq1, hsum, load, load_i8};
+use crate::x256::{hsum, load, load_i8, tq1_block_dot};
 use bitnet_quant::isa::{Codes, Job, TernaryIsa};
 
 impl TernaryIsa for Avx2 {
@@ -167,7 +167,8 @@ fn tq2_block_dot(block: &[u8], a: &[__m256i; 8]) -> __m256i {
     _mm256_madd_epi16(s, _mm256_set1_epi16(1))
 }
 
-crate::ternary::tq2_gemv!("avx2,fma,f16c", tq2_block_dot);
+crate::ternary::tq_gemv!(gemv_tq2, "avx2,fma,f16c", bitnet_quant::tq::TQ2_0_BLOCK_BYTES, tq2_block_dot, |v| v);
+crate::ternary::tq_gemv!(gemv_tq1, "avx2,fma,f16c", bitnet_quant::tq::TQ1_0_BLOCK_BYTES, tq1_block_dot, |v| v);
 
 #[target_feature(enable = "avx2")]
 fn tile<const R: usize, const T: usize>(

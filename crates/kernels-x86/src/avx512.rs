@@ -487,26 +487,20 @@ fn tq2_block_dot(block: &[u8], a: &[__m256i; 8]) -> __m256i {
     _mm256_add_epi32(acc[0], acc[1])
 }
 
-crate::ternary::tq2_gemv!("avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c", tq2_block_dot);
-
-/// [`bitnet_quant::isa::tq_gemv`]'s loop for TQ1_0 with the block scale converted by F16C in line (the same float
-/// steps as the reference: `Σ_block (dot − sum) as f32 · d` in block order). Not `tq_gemv`
-/// itself: its portable `tq_scale` (the `half` crate, a feature check per call) ran this stream
-/// ~5% slower (criterion `tq1_0 stream`, two interleaved pairs: 4.7–5.0 vs 5.2–5.3 GiB/s).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-fn gemv_tq1(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
-    const BLOCK: usize = bitnet_quant::tq::TQ1_0_BLOCK_BYTES;
-    for (r, dot) in rows.zip(dots.iter_mut()) {
-        let mut sum = 0f32;
-        for ((block, a), &s) in job.row(r).chunks_exact(BLOCK).zip(act.chunks_exact(256)).zip(sums) {
-            x256::prefetch_ahead(block);
-            let d =
-                _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(u16::from_le_bytes([block[52], block[53]])))));
-            sum += (tq1_block_dot(block, a) - s) as f32 * d;
-        }
-        *dot = sum;
-    }
-}
+crate::ternary::tq_gemv!(
+    gemv_tq2,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c",
+    bitnet_quant::tq::TQ2_0_BLOCK_BYTES,
+    tq2_block_dot,
+    |v| v
+);
+crate::ternary::tq_gemv!(
+    gemv_tq1,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c",
+    bitnet_quant::tq::TQ1_0_BLOCK_BYTES,
+    tq1_block_dot,
+    _mm256_srai_epi32::<8>
+);
 
 /// Σ code·a over one 54-byte TQ1_0 block and 256 activations in element order, without
 /// extracting a single digit. TQ1_0's digit of `x = q·3^k mod 256` is `(3x) >> 8`, and
@@ -514,39 +508,57 @@ fn gemv_tq1(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32
 /// `Σ a·digit = (3·Σ a·x − Σ a·x') / 256`, exactly. Both sums are `vpdpbusd` of bytes we have
 /// anyway (each `x'` is two wrapping byte adds away from `x`: `x + x + x`), which makes a digit
 /// cost two adds and two `vpdpbusd` instead of the 16-bit multiplies of [`x256::tq1_codes`]. Lanes stay
-/// below 2^22 (8 planes × 4 × 255 × 128 × 3), so the i32 sums never overflow.
+/// below 2^22 (8 planes × 4 × 255 × 128 × 3), so the i32 sums never overflow. Returns the lanes
+/// of `3·Σ a·x − Σ a·x'`: only their total is a multiple of 256 (the caller shifts it). `a[k]`
+/// holds activations `32k .. 32k + 32`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-fn tq1_block_dot(block: &[u8], a: &[i8]) -> i32 {
-    assert!(block.len() >= 52 && a.len() >= 256);
-    let t128 = |x: __m128i| _mm_add_epi8(x, _mm_add_epi8(x, x));
-    let t256 = |x: __m256i| _mm256_add_epi8(x, _mm256_add_epi8(x, x));
-    let (mut p, mut q) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+fn tq1_block_dot(block: &[u8], a: &[__m256i; 8]) -> __m256i {
+    assert!(block.len() >= 52);
+    // Each step is hidden from the optimizer (an empty asm block claiming to change the value):
+    // otherwise LLVM folds chains of these byte adds into 16-bit multiplies of the first
+    // register, widened to 512 bits and narrowed back (7.2 against 8.9 GB/s in cache).
+    let t128 = |x: __m128i| {
+        let mut y = _mm_add_epi8(x, _mm_add_epi8(x, x));
+        // SAFETY: the asm block is empty; it reads and writes only the register holding `y`.
+        unsafe { std::arch::asm!("/* {0} */", inout(xmm_reg) y, options(pure, nomem, nostack, preserves_flags)) };
+        y
+    };
+    let t256 = |x: __m256i| {
+        let mut y = _mm256_add_epi8(x, _mm256_add_epi8(x, x));
+        // SAFETY: as above.
+        unsafe { std::arch::asm!("/* {0} */", inout(ymm_reg) y, options(pure, nomem, nostack, preserves_flags)) };
+        y
+    };
+    // Two accumulators each, planes alternating: chains of four `vpdpbusd`, not eight.
+    let (mut p, mut q) = ([_mm256_setzero_si256(); 2], [_mm256_setzero_si256(); 2]);
+    let mut n = 0;
     // One plane of 32 elements; returns the register of the next digits.
-    let mut plane = |x: __m256i, a: &[i8]| {
+    let mut plane = |x: __m256i, act: __m256i| {
         let next = t256(x);
-        let act = x256::load_i8(a);
-        p = _mm256_dpbusd_epi32(p, x, act);
-        q = _mm256_dpbusd_epi32(q, next, act);
+        p[n % 2] = _mm256_dpbusd_epi32(p[n % 2], x, act);
+        q[n % 2] = _mm256_dpbusd_epi32(q[n % 2], next, act);
+        n += 1;
         next
     };
     // Bytes 0..32: digit k of byte m is element 32k + m.
     let mut x = x256::load(block);
-    for k in 0..5 {
-        x = plane(x, &a[32 * k..]);
+    for &a in &a[..5] {
+        x = plane(x, a);
     }
     // Bytes 32..48: digit k of byte m is element 160 + 16k + m, so a register holds digits
     // (k, k + 1) of the 16 bytes in its halves; bytes 48..52: digit k of byte j is element
     // 240 + 4k + j, beside digit 4 of the 16 bytes.
     // SAFETY: the block holds bytes 32..48 (asserted above); the load is unaligned.
     let tail = unsafe { _mm_loadu_si128(block[32..48].as_ptr().cast()) };
-    let y12 = plane(_mm256_set_m128i(t128(tail), tail), &a[160..]);
-    let y34 = plane(t256(y12), &a[192..]);
+    let y12 = plane(_mm256_set_m128i(t128(tail), tail), a[5]);
+    let y34 = plane(t256(y12), a[6]);
     let qh = _mm_set1_epi32(i32::from_le_bytes([block[48], block[49], block[50], block[51]]));
     let (qh3, qh9) = (t128(qh), t128(t128(qh)));
     let qh_pow =
         _mm_blend_epi32::<0b1100>(_mm_blend_epi32::<0b0010>(qh, qh3), _mm_blend_epi32::<0b1000>(qh9, t128(qh9)));
-    plane(_mm256_set_m128i(qh_pow, _mm256_extracti128_si256::<1>(y34)), &a[224..]);
-    x256::hsum(_mm256_sub_epi32(_mm256_add_epi32(p, _mm256_add_epi32(p, p)), q)) >> 8
+    plane(_mm256_set_m128i(qh_pow, _mm256_extracti128_si256::<1>(y34)), a[7]);
+    let (p, q) = (_mm256_add_epi32(p[0], p[1]), _mm256_add_epi32(q[0], q[1]));
+    _mm256_sub_epi32(_mm256_add_epi32(p, _mm256_add_epi32(p, p)), q)
 }
 
 /// Signed bytes `16j .. 16j + 16` of `q`, widened to f32.

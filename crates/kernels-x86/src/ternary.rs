@@ -22,23 +22,24 @@ macro_rules! decode_2bit {
 #[cfg(target_arch = "x86_64")]
 pub(crate) use decode_2bit;
 
-/// `gemv_tq2`: the TQ2_0 one-token product for an instruction set whose `$block_dot(block, a)`
-/// returns one 66-byte block's `Σ code·a` spread over eight i32 lanes, given the block's 256
-/// prepared activations as eight vectors. Rows go eight at a time,
-/// block by block: the eight rows' lane vectors of one block are summed across by one transpose
-/// ([`crate::x256::transpose_sum8`]), the block's activation sum subtracted, each row's `d`
-/// applied (F16C) and the products added to eight running sums, one lane per row, in block
-/// order: the reference's float steps exactly, with no horizontal sum, no f16 conversion call
-/// and no chain of dependent scalar adds per block (the per-block closure through `tq_gemv`
-/// streamed 13.5 / 7.3 GB/s against I2_S's 23 / 20 on AVX-512 / AVX2,
-/// `benches/examples/stream.rs`; eight blocks of one row at a time still paid a serial float
-/// chain and per-row costs, 11–15 GB/s in cache).
+/// `$name`: the TQ2_0 / TQ1_0 one-token product for an instruction set whose
+/// `$block_dot(block, a)` returns lanes of one `$block_bytes`-byte block's `Σ code·a` (summed
+/// across lanes and passed through `$finish`: TQ1_0's loop yields 256 times the sum), given the
+/// block's 256 activations as eight vectors. Rows go eight at a time, block by block: the eight
+/// rows' lane vectors of one block are summed across by one transpose
+/// ([`crate::x256::transpose_sum8`]), the block's activation sum subtracted, each row's `d` (the
+/// f16 in the block's last two bytes) applied with F16C and the products added to eight running
+/// sums, one lane per row, in block order: the reference's float steps exactly, with no
+/// horizontal sum, no f16 conversion call and no chain of dependent scalar adds per block (the
+/// per-block closure through `tq_gemv` streamed TQ2_0 at 13.5 / 7.3 GB/s against I2_S's 23 / 20
+/// on AVX-512 / AVX2, `benches/examples/stream.rs`; eight blocks of one row at a time still paid
+/// a serial float chain and per-row costs, 11–15 GB/s in cache).
 #[cfg(target_arch = "x86_64")]
-macro_rules! tq2_gemv {
-    ($feat:literal, $block_dot:ident) => {
+macro_rules! tq_gemv {
+    ($name:ident, $feat:literal, $block_bytes:expr, $block_dot:ident, $finish:expr) => {
         #[target_feature(enable = $feat)]
-        fn gemv_tq2(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
-            const BLOCK: usize = bitnet_quant::tq::TQ2_0_BLOCK_BYTES;
+        fn $name(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
+            const BLOCK: usize = $block_bytes;
             /// Rows `r0 .. r0 + N` (N ≤ 8) into `dots[..N]`.
             #[target_feature(enable = $feat)]
             fn eight<const N: usize>(job: &Job<'_>, r0: usize, act: &[i8], sums: &[i32], dots: &mut [f32]) {
@@ -53,9 +54,9 @@ macro_rules! tq2_gemv {
                         let block = &rows[i][c * BLOCK..(c + 1) * BLOCK];
                         crate::x256::prefetch_rows(block, 8 * job.row_bytes);
                         v[i] = $block_dot(block, &a);
-                        d[i] = u16::from_le_bytes([block[64], block[65]]);
+                        d[i] = u16::from_le_bytes([block[BLOCK - 2], block[BLOCK - 1]]);
                     }
-                    let dot = _mm256_sub_epi32(crate::x256::transpose_sum8(v), _mm256_set1_epi32(s));
+                    let dot = _mm256_sub_epi32($finish(crate::x256::transpose_sum8(v)), _mm256_set1_epi32(s));
                     acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(dot), crate::x256::f16x8(&d)));
                 }
                 let mut out = [0f32; 8];
@@ -79,4 +80,4 @@ macro_rules! tq2_gemv {
     };
 }
 #[cfg(target_arch = "x86_64")]
-pub(crate) use tq2_gemv;
+pub(crate) use tq_gemv;

@@ -5,8 +5,6 @@
 
 use std::arch::x86_64::*;
 
-use bitnet_quant::isa::Job;
-
 #[target_feature(enable = "avx2")]
 pub(crate) fn load(s: &[u8]) -> __m256i {
     assert!(s.len() >= 32);
@@ -105,6 +103,7 @@ fn trits(q: __m256i, pow: __m256i) -> __m256i {
 }
 
 /// The 256 codes (0, 1, 2) of one 54-byte TQ1_0 block in element order, 32 per register.
+#[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) fn tq1_codes(block: &[u8]) -> [__m256i; 8] {
     let mut out = [_mm256_setzero_si256(); 8];
@@ -130,25 +129,17 @@ pub(crate) fn tq1_codes(block: &[u8]) -> [__m256i; 8] {
     out
 }
 
-/// Σ code·a over one 54-byte TQ1_0 block and 256 activations in element order.
+/// Σ code·a over one 54-byte TQ1_0 block and 256 activations in element order (`a[k]` holds
+/// activations `32k .. 32k + 32`), in eight i32 lanes.
+#[inline]
 #[target_feature(enable = "avx2")]
-fn tq1_block_dot(block: &[u8], a: &[i8]) -> i32 {
+pub(crate) fn tq1_block_dot(block: &[u8], a: &[__m256i; 8]) -> __m256i {
     let ones = _mm256_set1_epi16(1);
-    assert!(a.len() >= 256);
     let mut acc = _mm256_setzero_si256();
-    for (i, codes) in tq1_codes(block).into_iter().enumerate() {
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(codes, load_i8(&a[32 * i..])), ones));
+    for (codes, &a) in tq1_codes(block).into_iter().zip(a) {
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(codes, a), ones));
     }
-    hsum(acc)
-}
-
-/// TQ1_0 rows against one token's activations (element order): `dots[i] = Σ_block (Σ t·a)·d`.
-#[target_feature(enable = "avx2")]
-pub(crate) fn gemv_tq1(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
-    bitnet_quant::isa::tq_gemv(job, rows, act, sums, dots, |block, a| {
-        prefetch_ahead(block);
-        tq1_block_dot(block, a)
-    });
+    acc
 }
 
 /// The 128 six-bit codes of half `h` (0 or 1) of a Q6_K block, minus 32, as four registers of 32
