@@ -214,21 +214,26 @@ fn tiles(n: usize, rows: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
     }
 }
 
-/// Many tokens on TQ2_0 / TQ1_0, as [`gemm_i2s`]: each block of rows is decoded once (codes in
-/// the order the activations are read: prepared for TQ2_0, element order for TQ1_0), then a
-/// 4-row × 4-token micro-kernel runs over it. Every 256-weight block has its own scale, so the
-/// 16 block dot products of a tile are reduced together by a transposing add tree (16 separate
-/// horizontal sums cost more than the `vpdpbusd`s), and `Σ_block (dot as f32) · d` is summed in
-/// block order, lane by lane, with the reference's roundings. `sums[t·chunks + c]` is token t's
+/// Many tokens on TQ2_0 / TQ1_0. Every 256-weight block has its own scale, so each block's
+/// dot product of each row and token must be finished on its own (exact sum, scaled, added in
+/// block order); in [`gemm_i2s`]'s layout that is a 16-lane reduction per row, token and block,
+/// which cost this loop a quarter of its time. Here 16 rows are decoded once (codes in the order
+/// the activations are read: prepared for TQ2_0, element order for TQ1_0) and interleaved four
+/// codes at a time ([`transpose16`]: `[block][k][row]` holds each row's codes `4k .. 4k + 4`
+/// side by side), so one `vpdpbusd` against four activations broadcast to every lane advances
+/// all 16 rows: after a block's 64 steps lane `i` holds row `i`'s exact block sum, with nothing
+/// to reduce. The block sum is subtracted, the 16 rows' scales applied and the products added
+/// lane by lane in block order (the reference's roundings). `sums[t·chunks + c]` is token t's
 /// activation sum over block c (the code offset).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn gemm_tq(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
     let (n, len, chunks) = (acts.len() / stride, rows.len(), job.chunks);
     let block_bytes = job.row_bytes / chunks;
     let mut decoded = take_scratch(&DECODED, GEMM_ROWS * stride);
-    // Block scales of the decoded rows, `[row][chunk]`.
-    let mut scales = take_scratch(&SCALES, GEMM_ROWS * chunks);
-    // Activation sums block-major, `[chunk][token]`, so four tokens' sums are one load.
+    let mut inter = take_scratch(&INTER, GEMM_ROWS * stride);
+    // Block scales of the decoded rows, `[chunk][row]`.
+    let mut scales = take_scratch(&SCALES, chunks * GEMM_ROWS);
+    // Activation sums block-major, `[chunk][token]`.
     let mut bsums = take_scratch(&BSUMS, chunks * n);
     for t in 0..n {
         for c in 0..chunks {
@@ -238,7 +243,15 @@ fn gemm_tq(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: usi
     let mut b0 = rows.start;
     while b0 < rows.end {
         let nb = GEMM_ROWS.min(rows.end - b0);
-        for (i, dst) in decoded.chunks_exact_mut(stride).take(nb).enumerate() {
+        for (i, dst) in decoded.chunks_exact_mut(stride).enumerate() {
+            if i >= nb {
+                // Lanes of rows past the end are computed and dropped: give them zeros.
+                dst.fill(0);
+                for c in 0..chunks {
+                    scales[c * GEMM_ROWS + i] = 0.0;
+                }
+                continue;
+            }
             let row = job.row(b0 + i);
             for c in 0..chunks {
                 let block = &row[c * block_bytes..(c + 1) * block_bytes];
@@ -258,93 +271,100 @@ fn gemm_tq(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: usi
                     }
                     Codes::I2s | Codes::I2sArm => unreachable!("I2_S runs through gemm_i2s"),
                 };
-                scales[i * chunks + c] = half::f16::from_le_bytes(d).to_f32();
+                scales[c * GEMM_ROWS + i] = half::f16::from_le_bytes(d).to_f32();
             }
         }
-        tiles(n, nb, |t0, nt, r, nr| {
-            let out = |rr: usize, tt: usize| (t0 + tt) * len + (b0 - rows.start) + r + rr;
-            if (nr, nt) == (4, 4) {
-                let v = micro_tq(
-                    &decoded[r * stride..],
-                    &acts[t0 * stride..],
-                    stride,
-                    &scales[r * chunks..],
-                    chunks,
-                    &bsums,
-                    n,
-                    t0,
-                );
-                for rr in 0..4 {
-                    for tt in 0..4 {
-                        dots[out(rr, tt)] = v[rr * 4 + tt];
-                    }
-                }
-            } else {
-                // Edges: one row and one token at a time, one horizontal sum per block.
-                for rr in 0..nr {
-                    for tt in 0..nt {
-                        let (w, a) = (&decoded[(r + rr) * stride..], &acts[(t0 + tt) * stride..]);
-                        let mut sum = 0f32;
-                        for c in 0..chunks {
-                            let mut acc = _mm512_setzero_si512();
-                            for g in 0..4 {
-                                let k = c * 256 + g * 64;
-                                acc = _mm512_dpbusd_epi32(acc, load(&w[k..k + 64]), load_i8(&a[k..k + 64]));
-                            }
-                            let dot = _mm512_reduce_add_epi32(acc) - bsums[c * n + t0 + tt];
-                            sum += dot as f32 * scales[(r + rr) * chunks + c];
-                        }
-                        dots[out(rr, tt)] = sum;
-                    }
-                }
+        // Interleave: 16 rows × 16 dwords at a time.
+        for k in (0..stride).step_by(64) {
+            let t = transpose16(std::array::from_fn(|i| load(&decoded[i * stride + k..])));
+            for (j, v) in t.into_iter().enumerate() {
+                store(&mut inter[(k / 4 + j) * 64..], v);
             }
-        });
+        }
+        for t0 in (0..n).step_by(8) {
+            let a = &acts[t0 * stride..];
+            let (s, sc) = (&bsums[t0..], &scales[..]);
+            let mut out = |t: usize, v: __m512| {
+                let mut lanes = [0f32; 16];
+                // SAFETY: `lanes` holds 16 floats; the store is unaligned.
+                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
+                let at = (t0 + t) * len + (b0 - rows.start);
+                dots[at..at + nb].copy_from_slice(&lanes[..nb]);
+            };
+            // One monomorphised tile per token count, so the accumulators stay in registers.
+            macro_rules! tile {
+                ($($t:literal)*) => {
+                    match n - t0 {
+                        $($t => micro_tq::<$t>(&inter, a, stride, sc, s, n).into_iter().enumerate().for_each(|(t, v)| out(t, v)),)*
+                        _ => micro_tq::<8>(&inter, a, stride, sc, s, n).into_iter().enumerate().for_each(|(t, v)| out(t, v)),
+                    }
+                };
+            }
+            tile!(1 2 3 4 5 6 7);
+        }
         b0 += nb;
     }
     DECODED.set(decoded);
+    INTER.set(inter);
     SCALES.set(scales);
     BSUMS.set(bsums);
 }
 
-/// Four decoded rows × four tokens over every block: lane `4·r + t` of the result is
-/// `Σ_block (dot as f32) · d_block(r)`.
-#[allow(clippy::too_many_arguments)]
+/// 16 interleaved rows ([`gemm_tq`]'s layout, `w`) × `T` prepared tokens (`stride` apart from
+/// `a`): lane `i` of result `t` is row `i`'s `Σ_block ((Σ code·a − sum) as f32) · d`, blocks in
+/// order. `scales` is `[chunk][16]`, `bsums[c·n + t]` token `t`'s sum over block `c`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn micro_tq(
-    w: &[u8],
-    a: &[i8],
-    stride: usize,
-    scales: &[f32],
-    chunks: usize,
-    bsums: &[i32],
-    n: usize,
-    t0: usize,
-) -> [f32; 16] {
-    let mut total = _mm512_setzero_ps();
-    for c in 0..chunks {
-        let mut acc = [[_mm512_setzero_si512(); 4]; 4];
-        for g in 0..4 {
-            let k = c * 256 + g * 64;
-            let wr: [__m512i; 4] = std::array::from_fn(|r| load(&w[r * stride + k..r * stride + k + 64]));
-            for t in 0..4 {
-                let at = load_i8(&a[t * stride + k..t * stride + k + 64]);
-                for r in 0..4 {
-                    acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], wr[r], at);
-                }
+fn micro_tq<const T: usize>(w: &[u8], a: &[i8], stride: usize, scales: &[f32], bsums: &[i32], n: usize) -> [__m512; T] {
+    let mut total = [_mm512_setzero_ps(); T];
+    for (c, wb) in w[..GEMM_ROWS * stride].chunks_exact(256 * GEMM_ROWS).enumerate() {
+        // Fixed-length views: the loads below need no bounds checks.
+        let at: [&[i8; 256]; T] =
+            std::array::from_fn(|t| a[t * stride + c * 256..][..256].try_into().expect("256 activations"));
+        let mut acc = [_mm512_setzero_si512(); T];
+        for k in 0..64 {
+            let wv = load(&wb[k * 64..k * 64 + 64]);
+            for t in 0..T {
+                let q = [at[t][4 * k], at[t][4 * k + 1], at[t][4 * k + 2], at[t][4 * k + 3]];
+                let av = _mm512_set1_epi32(i32::from_le_bytes(q.map(|b| b as u8)));
+                acc[t] = _mm512_dpbusd_epi32(acc[t], wv, av);
             }
         }
-        let dot = transpose_sum(&acc);
-        assert!(bsums.len() >= c * n + t0 + 4);
-        // SAFETY: four i32 at c·n + t0 (asserted above); the load is unaligned.
-        let s4 = unsafe { _mm_loadu_si128(bsums[c * n + t0..].as_ptr().cast()) };
-        let dot = _mm512_sub_epi32(dot, _mm512_broadcast_i32x4(s4));
-        let d: [f32; 16] = std::array::from_fn(|j| scales[(j / 4) * chunks + c]);
-        // Not fused: the reference rounds the product, then the sum.
-        total = _mm512_add_ps(total, _mm512_mul_ps(_mm512_cvtepi32_ps(dot), load_f32(&d)));
+        let d = load_f32(&scales[c * GEMM_ROWS..c * GEMM_ROWS + 16]);
+        for t in 0..T {
+            let dot = _mm512_sub_epi32(acc[t], _mm512_set1_epi32(bsums[c * n + t]));
+            // Not fused: the reference rounds the product, then the sum.
+            total[t] = _mm512_add_ps(total[t], _mm512_mul_ps(_mm512_cvtepi32_ps(dot), d));
+        }
     }
-    let mut out = [0f32; 16];
-    // SAFETY: `out` holds 16 floats; the store is unaligned.
-    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), total) };
+    total
+}
+
+/// The 16 × 16 transpose of 32-bit lanes: lane `i` of result `j` is lane `j` of `r[i]`.
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: [__m512i; 16]) -> [__m512i; 16] {
+    // Within 128-bit lanes: pairs of rows, then quads: u[4q + m]'s 128-bit lane L holds
+    // column 4L + m of rows 4q .. 4q + 4.
+    let t: [__m512i; 16] = std::array::from_fn(|j| {
+        let (x, y) = (r[j / 2 * 2], r[j / 2 * 2 + 1]);
+        if j % 2 == 0 { _mm512_unpacklo_epi32(x, y) } else { _mm512_unpackhi_epi32(x, y) }
+    });
+    let u: [__m512i; 16] = std::array::from_fn(|j| {
+        let (q, m) = (j / 4, j % 4);
+        let (x, y) = (t[4 * q + m / 2], t[4 * q + 2 + m / 2]);
+        if m % 2 == 0 { _mm512_unpacklo_epi64(x, y) } else { _mm512_unpackhi_epi64(x, y) }
+    });
+    // Then the 4 × 4 transpose of 128-bit lanes among u[m], u[4 + m], u[8 + m], u[12 + m].
+    let mut out = [_mm512_setzero_si512(); 16];
+    for m in 0..4 {
+        let even = |x, y| _mm512_shuffle_i32x4::<0b10_00_10_00>(x, y);
+        let odd = |x, y| _mm512_shuffle_i32x4::<0b11_01_11_01>(x, y);
+        let (v0, v1) = (even(u[m], u[4 + m]), odd(u[m], u[4 + m]));
+        let (v2, v3) = (even(u[8 + m], u[12 + m]), odd(u[8 + m], u[12 + m]));
+        out[m] = even(v0, v2);
+        out[8 + m] = odd(v0, v2);
+        out[4 + m] = even(v1, v3);
+        out[12 + m] = odd(v1, v3);
+    }
     out
 }
 
@@ -366,6 +386,8 @@ fn transpose_sum(v: &[[__m512i; 4]; 4]) -> __m512i {
 thread_local! {
     /// Decoded rows of [`gemm_i2s`], kept per thread between calls.
     static DECODED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    /// [`gemm_tq`]'s interleaved rows.
+    static INTER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     /// Block scales of the rows [`gemm_tq`] decoded.
     static SCALES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     /// Block-major activation sums of [`gemm_tq`].
