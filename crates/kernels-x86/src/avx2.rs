@@ -8,7 +8,8 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use crate::Avx2;
-use crate::x256::{hsum, load, load_i8, tq1_block_dot};
+use crate::ternary::{Interleaved, interleaved_gemm};
+use crate::x256::{hsum, load, load_i8, store, tq1_block_dot, tq1_codes};
 use bitnet_quant::isa::{Codes, Job, TernaryIsa};
 
 impl TernaryIsa for Avx2 {
@@ -34,14 +35,15 @@ impl TernaryIsa for Avx2 {
 unsafe fn gemm(job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
     let per = job.sums_per_token();
     let n = sums.len() / per;
-    if job.codes == Codes::Tq1 {
-        // One token at a time: TQ1_0's base-3 decoding is the cost, per token either way.
-        let len = rows.len();
-        for t in 0..n {
-            let part = &mut dots[t * len..(t + 1) * len];
-            // SAFETY: the caller guarantees AVX2.
-            unsafe { gemv(job, rows.clone(), &acts[t * stride..], &sums[t * per..], part) };
-        }
+    // TQ1_0's tiles would decode its digits again per token.
+    let few = match job.codes {
+        Codes::I2s | Codes::I2sArm => FEW_I2S,
+        Codes::Tq2 => FEW_TQ2,
+        Codes::Tq1 => 1,
+    };
+    if n > few {
+        // SAFETY: the caller guarantees AVX2 (with FMA and F16C, which every AVX2 CPU has).
+        unsafe { gemm_many(job, rows, acts, stride, sums, dots) };
         return;
     }
     let tiles = Tiles { job, acts, stride, sums, per, rows: rows.clone() };
@@ -204,7 +206,7 @@ fn tile<const R: usize, const T: usize>(
                         dots[r][t] += (hsum(s) - sums[t][c]) as f32 * d;
                     }
                 }
-                Codes::Tq1 => unreachable!("TQ1_0 runs through gemv"),
+                Codes::Tq1 => unreachable!("TQ1_0 runs through gemm_many"),
             }
         }
         if job.codes.is_i2s() {
@@ -214,6 +216,142 @@ fn tile<const R: usize, const T: usize>(
         }
     }
     dots
+}
+
+/// Most tokens for the I2_S tiles, which decode in registers; more go to [`gemm_many`]. At 2B-4T
+/// (1 thread, `bitnet bench --parallel`), 5 / 8 sequences decoding together ran 11.3 / 14.1
+/// tokens/s through `gemm_many` against the tiles' 15.1 / 15.5, 12 and 16 ran 1–9% faster.
+const FEW_I2S: usize = 8;
+
+/// The same for TQ2_0: 2 / 4 sequences ran 8.3 / 12.3 tokens/s through `gemm_many` against the
+/// tiles' 12.8 / 14.2, 6 about the same, 8 15.5 against 14.3.
+const FEW_TQ2: usize = 4;
+
+/// Rows of [`gemm_many`]'s interleaved groups: one 32-byte load holds four codes of each.
+const GEMM_ROWS: usize = 8;
+
+/// Many tokens on every format, as the AVX-512 `gemm_many` at half width through
+/// [`interleaved_gemm`]: eight rows decoded once into codes in element order, interleaved by
+/// [`transpose8`], then one `vpmaddubsw` per token against four broadcast activations advances
+/// all eight rows. Before, TQ2_0's tiles ended every block of every row and token in a
+/// horizontal sum, and TQ1_0 ran one token at a time through the GEMV (its digits decoded again
+/// for every token).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemm_many(job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
+    let chunks = job.chunks;
+    let (n, len, block_bytes) = (sums.len() / job.sums_per_token(), rows.len(), job.row_bytes / chunks);
+    let decode_row = |row: &[u8], dst: &mut [u8], scales: &mut [f32]| {
+        for c in 0..chunks {
+            let out = &mut dst[c * 256..(c + 1) * 256];
+            let codes: [__m256i; 8] = match job.codes {
+                Codes::I2s | Codes::I2sArm => {
+                    // A 256-block is two 128-blocks of 32 bytes; a row's last may be one.
+                    let lo = decode(load(&row[c * 64..]), Codes::I2s);
+                    let hi = if job.half_tail && c + 1 == chunks {
+                        [_mm256_setzero_si256(); 4]
+                    } else {
+                        decode(load(&row[c * 64 + 32..]), Codes::I2s)
+                    };
+                    std::array::from_fn(|k| if k < 4 { lo[k] } else { hi[k - 4] })
+                }
+                Codes::Tq2 | Codes::Tq1 => {
+                    let block = &row[c * block_bytes..(c + 1) * block_bytes];
+                    // Both formats end their blocks with the f16 scale.
+                    scales[c] = half::f16::from_le_bytes([block[block_bytes - 2], block[block_bytes - 1]]).to_f32();
+                    if job.codes == Codes::Tq2 {
+                        let halves = [decode(load(block), Codes::Tq2), decode(load(&block[32..]), Codes::Tq2)];
+                        std::array::from_fn(|k| halves[k / 4][k % 4])
+                    } else {
+                        tq1_codes(block)
+                    }
+                }
+            };
+            for (k, q) in codes.into_iter().enumerate() {
+                store(&mut out[k * 32..], q);
+            }
+        }
+    };
+    let tq = !job.codes.is_i2s();
+    interleaved_gemm::<GEMM_ROWS>(
+        job,
+        rows,
+        n,
+        sums,
+        decode_row,
+        |decoded, inter| interleave(decoded, inter, stride),
+        |s, first, nb| run_tiles(s, acts, stride, tq, dots, len, first..first + nb),
+    );
+}
+
+crate::ternary::interleaved_parts!(
+    "avx2,fma,f16c",
+    GEMM_ROWS,
+    __m256i,
+    __m256,
+    transpose8,
+    load,
+    store,
+    _mm256_setzero_si256,
+    _mm256_setzero_ps,
+    _mm256_set1_epi32,
+    _mm256_sub_epi32,
+    _mm256_cvtepi32_ps,
+    _mm256_add_ps,
+    _mm256_mul_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    4;
+    1 2 3
+);
+
+/// One 256-block of [`gemm_many`]'s interleaved rows `wb` against `T` tokens' activations (in
+/// element order), added into `acc`: 64 steps of one load and one `vpmaddubsw` per token against
+/// four of its activations broadcast to every lane. The i16 pair sums are at most 2·2·128 = 512
+/// in magnitude, so 32 steps of them (≤ 16384) add up in i16 before `vpmaddwd` widens them.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn block_sums<const T: usize>(wb: &[u8], at: &[&[i8; 256]; T], mut acc: [__m256i; T]) -> [__m256i; T] {
+    let ones = _mm256_set1_epi16(1);
+    for half in 0..2 {
+        let mut acc16 = [_mm256_setzero_si256(); T];
+        for k in 32 * half..32 * half + 32 {
+            let wv = load(&wb[k * 32..k * 32 + 32]);
+            for t in 0..T {
+                let q = [at[t][4 * k], at[t][4 * k + 1], at[t][4 * k + 2], at[t][4 * k + 3]];
+                let av = _mm256_set1_epi32(i32::from_le_bytes(q.map(|b| b as u8)));
+                acc16[t] = _mm256_add_epi16(acc16[t], _mm256_maddubs_epi16(wv, av));
+            }
+        }
+        for t in 0..T {
+            acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(acc16[t], ones));
+        }
+    }
+    acc
+}
+
+crate::ternary::transpose_quads!(
+    "avx2",
+    __m256i,
+    8,
+    _mm256_unpacklo_epi32,
+    _mm256_unpackhi_epi32,
+    _mm256_unpacklo_epi64,
+    _mm256_unpackhi_epi64
+);
+
+/// The 8 × 8 transpose of 32-bit lanes: lane `i` of result `j` is lane `j` of `r[i]`.
+#[target_feature(enable = "avx2")]
+fn transpose8(r: [__m256i; 8]) -> [__m256i; 8] {
+    let u = quads(r);
+    // Then the halves: column m from rows 0..4 and 4..8, and column 4 + m.
+    std::array::from_fn(|j| {
+        let m = j % 4;
+        if j < 4 {
+            _mm256_permute2x128_si256::<0x20>(u[m], u[4 + m])
+        } else {
+            _mm256_permute2x128_si256::<0x31>(u[m], u[4 + m])
+        }
+    })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

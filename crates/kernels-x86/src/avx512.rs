@@ -8,8 +8,9 @@
 use std::arch::x86_64::*;
 
 use crate::Avx512;
+use crate::ternary::{Interleaved, interleaved_gemm};
 use crate::x256;
-use bitnet_quant::isa::{Codes, Job, TernaryIsa, take_scratch};
+use bitnet_quant::isa::{Codes, Job, TernaryIsa};
 
 impl TernaryIsa for Avx512 {
     fn accepts(self, codes: Codes) -> bool {
@@ -52,8 +53,7 @@ impl TernaryIsa for Avx512 {
                 Codes::I2s | Codes::I2sArm if acts.len() / stride <= FEW_TOKENS => {
                     gemm_few(job, rows, acts, stride, sums, dots)
                 }
-                Codes::I2s | Codes::I2sArm => gemm_i2s(job, rows, acts, stride, sums, dots),
-                Codes::Tq2 | Codes::Tq1 => gemm_tq(job, rows, acts, stride, sums, dots),
+                _ => gemm_many(job, rows, acts, stride, sums, dots),
             }
         }
     }
@@ -73,7 +73,7 @@ fn load_i8(s: &[i8]) -> __m512i {
     unsafe { _mm512_loadu_si512(s.as_ptr().cast()) }
 }
 
-/// Most tokens for [`gemm_few`]; more go to [`gemm_i2s`].
+/// Most tokens for [`gemm_few`]; more go to [`gemm_many`].
 const FEW_TOKENS: usize = 16;
 
 /// A few tokens against I2_S rows, the codes decoded in registers: two rows × up to eight
@@ -149,210 +149,111 @@ fn few<const T: usize>(
     }
 }
 
-/// Rows decoded per block of the many-token path: 16 rows of 6912 codes is 108 KiB, in L2.
+/// Rows of [`gemm_many`]'s interleaved groups: one 64-byte load holds four codes of each.
 const GEMM_ROWS: usize = 16;
 
-/// Many tokens (prompt processing): compute-bound, so each block of rows is decoded once into
-/// unsigned bytes laid out like the prepared activations, and a 4-row × 4-token micro-kernel
-/// runs over it: per 64-byte step 4 + 4 loads feed 16 `vpdpbusd` with no decoding in the loop.
+/// Many tokens (prompt processing) on every format, through [`interleaved_gemm`]: 16 rows
+/// decoded once (I2_S and TQ2_0 into the prepared activations' order, TQ1_0 into element
+/// order), interleaved by [`transpose16`], then up to eight tokens per load of the interleaved
+/// codes, one `vpdpbusd` per token against four broadcast activations. I2_S keeps one integer
+/// sum per row and token; TQ subtracts each block's activation sum, applies the 16 rows' scales
+/// and adds the products lane by lane in block order (the reference's roundings).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn gemm_i2s(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
-    let n = acts.len() / stride;
-    let len = rows.len();
-    let full = if job.half_tail { job.chunks - 1 } else { job.chunks };
-    let mut decoded = take_scratch(&DECODED, GEMM_ROWS * stride);
-    let mut b0 = rows.start;
-    while b0 < rows.end {
-        let nb = GEMM_ROWS.min(rows.end - b0);
-        for (i, dst) in decoded.chunks_exact_mut(stride).take(nb).enumerate() {
-            let row = job.row(b0 + i);
-            for c in 0..job.chunks {
-                let v = if c < full { load(&row[c * 64..]) } else { load_half(&row[c * 64..]) };
-                for (g, q) in decode(v, Codes::I2s).into_iter().enumerate() {
-                    store(&mut dst[c * 256 + g * 64..c * 256 + g * 64 + 64], q);
-                }
-            }
-        }
-        tiles(n, nb, |t0, nt, r, nr| {
-            let w = &decoded[r * stride..];
-            let a = &acts[t0 * stride..];
-            let out = |rr: usize, tt: usize| (t0 + tt) * len + (b0 - rows.start) + r + rr;
-            let mut emit = |rr: usize, tt: usize, v: i32| dots[out(rr, tt)] = (v - sums[t0 + tt]) as f32;
-            match (nr, nt) {
-                (4, 4) => micro::<4, 4>(w, a, stride, &mut emit),
-                (4, _) => {
-                    for tt in 0..nt {
-                        micro::<4, 1>(w, &a[tt * stride..], stride, |rr, _, v| emit(rr, tt, v));
-                    }
-                }
-                (_, 4) => {
-                    for rr in 0..nr {
-                        micro::<1, 4>(&w[rr * stride..], a, stride, |_, tt, v| emit(rr, tt, v));
-                    }
-                }
-                _ => {
-                    for rr in 0..nr {
-                        for tt in 0..nt {
-                            micro::<1, 1>(&w[rr * stride..], &a[tt * stride..], stride, |_, _, v| emit(rr, tt, v));
-                        }
-                    }
-                }
-            }
-        });
-        b0 += nb;
-    }
-    DECODED.set(decoded);
-}
-
-/// Calls `f(t0, nt, r, nr)` for every tile of up to 4 tokens × 4 rows of an `n`-token,
-/// `rows`-row block, tokens outermost.
-fn tiles(n: usize, rows: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
-    for t0 in (0..n).step_by(4) {
-        for r in (0..rows).step_by(4) {
-            f(t0, (n - t0).min(4), r, (rows - r).min(4));
-        }
-    }
-}
-
-/// Many tokens on TQ2_0 / TQ1_0. Every 256-weight block has its own scale, so each block's
-/// dot product of each row and token must be finished on its own (exact sum, scaled, added in
-/// block order); in [`gemm_i2s`]'s layout that is a 16-lane reduction per row, token and block,
-/// which cost this loop a quarter of its time. Here 16 rows are decoded once (codes in the order
-/// the activations are read: prepared for TQ2_0, element order for TQ1_0) and interleaved four
-/// codes at a time ([`transpose16`]: `[block][k][row]` holds each row's codes `4k .. 4k + 4`
-/// side by side), so one `vpdpbusd` against four activations broadcast to every lane advances
-/// all 16 rows: after a block's 64 steps lane `i` holds row `i`'s exact block sum, with nothing
-/// to reduce. The block sum is subtracted, the 16 rows' scales applied and the products added
-/// lane by lane in block order (the reference's roundings). `sums[t·chunks + c]` is token t's
-/// activation sum over block c (the code offset).
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn gemm_tq(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
+fn gemm_many(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
     let (n, len, chunks) = (acts.len() / stride, rows.len(), job.chunks);
     let block_bytes = job.row_bytes / chunks;
-    let mut decoded = take_scratch(&DECODED, GEMM_ROWS * stride);
-    let mut inter = take_scratch(&INTER, GEMM_ROWS * stride);
-    // Block scales of the decoded rows, `[chunk][row]`.
-    let mut scales = take_scratch(&SCALES, chunks * GEMM_ROWS);
-    // Activation sums block-major, `[chunk][token]`.
-    let mut bsums = take_scratch(&BSUMS, chunks * n);
-    for t in 0..n {
+    let full = if job.half_tail { chunks - 1 } else { chunks };
+    let decode_row = |row: &[u8], dst: &mut [u8], scales: &mut [f32]| {
         for c in 0..chunks {
-            bsums[c * n + t] = sums[t * chunks + c];
-        }
-    }
-    let mut b0 = rows.start;
-    while b0 < rows.end {
-        let nb = GEMM_ROWS.min(rows.end - b0);
-        for (i, dst) in decoded.chunks_exact_mut(stride).enumerate() {
-            if i >= nb {
-                // Lanes of rows past the end are computed and dropped: give them zeros.
-                dst.fill(0);
-                for c in 0..chunks {
-                    scales[c * GEMM_ROWS + i] = 0.0;
+            let out = &mut dst[c * 256..(c + 1) * 256];
+            match job.codes {
+                Codes::I2s | Codes::I2sArm => {
+                    let v = if c < full { load(&row[c * 64..]) } else { load_half(&row[c * 64..]) };
+                    for (g, q) in decode(v, Codes::I2s).into_iter().enumerate() {
+                        store(&mut out[g * 64..], q);
+                    }
                 }
-                continue;
-            }
-            let row = job.row(b0 + i);
-            for c in 0..chunks {
-                let block = &row[c * block_bytes..(c + 1) * block_bytes];
-                let out = &mut dst[c * 256..(c + 1) * 256];
-                let d = match job.codes {
-                    Codes::Tq2 => {
+                Codes::Tq2 | Codes::Tq1 => {
+                    let block = &row[c * block_bytes..(c + 1) * block_bytes];
+                    if job.codes == Codes::Tq2 {
                         for (g, q) in decode(load(block), Codes::Tq2).into_iter().enumerate() {
                             store(&mut out[g * 64..], q);
                         }
-                        [block[64], block[65]]
-                    }
-                    Codes::Tq1 => {
+                    } else {
                         for (g, q) in x256::tq1_codes(block).into_iter().enumerate() {
                             x256::store(&mut out[g * 32..], q);
                         }
-                        [block[52], block[53]]
                     }
-                    Codes::I2s | Codes::I2sArm => unreachable!("I2_S runs through gemm_i2s"),
-                };
-                scales[c * GEMM_ROWS + i] = half::f16::from_le_bytes(d).to_f32();
+                    // Both formats end their blocks with the f16 scale.
+                    scales[c] = half::f16::from_le_bytes([block[block_bytes - 2], block[block_bytes - 1]]).to_f32();
+                }
             }
         }
-        // Interleave: 16 rows × 16 dwords at a time.
-        for k in (0..stride).step_by(64) {
-            let t = transpose16(std::array::from_fn(|i| load(&decoded[i * stride + k..])));
-            for (j, v) in t.into_iter().enumerate() {
-                store(&mut inter[(k / 4 + j) * 64..], v);
-            }
-        }
-        for t0 in (0..n).step_by(8) {
-            let a = &acts[t0 * stride..];
-            let (s, sc) = (&bsums[t0..], &scales[..]);
-            let mut out = |t: usize, v: __m512| {
-                let mut lanes = [0f32; 16];
-                // SAFETY: `lanes` holds 16 floats; the store is unaligned.
-                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
-                let at = (t0 + t) * len + (b0 - rows.start);
-                dots[at..at + nb].copy_from_slice(&lanes[..nb]);
-            };
-            // One monomorphised tile per token count, so the accumulators stay in registers.
-            macro_rules! tile {
-                ($($t:literal)*) => {
-                    match n - t0 {
-                        $($t => micro_tq::<$t>(&inter, a, stride, sc, s, n).into_iter().enumerate().for_each(|(t, v)| out(t, v)),)*
-                        _ => micro_tq::<8>(&inter, a, stride, sc, s, n).into_iter().enumerate().for_each(|(t, v)| out(t, v)),
-                    }
-                };
-            }
-            tile!(1 2 3 4 5 6 7);
-        }
-        b0 += nb;
-    }
-    DECODED.set(decoded);
-    INTER.set(inter);
-    SCALES.set(scales);
-    BSUMS.set(bsums);
+    };
+    let tq = !job.codes.is_i2s();
+    interleaved_gemm::<GEMM_ROWS>(
+        job,
+        rows,
+        n,
+        sums,
+        decode_row,
+        |decoded, inter| interleave(decoded, inter, stride),
+        |s, first, nb| run_tiles(s, acts, stride, tq, dots, len, first..first + nb),
+    );
 }
 
-/// 16 interleaved rows ([`gemm_tq`]'s layout, `w`) × `T` prepared tokens (`stride` apart from
-/// `a`): lane `i` of result `t` is row `i`'s `Σ_block ((Σ code·a − sum) as f32) · d`, blocks in
-/// order. `scales` is `[chunk][16]`, `bsums[c·n + t]` token `t`'s sum over block `c`.
+crate::ternary::interleaved_parts!(
+    "avx512f,avx512bw,avx512vnni",
+    GEMM_ROWS,
+    __m512i,
+    __m512,
+    transpose16,
+    load,
+    store,
+    _mm512_setzero_si512,
+    _mm512_setzero_ps,
+    _mm512_set1_epi32,
+    _mm512_sub_epi32,
+    _mm512_cvtepi32_ps,
+    _mm512_add_ps,
+    _mm512_mul_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    8;
+    1 2 3 4 5 6 7
+);
+
+/// One 256-block of [`gemm_many`]'s interleaved rows `wb` against `T` tokens' activations,
+/// added into `acc`: 64 steps of one load and one `vpdpbusd` per token against four of its
+/// activations broadcast to every lane.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn micro_tq<const T: usize>(w: &[u8], a: &[i8], stride: usize, scales: &[f32], bsums: &[i32], n: usize) -> [__m512; T] {
-    let mut total = [_mm512_setzero_ps(); T];
-    for (c, wb) in w[..GEMM_ROWS * stride].chunks_exact(256 * GEMM_ROWS).enumerate() {
-        // Fixed-length views: the loads below need no bounds checks.
-        let at: [&[i8; 256]; T] =
-            std::array::from_fn(|t| a[t * stride + c * 256..][..256].try_into().expect("256 activations"));
-        let mut acc = [_mm512_setzero_si512(); T];
-        for k in 0..64 {
-            let wv = load(&wb[k * 64..k * 64 + 64]);
-            for t in 0..T {
-                let q = [at[t][4 * k], at[t][4 * k + 1], at[t][4 * k + 2], at[t][4 * k + 3]];
-                let av = _mm512_set1_epi32(i32::from_le_bytes(q.map(|b| b as u8)));
-                acc[t] = _mm512_dpbusd_epi32(acc[t], wv, av);
-            }
-        }
-        let d = load_f32(&scales[c * GEMM_ROWS..c * GEMM_ROWS + 16]);
+fn block_sums<const T: usize>(wb: &[u8], at: &[&[i8; 256]; T], mut acc: [__m512i; T]) -> [__m512i; T] {
+    for k in 0..64 {
+        let wv = load(&wb[k * 64..k * 64 + 64]);
         for t in 0..T {
-            let dot = _mm512_sub_epi32(acc[t], _mm512_set1_epi32(bsums[c * n + t]));
-            // Not fused: the reference rounds the product, then the sum.
-            total[t] = _mm512_add_ps(total[t], _mm512_mul_ps(_mm512_cvtepi32_ps(dot), d));
+            let q = [at[t][4 * k], at[t][4 * k + 1], at[t][4 * k + 2], at[t][4 * k + 3]];
+            let av = _mm512_set1_epi32(i32::from_le_bytes(q.map(|b| b as u8)));
+            acc[t] = _mm512_dpbusd_epi32(acc[t], wv, av);
         }
     }
-    total
+    acc
 }
+
+crate::ternary::transpose_quads!(
+    "avx512f",
+    __m512i,
+    16,
+    _mm512_unpacklo_epi32,
+    _mm512_unpackhi_epi32,
+    _mm512_unpacklo_epi64,
+    _mm512_unpackhi_epi64
+);
 
 /// The 16 × 16 transpose of 32-bit lanes: lane `i` of result `j` is lane `j` of `r[i]`.
 #[target_feature(enable = "avx512f")]
 fn transpose16(r: [__m512i; 16]) -> [__m512i; 16] {
-    // Within 128-bit lanes: pairs of rows, then quads: u[4q + m]'s 128-bit lane L holds
-    // column 4L + m of rows 4q .. 4q + 4.
-    let t: [__m512i; 16] = std::array::from_fn(|j| {
-        let (x, y) = (r[j / 2 * 2], r[j / 2 * 2 + 1]);
-        if j % 2 == 0 { _mm512_unpacklo_epi32(x, y) } else { _mm512_unpackhi_epi32(x, y) }
-    });
-    let u: [__m512i; 16] = std::array::from_fn(|j| {
-        let (q, m) = (j / 4, j % 4);
-        let (x, y) = (t[4 * q + m / 2], t[4 * q + 2 + m / 2]);
-        if m % 2 == 0 { _mm512_unpacklo_epi64(x, y) } else { _mm512_unpackhi_epi64(x, y) }
-    });
+    let u = quads(r);
     // Then the 4 × 4 transpose of 128-bit lanes among u[m], u[4 + m], u[8 + m], u[12 + m].
     let mut out = [_mm512_setzero_si512(); 16];
     for m in 0..4 {
@@ -381,41 +282,6 @@ fn transpose_sum(v: &[[__m512i; 4]; 4]) -> __m512i {
         _mm512_add_epi32(_mm512_shuffle_i32x4::<0b10_00_10_00>(x, y), _mm512_shuffle_i32x4::<0b11_01_11_01>(x, y))
     };
     lanes(lanes(q[0], q[1]), lanes(q[2], q[3]))
-}
-
-thread_local! {
-    /// Decoded rows of [`gemm_i2s`], kept per thread between calls.
-    static DECODED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-    /// [`gemm_tq`]'s interleaved rows.
-    static INTER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-    /// Block scales of the rows [`gemm_tq`] decoded.
-    static SCALES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
-    /// Block-major activation sums of [`gemm_tq`].
-    static BSUMS: std::cell::Cell<Vec<i32>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
-/// `R` decoded rows × `T` prepared tokens, all `stride` bytes long and `stride` apart:
-/// `emit(r, t, Σ code·a)`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn micro<const R: usize, const T: usize>(w: &[u8], a: &[i8], stride: usize, mut emit: impl FnMut(usize, usize, i32)) {
-    let mut acc = [[_mm512_setzero_si512(); T]; R];
-    for k in (0..stride).step_by(64) {
-        let mut wr = [_mm512_setzero_si512(); R];
-        for (r, reg) in wr.iter_mut().enumerate() {
-            *reg = load(&w[r * stride + k..r * stride + k + 64]);
-        }
-        for t in 0..T {
-            let at = load_i8(&a[t * stride + k..t * stride + k + 64]);
-            for r in 0..R {
-                acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], wr[r], at);
-            }
-        }
-    }
-    for (r, row) in acc.iter().enumerate() {
-        for (t, &v) in row.iter().enumerate() {
-            emit(r, t, _mm512_reduce_add_epi32(v));
-        }
-    }
 }
 
 #[target_feature(enable = "avx512f,avx512bw")]

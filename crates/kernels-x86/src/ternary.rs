@@ -81,3 +81,196 @@ macro_rules! tq_gemv {
 }
 #[cfg(target_arch = "x86_64")]
 pub(crate) use tq_gemv;
+
+/// Per-thread scratch of the interleaved many-token GEMMs ([`interleaved_gemm`]), kept between
+/// calls: fresh multi-megabyte buffers per matmul cost page faults and zeroing.
+#[cfg(target_arch = "x86_64")]
+#[derive(Default)]
+pub(crate) struct Interleaved {
+    /// One group of rows decoded, `cols` codes each, in the order of the prepared activations.
+    pub decoded: Vec<u8>,
+    /// The same codes four at a time across the rows: `[step][row]` holds codes
+    /// `4·step .. 4·step + 4` of every row of the group.
+    pub inter: Vec<u8>,
+    /// The group's TQ block scales, `[chunk][row]` (I2_S: unused zeros).
+    pub scales: Vec<f32>,
+    /// The same scales as decoded, `[row][chunk]`.
+    row_scales: Vec<f32>,
+    /// Activation sums, `[chunk][token]` (I2_S: one chunk).
+    pub sums: Vec<i32>,
+}
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    static INTERLEAVED: std::cell::Cell<Interleaved> = std::cell::Cell::new(Interleaved::default());
+}
+
+/// The driver of both x86 many-token GEMMs (prompt processing is compute-bound, so each row is
+/// decoded once for every token, not in the inner loop). Rows go `R` at a time: each row is
+/// decoded by `decode(row, codes, scales)` into `job.chunks · 256` codes in the activations'
+/// order (and a TQ row's block scales), the group is interleaved by `interleave(decoded,
+/// inter)`, then `tiles(scratch, first, count)` computes rows `first .. first + count` (counted
+/// from `rows.start`) for every token. Rows past the end of the last group are zero codes with
+/// zero scales, computed and dropped. With the interleaved layout one load holds four codes of
+/// each of the `R` rows, so one multiply-add against four activations broadcast to every lane
+/// advances all `R` rows for a token, and lane `i` ends with row `i`'s exact sum: nothing to
+/// reduce across lanes, which a per-block scale (TQ) would otherwise need per row, token and block.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn interleaved_gemm<const R: usize>(
+    job: &bitnet_quant::isa::Job<'_>,
+    rows: std::ops::Range<usize>,
+    n: usize,
+    sums: &[i32],
+    mut decode: impl FnMut(&[u8], &mut [u8], &mut [f32]),
+    mut interleave: impl FnMut(&[u8], &mut [u8]),
+    mut tiles: impl FnMut(&Interleaved, usize, usize),
+) {
+    let (cols, per) = (job.chunks * 256, job.sums_per_token());
+    let mut s = INTERLEAVED.take();
+    s.decoded.resize(R * cols, 0);
+    s.inter.resize(R * cols, 0);
+    s.scales.resize(per * R, 0.0);
+    s.row_scales.resize(per * R, 0.0);
+    s.sums.resize(per * n, 0);
+    for t in 0..n {
+        for c in 0..per {
+            s.sums[c * n + t] = sums[t * per + c];
+        }
+    }
+    let mut b0 = rows.start;
+    while b0 < rows.end {
+        let nb = R.min(rows.end - b0);
+        let Interleaved { decoded, inter, scales, row_scales, .. } = &mut s;
+        for (i, (dst, sc)) in decoded.chunks_exact_mut(cols).zip(row_scales.chunks_exact_mut(per)).enumerate() {
+            if i < nb {
+                decode(job.row(b0 + i), dst, sc);
+            } else {
+                dst.fill(0);
+                sc.fill(0.0);
+            }
+        }
+        for (i, sc) in row_scales.chunks_exact(per).enumerate() {
+            for (c, &d) in sc.iter().enumerate() {
+                scales[c * R + i] = d;
+            }
+        }
+        interleave(decoded, inter);
+        tiles(&s, b0 - rows.start, nb);
+        b0 += nb;
+    }
+    INTERLEAVED.set(s);
+}
+
+/// The instruction-set-specific parts of [`interleaved_gemm`] around an instruction set's
+/// `block_sums::<T>(wb, at, acc)` (one 256-block's exact sums of the interleaved codes `wb`
+/// against `T` tokens' 256 activations `at`, added into `acc`, lane = row) and its
+/// `$transpose` of `$rows` registers of 32-bit lanes:
+///
+/// * `interleave(decoded, inter, cols)`: a decoded group (`cols` codes a row) into `[step][row]`;
+/// * `micro::<T, TQ>(s, a, stride, t0, n)`: the group in `s` × `T` prepared tokens from `t0`
+///   (`stride` apart from `a`); lane `i` of result `t` is row `i`'s product with token `t0 + t`:
+///   I2_S `(Σ code·a − sum) as f32`, one integer sum to the end; TQ (`TQ`) `Σ_block ((Σ code·a −
+///   sum) as f32) · d`, blocks in order with unfused multiply and add (the reference's roundings);
+/// * `run_tiles(s, acts, stride, tq, dots, len, rows)`: every token against the group, up to
+///   `$max` at a time (one monomorphised `micro` per count, so its accumulators stay in
+///   registers), into `dots` rows `rows` (`len` rows a token).
+#[cfg(target_arch = "x86_64")]
+macro_rules! interleaved_parts {
+    ($feat:literal, $rows:expr, $vi:ty, $vf:ty, $transpose:ident, $load:ident, $store:ident, $zero_i:ident,
+     $zero_f:ident, $set1:ident, $sub:ident, $cvt:ident, $add_f:ident, $mul_f:ident, $loadu_f:ident,
+     $storeu_f:ident, $max:literal; $($t:literal)*) => {
+        #[target_feature(enable = $feat)]
+        fn interleave(decoded: &[u8], inter: &mut [u8], cols: usize) {
+            for k in (0..cols).step_by(4 * $rows) {
+                let t = $transpose(std::array::from_fn(|i| $load(&decoded[i * cols + k..])));
+                for (j, v) in t.into_iter().enumerate() {
+                    $store(&mut inter[(k / 4 + j) * 4 * $rows..], v);
+                }
+            }
+        }
+
+        #[target_feature(enable = $feat)]
+        fn micro<const T: usize, const TQ: bool>(s: &Interleaved, a: &[i8], stride: usize, t0: usize, n: usize) -> [$vf; T] {
+            let zero: $vi = $zero_i();
+            let (mut total, mut int) = ([$zero_f(); T], [zero; T]);
+            for (c, wb) in s.inter[..$rows * stride].chunks_exact(256 * $rows).enumerate() {
+                // Fixed-length views: the loads in `block_sums` need no bounds checks.
+                let at: [&[i8; 256]; T] =
+                    std::array::from_fn(|t| a[t * stride + c * 256..][..256].try_into().expect("256 activations"));
+                let acc = block_sums::<T>(wb, &at, if TQ { [zero; T] } else { int });
+                if TQ {
+                    let d: &[f32; $rows] = s.scales[c * $rows..(c + 1) * $rows].try_into().expect("one scale a row");
+                    // SAFETY: `d` holds one float per lane; the load is unaligned.
+                    let d = unsafe { $loadu_f(d.as_ptr()) };
+                    for t in 0..T {
+                        let dot = $sub(acc[t], $set1(s.sums[c * n + t0 + t]));
+                        // Not fused: the reference rounds the product, then the sum.
+                        total[t] = $add_f(total[t], $mul_f($cvt(dot), d));
+                    }
+                } else {
+                    int = acc;
+                }
+            }
+            if !TQ {
+                for t in 0..T {
+                    total[t] = $cvt($sub(int[t], $set1(s.sums[t0 + t])));
+                }
+            }
+            total
+        }
+
+        #[target_feature(enable = $feat)]
+        fn run_tiles(
+            s: &Interleaved,
+            acts: &[i8],
+            stride: usize,
+            tq: bool,
+            dots: &mut [f32],
+            len: usize,
+            rows: std::ops::Range<usize>,
+        ) {
+            let n = acts.len() / stride;
+            for t0 in (0..n).step_by($max) {
+                let a = &acts[t0 * stride..];
+                let mut out = |t: usize, v: $vf| {
+                    let mut lanes = [0f32; $rows];
+                    // SAFETY: `lanes` holds one float per lane; the store is unaligned.
+                    unsafe { $storeu_f(lanes.as_mut_ptr(), v) };
+                    let at = (t0 + t) * len + rows.start;
+                    dots[at..at + rows.len()].copy_from_slice(&lanes[..rows.len()]);
+                };
+                match (tq, n - t0) {
+                    $((true, $t) => micro::<$t, true>(s, a, stride, t0, n).into_iter().enumerate().for_each(|(t, v)| out(t, v)),)*
+                    (true, _) => micro::<$max, true>(s, a, stride, t0, n).into_iter().enumerate().for_each(|(t, v)| out(t, v)),
+                    $((false, $t) => micro::<$t, false>(s, a, stride, t0, n).into_iter().enumerate().for_each(|(t, v)| out(t, v)),)*
+                    (false, _) => micro::<$max, false>(s, a, stride, t0, n).into_iter().enumerate().for_each(|(t, v)| out(t, v)),
+                }
+            }
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use interleaved_parts;
+
+/// `quads(r)`: the first half of a transpose of 32-bit lanes, for `$n` registers of type `$v`:
+/// within every 128-bit lane, pairs of rows then quads, so that `result[4q + m]`'s 128-bit lane
+/// `L` holds column `4L + m` of rows `4q .. 4q + 4`. What is left is moving 128-bit lanes.
+#[cfg(target_arch = "x86_64")]
+macro_rules! transpose_quads {
+    ($feat:literal, $v:ty, $n:expr, $lo32:ident, $hi32:ident, $lo64:ident, $hi64:ident) => {
+        #[target_feature(enable = $feat)]
+        fn quads(r: [$v; $n]) -> [$v; $n] {
+            let t: [$v; $n] = std::array::from_fn(|j| {
+                let (x, y) = (r[j / 2 * 2], r[j / 2 * 2 + 1]);
+                if j % 2 == 0 { $lo32(x, y) } else { $hi32(x, y) }
+            });
+            std::array::from_fn(|j| {
+                let (q, m) = (j / 4, j % 4);
+                let (x, y) = (t[4 * q + m / 2], t[4 * q + 2 + m / 2]);
+                if m % 2 == 0 { $lo64(x, y) } else { $hi64(x, y) }
+            })
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use transpose_quads;
