@@ -1,6 +1,7 @@
 //! Quick many-token GEMM check outside criterion (prompt processing's kernel): one 2B-4T FFN
-//! matrix (6912 × 2560) against GEMM_TOKENS tokens (default 128), best of GEMM_REPS runs (default
-//! 5), one thread, for every ternary format and kernel set this CPU runs.
+//! matrix (6912 × 2560; GEMM_ROWS × GEMM_COLS picks another) against GEMM_TOKENS tokens (default
+//! 128), best of GEMM_REPS runs (default 5), one thread, for every ternary format and kernel set
+//! this CPU runs.
 use std::time::Instant;
 
 use bitnet_benches::{I2S, activations, packed};
@@ -9,7 +10,8 @@ use bitnet_quant::{PackedTernary, TernaryFormat};
 
 fn main() {
     let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    let (rows, cols, n, reps) = (6912, 2560, env("GEMM_TOKENS", 128), env("GEMM_REPS", 5));
+    let (rows, cols) = (env("GEMM_ROWS", 6912), env("GEMM_COLS", 2560));
+    let (n, reps) = (env("GEMM_TOKENS", 128), env("GEMM_REPS", 5));
     let (_, x) = activations(n, cols);
     let mut out = vec![0f32; rows * n];
     for format in [I2S, TernaryFormat::Tq2_0, TernaryFormat::Tq1_0] {
@@ -24,7 +26,12 @@ fn main() {
                 best = best.min(t.elapsed().as_secs_f64());
             }
             let macs = (rows * cols * n) as f64;
-            println!("{format:?} {} x{n}: {:.1} GMAC/s ({:.2} ms)", set.name(), macs / best / 1e9, best * 1e3);
+            println!(
+                "{format:?} {rows}x{cols} {} x{n}: {:.1} GMAC/s ({:.2} ms)",
+                set.name(),
+                macs / best / 1e9,
+                best * 1e3
+            );
         }
     }
 }
