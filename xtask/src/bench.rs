@@ -143,17 +143,23 @@ fn save_bandwidth(path: &std::path::Path, bw: &[Bandwidth]) -> Result<()> {
     Ok(())
 }
 
+/// The higher of two readings of each figure, thread count by thread count: the roofline of a
+/// run measured before and after (this VM's bandwidth drifts).
+pub fn higher(before: &[Bandwidth], after: &[Bandwidth]) -> Vec<Bandwidth> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| Bandwidth { threads: b.threads, read: b.read.max(a.read), triad: b.triad.max(a.triad) })
+        .collect()
+}
+
 /// Measures the bandwidth again after the runs and keeps the higher of each figure (saved for
 /// `--reuse`): this VM's read bandwidth drifts by 20% and more over minutes, and a single
 /// measurement at a slow moment had put 2-thread generation at 110–113% of its "roofline".
 fn bandwidth_after(opts: &Options, before: &[Bandwidth]) -> Result<Vec<Bandwidth>> {
     eprintln!("measuring memory bandwidth again...");
     let after = bandwidth(&opts.threads, opts.quick);
-    let best: Vec<Bandwidth> = before
-        .iter()
-        .zip(&after)
-        .map(|(b, a)| Bandwidth { threads: b.threads, read: b.read.max(a.read), triad: b.triad.max(a.triad) })
-        .collect();
+    let best = higher(before, &after);
     for (b, a) in before.iter().zip(&after) {
         eprintln!("  {} threads: read {:.1} GB/s before, {:.1} after", b.threads, b.read, a.read);
     }

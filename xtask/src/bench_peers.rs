@@ -254,8 +254,7 @@ pub fn run(opts: &Options, bitnet: &Path) -> Result<()> {
         }
     }
     let after = crate::bench::bandwidth(&opts.threads, false);
-    // The higher of the two readings is the roofline (this VM's bandwidth drifts).
-    let roof: Vec<(usize, f64)> = before.iter().zip(&after).map(|(a, b)| (a.threads, a.read.max(b.read))).collect();
+    let roof: Vec<(usize, f64)> = crate::bench::higher(&before, &after).iter().map(|b| (b.threads, b.read)).collect();
     let md = report(opts, &figures, &roof, (&before, &after));
     let old = std::fs::read_to_string(&opts.out).unwrap_or_default();
     std::fs::write(&opts.out, crate::marked::splice(&old, BEGIN, END, &md))?;

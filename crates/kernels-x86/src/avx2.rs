@@ -8,7 +8,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use crate::Avx2;
-use crate::ternary::{Interleaved, interleaved_gemm};
+use crate::ternary::Interleaved;
 use crate::x256::{hsum, load, load_i8, store, tq1_block_dot, tq1_codes};
 use bitnet_quant::isa::{Codes, Job, TernaryIsa};
 
@@ -231,15 +231,14 @@ const FEW_TQ2: usize = 4;
 const GEMM_ROWS: usize = 8;
 
 /// Many tokens on every format, as the AVX-512 `gemm_many` at half width through
-/// [`interleaved_gemm`]: eight rows decoded once into codes in element order, interleaved by
+/// [`crate::ternary::interleaved_gemm`]: eight rows decoded once into codes in element order, interleaved by
 /// [`transpose8`], then one `vpmaddubsw` per token against four broadcast activations advances
 /// all eight rows. Before, TQ2_0's tiles ended every block of every row and token in a
 /// horizontal sum, and TQ1_0 ran one token at a time through the GEMV (its digits decoded again
 /// for every token).
 #[target_feature(enable = "avx2,fma,f16c")]
 fn gemm_many(job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
-    let chunks = job.chunks;
-    let (n, len, block_bytes) = (sums.len() / job.sums_per_token(), rows.len(), job.row_bytes / chunks);
+    let (chunks, block_bytes) = (job.chunks, job.row_bytes / job.chunks);
     let decode_row = |row: &[u8], dst: &mut [u8], scales: &mut [f32]| {
         for c in 0..chunks {
             let out = &mut dst[c * 256..(c + 1) * 256];
@@ -271,16 +270,7 @@ fn gemm_many(job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums
             }
         }
     };
-    let tq = !job.codes.is_i2s();
-    interleaved_gemm::<GEMM_ROWS>(
-        job,
-        rows,
-        n,
-        sums,
-        decode_row,
-        |decoded, inter| interleave(decoded, inter, stride),
-        |s, first, nb| run_tiles(s, acts, stride, tq, dots, len, first..first + nb),
-    );
+    gemm_interleaved(job, rows, acts, stride, sums, dots, decode_row);
 }
 
 crate::ternary::interleaved_parts!(

@@ -8,7 +8,7 @@
 use std::arch::x86_64::*;
 
 use crate::Avx512;
-use crate::ternary::{Interleaved, interleaved_gemm};
+use crate::ternary::Interleaved;
 use crate::x256;
 use bitnet_quant::isa::{Codes, Job, TernaryIsa};
 
@@ -152,7 +152,7 @@ fn few<const T: usize>(
 /// Rows of [`gemm_many`]'s interleaved groups: one 64-byte load holds four codes of each.
 const GEMM_ROWS: usize = 16;
 
-/// Many tokens (prompt processing) on every format, through [`interleaved_gemm`]: 16 rows
+/// Many tokens (prompt processing) on every format, through [`crate::ternary::interleaved_gemm`]: 16 rows
 /// decoded once (I2_S and TQ2_0 into the prepared activations' order, TQ1_0 into element
 /// order), interleaved by [`transpose16`], then up to eight tokens per load of the interleaved
 /// codes, one `vpdpbusd` per token against four broadcast activations. I2_S keeps one integer
@@ -160,7 +160,7 @@ const GEMM_ROWS: usize = 16;
 /// and adds the products lane by lane in block order (the reference's roundings).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn gemm_many(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
-    let (n, len, chunks) = (acts.len() / stride, rows.len(), job.chunks);
+    let chunks = job.chunks;
     let block_bytes = job.row_bytes / chunks;
     let full = if job.half_tail { chunks - 1 } else { chunks };
     let decode_row = |row: &[u8], dst: &mut [u8], scales: &mut [f32]| {
@@ -190,16 +190,7 @@ fn gemm_many(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: u
             }
         }
     };
-    let tq = !job.codes.is_i2s();
-    interleaved_gemm::<GEMM_ROWS>(
-        job,
-        rows,
-        n,
-        sums,
-        decode_row,
-        |decoded, inter| interleave(decoded, inter, stride),
-        |s, first, nb| run_tiles(s, acts, stride, tq, dots, len, first..first + nb),
-    );
+    gemm_interleaved(job, rows, acts, stride, sums, dots, decode_row);
 }
 
 crate::ternary::interleaved_parts!(

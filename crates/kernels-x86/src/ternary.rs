@@ -173,12 +173,36 @@ pub(crate) fn interleaved_gemm<const R: usize>(
 ///   sum) as f32) · d`, blocks in order with unfused multiply and add (the reference's roundings);
 /// * `run_tiles(s, acts, stride, tq, dots, len, rows)`: every token against the group, up to
 ///   `$max` at a time (one monomorphised `micro` per count, so its accumulators stay in
-///   registers), into `dots` rows `rows` (`len` rows a token).
+///   registers), into `dots` rows `rows` (`len` rows a token);
+/// * `gemm_interleaved(job, rows, acts, stride, sums, dots, decode)`: the whole product through
+///   [`interleaved_gemm`] with the above, given the instruction set's row decoding.
 #[cfg(target_arch = "x86_64")]
 macro_rules! interleaved_parts {
     ($feat:literal, $rows:expr, $vi:ty, $vf:ty, $transpose:ident, $load:ident, $store:ident, $zero_i:ident,
      $zero_f:ident, $set1:ident, $sub:ident, $cvt:ident, $add_f:ident, $mul_f:ident, $loadu_f:ident,
      $storeu_f:ident, $max:literal; $($t:literal)*) => {
+        #[target_feature(enable = $feat)]
+        fn gemm_interleaved(
+            job: &Job<'_>,
+            rows: std::ops::Range<usize>,
+            acts: &[i8],
+            stride: usize,
+            sums: &[i32],
+            dots: &mut [f32],
+            decode: impl FnMut(&[u8], &mut [u8], &mut [f32]),
+        ) {
+            let (n, len, tq) = (acts.len() / stride, rows.len(), !job.codes.is_i2s());
+            $crate::ternary::interleaved_gemm::<{ $rows }>(
+                job,
+                rows,
+                n,
+                sums,
+                decode,
+                |decoded, inter| interleave(decoded, inter, stride),
+                |s, first, nb| run_tiles(s, acts, stride, tq, dots, len, first..first + nb),
+            );
+        }
+
         #[target_feature(enable = $feat)]
         fn interleave(decoded: &[u8], inter: &mut [u8], cols: usize) {
             for k in (0..cols).step_by(4 * $rows) {
