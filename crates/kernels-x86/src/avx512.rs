@@ -293,59 +293,87 @@ fn load_half(s: &[u8]) -> __m512i {
 
 crate::ternary::decode_2bit!("avx512f,avx512bw", __m512i, _mm512_set1_epi8, _mm512_srli_epi16, _mm512_and_si512);
 
-/// One token against many rows (decoding): memory-bound, so each row is read front to back
-/// with four independent accumulators (the `vpdpbusd` latency chain never limits the stream)
-/// and the whole row range runs in this one function (a call per row costs a third of the time).
+/// One token against many rows (decoding): rows go a few at a time ([`i2s_rows`], TQ's eight-row
+/// loops) and the whole row range runs in this one function (a call per row costs a third of the
+/// time).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
 fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
     match job.codes {
         Codes::I2s | Codes::I2sArm => {
-            // Masking each 2-bit field in place (no shift) leaves code·4^k, k = 3 − g; the four
-            // groups accumulate apart and are shifted back once per row, exactly. Products stay
-            // within u8 × i8 (192·127) and the sums far within i32 for any row length.
-            //
-            // 256-bit registers although AVX-512 is there: on Zen 4 this stream runs at ~16 GB/s
-            // with 32-byte loads and `vpdpbusd ymm` against ~10 GB/s with the same loop in 512-bit
-            // registers (measured in C and here; docs/kernels.md). Each 64-byte step is the two
-            // 128-weight blocks of the prepared activations' 256-chunk: block 0's group g is at
-            // `64·g`, block 1's at `64·g + 32`; eight accumulators keep the chains short.
-            let masks = [0xC0u8, 0x30, 0x0C, 0x03].map(|m| _mm256_set1_epi8(m as i8));
-            let full = job.row_bytes / 64;
-            let zero = _mm256_setzero_si256();
-            for (r, dot) in rows.zip(dots.iter_mut()) {
-                let row = job.row(r);
-                let mut acc = [[zero; 4]; 2];
-                for (w, a) in row.chunks_exact(64).zip(act.chunks_exact(256)) {
-                    x256::prefetch_ahead(w);
-                    for (half, acc) in acc.iter_mut().enumerate() {
-                        let v = x256::load(&w[half * 32..]);
-                        for g in 0..4 {
-                            let x = x256::load_i8(&a[g * 64 + half * 32..]);
-                            // Into a zero register, then added: the loop-carried chain is a 1-cycle
-                            // add instead of `vpdpbusd`'s latency, which streams faster.
-                            let p = _mm256_dpbusd_epi32(zero, _mm256_and_si256(v, masks[g]), x);
-                            acc[g] = _mm256_add_epi32(acc[g], p);
-                        }
-                    }
+            for (i, dots) in dots[..rows.len()].chunks_mut(I2S_ROWS).enumerate() {
+                let r0 = rows.start + I2S_ROWS * i;
+                match dots.len() {
+                    4 => i2s_rows::<4>(job, r0, act, sums[0], dots),
+                    3 => i2s_rows::<3>(job, r0, act, sums[0], dots),
+                    2 => i2s_rows::<2>(job, r0, act, sums[0], dots),
+                    _ => i2s_rows::<1>(job, r0, act, sums[0], dots),
                 }
-                if job.half_tail {
-                    let v = x256::load(&row[full * 64..]);
-                    let a = &act[full * 256..];
-                    for g in 0..4 {
-                        acc[0][g] =
-                            _mm256_dpbusd_epi32(acc[0][g], _mm256_and_si256(v, masks[g]), x256::load_i8(&a[g * 64..]));
-                    }
-                }
-                let g: [__m256i; 4] = std::array::from_fn(|g| _mm256_add_epi32(acc[0][g], acc[1][g]));
-                let s = _mm256_add_epi32(
-                    _mm256_add_epi32(_mm256_srai_epi32::<6>(g[0]), _mm256_srai_epi32::<4>(g[1])),
-                    _mm256_add_epi32(_mm256_srai_epi32::<2>(g[2]), g[3]),
-                );
-                *dot = (x256::hsum(s) - sums[0]) as f32;
             }
         }
         Codes::Tq2 => gemv_tq2(job, rows, act, sums, dots),
         Codes::Tq1 => gemv_tq1(job, rows, act, sums, dots),
+    }
+}
+
+/// Rows the I2_S one-token loop reads side by side.
+const I2S_ROWS: usize = 4;
+
+/// I2_S rows `r0 .. r0 + N` (N ≤ 4) against one token, into `dots[..N]`.
+///
+/// Masking each 2-bit field in place (no shift) leaves code·4^k, k = 3 − g; the four groups
+/// accumulate apart and are shifted back once per row, exactly. Products stay within u8 × i8
+/// (192·127) and the sums far within i32 for any row length.
+///
+/// 256-bit registers although AVX-512 is there: on Zen 4 this stream runs at ~16 GB/s with 32-byte
+/// loads and `vpdpbusd ymm` against ~10 GB/s with the same loop in 512-bit registers (measured in
+/// C and here; docs/kernels.md). Each 64-byte step is the two 128-weight blocks of the prepared
+/// activations' 256-chunk: block 0's group g is at `64·g`, block 1's at `64·g + 32`. Four rows
+/// side by side share each chunk's eight activation loads, and AVX-512 VL's 32 vector registers
+/// hold their 16 accumulators: one row at a time the loop was bound by its operations (loads,
+/// masks, `vpdpbusd`), not by memory.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+fn i2s_rows<const N: usize>(job: &Job<'_>, r0: usize, act: &[i8], sum: i32, dots: &mut [f32]) {
+    let masks = [0xC0u8, 0x30, 0x0C, 0x03].map(|m| _mm256_set1_epi8(m as i8));
+    let zero = _mm256_setzero_si256();
+    let mut rows: [&[u8]; N] = [&[]; N];
+    for (i, row) in rows.iter_mut().enumerate() {
+        *row = job.row(r0 + i);
+    }
+    let full = job.row_bytes / 64;
+    let next = N * job.row_bytes;
+    let mut acc = [[zero; 4]; N];
+    for c in 0..full {
+        let a = &act[c * 256..c * 256 + 256];
+        let mut x = [zero; 8];
+        for (k, x) in x.iter_mut().enumerate() {
+            *x = x256::load_i8(&a[32 * k..]);
+        }
+        for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+            let w = &row[c * 64..c * 64 + 64];
+            x256::prefetch_rows(w, next);
+            for half in 0..2 {
+                let v = x256::load(&w[half * 32..]);
+                for g in 0..4 {
+                    acc[g] = _mm256_dpbusd_epi32(acc[g], _mm256_and_si256(v, masks[g]), x[2 * g + half]);
+                }
+            }
+        }
+    }
+    if job.half_tail {
+        let a = &act[full * 256..];
+        for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+            let v = x256::load(&row[full * 64..]);
+            for g in 0..4 {
+                acc[g] = _mm256_dpbusd_epi32(acc[g], _mm256_and_si256(v, masks[g]), x256::load_i8(&a[g * 64..]));
+            }
+        }
+    }
+    for (acc, dot) in acc.iter().zip(dots.iter_mut()) {
+        let s = _mm256_add_epi32(
+            _mm256_add_epi32(_mm256_srai_epi32::<6>(acc[0]), _mm256_srai_epi32::<4>(acc[1])),
+            _mm256_add_epi32(_mm256_srai_epi32::<2>(acc[2]), acc[3]),
+        );
+        *dot = (x256::hsum(s) - sum) as f32;
     }
 }
 
