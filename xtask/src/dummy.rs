@@ -7,7 +7,6 @@
 //! `gemma3`, with q/k norms and per-projection input norms).
 
 use std::fs::File;
-use std::io::BufWriter;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -191,7 +190,7 @@ pub fn write_arch(size: &str, outtype: &str, arch: &str, out: &Path) -> Result<(
         b.add_tensor(name, *t, shape)?;
     }
     let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut w = b.start(BufWriter::new(file))?;
+    let mut w = b.start(bitnet_format::buffered(file))?;
     let mut rng = Rng(0x5eed ^ hidden);
     for (name, t, shape) in &plan {
         let numel: u64 = shape.iter().product();

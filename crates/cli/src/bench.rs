@@ -238,6 +238,7 @@ pub fn run(args: &Args) -> Result<()> {
                     "threads": r.threads, "kv_type": r.kv.to_string(), "test": r.test, "tokens": r.tokens, "parallel": r.parallel,
                     "tokens_per_second": r.mean(), "stddev": r.stddev(), "samples": r.rates,
                     "load_seconds": model.load_time.as_secs_f64(), "peak_rss_bytes": peak_rss,
+                    "pages": model.pages.to_string(),
                 });
                 if args.profile {
                     let per = (r.tokens * r.rates.len()).max(1) as f64;
@@ -270,8 +271,9 @@ pub fn run(args: &Args) -> Result<()> {
         );
     }
     println!(
-        "\nloaded in {:.2} s; peak resident memory {}",
+        "\nloaded in {:.2} s ({}); peak resident memory {}",
         model.load_time.as_secs_f64(),
+        model.pages,
         peak_rss.map_or("unknown".into(), |b| format!(
             "{:.2} GiB (the mapped weights count once touched)",
             b as f64 / (1u64 << 30) as f64

@@ -89,9 +89,10 @@ pub fn run(args: &Args) -> Result<()> {
         let kv = kv.unwrap_or_else(|| model.preferred_kv_type());
         let per_token = model.kv_bytes_per_token(kv);
         eprintln!(
-            "loaded {} ({} kernels); {kv} KV caches: up to {parallel} × {ctx} tokens = {:.1} MiB at most (they grow with use)",
+            "loaded {} ({} kernels, {}); {kv} KV caches: up to {parallel} × {ctx} tokens = {:.1} MiB at most (they grow with use)",
             name,
             model.kernel_name(),
+            model.pages,
             (per_token * ctx * parallel) as f64 / (1 << 20) as f64
         );
         Ok(bitnet_server::Loaded { model, tok, template, name, ctx })

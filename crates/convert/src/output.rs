@@ -76,7 +76,7 @@ pub(crate) fn write_atomically(
     };
     let result = (|| -> Result<u64> {
         let file = File::create(&tmp).map_err(io(&tmp))?;
-        let mut w = b.start(BufWriter::new(file))?;
+        let mut w = b.start(bitnet_format::buffered(file))?;
         body(&mut w)?;
         let file =
             w.finish()?.into_inner().map_err(|e| ConvertError::Io { path: tmp.clone(), source: e.into_error() })?;

@@ -27,15 +27,17 @@
 //! different forks, which a fixed enum cannot express. See docs/decisions.md.
 
 pub mod error;
+pub mod pages;
 pub mod reader;
 pub mod types;
 pub mod value;
 pub mod writer;
 
 pub use error::{GgufError, Result};
+pub use pages::{Pages, map_weights};
 pub use reader::{
     Gguf, GgufFile, GgufHeader, MAX_MODEL_DIM, Metadata, RawTensorInfo, ReadOptions, TensorInfo, TensorView, map_file,
 };
 pub use types::{Dialect, Layout, ShapeError, TensorType};
 pub use value::{Array, Value, ValueType};
-pub use writer::{GgufBuilder, GgufWriter, rewrite_metadata};
+pub use writer::{GgufBuilder, GgufWriter, buffered, rewrite_metadata};

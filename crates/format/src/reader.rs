@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::error::{GgufError, Result};
+use crate::pages::{Pages, map_weights};
 use crate::types::{Dialect, TensorType};
 use crate::value::{Array, Value, ValueType};
 
@@ -173,10 +174,24 @@ impl Gguf<memmap2::Mmap> {
     pub fn open_with(path: impl AsRef<Path>, options: ReadOptions) -> Result<GgufFile> {
         Gguf::parse_with(map_gguf(path.as_ref())?, options)
     }
+
+    /// Maps a model file for streaming its weights, with 2 MiB pages where the system allows and
+    /// read in (see [`crate::pages`]; this may re-read the file from disk once), and parses it.
+    pub fn open_weights(path: impl AsRef<Path>, options: ReadOptions) -> Result<(GgufFile, Pages)> {
+        let path = path.as_ref();
+        let file = open_regular(path)?;
+        let (map, pages) = map_weights(&file).map_err(|source| GgufError::Io { path: path.to_owned(), source })?;
+        Ok((Gguf::parse_with(map, options)?, pages))
+    }
 }
 
 /// Maps a file that should be a GGUF file, with errors naming the path.
 fn map_gguf(path: &Path) -> Result<memmap2::Mmap> {
+    map_file(&open_regular(path)?).map_err(|source| GgufError::Io { path: path.to_owned(), source })
+}
+
+/// Opens a file that should be a GGUF file, with errors naming the path.
+fn open_regular(path: &Path) -> Result<std::fs::File> {
     let io = |source| GgufError::Io { path: path.to_owned(), source };
     let file = std::fs::File::open(path).map_err(io)?;
     // mmap of a directory or device fails with a cryptic "No such device": say what it is.
@@ -185,7 +200,7 @@ fn map_gguf(path: &Path) -> Result<memmap2::Mmap> {
         let what = if ty.is_dir() { "a directory" } else { "not a regular file" };
         return Err(io(std::io::Error::other(format!("it is {what}, not a GGUF file"))));
     }
-    map_file(&file).map_err(io)
+    Ok(file)
 }
 
 /// A read-only memory map of a whole file: the workspace's one mmap, so that the crates reading

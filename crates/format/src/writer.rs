@@ -34,6 +34,14 @@ struct Planned {
     size: u64,
 }
 
+/// `file` buffered for [`GgufBuilder::start`] in 8 MiB writes: the page cache then holds the new
+/// file in large folios, which the kernel maps with 2 MiB pages when a model is loaded from it
+/// (small writes leave small folios, and the loader would re-read the file from disk once to get
+/// huge pages: see [`crate::pages`]).
+pub fn buffered(file: std::fs::File) -> std::io::BufWriter<std::fs::File> {
+    std::io::BufWriter::with_capacity(8 << 20, file)
+}
+
 /// Collects metadata and tensor descriptions, then starts a [`GgufWriter`].
 #[derive(Debug, Clone)]
 pub struct GgufBuilder {
