@@ -87,13 +87,13 @@ mod linux {
         // The window: 4 MiB at a 2 MiB boundary of the file, in its middle (past the metadata).
         let offset = len / 2 / HUGE * HUGE;
         let window = NonZeroU64::new(2 * HUGE);
-        if window_is_huge(file, offset)? {
+        if window_is_huge(file, offset, len)? {
             return Ok((populated(file)?, Pages::Huge { reread: None }));
         }
         // Dirty pages cannot be dropped: write them back first (a just-converted file).
         let _ = file.sync_data();
         let _ = fadvise(file, offset, window, FileAdvice::DontNeed);
-        if !window_is_huge(file, offset)? {
+        if !window_is_huge(file, offset, len)? {
             return Ok((populated(file)?, Pages::Small("the file system caches this file in small folios")));
         }
         let start = Instant::now();
@@ -111,11 +111,12 @@ mod linux {
         Ok(map)
     }
 
-    /// Whether the 4 MiB of `file` at `offset` (a 2 MiB boundary) map with a 2 MiB page once read.
-    fn window_is_huge(file: &File, offset: u64) -> std::io::Result<bool> {
+    /// Whether the 4 MiB of `file` (`len` bytes) at `offset` (a 2 MiB boundary) map with a 2 MiB
+    /// page once read.
+    fn window_is_huge(file: &File, offset: u64, len: u64) -> std::io::Result<bool> {
         // The kernel places a mapping of 2 MiB or more of such a file at a 2 MiB-aligned address
         // (else nothing of it could map with 2 MiB pages, and the answer is rightly no).
-        let len = (2 * HUGE).min(file.metadata()?.len() - offset) as usize;
+        let len = (2 * HUGE).min(len - offset) as usize;
         // SAFETY: as `map_file`: read-only, private, never written through.
         let map = unsafe { MmapOptions::new().offset(offset).len(len).map(file)? };
         let _ = map.advise(Advice::HugePage);
