@@ -103,21 +103,24 @@ pub(crate) fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
     s + tail_f16(&w[2 * i..2 * n], &x[i..n])
 }
 
-/// Σ w·x over a Q8_0 row (34-byte blocks: f16 d, 32 int8): per block the products in two
-/// vectors of lanes, then scaled by `d` into alternating accumulators.
+/// Σ w·q over a Q8_0 row (34-byte blocks: f16 d, 32 int8) and a token's activations quantized
+/// per block: each block's exact integer sum by widening multiplies (`smull`, pairwise adds into
+/// i32 lanes), then scaled by `d_w·d_x` into alternating accumulators.
 #[target_feature(enable = "neon")]
-pub(crate) fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
+pub(crate) fn dot_q8_0(w: &[u8], x: bitnet_quant::Q8Row<'_>) -> f32 {
     let mut acc = [vdupq_n_f32(0.0); 2];
-    for (b, (block, xb)) in w.chunks_exact(34).zip(x.chunks_exact(32)).enumerate() {
-        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
-        let mut p = [vdupq_n_f32(0.0); 2];
+    let blocks = w.chunks_exact(34).zip(x.codes.chunks_exact(32)).zip(x.scales);
+    for (b, ((block, q), &dx)) in blocks.enumerate() {
+        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32() * dx;
+        let mut s = vdupq_n_s32(0);
         for h in 0..2 {
-            let q = vreinterpretq_s8_u8(crate::codes::ld(&block[2 + 16 * h..]));
-            for (j, v) in widen_i8(q).into_iter().enumerate() {
-                p[j % 2] = vfmaq_f32(p[j % 2], v, ldf(&xb[16 * h + 4 * j..]));
-            }
+            let wv = vreinterpretq_s8_u8(crate::codes::ld(&block[2 + 16 * h..]));
+            // SAFETY: `q` is a whole block of 32 codes; the load is unaligned.
+            let qv = unsafe { vld1q_s8(q[16 * h..].as_ptr()) };
+            s = vpadalq_s16(s, vmull_s8(vget_low_s8(wv), vget_low_s8(qv)));
+            s = vpadalq_s16(s, vmull_high_s8(wv, qv));
         }
-        acc[b % 2] = vfmaq_f32(acc[b % 2], vaddq_f32(p[0], p[1]), vdupq_n_f32(d));
+        acc[b % 2] = vfmaq_f32(acc[b % 2], vcvtq_f32_s32(s), vdupq_n_f32(d));
     }
     vaddvq_f32(vaddq_f32(acc[0], acc[1]))
 }
@@ -171,7 +174,7 @@ macro_rules! dense_isa {
                 unsafe { crate::vecops::dot_f16(w, x) }
             }
 
-            fn dot_q8_0(self, w: &[u8], x: &[f32]) -> f32 {
+            fn dot_q8_0(self, w: &[u8], x: bitnet_quant::Q8Row<'_>) -> f32 {
                 // SAFETY: NEON is part of every aarch64 CPU (and the token proves detection).
                 unsafe { crate::vecops::dot_q8_0(w, x) }
             }

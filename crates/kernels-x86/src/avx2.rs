@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use crate::Avx2;
 use crate::ternary::Interleaved;
-use crate::x256::{hsum, load, load_i8, store, tq1_block_dot, tq1_codes};
+use crate::x256::{hsum, hsum_ps, load, load_i8, store, tq1_block_dot, tq1_codes};
 use bitnet_quant::isa::{Codes, Job, TernaryIsa};
 
 impl TernaryIsa for Avx2 {
@@ -344,12 +344,12 @@ fn transpose8(r: [__m256i; 8]) -> [__m256i; 8] {
     })
 }
 
+/// Σ w·q of one Q8_0 block: `|w|·(q·sign w)` through `vpmaddubsw` (pair sums at most
+/// 2·128·127, inside i16) and `vpmaddwd` by ones, eight i32 lanes.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum_ps(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
+fn q8_dot(w: __m256i, q: __m256i, _bias: __m256i) -> __m256i {
+    let p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(q, w));
+    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
 }
 
 /// Signed bytes `8j .. 8j + 8` of `q`, widened to f32.
@@ -381,5 +381,7 @@ crate::vecops::f32_kernels!(
     _mm256_cvtph_ps,
     _mm_loadl_epi64,
     _mm256_cvtepi8_epi32,
-    _mm256_cvtepi32_ps
+    _mm256_cvtepi32_ps,
+    "avx2,fma,f16c",
+    q8_dot
 );

@@ -475,6 +475,13 @@ fn widen_q6(q: __m256i, j: usize) -> __m512 {
     _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes))
 }
 
+/// Σ w·q of one Q8_0 block: `vpdpbusd` of the codes made unsigned (`w + 128`, one xor) into
+/// `bias` (−16·Σq in each of the eight lanes, so the lanes sum to Σ w·q).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q8_dot(w: __m256i, q: __m256i, bias: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(bias, _mm256_xor_si256(w, _mm256_set1_epi8(-128)), q)
+}
+
 crate::vecops::f32_kernels!(
     crate::Avx512,
     "avx512f",
@@ -496,5 +503,7 @@ crate::vecops::f32_kernels!(
     _mm512_cvtph_ps,
     _mm_loadu_si128,
     _mm512_cvtepi8_epi32,
-    _mm512_cvtepi32_ps
+    _mm512_cvtepi32_ps,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    q8_dot
 );

@@ -75,6 +75,15 @@ pub(crate) fn transpose_sum8(v: [__m256i; 8]) -> __m256i {
     _mm256_add_epi32(_mm256_permute2x128_si256::<0x20>(ab, cd), _mm256_permute2x128_si256::<0x31>(ab, cd))
 }
 
+/// The sum of the eight lanes of `v`.
+#[target_feature(enable = "avx2")]
+pub(crate) fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
 #[target_feature(enable = "avx2")]
 pub(crate) fn store_f32x8(dst: &mut [f32; 8], v: __m256) {
     // SAFETY: the array holds 32 writable bytes; the store is unaligned.

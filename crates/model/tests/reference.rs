@@ -90,7 +90,9 @@ fn f16_embeddings_keep_greedy_tokens() {
 }
 
 /// Quantized embedding tables / output heads (`convert --embedding-type q8_0|q6_k`) load and run.
-/// Q8_0 keeps transformers' greedy token; Q6_K's 6-bit rows (errors up to ~2% of a row's range)
+/// Q8_0 keeps transformers' greedy token (its head multiplies activations quantized per 32, as
+/// llama.cpp's does: the largest logit error went just past 3% of the range with that, while the
+/// demo model's perplexity moved by 0.007%); Q6_K's 6-bit rows (errors up to ~2% of a row's range)
 /// are enough to reorder this random model's top logits, which lie 0.3% apart, so for it the
 /// reference token must stay among the top three and logits within 15% of the range.
 #[test]
@@ -106,7 +108,7 @@ fn quantized_embeddings_run() {
     let want = exact.forward(&tokens, &mut exact.new_cache(64).unwrap(), false).unwrap();
     let range = want.iter().fold(f32::MIN, |m, &v| m.max(v)) - want.iter().fold(f32::MAX, |m, &v| m.min(v));
     let greedy = ids(&reference["greedy"])[0];
-    for (ty, k, tol) in [(EmbeddingType::Q8_0, 1, 0.03), (EmbeddingType::Q6K, 3, 0.15)] {
+    for (ty, k, tol) in [(EmbeddingType::Q8_0, 1, 0.04), (EmbeddingType::Q6K, 3, 0.15)] {
         let (model, _) = load_as("tiny-bitnet-b1.58-256", OutType::I2s, ty, 2);
         let logits = model.forward(&tokens, &mut model.new_cache(64).unwrap(), false).unwrap();
         assert!(top(&logits, k).contains(&greedy), "{ty:?}: {:?}", top(&logits, 4));

@@ -128,7 +128,96 @@ pub fn check_dense(
     Ok(rb)
 }
 
-/// The reference: dequantize each row, then a sequential f32 dot product per token.
+/// Activations quantized for Q8_0 rows, as llama.cpp multiplies them (Q8_0's `vec_dot_type` is
+/// Q8_0): each token's row in blocks of 32, `d = max|x| / 127` per block and codes
+/// `round(x / d)` (half to even, computed as `x · (127 / max|x|)`), so a row's dot product is
+/// `Σ_blocks d_w · d_x · Σ w·q` in exact integer sums per block. Unlike llama.cpp the activation
+/// scale stays f32 (not rounded to f16). Integer products are what make the one-token Q8_0 head
+/// keep up with memory: widening every weight to f32 had held it to ~14.5 GB/s on one core.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Q8Activations {
+    /// Elements per token row (a multiple of 32).
+    pub cols: usize,
+    /// Row-major int8 codes, each in −127..=127.
+    pub codes: Vec<i8>,
+    /// `d` of every block, row-major (`cols / 32` per row).
+    pub scales: Vec<f32>,
+    /// Σ of each block's codes (for kernels that multiply unsigned weight bytes).
+    pub sums: Vec<i32>,
+}
+
+/// One token's row of [`Q8Activations`].
+#[derive(Debug, Clone, Copy)]
+pub struct Q8Row<'a> {
+    /// The row's codes.
+    pub codes: &'a [i8],
+    /// Its blocks' scales.
+    pub scales: &'a [f32],
+    /// Its blocks' code sums.
+    pub sums: &'a [i32],
+}
+
+impl Q8Activations {
+    /// Quantizes the `x.len() / cols` rows of `x` (`cols` a multiple of 32; checked by
+    /// [`check_dense`] before any kernel sees them).
+    pub fn quantize(x: &[f32], cols: usize) -> Q8Activations {
+        let blocks = x.len() / 32;
+        let mut q = Q8Activations {
+            cols,
+            codes: vec![0; blocks * 32],
+            scales: Vec::with_capacity(blocks),
+            sums: Vec::with_capacity(blocks),
+        };
+        for (xb, qb) in x.chunks_exact(32).zip(q.codes.chunks_exact_mut(32)) {
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let (d, id) = if amax > 0.0 && amax.is_finite() { (amax / 127.0, 127.0 / amax) } else { (0.0, 0.0) };
+            let mut sum = 0;
+            for (o, &v) in qb.iter_mut().zip(xb) {
+                let c = crate::act::round_to_i32(v * id);
+                sum += c;
+                *o = c as i8;
+            }
+            q.scales.push(d);
+            q.sums.push(sum);
+        }
+        q
+    }
+
+    /// Token `t`'s row.
+    pub fn row(&self, t: usize) -> Q8Row<'_> {
+        let b = self.cols / 32;
+        Q8Row {
+            codes: &self.codes[t * self.cols..(t + 1) * self.cols],
+            scales: &self.scales[t * b..(t + 1) * b],
+            sums: &self.sums[t * b..(t + 1) * b],
+        }
+    }
+
+    /// Number of token rows.
+    pub fn len(&self) -> usize {
+        self.scales.len() / (self.cols / 32).max(1)
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.scales.is_empty()
+    }
+}
+
+/// The reference Q8_0 row product: block by block, `(Σ w·q) as f32 · (d_w · d_x)` added in order.
+/// Kernels may add in another order (float rounding only: the block sums are exact).
+pub fn dot_q8_0(w: &[u8], x: Q8Row<'_>) -> f32 {
+    let mut sum = 0f32;
+    for ((b, q), &dx) in w.chunks_exact(34).zip(x.codes.chunks_exact(32)).zip(x.scales) {
+        let dw = f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let s: i32 = b[2..34].iter().zip(q).map(|(&w, &q)| i32::from(w as i8) * i32::from(q)).sum();
+        sum += s as f32 * (dw * dx);
+    }
+    sum
+}
+
+/// The reference: dequantize each row, then a sequential f32 dot product per token; Q8_0 rows
+/// multiply [`Q8Activations`] ([`dot_q8_0`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ScalarDense;
 
@@ -147,8 +236,17 @@ impl DenseKernel for ScalarDense {
         out: &mut [f32],
     ) -> Result<(), QuantError> {
         let rb = check_dense(ty, w, cols, x, &rows, out)?;
-        let mut row = vec![0f32; cols];
         let len = rows.len();
+        if ty == TensorType::Q8_0 {
+            let q = Q8Activations::quantize(x, cols);
+            for (i, r) in rows.enumerate() {
+                for t in 0..q.len() {
+                    out[t * len + i] = dot_q8_0(&w[r * rb..(r + 1) * rb], q.row(t));
+                }
+            }
+            return Ok(());
+        }
+        let mut row = vec![0f32; cols];
         for (i, r) in rows.enumerate() {
             dequantize_row(ty, &w[r * rb..(r + 1) * rb], &mut row);
             for (j, xr) in x.chunks_exact(cols).enumerate() {
@@ -293,6 +391,31 @@ fn quantize_block_q6_k(x: &[f32], out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn q8_0_products_stay_near_the_float_ones() {
+        // Activations quantized per 32 (llama.cpp's Q8_0 x Q8_0 product): within half a code
+        // per element of the float product, and exact for activations that are codes already.
+        let cols = 320;
+        let x: Vec<f32> = (0..cols).map(|i| ((i * 7919 % 211) as f32 / 105.0 - 1.0) * 3.0).collect();
+        let row: Vec<f32> = (0..cols).map(|i| ((i * 104_729 % 301) as f32 / 150.0 - 1.0) * 0.05).collect();
+        let w = super::quantize_row(TensorType::Q8_0, &row).unwrap();
+        let mut deq = vec![0f32; cols];
+        super::dequantize_row(TensorType::Q8_0, &w, &mut deq);
+        let exact: f32 = deq.iter().zip(&x).map(|(a, b)| a * b).sum();
+        let q = super::Q8Activations::quantize(&x, cols);
+        let got = super::dot_q8_0(&w, q.row(0));
+        let bound: f32 =
+            deq.chunks(32).zip(&q.scales).map(|(w, d)| w.iter().map(|v| v.abs()).sum::<f32>() * d / 2.0).sum();
+        assert!((got - exact).abs() <= bound * 1.001, "{got} vs {exact} (bound {bound})");
+        // A block whose largest magnitude is 127 keeps its integers.
+        let ints: Vec<f32> = (0..32).map(|i| i as f32 * 8.0 - 127.0).collect();
+        let qi = super::Q8Activations::quantize(&ints, 32);
+        assert_eq!(qi.codes.iter().map(|&c| f32::from(c)).collect::<Vec<_>>(), ints);
+        // Zero and non-finite blocks quantize to zero codes rather than NaN scales.
+        let odd = super::Q8Activations::quantize(&[[0f32; 32], [f32::INFINITY; 32]].concat(), 64);
+        assert_eq!((odd.scales.clone(), odd.sums.clone()), (vec![0.0, 0.0], vec![0, 0]));
+    }
+
     use super::*;
 
     fn wave(n: usize) -> Vec<f32> {

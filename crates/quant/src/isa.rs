@@ -16,7 +16,7 @@ use std::ops::Range;
 
 pub use bitnet_format::TensorType;
 
-use crate::dense::{check_dense, dequantize_row};
+use crate::dense::{Q8Activations, Q8Row, check_dense, dequantize_row};
 use crate::tq::{QK_K, TQ1_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
 use crate::{I2sLayout, PackedTernary, QuantError, QuantizedActivations, ScalarKernel, TernaryFormat, TernaryKernel};
 
@@ -281,8 +281,9 @@ pub trait DenseIsa: Copy {
     fn dot_f32(self, w: &[f32], x: &[f32]) -> f32;
     /// Σ w·x over an F16 row (`w` holds `x.len()` little-endian halves).
     fn dot_f16(self, w: &[u8], x: &[f32]) -> f32;
-    /// Σ w·x over a Q8_0 row (34-byte blocks: f16 d, 32 int8).
-    fn dot_q8_0(self, w: &[u8], x: &[f32]) -> f32;
+    /// Σ w·x over a Q8_0 row (34-byte blocks: f16 d, 32 int8) and a token's activations
+    /// quantized per block ([`crate::dense::dot_q8_0`] is the reference).
+    fn dot_q8_0(self, w: &[u8], x: Q8Row<'_>) -> f32;
     /// Σ w·x over a Q6_K row (210-byte blocks of 256).
     fn dot_q6_k(self, w: &[u8], x: &[f32]) -> f32;
 
@@ -298,14 +299,34 @@ pub trait DenseIsa: Copy {
     fn dots_f16(self, w: &[&[u8]], x: &[f32], cols: usize, out: &mut [f32]) {
         dots_by(w, x, cols, out, |w, x| self.dot_f16(w, x));
     }
-    /// [`DenseIsa::dots_f32`] over Q8_0 rows.
-    fn dots_q8_0(self, w: &[&[u8]], x: &[f32], cols: usize, out: &mut [f32]) {
-        dots_by(w, x, cols, out, |w, x| self.dot_q8_0(w, x));
+    /// `out[r·n + t]` = [`DenseIsa::dot_q8_0`] of row `r` of `w` (one to eight consecutive rows
+    /// of `row_bytes`) and token `t` of `x`, bit-identical to one row and token at a time.
+    fn dots_q8_0(self, w: &[u8], row_bytes: usize, x: &Q8Activations, out: &mut [f32]) {
+        let n = x.len();
+        for (row, out) in w.chunks_exact(row_bytes.max(1)).zip(out.chunks_exact_mut(n.max(1))) {
+            out.iter_mut().enumerate().for_each(|(t, o)| *o = self.dot_q8_0(row, x.row(t)));
+        }
     }
     /// [`DenseIsa::dots_f32`] over Q6_K rows.
     fn dots_q6_k(self, w: &[&[u8]], x: &[f32], cols: usize, out: &mut [f32]) {
         dots_by(w, x, cols, out, |w, x| self.dot_q6_k(w, x));
     }
+}
+
+/// For a kernel that takes exactly eight consecutive Q8_0 rows: `eight(rows, row_bytes)` on `w`
+/// (one to eight rows of `row_bytes`) itself when it holds eight, else on a copy with the last
+/// row repeated up to eight; the first `w.len() / row_bytes` results are `w`'s rows'.
+pub fn q8_0_eight(w: &[u8], row_bytes: usize, eight: impl FnOnce(&[u8], usize) -> [f32; 8]) -> [f32; 8] {
+    if w.len() == 8 * row_bytes {
+        return eight(w, row_bytes);
+    }
+    let mut padded = Vec::with_capacity(8 * row_bytes);
+    let last = w.len().saturating_sub(row_bytes);
+    padded.extend_from_slice(w);
+    while padded.len() < 8 * row_bytes {
+        padded.extend_from_slice(&w[last..]);
+    }
+    eight(&padded, row_bytes)
 }
 
 /// The `dots_*` defaults: one row and token at a time.
@@ -365,28 +386,37 @@ pub fn dense_gemm_rows<I: DenseIsa>(
     let rb = check_dense(ty, w, cols, x, &rows, out)?;
     let (len, n) = (rows.len(), x.len() / cols);
     let mut scratch = [vec![0f32; cols], vec![0f32; cols]];
-    // Two rows against every token (each row is read once), then scattered to token-major `out`.
-    let mut dots = vec![0f32; 2 * n];
+    // Q8_0 rows multiply activations quantized once per call.
+    let q8 = (ty == TensorType::Q8_0).then(|| Q8Activations::quantize(x, cols));
+    // A few rows against every token (each row is read once), then scattered to token-major `out`.
+    let mut dots = vec![0f32; 8 * n];
     let mut r = rows.start;
     while r < rows.end {
         // One token reads F16 rows two at a time too (with the kernels' prefetch for two rows):
         // over 2 MiB pages the 2B-4T F16 head read 28.8-29.8 GB/s so against 23.8-27.5 one row at
-        // a time (2026-12-06, Zen 4). Q8_0 and Q6_K do more work per byte and read one row at a
-        // time faster (Q8_0 head 14.5 against 12.9-13.6 GB/s).
-        let pair = (rows.end - r).min(if n == 1 && ty != TensorType::F16 { 1 } else { 2 });
-        let row = |r: usize| &w[r * rb..(r + 1) * rb];
-        let bytes = &[row(r), row(r + pair - 1)][..pair];
-        let dots = &mut dots[..pair * n];
-        match ty {
-            TensorType::F16 => isa.dots_f16(bytes, x, cols, dots),
-            TensorType::Q8_0 => isa.dots_q8_0(bytes, x, cols, dots),
-            TensorType::Q6_K => isa.dots_q6_k(bytes, x, cols, dots),
+        // a time (2026-12-06, Zen 4). Q8_0 rows go eight at a time (each block of activations
+        // loaded once for the eight); Q6_K does more work per byte and reads one row at a time
+        // faster at one token.
+        let most = match ty {
+            TensorType::Q8_0 => 8,
+            TensorType::Q6_K if n == 1 => 1,
+            _ => 2,
+        };
+        let group = (rows.end - r).min(most);
+        let row = |i: usize| &w[(r + i) * rb..(r + i + 1) * rb];
+        let all = [row(0), row(1.min(group - 1))];
+        let bytes = &all[..group.min(2)];
+        let dots = &mut dots[..group * n];
+        match (ty, &q8) {
+            (_, Some(q8)) => isa.dots_q8_0(&w[r * rb..(r + group) * rb], rb, q8, dots),
+            (TensorType::F16, _) => isa.dots_f16(bytes, x, cols, dots),
+            (TensorType::Q6_K, _) => isa.dots_q6_k(bytes, x, cols, dots),
             _ => {
                 for (b, s) in bytes.iter().zip(scratch.iter_mut()) {
                     dequantize_row(ty, b, s);
                 }
                 let [s0, s1] = &scratch;
-                isa.dots_f32(&[&s0[..], &s1[..]][..pair], x, cols, dots);
+                isa.dots_f32(&[&s0[..], &s1[..]][..group], x, cols, dots);
             }
         }
         for (i, row) in dots.chunks_exact(n.max(1)).enumerate() {
@@ -394,7 +424,7 @@ pub fn dense_gemm_rows<I: DenseIsa>(
                 out[j * len + (r - rows.start) + i] = d;
             }
         }
-        r += pair;
+        r += group;
     }
     Ok(())
 }

@@ -43,7 +43,7 @@ pub mod tq;
 pub mod vecops;
 
 pub use act::{ActScale, QuantizedActivations, quantize_row_hf, quantize_row_i8s};
-pub use dense::{DenseKernel, ScalarDense};
+pub use dense::{DenseKernel, Q8Activations, Q8Row, ScalarDense};
 pub use error::QuantError;
 pub use i2s::I2sLayout;
 pub use reference::{PackedTernary, ScalarKernel, TernaryFormat, TernaryKernel, WeightScales};
