@@ -243,6 +243,7 @@ crate::ternary::transpose_quads!(
 
 /// The 16 × 16 transpose of 32-bit lanes: lane `i` of result `j` is lane `j` of `r[i]`.
 #[target_feature(enable = "avx512f")]
+#[inline]
 fn transpose16(r: [__m512i; 16]) -> [__m512i; 16] {
     let u = quads(r);
     // Then the 4 × 4 transpose of 128-bit lanes among u[m], u[4 + m], u[8 + m], u[12 + m].
