@@ -17,6 +17,11 @@ impl TernaryIsa for Avx2 {
         codes != Codes::I2sArm
     }
 
+    fn quantize_row(self, x: &[f32], out: &mut [i8]) -> bitnet_quant::ActScale {
+        // SAFETY: the token exists only if `detect` found AVX2 (which includes AVX2).
+        unsafe { crate::x256::quantize_row(x, out) }
+    }
+
     fn gemv(self, job: &Job<'_>, rows: Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
         // SAFETY: the token exists only if `detect` found AVX2.
         unsafe { gemv(job, rows, act, sums, dots) }

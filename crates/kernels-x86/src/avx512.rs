@@ -17,6 +17,11 @@ impl TernaryIsa for Avx512 {
         codes != Codes::I2sArm
     }
 
+    fn quantize_row(self, x: &[f32], out: &mut [i8]) -> bitnet_quant::ActScale {
+        // SAFETY: the token exists only if `detect` found AVX-512 (which includes AVX2).
+        unsafe { crate::x256::quantize_row(x, out) }
+    }
+
     fn prepare(self, a: &[i8], out: &mut [i8]) {
         for (c, chunk) in out.chunks_exact_mut(256).enumerate() {
             for (i, dst) in chunk.chunks_exact_mut(32).enumerate() {

@@ -19,6 +19,61 @@ pub(crate) fn load_i8(s: &[i8]) -> __m256i {
     unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
 }
 
+/// Eight floats from the start of `s`.
+#[target_feature(enable = "avx2")]
+fn load_f32x8(s: &[f32]) -> __m256 {
+    assert!(s.len() >= 8);
+    // SAFETY: the slice holds at least eight floats; the load is unaligned.
+    unsafe { _mm256_loadu_ps(s.as_ptr()) }
+}
+
+/// `bitnet_quant::act::row_i8s` (bitnet.cpp's activation quantization) in 256-bit registers,
+/// bit-identical: the same max (NaN skipped: `vmaxps` returns its second operand, the running
+/// max, when the first is NaN), the same f64 scale, each product with NaN made 0, clamped to
+/// −128..127 and rounded half to even by `vcvtps2dq` (the default rounding mode, as the
+/// reference's 1.5·2²³ trick), 32 codes packed per store. On the baseline ISA (SSE2) the
+/// reference ran about two cycles per element, 5% of a 125M-shape prompt.
+#[target_feature(enable = "avx2")]
+pub(crate) fn quantize_row(x: &[f32], out: &mut [i8]) -> bitnet_quant::ActScale {
+    let n = x.len().min(out.len());
+    let (x, out) = (&x[..n], &mut out[..n]);
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let mut m = _mm256_setzero_ps();
+    let whole = n / 8 * 8;
+    for i in (0..whole).step_by(8) {
+        m = _mm256_max_ps(_mm256_and_ps(load_f32x8(&x[i..]), abs), m);
+    }
+    let mut lanes = [0f32; 8];
+    store_f32x8(&mut lanes, m);
+    let max = x[whole..].iter().chain(&lanes).fold(0f32, |a, v| a.max(v.abs()));
+    let scale = (127.0 / 0.00001f64.max(f64::from(max))) as f32;
+    let (s, lo, hi) = (_mm256_set1_ps(scale), _mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
+    let code = |i: usize| {
+        let v = _mm256_mul_ps(load_f32x8(&x[i..]), s);
+        let v = _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_ORD_Q>(v, v));
+        _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi))
+    };
+    let mut sum = _mm256_setzero_si256();
+    let mut i = 0;
+    while i + 32 <= n {
+        let q = [code(i), code(i + 8), code(i + 16), code(i + 24)];
+        sum = _mm256_add_epi32(_mm256_add_epi32(sum, _mm256_add_epi32(q[0], q[1])), _mm256_add_epi32(q[2], q[3]));
+        // i32 → i16 → i8 within 128-bit lanes, then the 32-bit groups back in order.
+        let b = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        // SAFETY: `out[i..]` holds at least 32 bytes; the store is unaligned.
+        unsafe { _mm256_storeu_si256(out[i..i + 32].as_mut_ptr().cast(), b) };
+        i += 32;
+    }
+    let mut total = hsum(sum);
+    for (o, &v) in out[i..].iter_mut().zip(&x[i..]) {
+        let q = bitnet_quant::act::round_to_i32(v * scale);
+        total += q;
+        *o = q as i8;
+    }
+    bitnet_quant::ActScale { scale, sum: total }
+}
+
 #[target_feature(enable = "avx2")]
 pub(crate) fn store(dst: &mut [u8], v: __m256i) {
     assert!(dst.len() >= 32);

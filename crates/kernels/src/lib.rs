@@ -43,6 +43,10 @@ impl TernaryKernel for WithLut {
         self.lut.supports(format) || self.base.supports(format)
     }
 
+    fn quantize(&self, x: &[f32], cols: usize) -> Result<QuantizedActivations, QuantError> {
+        self.base.quantize(x, cols)
+    }
+
     fn gemm_rows(
         &self,
         w: &PackedTernary<'_>,

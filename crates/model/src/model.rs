@@ -294,13 +294,12 @@ impl Model {
     fn quantize(&self, x: &[f32], cols: usize) -> Result<QuantizedActivations> {
         let n = x.len() / cols.max(1);
         let parts = self.pool.threads().min(n / 16);
+        let kernel = self.kernels.ternary();
         if parts <= 1 {
-            return Ok(QuantizedActivations::quantize(x, cols)?);
+            return Ok(kernel.quantize(x, cols)?);
         }
         let chunk = n.div_ceil(parts) * cols;
-        let part = |p: usize| {
-            QuantizedActivations::quantize(&x[(p * chunk).min(x.len())..((p + 1) * chunk).min(x.len())], cols)
-        };
+        let part = |p: usize| kernel.quantize(&x[(p * chunk).min(x.len())..((p + 1) * chunk).min(x.len())], cols);
         let parts = self.pool.map(parts, part).into_iter().collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(QuantizedActivations::concat(parts)?)
     }

@@ -162,7 +162,7 @@ impl Matrix {
                 let acts = match acts {
                     Some(a) => a,
                     None => {
-                        owned = QuantizedActivations::quantize(x, self.cols)?;
+                        owned = kernels.ternary().quantize(x, self.cols)?;
                         &owned
                     }
                 };

@@ -30,6 +30,14 @@ pub struct ActScale {
 /// Quantizes one row exactly as bitnet.cpp's `quantize_row_i8_s` (I2_S activation path).
 pub fn quantize_row_i8s(x: &[f32], out: &mut [i8]) -> Result<ActScale, QuantError> {
     check_len("activation output", x.len(), out.len())?;
+    Ok(row_i8s(x, out))
+}
+
+/// [`quantize_row_i8s`] of rows already known to be as long as their outputs (the shorter
+/// length counts otherwise).
+pub fn row_i8s(x: &[f32], out: &mut [i8]) -> ActScale {
+    let n = x.len().min(out.len());
+    let (x, out) = (&x[..n], &mut out[..n]);
     let max = 0.00001f64.max(f64::from(max_abs(x)));
     let scale = (127.0 / max) as f32;
     // Eight independent sums, so that the loop vectorizes (integer adds reassociate exactly).
@@ -50,7 +58,7 @@ pub fn quantize_row_i8s(x: &[f32], out: &mut [i8]) -> Result<ActScale, QuantErro
         sum += q;
         *o = q as i8;
     }
-    Ok(ActScale { scale, sum })
+    ActScale { scale, sum }
 }
 
 /// max |x| (0 for an empty row; NaN is skipped as `f32::max` does). Taking the max in f32 and
@@ -121,6 +129,16 @@ pub struct QuantizedActivations {
 impl QuantizedActivations {
     /// Quantizes `n = x.len() / cols` rows with bitnet.cpp's rule.
     pub fn quantize(x: &[f32], cols: usize) -> Result<QuantizedActivations, QuantError> {
+        QuantizedActivations::quantize_by(x, cols, row_i8s)
+    }
+
+    /// [`QuantizedActivations::quantize`] with each row quantized by `row(x, codes)`, which must
+    /// follow [`quantize_row_i8s`] exactly (an instruction set's faster version).
+    pub fn quantize_by(
+        x: &[f32],
+        cols: usize,
+        row: impl Fn(&[f32], &mut [i8]) -> ActScale,
+    ) -> Result<QuantizedActivations, QuantError> {
         if cols == 0 || !x.len().is_multiple_of(cols) {
             return Err(QuantError::Length {
                 what: "activation batch (a whole number of rows)",
@@ -129,11 +147,7 @@ impl QuantizedActivations {
             });
         }
         let mut codes = vec![0i8; x.len()];
-        let rows = x
-            .chunks_exact(cols)
-            .zip(codes.chunks_exact_mut(cols))
-            .map(|(xr, qr)| quantize_row_i8s(xr, qr))
-            .collect::<Result<_, _>>()?;
+        let rows = x.chunks_exact(cols).zip(codes.chunks_exact_mut(cols)).map(|(xr, qr)| row(xr, qr)).collect();
         Ok(QuantizedActivations { cols, codes, rows })
     }
 

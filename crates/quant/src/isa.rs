@@ -154,6 +154,12 @@ pub trait TernaryIsa: Copy {
         out[a.len()..].fill(0);
     }
 
+    /// One activation row quantized exactly as [`crate::quantize_row_i8s`] (`out.len() ==
+    /// x.len()`); the default is that function.
+    fn quantize_row(self, x: &[f32], out: &mut [i8]) -> crate::ActScale {
+        crate::act::row_i8s(x, out)
+    }
+
     /// The exact integer dot products of one token with every row of `rows`, as f32 (`dots[i]`
     /// for row `rows.start + i`): I2_S `(Σ t·a) as f32`; TQ `Σ_block (Σ_block t·a) as f32 ·
     /// d_block`, blocks in order. `sums` holds the token's code sum (I2_S) or its per-chunk sums
@@ -492,6 +498,12 @@ macro_rules! isa_kernel_impls {
 
             fn supports(&self, format: $crate::TernaryFormat) -> bool {
                 $crate::isa::supports(*self, format)
+            }
+
+            fn quantize(&self, x: &[f32], cols: usize) -> Result<$crate::QuantizedActivations, $crate::QuantError> {
+                $crate::QuantizedActivations::quantize_by(x, cols, |x, q| {
+                    $crate::isa::TernaryIsa::quantize_row(*self, x, q)
+                })
             }
 
             fn gemm_rows(

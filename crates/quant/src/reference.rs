@@ -194,6 +194,13 @@ pub trait TernaryKernel: Send + Sync {
     /// Whether this kernel handles the format.
     fn supports(&self, format: TernaryFormat) -> bool;
 
+    /// Activation rows quantized for this kernel's products: always bit-identical to
+    /// [`QuantizedActivations::quantize`] (bitnet.cpp's rule), which instruction sets may compute
+    /// in wider registers.
+    fn quantize(&self, x: &[f32], cols: usize) -> Result<QuantizedActivations, QuantError> {
+        QuantizedActivations::quantize(x, cols)
+    }
+
     /// Output rows `rows` only (so callers can split a matrix across threads):
     /// `out[n·len + (r − rows.start)] = Σ_c W[r, c] · x[n, c]` for every activation row `n`,
     /// where `len = rows.len()`.

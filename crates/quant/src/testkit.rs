@@ -130,6 +130,7 @@ fn ternary_case(
 pub fn kernel_set<K: TernaryKernel + DenseKernel>(name: &str, set: Option<(K, F32Ops)>, lacks: &str, cases: u32) {
     match set {
         Some((k, ops)) => {
+            quantize(&k, cases);
             ternary(&k, cases);
             dense(&k, cases);
             f32_ops(&ops, cases);
@@ -137,6 +138,45 @@ pub fn kernel_set<K: TernaryKernel + DenseKernel>(name: &str, set: Option<(K, F3
         }
         None => eprintln!("skipped: {name} (this CPU lacks {lacks})"),
     }
+}
+
+/// Checks a kernel's activation quantization against [`QuantizedActivations::quantize`], bit for
+/// bit, on random rows of every length up to 200 (whole 32-element steps, 8-element steps and a
+/// scalar tail), with zeros, infinities, NaN, halfway products and values far past the clamp.
+pub fn quantize(kernel: &dyn TernaryKernel, cases: u32) {
+    let shape = (1usize..200, 1usize..4, any::<u64>());
+    runner(cases)
+        .run(&shape, |(cols, n, seed)| {
+            let mut rng = Rng(seed);
+            let special = [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-30, 1e30, 0.5, -1.5, 2.5];
+            let x: Vec<f32> = (0..cols * n)
+                .map(|_| match rng.below(12) {
+                    0 => special[rng.below(special.len() as u64) as usize],
+                    // Integers and halves: at a max of 127 their products round half to even.
+                    1 => (rng.below(255) as f32 - 127.0) / if rng.below(2) == 0 { 1.0 } else { 2.0 },
+                    _ => (rng.below(20001) as f32 - 10000.0) / (1 + rng.below(1000)) as f32,
+                })
+                .collect();
+            let want = QuantizedActivations::quantize(&x, cols).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let got = kernel.quantize(&x, cols).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&got.codes, &want.codes, "{} codes, {} x {}", kernel.name(), n, cols);
+            for (g, w) in got.rows.iter().zip(&want.rows) {
+                prop_assert!(
+                    g.scale.to_bits() == w.scale.to_bits() && g.sum == w.sum,
+                    "{}: {g:?} vs {w:?}",
+                    kernel.name()
+                );
+            }
+            // Rows whose max is exactly 127: codes equal the (rounded) values.
+            let ints: Vec<f32> = (0..cols).map(|i| if i == 0 { 127.0 } else { (i % 255) as f32 - 127.0 }).collect();
+            prop_assert_eq!(
+                kernel.quantize(&ints, cols).map(|q| q.codes).ok(),
+                QuantizedActivations::quantize(&ints, cols).map(|q| q.codes).ok()
+            );
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
+    assert!(kernel.quantize(&[1.0; 10], 3).is_err(), "{}: a ragged batch is an error", kernel.name());
 }
 
 /// Checks a ternary kernel against [`ScalarKernel`] over `cases` random cases per format: I2_S
