@@ -150,15 +150,24 @@ macro_rules! f32_kernels {
         /// prefetched front to back while these are read. One row at a time, a float conversion
         /// and scale per row and block, ran 25 GB/s in L2 (2026-12-06, Zen 4).
         #[target_feature(enable = $q8feat)]
-        fn dot_q8_0_eight(w: &[u8], row_bytes: usize, x: bitnet_quant::Q8Row<'_>) -> [f32; 8] {
-            let blocks = (row_bytes / 34).min(x.scales.len()).min(x.sums.len()).min(x.codes.len() / 32);
+        fn dot_q8_0_eight<const T: usize>(
+            w: &[u8],
+            row_bytes: usize,
+            x: [bitnet_quant::Q8Row<'_>; T],
+        ) -> [[f32; 8]; T] {
+            let mut blocks = row_bytes / 34;
+            for x in &x {
+                blocks = blocks.min(x.scales.len()).min(x.sums.len()).min(x.codes.len() / 32);
+            }
             let stride = i32::try_from(row_bytes).ok().filter(|&s| s <= i32::MAX / 8);
             let (Some(stride), true) = (stride, w.len() >= 8 * row_bytes) else {
                 // Rows too long for 32-bit gather offsets (or a short slice): one at a time.
-                let mut out = [0f32; 8];
-                for (r, o) in out.iter_mut().enumerate() {
-                    let row = w.get(r * row_bytes..(r + 1) * row_bytes).unwrap_or(&[]);
-                    *o = bitnet_quant::dense::dot_q8_0(row, x);
+                let mut out = [[0f32; 8]; T];
+                for (out, x) in out.iter_mut().zip(x) {
+                    for (r, o) in out.iter_mut().enumerate() {
+                        let row = w.get(r * row_bytes..(r + 1) * row_bytes).unwrap_or(&[]);
+                        *o = bitnet_quant::dense::dot_q8_0(row, x);
+                    }
                 }
                 return out;
             };
@@ -169,17 +178,14 @@ macro_rules! f32_kernels {
                 -1, -1, -1,
             );
             let (group, base) = (8 * row_bytes, w.as_ptr());
-            let mut acc = _mm256_setzero_ps();
+            let mut acc = [_mm256_setzero_ps(); T];
             for b in 0..blocks {
-                let q = crate::x256::load_i8(&x.codes[32 * b..]);
-                let bias = _mm256_set1_epi32(x.sums[b].wrapping_mul(-16));
                 let at = base.wrapping_add(34 * b);
-                let mut v = [_mm256_setzero_si256(); 8];
-                for (r, v) in v.iter_mut().enumerate() {
+                let mut codes = [_mm256_setzero_si256(); 8];
+                for (r, c) in codes.iter_mut().enumerate() {
                     // SAFETY: block b of row r, bytes `r·row_bytes + 34·b + 2 ..+ 32`, lies inside
                     // `w` (8·row_bytes ≤ w.len(), 34·b + 34 ≤ row_bytes); the load is unaligned.
-                    let codes = unsafe { _mm256_loadu_si256(at.add(r * row_bytes + 2).cast()) };
-                    *v = $q8_dot(codes, q, bias);
+                    *c = unsafe { _mm256_loadu_si256(at.add(r * row_bytes + 2).cast()) };
                 }
                 for k in 0..5 {
                     let line = 8 * 34 * b + 64 * k;
@@ -191,11 +197,21 @@ macro_rules! f32_kernels {
                 let d = unsafe { _mm256_i32gather_epi32::<1>(at.cast(), offsets) };
                 let d = _mm256_permute4x64_epi64::<0b1000>(_mm256_shuffle_epi8(d, low_halves));
                 let dw = _mm256_cvtph_ps(_mm256_castsi256_si128(d));
-                let dot = _mm256_cvtepi32_ps(crate::x256::transpose_sum8(v));
-                acc = _mm256_fmadd_ps(dot, _mm256_mul_ps(dw, _mm256_set1_ps(x.scales[b])), acc);
+                for (acc, x) in acc.iter_mut().zip(&x) {
+                    let q = crate::x256::load_i8(&x.codes[32 * b..]);
+                    let bias = _mm256_set1_epi32(x.sums[b].wrapping_mul(-16));
+                    let mut v = [_mm256_setzero_si256(); 8];
+                    for (v, &c) in v.iter_mut().zip(&codes) {
+                        *v = $q8_dot(c, q, bias);
+                    }
+                    let dot = _mm256_cvtepi32_ps(crate::x256::transpose_sum8(v));
+                    *acc = _mm256_fmadd_ps(dot, _mm256_mul_ps(dw, _mm256_set1_ps(x.scales[b])), *acc);
+                }
             }
-            let mut out = [0f32; 8];
-            crate::x256::store_f32x8(&mut out, acc);
+            let mut out = [[0f32; 8]; T];
+            for (o, a) in out.iter_mut().zip(acc) {
+                crate::x256::store_f32x8(o, a);
+            }
             out
         }
 
@@ -249,8 +265,8 @@ macro_rules! f32_kernels {
             fn dot_q8_0(self, w: &[u8], x: bitnet_quant::Q8Row<'_>) -> f32 {
                 bitnet_quant::isa::q8_0_eight(w, w.len(), |g, rb| {
                     // SAFETY: the token exists only if `detect` found the instruction set.
-                    unsafe { dot_q8_0_eight(g, rb, x) }
-                })[0]
+                    unsafe { dot_q8_0_eight(g, rb, [x]) }
+                })[0][0]
             }
 
             fn dot_q6_k(self, w: &[u8], x: &[f32]) -> f32 {
@@ -269,16 +285,48 @@ macro_rules! f32_kernels {
             }
 
             fn dots_q8_0(self, w: &[u8], row_bytes: usize, x: &bitnet_quant::Q8Activations, out: &mut [f32]) {
-                let n = x.len();
-                for t in 0..n {
-                    let row = x.row(t);
-                    let dots = bitnet_quant::isa::q8_0_eight(w, row_bytes, |g, rb| {
-                        // SAFETY: as for `dot_f32`.
-                        unsafe { dot_q8_0_eight(g, rb, row) }
-                    });
-                    for (r, &d) in dots[..w.len() / row_bytes.max(1)].iter().enumerate() {
-                        out[r * n + t] = d;
+                // Up to four tokens share each block's loads, scales and prefetches (a server's
+                // batch, a perplexity run); each token's arithmetic is the one-token loop's.
+                let (n, rows) = (x.len(), w.len() / row_bytes.max(1));
+                let mut put = |t: usize, dots: &[[f32; 8]]| {
+                    for (k, dots) in dots.iter().enumerate() {
+                        for (r, &d) in dots[..rows.min(8)].iter().enumerate() {
+                            out[r * n + t + k] = d;
+                        }
                     }
+                };
+                let mut t = 0;
+                while t < n {
+                    let row = |k: usize| x.row(t + k);
+                    let step = match n - t {
+                        1 => 1,
+                        2 | 3 => 2,
+                        _ => 4,
+                    };
+                    match step {
+                        1 => put(
+                            t,
+                            &bitnet_quant::isa::q8_0_eight(w, row_bytes, |g, rb| {
+                                // SAFETY: as for `dot_f32`.
+                                unsafe { dot_q8_0_eight(g, rb, [row(0)]) }
+                            }),
+                        ),
+                        2 => put(
+                            t,
+                            &bitnet_quant::isa::q8_0_eight(w, row_bytes, |g, rb| {
+                                // SAFETY: as for `dot_f32`.
+                                unsafe { dot_q8_0_eight(g, rb, [row(0), row(1)]) }
+                            }),
+                        ),
+                        _ => put(
+                            t,
+                            &bitnet_quant::isa::q8_0_eight(w, row_bytes, |g, rb| {
+                                // SAFETY: as for `dot_f32`.
+                                unsafe { dot_q8_0_eight(g, rb, [row(0), row(1), row(2), row(3)]) }
+                            }),
+                        ),
+                    }
+                    t += step;
                 }
             }
 

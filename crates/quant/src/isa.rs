@@ -322,7 +322,7 @@ pub trait DenseIsa: Copy {
 /// For a kernel that takes exactly eight consecutive Q8_0 rows: `eight(rows, row_bytes)` on `w`
 /// (one to eight rows of `row_bytes`) itself when it holds eight, else on a copy with the last
 /// row repeated up to eight; the first `w.len() / row_bytes` results are `w`'s rows'.
-pub fn q8_0_eight(w: &[u8], row_bytes: usize, eight: impl FnOnce(&[u8], usize) -> [f32; 8]) -> [f32; 8] {
+pub fn q8_0_eight<R>(w: &[u8], row_bytes: usize, eight: impl FnOnce(&[u8], usize) -> R) -> R {
     if w.len() == 8 * row_bytes {
         return eight(w, row_bytes);
     }
