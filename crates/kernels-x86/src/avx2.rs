@@ -18,7 +18,7 @@ impl TernaryIsa for Avx2 {
     }
 
     fn quantize_row(self, x: &[f32], out: &mut [i8]) -> bitnet_quant::ActScale {
-        // SAFETY: the token exists only if `detect` found AVX2 (which includes AVX2).
+        // SAFETY: the token exists only if `detect` found AVX2.
         unsafe { crate::x256::quantize_row(x, out) }
     }
 

@@ -286,48 +286,29 @@ macro_rules! f32_kernels {
 
             fn dots_q8_0(self, w: &[u8], row_bytes: usize, x: &bitnet_quant::Q8Activations, out: &mut [f32]) {
                 // Up to four tokens share each block's loads, scales and prefetches (a server's
-                // batch, a perplexity run); each token's arithmetic is the one-token loop's.
-                let (n, rows) = (x.len(), w.len() / row_bytes.max(1));
-                let mut put = |t: usize, dots: &[[f32; 8]]| {
-                    for (k, dots) in dots.iter().enumerate() {
-                        for (r, &d) in dots[..rows.min(8)].iter().enumerate() {
-                            out[r * n + t + k] = d;
+                // batch, a perplexity run); each token's arithmetic is the one-token loop's. Fewer
+                // than eight rows are padded once for all tokens.
+                let (n, rows) = (x.len(), (w.len() / row_bytes.max(1)).min(8));
+                bitnet_quant::isa::q8_0_eight(w, row_bytes, |g, rb| {
+                    let mut t = 0;
+                    while t < n {
+                        let row = |k: usize| x.row(t + k);
+                        let dots: &[[f32; 8]] = match n - t {
+                            // SAFETY: as for `dot_f32`.
+                            1 => &unsafe { dot_q8_0_eight(g, rb, [row(0)]) },
+                            // SAFETY: as for `dot_f32`.
+                            2 | 3 => &unsafe { dot_q8_0_eight(g, rb, [row(0), row(1)]) },
+                            // SAFETY: as for `dot_f32`.
+                            _ => &unsafe { dot_q8_0_eight(g, rb, [row(0), row(1), row(2), row(3)]) },
+                        };
+                        for (k, dots) in dots.iter().enumerate() {
+                            for (r, &d) in dots[..rows].iter().enumerate() {
+                                out[r * n + t + k] = d;
+                            }
                         }
+                        t += dots.len();
                     }
-                };
-                let mut t = 0;
-                while t < n {
-                    let row = |k: usize| x.row(t + k);
-                    let step = match n - t {
-                        1 => 1,
-                        2 | 3 => 2,
-                        _ => 4,
-                    };
-                    match step {
-                        1 => put(
-                            t,
-                            &bitnet_quant::isa::q8_0_eight(w, row_bytes, |g, rb| {
-                                // SAFETY: as for `dot_f32`.
-                                unsafe { dot_q8_0_eight(g, rb, [row(0)]) }
-                            }),
-                        ),
-                        2 => put(
-                            t,
-                            &bitnet_quant::isa::q8_0_eight(w, row_bytes, |g, rb| {
-                                // SAFETY: as for `dot_f32`.
-                                unsafe { dot_q8_0_eight(g, rb, [row(0), row(1)]) }
-                            }),
-                        ),
-                        _ => put(
-                            t,
-                            &bitnet_quant::isa::q8_0_eight(w, row_bytes, |g, rb| {
-                                // SAFETY: as for `dot_f32`.
-                                unsafe { dot_q8_0_eight(g, rb, [row(0), row(1), row(2), row(3)]) }
-                            }),
-                        ),
-                    }
-                    t += step;
-                }
+                });
             }
 
             fn dots_q6_k(self, w: &[&[u8]], x: &[f32], cols: usize, out: &mut [f32]) {
