@@ -13,6 +13,7 @@ fn quick_bench_writes_a_report_and_a_plot() {
         return;
     }
     let out = std::env::temp_dir().join(format!("bitnet-bench-quick-{}", std::process::id()));
+    // Left behind only when the run fails, for a look at what it wrote.
     let status = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["bench", "--quick", "--threads", "1", "--out"])
         .arg(&out)

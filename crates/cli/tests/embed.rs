@@ -16,16 +16,14 @@ fn fixture(rel: &str) -> String {
     format!("{}/../../fixtures/{rel}", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn convert(name: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("bitnet-cli-embed-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // Tests run in parallel: every conversion gets its own file.
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let out = dir.join(format!("{name}-{n}.gguf")).to_string_lossy().into_owned();
+/// Converts fixture checkpoint `name` into a temporary folder (removed when the returned handle
+/// drops); returns the handle and the file's path.
+fn convert(name: &str) -> (tempfile::TempDir, String) {
+    let dir = common::scratch("embed");
+    let out = common::file_in(&dir, &format!("{name}.gguf"));
     let (ok, _, err) = bitnet(&["convert", &fixture(&format!("models/{name}")), "-o", &out]);
     assert!(ok, "{err}");
-    out
+    (dir, out)
 }
 
 fn reference(name: &str) -> serde_json::Value {
@@ -36,7 +34,7 @@ fn reference(name: &str) -> serde_json::Value {
 #[test]
 fn embed_prints_transformers_vectors() {
     for (name, pooling) in [("tiny-qwen3-embedding", "last"), ("tiny-gemma3-embedding", "mean")] {
-        let model = convert(name);
+        let (_dir, model) = convert(name);
         let r = reference(name);
         let texts: Vec<&str> = r["texts"].as_array().unwrap().iter().map(|t| t["text"].as_str().unwrap()).collect();
         let mut args = vec!["embed", "-m", &model, "--json", "-t", "2"];
@@ -63,7 +61,7 @@ fn embed_prints_transformers_vectors() {
 
 #[test]
 fn embed_refuses_clearly() {
-    let model = convert("tiny-qwen3-embedding");
+    let (dir, model) = convert("tiny-qwen3-embedding");
     let long = "word ".repeat(700);
     let (ok, _, err) = bitnet(&["embed", "-m", &model, "-p", &long]);
     assert!(!ok);
@@ -77,8 +75,8 @@ fn embed_refuses_clearly() {
     assert!(!ok && err.contains("--pooling"), "{err}");
     let (ok, out, _) = bitnet(&["embed", "-m", &demo, "-p", "hi", "--pooling", "mean", "--json"]);
     assert!(ok && out.lines().count() == 1);
-    let empty = std::env::temp_dir().join(format!("bitnet-embed-empty-{}.txt", std::process::id()));
+    let empty = common::file_in(&dir, "empty.txt");
     std::fs::write(&empty, "\n\n").unwrap();
-    let (ok, _, err) = bitnet(&["embed", "-m", &model, "-f", empty.to_str().unwrap()]);
+    let (ok, _, err) = bitnet(&["embed", "-m", &model, "-f", &empty]);
     assert!(!ok && err.contains("has no text"), "{err}");
 }

@@ -15,12 +15,6 @@ fn fixture(rel: &str) -> String {
     format!("{}/../../fixtures/{rel}", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn tmp(name: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("bitnet-cli-gen-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name).to_string_lossy().into_owned()
-}
-
 const MODEL: &str = "models/tiny-bitnet-b1.58.gguf";
 
 #[test]
@@ -59,7 +53,8 @@ fn same_seed_same_text() {
 
 #[test]
 fn logits_json_for_exact_tokens() {
-    let out = tmp("logits.json");
+    let dir = common::scratch("gen");
+    let out = common::file_in(&dir, "logits.json");
     let (ok, _, err) = bitnet(&["logits", "-m", &fixture(MODEL), "--tokens", "0,54,263", "--out", &out]);
     assert!(ok, "{err}");
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
@@ -81,7 +76,8 @@ fn perplexity_reports_a_number() {
 
 #[test]
 fn convert_writes_a_loadable_model() {
-    let out = tmp("converted.gguf");
+    let dir = common::scratch("gen");
+    let out = common::file_in(&dir, "converted.gguf");
     let (ok, _, err) =
         bitnet(&["convert", &fixture("models/tiny-bitnet-b1.58"), "-o", &out, "--embedding-type", "f16"]);
     assert!(ok, "{err}");
@@ -104,7 +100,7 @@ fn convert_writes_a_loadable_model() {
     let (ok, _, err) = bitnet(&["run", "-m", &out, "-p", "The", "-n", "2", "--temp", "0"]);
     assert!(ok, "{err}");
     // A GGUF re-encoded: TL1 back to I2_S generates what the shipped fixture does.
-    let back = tmp("converted-back.gguf");
+    let back = common::file_in(&dir, "converted-back.gguf");
     let (ok, _, err) = bitnet(&["convert", &out, "-o", &back, "--outtype", "i2_s", "--embedding-type", "f16"]);
     assert!(ok, "{err}");
     let (ok, text, _) = bitnet(&["inspect", &back]);
@@ -116,13 +112,15 @@ fn convert_writes_a_loadable_model() {
 #[test]
 fn bad_input_gives_one_clear_line() {
     let long_prompt = "word ".repeat(200);
+    let dir = common::scratch("gen");
+    let x = common::file_in(&dir, "x.gguf");
     for (args, needle) in [
         (vec!["run", "-m", "/no/such.gguf", "-p", "x"], "does not exist"),
         (vec!["run", "-m", &fixture("gguf/malformed/bad_magic.gguf"), "-p", "x"], "not a GGUF file"),
         (vec!["run", "-m", &fixture(MODEL), "-p", "x", "-t", "0"], "--threads must be at least 1"),
         (vec!["run", "-m", &fixture(MODEL), "-p", &long_prompt, "-c", "32"], "more than the context"),
-        (vec!["convert", &fixture("gguf"), "-o", &tmp("x.gguf")], "config.json"),
-        (vec!["convert", &fixture(MODEL), "-o", &tmp("x.gguf")], "--outtype"),
+        (vec!["convert", &fixture("gguf"), "-o", &x], "config.json"),
+        (vec!["convert", &fixture(MODEL), "-o", &x], "--outtype"),
     ] {
         let (ok, _, err) = bitnet(&args);
         assert!(!ok, "{args:?}");
@@ -137,7 +135,8 @@ fn bad_input_gives_one_clear_line() {
 /// and why, inspect shows the types, and the model runs.
 #[test]
 fn convert_falls_back_per_tensor() {
-    let out = tmp("fallback-tq1_0.gguf");
+    let dir = common::scratch("gen");
+    let out = common::file_in(&dir, "fallback-tq1_0.gguf");
     let (ok, _, err) = bitnet(&["convert", &fixture(MODEL), "-o", &out, "--outtype", "tq1_0"]);
     assert!(ok, "{err}");
     assert!(err.contains("TQ1_0 cannot hold, written as I2_S (its rows of 64 are not a multiple of 256)"), "{err}");
@@ -195,9 +194,11 @@ fn chat_slides_the_window_when_the_context_is_full() {
 }
 
 /// A fake Hugging Face cache in the layout huggingface_hub writes:
-/// `models--ORG--NAME/refs/main` holding a revision, `snapshots/REV/FILE`.
-fn fake_hf_cache(files: &[&str]) -> String {
-    let root = std::path::PathBuf::from(tmp(&format!("hf-cache-{}", files.len())));
+/// `models--ORG--NAME/refs/main` holding a revision, `snapshots/REV/FILE`; the folder is removed
+/// when the returned handle drops.
+fn fake_hf_cache(files: &[&str]) -> (tempfile::TempDir, String) {
+    let dir = common::scratch("hf-cache");
+    let root = dir.path().to_owned();
     let repo = root.join("models--tester--tiny-bitnet");
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::write(repo.join("refs/main"), "0123456789abcdef").unwrap();
@@ -206,7 +207,8 @@ fn fake_hf_cache(files: &[&str]) -> String {
     for f in files {
         std::fs::copy(fixture(MODEL), snap.join(f)).unwrap();
     }
-    root.to_string_lossy().into_owned()
+    let root = root.to_string_lossy().into_owned();
+    (dir, root)
 }
 
 fn bitnet_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
@@ -220,7 +222,7 @@ fn bitnet_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
 
 #[test]
 fn hf_repo_works_offline_from_the_cache() {
-    let cache = fake_hf_cache(&["model-i2_s.gguf"]);
+    let (_dir, cache) = fake_hf_cache(&["model-i2_s.gguf"]);
     let env = [("HF_HUB_CACHE", cache.as_str()), ("HF_HUB_OFFLINE", "1")];
     let args = ["run", "--hf-repo", "tester/tiny-bitnet", "-p", "The function", "-n", "4", "--temp", "0"];
     let (ok, out, err) = bitnet_env(&args, &env);
@@ -238,7 +240,7 @@ fn hf_repo_works_offline_from_the_cache() {
         bitnet_env(&["run", "--hf-repo", "tester/tiny-bitnet", "--hf-file", "nope.gguf", "-p", "x"], &env);
     assert!(!ok && err.contains("nope.gguf"), "{err}");
     // Several GGUF files: the user must choose.
-    let cache2 = fake_hf_cache(&["a.gguf", "b.gguf"]);
+    let (_dir2, cache2) = fake_hf_cache(&["a.gguf", "b.gguf"]);
     let (ok, _, err) = bitnet_env(
         &["run", "--hf-repo", "tester/tiny-bitnet", "-p", "x"],
         &[("HF_HUB_CACHE", cache2.as_str()), ("HF_HUB_OFFLINE", "1")],
@@ -248,7 +250,8 @@ fn hf_repo_works_offline_from_the_cache() {
 
 #[test]
 fn convert_takes_a_checkpoint_from_the_hf_cache_offline() {
-    let root = std::path::PathBuf::from(tmp("hf-cache-ckpt"));
+    let dir = common::scratch("hf-cache-ckpt");
+    let root = dir.path().join("cache");
     let repo = root.join("models--tester--tiny-ckpt");
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::write(repo.join("refs/main"), "feedface").unwrap();
@@ -260,7 +263,7 @@ fn convert_takes_a_checkpoint_from_the_hf_cache_offline() {
     }
     let cache = root.to_string_lossy().into_owned();
     let env = [("HF_HUB_CACHE", cache.as_str()), ("HF_HUB_OFFLINE", "1")];
-    let out = tmp("from-hub.gguf");
+    let out = common::file_in(&dir, "from-hub.gguf");
     let (ok, _, err) = bitnet_env(&["convert", "--hf-repo", "tester/tiny-ckpt", "-o", &out], &env);
     assert!(ok, "{err}");
     let (ok, _, err) = bitnet_env(&["run", "-m", &out, "-p", "The", "-n", "2", "--temp", "0"], &[]);

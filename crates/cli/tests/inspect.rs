@@ -38,9 +38,8 @@ fn json_output_is_machine_readable() {
 
 #[test]
 fn long_arrays_are_abbreviated_unless_full() {
-    let dir = std::env::temp_dir().join(format!("bitnet-cli-inspect-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("vocab.gguf");
+    let dir = common::scratch("inspect");
+    let path = dir.path().join("vocab.gguf");
     let mut b = bitnet_format::GgufBuilder::new();
     b.metadata_mut()
         .insert("tokenizer.ggml.tokens", bitnet_format::Array::strings((0..100).map(|i| format!("tok{i}"))));

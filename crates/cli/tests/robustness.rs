@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 
 struct Out {
@@ -55,13 +55,6 @@ fn fixture(rel: &str) -> String {
     format!("{}/../../fixtures/{rel}", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn scratch(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("bitnet-cli-robust-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn no_temp_files(dir: &Path) {
     let left: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -77,7 +70,8 @@ const CKPT: &str = "models/tiny-bitnet-b1.58";
 
 #[test]
 fn convert_never_replaces_what_is_not_a_regular_file() {
-    let dir = scratch("convert");
+    let scratch = common::scratch("robust-convert");
+    let dir = scratch.path();
     let ckpt = fixture(CKPT);
     let d = dir.join("existing-dir");
     std::fs::create_dir(&d).unwrap();
@@ -100,7 +94,7 @@ fn convert_never_replaces_what_is_not_a_regular_file() {
         assert!(o.stderr.contains("through the symbolic link"), "{}", o.stderr);
         assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
     }
-    no_temp_files(&dir);
+    no_temp_files(dir);
     // A text file is neither a checkpoint nor a GGUF file.
     fails(
         &["convert", &fixture("models/sample.txt"), "-o", dir.join("x.gguf").to_str().unwrap()],
@@ -198,7 +192,8 @@ fn chat_keeps_the_session_after_a_bad_message() {
 
 #[test]
 fn chat_templates_that_render_nothing_or_never_end() {
-    let dir = scratch("templates");
+    let scratch = common::scratch("robust-templates");
+    let dir = scratch.path();
     let m = fixture(TINY);
     let empty = dir.join("empty.jinja");
     std::fs::write(&empty, "").unwrap();
@@ -241,7 +236,8 @@ fn an_unknown_kernel_set_lists_what_this_cpu_offers() {
 #[test]
 fn hostile_hyperparameters_in_a_model_or_a_checkpoint() {
     use bitnet_format::{GgufFile, Value, rewrite_metadata};
-    let dir = scratch("hyper");
+    let scratch = common::scratch("robust-hyper");
+    let dir = scratch.path();
     // A GGUF whose block_count claims 2^31 layers, or fewer than its tensors.
     let src = GgufFile::open(fixture(TINY)).unwrap();
     for (tag, count, needle) in [("huge", 1u64 << 31, "out of range"), ("one", 1, "tensors for 2 blocks")] {
@@ -265,5 +261,5 @@ fn hostile_hyperparameters_in_a_model_or_a_checkpoint() {
     let out = dir.join("out.gguf");
     fails(&["convert", ckpt.to_str().unwrap(), "-o", out.to_str().unwrap()], 1, "num_hidden_layers = 10000");
     assert!(!out.exists());
-    no_temp_files(&dir);
+    no_temp_files(dir);
 }

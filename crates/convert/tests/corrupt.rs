@@ -9,22 +9,36 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// A copy of the tiny checkpoint in a fresh directory, to damage.
-fn copy(tag: &str) -> PathBuf {
+fn copy(tag: &str) -> Scratch {
     copy_of("tiny-bitnet-b1.58", tag)
 }
 
+/// A temporary folder, removed when dropped.
+struct Scratch(tempfile::TempDir);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
 /// A copy of fixture checkpoint `name` (its files but reference.json).
-fn copy_of(name: &str, tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("bitnet-convert-corrupt-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+fn copy_of(name: &str, tag: &str) -> Scratch {
+    let dir = tempfile::Builder::new().prefix(&format!("bitnet-convert-corrupt-{tag}-")).tempdir().unwrap();
     for f in std::fs::read_dir(fixture(name)).unwrap() {
         let f = f.unwrap().path();
         if f.file_name().unwrap() != "reference.json" {
-            std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+            std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
         }
     }
-    dir
+    Scratch(dir)
 }
 
 fn expect_error(dir: &Path, needle: &str) {

@@ -7,10 +7,9 @@ mod common;
 use bitnet_format::{Array, Gguf, GgufBuilder, GgufFile, TensorType, Value, ValueType};
 use common::{canonical, python};
 
-fn tmp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("bitnet-format-interop-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// A fresh temporary file, removed when the returned path is dropped.
+fn tmp(name: &str) -> tempfile::TempPath {
+    tempfile::Builder::new().prefix(&format!("bitnet-format-interop-{name}-")).tempfile().unwrap().into_temp_path()
 }
 
 fn json(bytes: Vec<u8>) -> serde_json::Value {

@@ -17,13 +17,10 @@ fn fixture_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models").join(name)
 }
 
-fn convert(name: &str, outtype: OutType) -> PathBuf {
-    // Tests run in parallel: every conversion gets its own folder.
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("bitnet-embed-{}-{n}-{name}-{outtype:?}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join("model.gguf");
+/// Converts fixture `name` into a temporary file, removed when the returned path is dropped (a
+/// model loaded from it keeps its mapping).
+fn convert(name: &str, outtype: OutType) -> tempfile::TempPath {
+    let out = tempfile::Builder::new().prefix("bitnet-embed-").suffix(".gguf").tempfile().unwrap().into_temp_path();
     convert_dir(&fixture_dir(name), &out, ConvertOptions { outtype, embedding_type: EmbeddingType::F32 }).unwrap();
     out
 }

@@ -16,14 +16,14 @@ fn fixture(name: &str) -> PathBuf {
 const TINY: &str = "tiny-bitnet-b1.58.gguf";
 const ARCH: &str = "bitnet-b1.58";
 
-/// The tiny model with its metadata edited by `edit`, written to a fresh file.
-fn edited(tag: &str, edit: impl FnOnce(&mut Metadata)) -> PathBuf {
+/// The tiny model with its metadata edited by `edit`, written to a fresh temporary file (removed
+/// when the returned path is dropped).
+fn edited(tag: &str, edit: impl FnOnce(&mut Metadata)) -> tempfile::TempPath {
     let src = GgufFile::open(fixture(TINY)).unwrap();
     let mut m = src.metadata().clone();
     edit(&mut m);
-    let dir = std::env::temp_dir().join(format!("bitnet-model-hardening-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{tag}.gguf"));
+    let prefix = format!("bitnet-model-hardening-{tag}-");
+    let path = tempfile::Builder::new().prefix(&prefix).suffix(".gguf").tempfile().unwrap().into_temp_path();
     let bytes = rewrite_metadata(&src, m, Vec::new()).unwrap();
     std::fs::write(&path, bytes).unwrap();
     path

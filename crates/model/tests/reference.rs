@@ -20,18 +20,16 @@ fn load(name: &str, embedding_type: EmbeddingType, threads: usize) -> (Model, Va
     load_as(name, OutType::I2s, embedding_type, threads)
 }
 
-/// Converts a fixture checkpoint into a temporary GGUF; returns its path.
-fn convert_fixture(name: &str, outtype: OutType, embedding_type: EmbeddingType, threads: usize) -> PathBuf {
-    let tag = format!("{}-{name}-{outtype:?}-{embedding_type:?}-{threads}", std::process::id());
-    let dir = std::env::temp_dir().join(format!("bitnet-model-ref-{tag}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join("model.gguf");
+/// Converts a fixture checkpoint into a temporary GGUF, removed when the returned path is dropped
+/// (a model or file opened from it keeps its mapping).
+fn convert_fixture(name: &str, outtype: OutType, embedding_type: EmbeddingType) -> tempfile::TempPath {
+    let out = tempfile::Builder::new().prefix("bitnet-model-ref-").suffix(".gguf").tempfile().unwrap().into_temp_path();
     convert_dir(&fixture_dir(name), &out, ConvertOptions { outtype, embedding_type }).unwrap();
     out
 }
 
 fn load_as(name: &str, outtype: OutType, embedding_type: EmbeddingType, threads: usize) -> (Model, Value) {
-    let out = convert_fixture(name, outtype, embedding_type, threads);
+    let out = convert_fixture(name, outtype, embedding_type);
     let model = Model::load(&out, LoadOptions { threads, ..Default::default() }).unwrap();
     let reference = std::fs::read_to_string(fixture_dir(name).join("reference.json")).unwrap();
     (model, serde_json::from_str(&reference).unwrap())
@@ -185,7 +183,7 @@ fn bitnet_cpp_i2s_file_follows_bitnet_cpp() {
     let path = fixture_dir("tiny-bitnet-1bitllm-128-bitnetcpp-i2_s.gguf");
     let theirs_file = bitnet_format::GgufFile::open(&path).unwrap();
     let ours_file =
-        bitnet_format::GgufFile::open(convert_fixture("tiny-bitnet-1bitllm-128", OutType::I2s, EmbeddingType::Q8_0, 2))
+        bitnet_format::GgufFile::open(convert_fixture("tiny-bitnet-1bitllm-128", OutType::I2s, EmbeddingType::Q8_0))
             .unwrap();
     let mut matrices = 0;
     for t in theirs_file.tensors().iter().filter(|t| t.ty == bitnet_format::TensorType::I2_S) {
@@ -239,7 +237,7 @@ fn bitnet_cpp_reads_our_files() {
     .unwrap();
     for (name, outtype) in [("i2_s", OutType::I2s), ("tq1_0", OutType::Tq1_0), ("tq2_0", OutType::Tq2_0)] {
         let theirs = &recorded["files"][name];
-        let path = convert_fixture("tiny-llama-ternary-256", outtype, EmbeddingType::F16, 2);
+        let path = convert_fixture("tiny-llama-ternary-256", outtype, EmbeddingType::F16);
         let sha = format!("{:x}", sha2::Sha256::digest(std::fs::read(&path).unwrap()));
         assert_eq!(sha, theirs["sha256"].as_str().unwrap(), "{name}: the file bitnet.cpp read is what we write");
         assert_eq!(ids(&theirs["greedy"]), ids(&reference["greedy"]), "{name}: bitnet.cpp's greedy tokens on our file");

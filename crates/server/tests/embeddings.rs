@@ -14,8 +14,8 @@ use common::convert;
 
 /// `--max-queue 1`: the many requests below, one after the other, must each find room (the
 /// engine gives a finished request's place back).
-fn start(path: std::path::PathBuf) -> Running {
-    common::serve(&path, "emb", 256, Config { max_queue: 1, ..Config::default() })
+fn start(path: &std::path::Path) -> Running {
+    common::serve(path, "emb", 256, Config { max_queue: 1, ..Config::default() })
 }
 
 fn post(server: &Running, body: &Value) -> (u16, Value) {
@@ -43,7 +43,7 @@ fn embeddings_endpoint() {
     let ids: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode_for_embedding(t).unwrap()).collect();
     let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
     let expected = model.embed(&refs, Pooling::Last, true).unwrap();
-    let server = start(path);
+    let server = start(&path);
 
     let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
     let (s, body) = post(&server, &json!({"model": "emb", "input": texts}));
@@ -90,7 +90,7 @@ fn embeddings_endpoint() {
 #[test]
 fn generative_model_refuses_embeddings() {
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/bitnet-demo.gguf");
-    let server = start(demo);
+    let server = start(&demo);
     let (s, r) = post(&server, &json!({"input": "hello"}));
     assert_eq!(s, 400);
     assert!(r["error"]["message"].as_str().unwrap().contains("not an embedding model"), "{r}");

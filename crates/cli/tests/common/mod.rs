@@ -21,3 +21,16 @@ pub fn bitnet_command() -> Command {
         None => Command::new(bin),
     }
 }
+
+/// A fresh temporary folder named after `tag`, removed (with what the test wrote in it) when
+/// dropped.
+#[allow(dead_code)] // not every test file writes files
+pub fn scratch(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("bitnet-cli-{tag}-")).tempdir().unwrap()
+}
+
+/// The path of `name` inside `dir`, as a string for a command line.
+#[allow(dead_code)]
+pub fn file_in(dir: &tempfile::TempDir, name: &str) -> String {
+    dir.path().join(name).to_string_lossy().into_owned()
+}

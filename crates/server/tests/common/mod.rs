@@ -26,11 +26,13 @@ pub fn serve(path: &Path, name: &str, ctx: usize, config: Config) -> Running {
     server
 }
 
-/// A fixture checkpoint (fixtures/models/NAME) converted to a temporary I2_S GGUF.
+/// A fixture checkpoint (fixtures/models/NAME) converted to a temporary I2_S GGUF, removed when
+/// the returned path is dropped (a loaded model keeps its mapping).
 #[allow(dead_code)] // not every test file converts
-pub fn convert(name: &str) -> std::path::PathBuf {
+pub fn convert(name: &str) -> tempfile::TempPath {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models").join(name);
-    let out = std::env::temp_dir().join(format!("bitnet-server-test-{}-{name}.gguf", std::process::id()));
+    let out =
+        tempfile::Builder::new().prefix("bitnet-server-test-").suffix(".gguf").tempfile().unwrap().into_temp_path();
     bitnet_convert::convert_dir(&dir, &out, Default::default()).unwrap();
     out
 }
