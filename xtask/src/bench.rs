@@ -275,22 +275,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let bitnet = build_cli()?;
     let mut models = Vec::new();
     for (size, outtype) in cases {
-        let path = root().join(format!("target/dummy/dummy-{size}-{outtype}.gguf"));
-        if !path.exists() {
-            eprintln!("writing {}", path.display());
-            std::fs::create_dir_all(path.parent().expect("target/dummy"))?;
-            let (weights, head) = outtype.split_once('+').unwrap_or((&outtype, "f16"));
-            if head == "f16" && DUMMY_TYPES.contains(&weights) {
-                crate::dummy::write(size, weights, &path)?;
-            } else {
-                // The I2_S dummy re-encoded (`bitnet convert MODEL.gguf --outtype / --embedding-type`).
-                let base_path = root().join(format!("target/dummy/dummy-{size}-i2_s.gguf"));
-                if !base_path.exists() {
-                    crate::dummy::write(size, "i2_s", &base_path)?;
-                }
-                bitnet_convert::requantize(&base_path, &path, requantize_options(weights, head)?)?;
-            }
-        }
+        let path = dummy_file(size, &outtype)?;
         let (params, bytes_per_token) = weight_bytes(&path)?;
         models.push(ModelCase { size, outtype, path, params, bytes_per_token });
     }
@@ -402,6 +387,29 @@ fn against_bitnet_cpp(rows: &[Row], pp: usize, tg: usize) -> String {
     }
     let _ = writeln!(s, "\nWhat limits each figure is analysed in [kernels.md](kernels.md#what-stops-the-targets).\n");
     s
+}
+
+/// The dummy model `target/dummy/dummy-SIZE-OUTTYPE.gguf`, written first if missing. `outtype` is
+/// a weight type, `+HEAD` for a head type other than F16 (`i2_s+q8_0`, as `bitnet convert`
+/// writes by default).
+pub fn dummy_file(size: &str, outtype: &str) -> Result<PathBuf> {
+    let path = root().join(format!("target/dummy/dummy-{size}-{outtype}.gguf"));
+    if !path.exists() {
+        eprintln!("writing {}", path.display());
+        std::fs::create_dir_all(path.parent().expect("target/dummy"))?;
+        let (weights, head) = outtype.split_once('+').unwrap_or((outtype, "f16"));
+        if head == "f16" && DUMMY_TYPES.contains(&weights) {
+            crate::dummy::write(size, weights, &path)?;
+        } else {
+            // The I2_S dummy re-encoded (`bitnet convert MODEL.gguf --outtype / --embedding-type`).
+            let base_path = root().join(format!("target/dummy/dummy-{size}-i2_s.gguf"));
+            if !base_path.exists() {
+                crate::dummy::write(size, "i2_s", &base_path)?;
+            }
+            bitnet_convert::requantize(&base_path, &path, requantize_options(weights, head)?)?;
+        }
+    }
+    Ok(path)
 }
 
 /// Weight types `cargo xtask dummy` writes itself; others are re-encoded from its I2_S file.

@@ -20,6 +20,8 @@ pub const END: &str = "<!-- /bench-serve -->";
 
 pub struct Options {
     pub size: String,
+    /// The dummy's output-head type (its ternary weights are I2_S).
+    pub head: String,
     pub threads: usize,
     pub concurrency: Vec<usize>,
     pub tokens: usize,
@@ -85,7 +87,7 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 }
 
 /// One concurrency level: `c` clients, each sending `rounds` requests back to back.
-fn level(addr: &str, c: usize, rounds: usize, tokens: usize) -> Result<(f64, f64, f64, f64)> {
+fn level(addr: &str, c: usize, rounds: usize, tokens: usize) -> Result<Stats> {
     let start = Instant::now();
     let clients: Vec<_> = (0..c)
         .map(|i| {
@@ -105,11 +107,32 @@ fn level(addr: &str, c: usize, rounds: usize, tokens: usize) -> Result<(f64, f64
     let total: usize = traces.iter().map(|t| t.tokens).sum();
     let mut ttft: Vec<f64> = traces.iter().map(|t| t.ttft).collect();
     let mut gaps: Vec<f64> = traces.iter().flat_map(|t| t.gaps.iter().copied()).collect();
-    Ok((total as f64 / wall, percentile(&mut ttft, 0.5), percentile(&mut gaps, 0.5), percentile(&mut gaps, 0.99)))
+    let decode = gaps.len() as f64 / gaps.iter().sum::<f64>();
+    Ok(Stats {
+        aggregate: total as f64 / wall,
+        ttft: percentile(&mut ttft, 0.5),
+        itl_p50: percentile(&mut gaps, 0.5),
+        itl_p99: percentile(&mut gaps, 0.99),
+        decode,
+    })
 }
 
-/// One concurrency level's result: (C, (aggregate tokens/s, TTFT p50, ITL p50, ITL p99)).
-type Level = (usize, (f64, f64, f64, f64));
+/// What one concurrency level measured.
+struct Stats {
+    /// All generated tokens / wall time (prompts included).
+    aggregate: f64,
+    /// Time to first token, median (s).
+    ttft: f64,
+    /// Inter-token latency, median and 99th percentile (s).
+    itl_p50: f64,
+    itl_p99: f64,
+    /// One stream's tokens per second between its first and last token (1 / mean ITL): what
+    /// `bitnet bench` tg measures, without the prompt.
+    decode: f64,
+}
+
+/// One concurrency level's result.
+type Level = (usize, Stats);
 
 /// Waits for `GET /health` to answer 200 (10 minutes at most).
 fn wait_healthy(addr: &str) -> Result<()> {
@@ -146,11 +169,36 @@ fn levels(addr: &str, opts: &Options) -> Result<Vec<Level>> {
 
 /// Upstream `llama-server` on the same shape's weights as TQ2_0 (architecture `bitnet`, which it
 /// runs), the same threads, `-np` slots and context per slot, through the same levels.
+/// llama-server on the same weights as TQ2_0 (architecture `bitnet`), with our dummy's head type:
+/// an F16 head as written, another through its own `llama-quantize` (beside `bin`).
 fn llama_server_levels(bin: &Path, opts: &Options, parallel: usize) -> Result<Vec<Level>> {
-    let model = crate::root().join(format!("target/dummy/dummy-{}-tq2_0-bitnet.gguf", opts.size));
-    if !model.exists() {
-        crate::dummy::write_arch(&opts.size, "tq2_0", "bitnet", &model)?;
+    let f16 = crate::root().join(format!("target/dummy/dummy-{}-tq2_0-bitnet.gguf", opts.size));
+    if !f16.exists() {
+        crate::dummy::write_arch(&opts.size, "tq2_0", "bitnet", &f16)?;
     }
+    let model = if opts.head == "f16" {
+        f16
+    } else {
+        let model = crate::root().join(format!("target/dummy/dummy-{}-tq2_0+{}-bitnet.gguf", opts.size, opts.head));
+        if !model.exists() {
+            let quantize = bin.with_file_name("llama-quantize");
+            let status = Command::new(&quantize)
+                .args(["--allow-requantize", "--output-tensor-type", &opts.head, "--token-embedding-type", &opts.head])
+                .arg(&f16)
+                .arg(&model)
+                .arg("TQ2_0")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .with_context(|| {
+                    format!("running {} (built beside llama-server) for its {} head", quantize.display(), opts.head)
+                })?;
+            if !status.success() {
+                bail!("{} failed to write {}", quantize.display(), model.display());
+            }
+        }
+        model
+    };
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     eprintln!("llama-server on {}", model.display());
     let mut server = Command::new(bin)
@@ -187,8 +235,10 @@ fn bench_tg(bitnet: &Path, model: &Path, threads: usize, tokens: usize) -> Resul
 
 pub fn run(opts: &Options, bitnet: &Path, model: &Path) -> Result<()> {
     let parallel = opts.concurrency.iter().copied().max().unwrap_or(1);
-    let tg = bench_tg(bitnet, model, opts.threads, opts.tokens)?;
-    eprintln!("bitnet bench tg{}: {tg:.2} tokens/s", opts.tokens);
+    // This VM's speed drifts by tens of percent within minutes: `bitnet bench` runs right before
+    // and right after the server, and C = 1 is compared with both.
+    let tg_before = bench_tg(bitnet, model, opts.threads, opts.tokens)?;
+    eprintln!("bitnet bench tg{}: {tg_before:.2} tokens/s", opts.tokens);
     let mut server = Command::new(bitnet)
         .args(["serve", "--port", "0", "-c", "1024", "-m"])
         .arg(model)
@@ -216,20 +266,25 @@ pub fn run(opts: &Options, bitnet: &Path, model: &Path) -> Result<()> {
     let rows = levels(&addr, opts)?;
     let _ = server.kill();
     let _ = server.wait();
+    let tg_after = bench_tg(bitnet, model, opts.threads, opts.tokens)?;
+    eprintln!("bitnet bench tg{}: {tg_after:.2} tokens/s", opts.tokens);
     let theirs = match &opts.llama_server {
         Some(bin) => Some(llama_server_levels(bin, opts, parallel)?),
         None => None,
     };
-    let single = rows.iter().find(|r| r.0 == 1).map(|r| r.1.0);
+    let single = rows.iter().find(|r| r.0 == 1).map(|r| &r.1);
     let mut md = format!(
         "{BEGIN}\n## Serving: continuous batching (`cargo xtask bench-serve`)\n\n\
-         `bitnet serve` on the dummy {} I2_S model, {} threads, `--parallel {parallel}`; C clients each send {} \
+         `bitnet serve` on the dummy {} I2_S model with a{} {} output head, {} threads, `--parallel {parallel}`; C clients each send {} \
          streaming completions of {} tokens back to back (past end-of-sequence, greedy). Aggregate: all \
          generated tokens / wall time. TTFT: request to first token. ITL: gap between tokens of one \
-         answer. `bitnet bench` tg{} on the same file and threads: **{tg:.2} tokens/s**. Measured {} on {}.\n\n\
+         answer. `bitnet bench` tg{} on the same file and threads: **{tg_before:.2} tokens/s** before the server \
+         ran, **{tg_after:.2}** after. Measured {} on {}.\n\n\
          | C | aggregate tokens/s | × C = 1 | TTFT p50 (s) | ITL p50 (ms) | ITL p99 (ms) | p99 / p50 |\n\
          | --- | --- | --- | --- | --- | --- | --- |\n",
         opts.size,
+        if opts.head == "f16" { "n" } else { "" },
+        opts.head.to_uppercase(),
         opts.threads,
         opts.rounds,
         opts.tokens,
@@ -237,39 +292,47 @@ pub fn run(opts: &Options, bitnet: &Path, model: &Path) -> Result<()> {
         crate::bench::today(),
         crate::bench::cpu_name(),
     );
-    for (c, (agg, ttft, p50, p99)) in &rows {
-        let x = single.map_or("–".into(), |s| format!("{:.2}", agg / s));
+    for (c, s) in &rows {
+        let x = single.map_or("–".into(), |one| format!("{:.2}", s.aggregate / one.aggregate));
         md.push_str(&format!(
-            "| {c} | {agg:.2} | {x} | {ttft:.2} | {:.1} | {:.1} | {:.2} |\n",
-            p50 * 1e3,
-            p99 * 1e3,
-            if *p50 > 0.0 { p99 / p50 } else { 0.0 }
+            "| {c} | {:.2} | {x} | {:.2} | {:.1} | {:.1} | {:.2} |\n",
+            s.aggregate,
+            s.ttft,
+            s.itl_p50 * 1e3,
+            s.itl_p99 * 1e3,
+            if s.itl_p50 > 0.0 { s.itl_p99 / s.itl_p50 } else { 0.0 }
         ));
     }
-    if let Some(s) = single {
+    if let Some(one) = single {
         md.push_str(&format!(
-            "\nC = 1 against `bitnet bench`: {:.1}% ({s:.2} against {tg:.2} tokens/s). What bounds the \
-             aggregate at larger C (the cost of a matmul against its token count): docs/kernels.md, \
-             \"Small batches\".\n",
-            100.0 * s / tg
+            "\nC = 1 against `bitnet bench`: between its first and last token one stream decodes {:.2} tokens/s \
+             (1 / mean ITL), {:.1}% / {:.1}% of `bitnet bench` tg before / after (the aggregate above also \
+             counts each answer's prompt). What bounds the aggregate at larger C (the cost of a matmul against \
+             its token count): docs/kernels.md, \"Small batches\".\n",
+            one.decode,
+            100.0 * one.decode / tg_before,
+            100.0 * one.decode / tg_after,
         ));
     }
     if let Some(theirs) = &theirs {
         md.push_str(&format!(
             "\nUpstream llama.cpp's `llama-server` (from the llama-cpp-python 0.3.36 sdist, see \"Building the \
-             peers\") on the same shape's weights as TQ2_0 (architecture `bitnet`), the same threads, `-np \
-             {parallel}` and 1024 tokens of context per slot, the same clients:\n\n\
+             peers\") on the same shape's weights as TQ2_0 (architecture `bitnet`) with the same head type ({}), \
+             the same threads, `-np {parallel}` and 1024 tokens of context per slot, the same clients:\n\n\
              | C | llama-server tokens/s | × its C = 1 | TTFT p50 (s) | ITL p50 (ms) | ITL p99 (ms) | ours ÷ llama-server |\n\
-             | --- | --- | --- | --- | --- | --- | --- |\n"
+             | --- | --- | --- | --- | --- | --- | --- |\n",
+            opts.head.to_uppercase()
         ));
-        let their_single = theirs.iter().find(|r| r.0 == 1).map(|r| r.1.0);
-        for (c, (agg, ttft, p50, p99)) in theirs {
-            let x = their_single.map_or("–".into(), |s| format!("{:.2}", agg / s));
-            let ours = rows.iter().find(|r| r.0 == *c).map_or("–".into(), |r| format!("{:.2}", r.1.0 / agg));
+        let their_single = theirs.iter().find(|r| r.0 == 1).map(|r| r.1.aggregate);
+        for (c, s) in theirs {
+            let agg = s.aggregate;
+            let x = their_single.map_or("–".into(), |one| format!("{:.2}", agg / one));
+            let ours = rows.iter().find(|r| r.0 == *c).map_or("–".into(), |r| format!("{:.2}", r.1.aggregate / agg));
             md.push_str(&format!(
-                "| {c} | {agg:.2} | {x} | {ttft:.2} | {:.1} | {:.1} | {ours} |\n",
-                p50 * 1e3,
-                p99 * 1e3
+                "| {c} | {agg:.2} | {x} | {:.2} | {:.1} | {:.1} | {ours} |\n",
+                s.ttft,
+                s.itl_p50 * 1e3,
+                s.itl_p99 * 1e3
             ));
         }
     }

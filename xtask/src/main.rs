@@ -131,6 +131,10 @@ enum Command {
         /// Dummy model shape (see `dummy --size`).
         #[arg(long, default_value = "2B-4T")]
         size: String,
+        /// Output-head type of the dummy (its ternary weights are I2_S): q8_0 is what `bitnet
+        /// convert` writes by default, f16 the head bitnet.cpp's benchmark files carry.
+        #[arg(long, default_value = "q8_0", value_parser = ["f16", "q8_0", "q6_k"])]
+        head: String,
         /// Threads of the server.
         #[arg(short, long, default_value_t = 2)]
         threads: usize,
@@ -205,15 +209,12 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::BenchServe { size, threads, concurrency, tokens, rounds, out, llama_server } => {
+        Command::BenchServe { size, head, threads, concurrency, tokens, rounds, out, llama_server } => {
             let bitnet = bench::build_cli()?;
-            let model = root().join(format!("target/dummy/dummy-{size}-i2_s.gguf"));
-            if !model.exists() {
-                std::fs::create_dir_all(model.parent().expect("target/dummy"))?;
-                dummy::write(&size, "i2_s", &model)?;
-            }
+            let outtype = if head == "f16" { "i2_s".to_owned() } else { format!("i2_s+{head}") };
+            let model = bench::dummy_file(&size, &outtype)?;
             let out = root().join(out);
-            let opts = bench_serve::Options { size, threads, concurrency, tokens, rounds, out, llama_server };
+            let opts = bench_serve::Options { size, head, threads, concurrency, tokens, rounds, out, llama_server };
             bench_serve::run(&opts, &bitnet, &model)
         }
         Command::BenchEmbed { threads, reps, out } => {
