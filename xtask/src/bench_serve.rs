@@ -107,7 +107,8 @@ fn level(addr: &str, c: usize, rounds: usize, tokens: usize) -> Result<Stats> {
     let total: usize = traces.iter().map(|t| t.tokens).sum();
     let mut ttft: Vec<f64> = traces.iter().map(|t| t.ttft).collect();
     let mut gaps: Vec<f64> = traces.iter().flat_map(|t| t.gaps.iter().copied()).collect();
-    let decode = gaps.len() as f64 / gaps.iter().sum::<f64>();
+    let span: f64 = gaps.iter().sum();
+    let decode = if span > 0.0 { gaps.len() as f64 / span } else { 0.0 };
     Ok(Stats {
         aggregate: total as f64 / wall,
         ttft: percentile(&mut ttft, 0.5),
@@ -168,9 +169,8 @@ fn levels(addr: &str, opts: &Options) -> Result<Vec<Level>> {
 }
 
 /// Upstream `llama-server` on the same shape's weights as TQ2_0 (architecture `bitnet`, which it
-/// runs), the same threads, `-np` slots and context per slot, through the same levels.
-/// llama-server on the same weights as TQ2_0 (architecture `bitnet`), with our dummy's head type:
-/// an F16 head as written, another through its own `llama-quantize` (beside `bin`).
+/// runs) with our dummy's head type (F16 as written, another through its own `llama-quantize`
+/// beside `bin`), the same threads, `-np` slots and context per slot, through the same levels.
 fn llama_server_levels(bin: &Path, opts: &Options, parallel: usize) -> Result<Vec<Level>> {
     let f16 = crate::root().join(format!("target/dummy/dummy-{}-tq2_0-bitnet.gguf", opts.size));
     if !f16.exists() {
