@@ -402,10 +402,7 @@ pub fn dummy_file(size: &str, outtype: &str) -> Result<PathBuf> {
             crate::dummy::write(size, weights, &path)?;
         } else {
             // The I2_S dummy re-encoded (`bitnet convert MODEL.gguf --outtype / --embedding-type`).
-            let base_path = root().join(format!("target/dummy/dummy-{size}-i2_s.gguf"));
-            if !base_path.exists() {
-                crate::dummy::write(size, "i2_s", &base_path)?;
-            }
+            let base_path = dummy_file(size, "i2_s")?;
             bitnet_convert::requantize(&base_path, &path, requantize_options(weights, head)?)?;
         }
     }
@@ -428,7 +425,7 @@ const TRADES: &[(&str, &str)] = &[
 ];
 
 /// A trade's row name in the throughput table: the weight type, `+head` unless F16.
-fn trade_name(weights: &str, head: &str) -> String {
+pub fn trade_name(weights: &str, head: &str) -> String {
     if head == "f16" { weights.to_owned() } else { format!("{weights}+{head}") }
 }
 

@@ -211,8 +211,7 @@ fn main() -> Result<()> {
         }
         Command::BenchServe { size, head, threads, concurrency, tokens, rounds, out, llama_server } => {
             let bitnet = bench::build_cli()?;
-            let outtype = if head == "f16" { "i2_s".to_owned() } else { format!("i2_s+{head}") };
-            let model = bench::dummy_file(&size, &outtype)?;
+            let model = bench::dummy_file(&size, &bench::trade_name("i2_s", &head))?;
             let out = root().join(out);
             let opts = bench_serve::Options { size, head, threads, concurrency, tokens, rounds, out, llama_server };
             bench_serve::run(&opts, &bitnet, &model)
@@ -221,22 +220,13 @@ fn main() -> Result<()> {
             let bitnet = bench::build_cli()?;
             let mut models = Vec::new();
             for size in ["emb-0.6B", "emb-270M"] {
-                let model = root().join(format!("target/dummy/dummy-{size}-i2_s.gguf"));
-                if !model.exists() {
-                    std::fs::create_dir_all(model.parent().expect("target/dummy"))?;
-                    dummy::write(size, "i2_s", &model)?;
-                }
-                models.push((size, model));
+                models.push((size, bench::dummy_file(size, "i2_s")?));
             }
             bench_embed::run(&bench_embed::Options { threads, reps, out: root().join(out) }, &bitnet, &models)
         }
         Command::BenchKv { size, depths, threads, tokens, reps, out } => {
             let bitnet = bench::build_cli()?;
-            let model = root().join(format!("target/dummy/dummy-{size}-i2_s.gguf"));
-            if !model.exists() {
-                std::fs::create_dir_all(model.parent().expect("target/dummy"))?;
-                dummy::write(&size, "i2_s", &model)?;
-            }
+            let model = bench::dummy_file(&size, "i2_s")?;
             let opts = bench_kv::Options { size, depths, threads, tokens, reps, out: root().join(out) };
             bench_kv::run(&opts, &bitnet, &model)
         }
