@@ -610,19 +610,46 @@ macro_rules! f32_kernels {
             }
         }
 
+        /// The reference's element-wise loop compiled for this instruction set's registers
+        /// (the same operations per element, so the same bits as the reference).
+        #[target_feature(enable = $feat)]
+        fn glu(act: bitnet_quant::vecops::Activation, g: &mut [f32], u: &[f32]) {
+            bitnet_quant::vecops::glu(act, g, u)
+        }
+
+        /// The reference's softmax compiled for this instruction set's registers (its sum's
+        /// sixteen lanes keep their order, so the same bits as the reference).
+        #[target_feature(enable = $feat)]
+        fn softmax(x: &mut [f32]) {
+            bitnet_quant::vecops::softmax(x)
+        }
+
         /// The f32 ops; the token proves the CPU runs the instruction set.
         pub(crate) fn ops(_: $token) -> crate::vecops::F32Ops {
-            bitnet_quant::f32_ops!(
-                $label,
-                dot_f32,
-                axpy,
-                scores,
-                weighted_sum,
-                scores_f16,
-                weighted_sum_f16,
-                scores_kv,
-                weighted_sum_kv
-            )
+            fn wrapped_glu(act: bitnet_quant::vecops::Activation, g: &mut [f32], u: &[f32]) {
+                // SAFETY: reachable only through the F32Ops built here, handed out only to a
+                // holder of the token proving this instruction set's features.
+                unsafe { glu(act, g, u) }
+            }
+            fn wrapped_softmax(x: &mut [f32]) {
+                // SAFETY: as for `wrapped_glu`.
+                unsafe { softmax(x) }
+            }
+            crate::vecops::F32Ops {
+                glu: wrapped_glu,
+                softmax: wrapped_softmax,
+                ..bitnet_quant::f32_ops!(
+                    $label,
+                    dot_f32,
+                    axpy,
+                    scores,
+                    weighted_sum,
+                    scores_f16,
+                    weighted_sum_f16,
+                    scores_kv,
+                    weighted_sum_kv
+                )
+            }
         }
     };
 }

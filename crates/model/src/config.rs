@@ -17,16 +17,7 @@ fn wrong_type(key: &str, v: &bitnet_format::Value, expected: &str) -> ModelError
     ModelError::BadMetadata(format!("{key} has the wrong type: {} where {expected} is expected", v.value_type().name()))
 }
 
-/// The FFN's gate activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// SiLU (1bitLLM models, Llama/Falcon3).
-    Silu,
-    /// Squared ReLU (BitNet b1.58 2B-4T).
-    Relu2,
-    /// GELU, tanh approximation (Gemma 3).
-    GeluTanh,
-}
+pub use bitnet_quant::vecops::Activation;
 
 /// How an embedding model turns its per-token hidden states into one vector (llama.cpp's
 /// `pooling_type`).

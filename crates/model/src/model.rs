@@ -30,9 +30,9 @@ use bitnet_kernels::Kernels;
 use bitnet_quant::QuantizedActivations;
 use bitnet_quant::vecops::KvBlock;
 
-use crate::config::{Activation, Config, Pooling, RopeStyle};
+use crate::config::{Config, Pooling, RopeStyle};
 use crate::error::{ModelError, Result};
-use crate::ops::{exp, rms_norm, softmax};
+use crate::ops::rms_norm;
 use crate::profile::{Part, Profiler, TOTAL};
 use crate::scratch::{Buf, BufferPool};
 use crate::threads::Pool;
@@ -308,12 +308,34 @@ impl Model {
     fn normed_matmul(&self, w: &Matrix, norm: Option<&[f32]>, x: &[f32]) -> Result<Buf<'_>> {
         match norm {
             Some(n) => {
-                let mut h = self.bufs.copy_of(x);
-                rms_norm(&mut h, n, self.config.rms_eps);
+                let h = self.normed(x, n);
                 self.matmul(w, &h)
             }
             None => self.matmul(w, x),
         }
+    }
+
+    /// `RMSNorm(x) · w` for every `w.len()`-wide row of `x`, into a buffer of the pool; a prompt's
+    /// rows spread over the threads.
+    fn normed(&self, x: &[f32], w: &[f32]) -> Buf<'_> {
+        let mut h = self.bufs.overwritten(x.len());
+        let eps = self.config.rms_eps;
+        self.pool.each_rows(x.len() / w.len(), &mut h, x, |_, h, x| {
+            h.copy_from_slice(x);
+            rms_norm(h, w, eps);
+        });
+        h
+    }
+
+    /// `rms_norm` in place, a prompt's rows spread over the threads.
+    fn norm_rows(&self, x: &mut [f32], w: &[f32]) {
+        let eps = self.config.rms_eps;
+        self.pool.each_rows(x.len() / w.len(), x, &[], |_, x, _| rms_norm(x, w, eps));
+    }
+
+    /// The residual `x += y` over `rows` rows, spread over the threads.
+    fn add_rows(&self, rows: usize, x: &mut [f32], y: &[f32]) {
+        self.pool.each_rows(rows, x, y, |_, x, y| x.iter_mut().zip(y).for_each(|(a, b)| *a += b));
     }
 
     /// Several matrices applied to the same input, which is quantized once for all of them.
@@ -412,7 +434,7 @@ impl Model {
                         let (f, t) = range(i);
                         let s = &mut scores[at(h, i)..][f..t];
                         s.iter_mut().for_each(|x| *x *= scale);
-                        softmax(s);
+                        (ops.softmax)(s);
                     }
                 }
                 for k0 in (lo..hi).step_by(kb.min(hi - lo).max(1)) {
@@ -646,8 +668,7 @@ impl Model {
             let sliding = c.sliding_layers.get(l) == Some(&true);
             let window = if sliding { c.sliding_window } else { None };
             let rope = if sliding { rope_swa.as_ref().expect("made when a layer slides") } else { &rope };
-            let mut h = self.bufs.copy_of(&x);
-            rms_norm(&mut h, &layer.attn_norm, c.rms_eps);
+            let h = self.normed(&x, &layer.attn_norm);
             let [mut q, mut k, v] = match &layer.norms_in {
                 // Each projection normalizes (and so quantizes) its own copy of the input.
                 Some(n) => [
@@ -657,12 +678,14 @@ impl Model {
                 ],
                 None => self.matmuls([&layer.wq, &layer.wk, &layer.wv], &h)?,
             };
-            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                rms_norm(&mut q, qn, c.rms_eps);
-                rms_norm(&mut k, kn, c.rms_eps);
+            for (x, heads, norm) in [(&mut q, c.heads, &layer.q_norm), (&mut k, c.kv_heads, &layer.k_norm)] {
+                self.pool.each_rows(rows, x, &[], |first, x, _| {
+                    if let Some(w) = norm {
+                        rms_norm(x, w, c.rms_eps);
+                    }
+                    rope.apply(x, first, heads, hd);
+                });
             }
-            rope.apply(&mut q, c.heads, hd);
-            rope.apply(&mut k, c.kv_heads, hd);
             let mut attn = if steps.len() == 1 { None } else { Some(self.bufs.overwritten(rows * q_dim)) };
             let mut single = None;
             for (step, &start) in steps.iter_mut().zip(&starts) {
@@ -680,16 +703,15 @@ impl Model {
             }
             let mut attn = attn.or(single).expect("at least one step");
             if let Some(w) = &layer.attn_sub_norm {
-                rms_norm(&mut attn, w, c.rms_eps);
+                self.norm_rows(&mut attn, w);
             }
             let mut o = self.normed_matmul(&layer.wo, layer.norms_in.as_ref().map(|n| &n[3][..]), &attn)?;
             if let Some(w) = &layer.post_attn_norm {
-                rms_norm(&mut o, w, c.rms_eps);
+                self.norm_rows(&mut o, w);
             }
-            x.iter_mut().zip(o.iter()).for_each(|(a, b)| *a += b);
+            self.add_rows(rows, &mut x, &o);
 
-            let mut h = self.bufs.copy_of(&x);
-            rms_norm(&mut h, &layer.ffn_norm, c.rms_eps);
+            let h = self.normed(&x, &layer.ffn_norm);
             let [mut f, up] = match &layer.norms_in {
                 Some(n) => [
                     self.normed_matmul(&layer.w_gate, Some(&n[4]), &h)?,
@@ -697,37 +719,24 @@ impl Model {
                 ],
                 None => self.matmuls([&layer.w_gate, &layer.w_up], &h)?,
             };
-            // One loop per activation, so each vectorizes (SiLU through ops::exp, within 2 ulp:
-            // libm's expf was ~2% of a prompt).
-            match c.activation {
-                Activation::Relu2 => f.iter_mut().zip(up.iter()).for_each(|(g, &u)| *g = g.max(0.0) * g.max(0.0) * u),
-                Activation::Silu => f.iter_mut().zip(up.iter()).for_each(|(g, &u)| *g = *g / (1.0 + exp(-*g)) * u),
-                Activation::GeluTanh => f.iter_mut().zip(up.iter()).for_each(|(g, &u)| *g = gelu_tanh(*g) * u),
-            }
-            if let Some(w) = &layer.ffn_sub_norm {
-                rms_norm(&mut f, w, c.rms_eps);
-            }
+            let ops = self.kernels.f32();
+            self.pool.each_rows(rows, &mut f, &up, |_, f, up| {
+                (ops.glu)(c.activation, f, up);
+                if let Some(w) = &layer.ffn_sub_norm {
+                    rms_norm(f, w, c.rms_eps);
+                }
+            });
             let mut d = self.normed_matmul(&layer.w_down, layer.norms_in.as_ref().map(|n| &n[6][..]), &f)?;
             if let Some(w) = &layer.post_ffn_norm {
-                rms_norm(&mut d, w, c.rms_eps);
+                self.norm_rows(&mut d, w);
             }
-            x.iter_mut().zip(d.iter()).for_each(|(a, b)| *a += b);
+            self.add_rows(rows, &mut x, &d);
         }
         for step in steps.iter_mut() {
             step.cache.len += step.tokens.len();
         }
         Ok((x, starts))
     }
-}
-
-/// GELU with the tanh approximation (transformers' `gelu_pytorch_tanh`), written as
-/// `x · σ(2u)` (= `x · (1 + tanh u) / 2`) through [`exp`] so the loop vectorizes: libm's tanhf was
-/// a third of a Gemma prompt.
-#[inline]
-fn gelu_tanh(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
-    x / (1.0 + exp(-2.0 * u))
 }
 
 /// The file's `block_count` must match the `blk.N.*` tensors it holds: a count too large is a
@@ -773,10 +782,12 @@ impl RopeTable {
         RopeTable { style: c.rope_style, dims: c.rope_dims, cos, sin }
     }
 
-    /// Rotates each of the `heads` heads (size `hd`) of every row of `x`.
-    fn apply(&self, x: &mut [f32], heads: usize, hd: usize) {
+    /// Rotates each of the `heads` heads (size `hd`) of every row of `x`, its first row being the
+    /// table's row `first`.
+    fn apply(&self, x: &mut [f32], first: usize, heads: usize, hd: usize) {
         let half = self.dims / 2;
         for (t, row) in x.chunks_exact_mut(heads * hd).enumerate() {
+            let t = first + t;
             let (cos, sin) = (&self.cos[t * half..][..half], &self.sin[t * half..][..half]);
             for head in row.chunks_exact_mut(hd) {
                 for i in 0..half {

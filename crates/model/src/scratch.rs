@@ -66,14 +66,6 @@ impl BufferPool {
         }
         Buf { data, pool: self }
     }
-
-    /// A buffer holding a copy of `src`.
-    pub fn copy_of(&self, src: &[f32]) -> Buf<'_> {
-        let mut data = self.take(src.len());
-        data.clear();
-        data.extend_from_slice(src);
-        Buf { data, pool: self }
-    }
 }
 
 impl Buf<'_> {
@@ -113,7 +105,7 @@ mod tests {
     use super::BufferPool;
 
     #[test]
-    fn buffers_come_back_zeroed_or_copied() {
+    fn buffers_come_back_zeroed() {
         let pool = BufferPool::default();
         let big = BufferPool::MIN_LEN * 2;
         let ptr = {
@@ -130,8 +122,8 @@ mod tests {
         let c = pool.zeroed(big / 3);
         assert_ne!(c.as_ptr(), ptr);
         assert_eq!(pool.free.lock().unwrap().len(), 1);
-        let c = pool.copy_of(&[1.0, 2.0, 3.0]);
-        assert_eq!(&*c, &[1.0, 2.0, 3.0]);
+        let mut c = pool.overwritten(3);
+        c.copy_from_slice(&[1.0, 2.0, 3.0]);
         assert_eq!(c.into_vec(), vec![1.0, 2.0, 3.0]);
     }
 }

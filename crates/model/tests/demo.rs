@@ -60,3 +60,23 @@ fn demo_perplexity_on_held_out_text() {
     // (60.953 scalar, 60.939 AVX-512), so more digits would tie the snapshot to one machine.
     insta::assert_snapshot!(format!("perplexity {:.1} over {} tokens in {} chunks", r.perplexity, r.tokens, r.chunks));
 }
+
+/// A prompt's norms, activations, residuals and RoPE run split by rows over the threads (and its
+/// matmuls by output rows): every thread count gives the same bits, prompt and next token alike.
+#[test]
+fn thread_counts_agree_bit_for_bit() {
+    let text = std::fs::read_to_string(fixture("bitnet-demo-heldout.txt")).unwrap();
+    let run = |threads| {
+        let model = Model::load(fixture("bitnet-demo.gguf"), LoadOptions { threads, ..Default::default() }).unwrap();
+        let tok = Tokenizer::from_metadata(model.metadata()).unwrap();
+        let ids = tok.encode(&text, false).unwrap();
+        let mut cache = model.new_cache(256).unwrap();
+        let mut logits = model.forward(&ids[..100], &mut cache, true).unwrap();
+        logits.extend(model.forward(&ids[100..101], &mut cache, false).unwrap());
+        logits.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    let one = run(1);
+    for threads in [2, 3] {
+        assert!(run(threads) == one, "{threads} threads differ from one");
+    }
+}

@@ -540,7 +540,8 @@ macro_rules! isa_kernel_impls {
 /// An [`F32Ops`](crate::vecops::F32Ops) from one instruction set's `#[target_feature]` functions
 /// (`dot`, `axpy`, `scores`, `weighted_sum`, `scores_f16`, `weighted_sum_f16`, `scores_kv`,
 /// `weighted_sum_kv`, in that order),
-/// each wrapped in a plain `fn` (function pointers cannot carry target features). Invoke it only
+/// each wrapped in a plain `fn` (function pointers cannot carry target features); the ops not
+/// listed (`glu`, `softmax`) are the reference's unless the caller sets them. Invoke it only
 /// in a function that takes the instruction set's detection token, so the ops are handed out only
 /// where the features were found.
 #[macro_export]
@@ -591,6 +592,7 @@ macro_rules! f32_ops {
             weighted_sum_f16: wrapped_weighted_sum_f16,
             scores_kv: wrapped_scores_kv,
             weighted_sum_kv: wrapped_weighted_sum_kv,
+            ..$crate::vecops::SCALAR
         }
     }};
 }

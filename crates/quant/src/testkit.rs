@@ -25,7 +25,7 @@ use crate::dense::{DenseKernel, ScalarDense, dequantize_row, row_bytes};
 use crate::i2s::{self, I2sLayout};
 use crate::reference::{PackedTernary, ScalarKernel, TernaryFormat, TernaryKernel};
 use crate::tq::{self, TqKind};
-use crate::vecops::{F32Ops, KvBlock, SCALAR};
+use crate::vecops::{Activation, F32Ops, KvBlock, SCALAR};
 use crate::{ActScale, QuantizedActivations, TernaryMatrix};
 
 /// Bytes of padding on both sides of every input; inputs start at offset 0..PAD inside it.
@@ -384,10 +384,11 @@ pub fn dense(kernel: &dyn DenseKernel, cases: u32) {
 }
 
 /// Checks f32 ops against [`SCALAR`] over `cases` random cases: `dot` and `axpy` at every length
-/// 0..200 and element offset 0..16; attention `scores` and `weighted_sum` (f32 and f16 keys and
+/// 0..200 and element offset 0..16, `glu` (every activation) and `softmax` there bit for bit; attention `scores` and `weighted_sum` (f32 and f16 keys and
 /// values) for head sizes that are and are not whole vectors, strides above the head size, and
 /// every offset.
 pub fn f32_ops(ops: &F32Ops, cases: u32) {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let close = |got: f32, want: f32, mag: f32| (got - want).abs() <= 1e-5 * mag + 1e-6;
     runner(cases)
         .run(&(0usize..200, 0usize..16, any::<u64>()), |(n, off, seed)| {
@@ -404,6 +405,19 @@ pub fn f32_ops(ops: &F32Ops, cases: u32) {
             for i in 0..n {
                 prop_assert!((y[i] - (b[i] + 0.5 * a[i])).abs() <= 1e-6, "{} axpy n={} i={}", ops.name, n, i);
             }
+            // Element-wise and fixed-order: the same bits as the reference, at any width. Gate
+            // values up to ±40 reach exp's clamp.
+            let g: Vec<f32> = a.iter().map(|v| v * 20.0).collect();
+            for act in [Activation::Silu, Activation::Relu2, Activation::GeluTanh] {
+                let (mut got, mut want) = (g.clone(), g.clone());
+                (ops.glu)(act, &mut got, b);
+                (SCALAR.glu)(act, &mut want, b);
+                prop_assert!(bits(&got) == bits(&want), "{} glu {:?} n={} off={}", ops.name, act, n, off);
+            }
+            let (mut got, mut want) = (g.clone(), g);
+            (ops.softmax)(&mut got);
+            (SCALAR.softmax)(&mut want);
+            prop_assert!(bits(&got) == bits(&want), "{} softmax n={} off={}", ops.name, n, off);
             Ok(())
         })
         .unwrap_or_else(|e| panic!("{}: {e}", ops.name));

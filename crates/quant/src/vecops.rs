@@ -24,6 +24,21 @@ pub struct F32Ops {
     /// [`F32Ops::weighted_sum`] over values in [`KvBlock`]s: `stride` in bytes, `out.len()` a
     /// multiple of 32 (see [`weighted_sum_kv`]).
     pub weighted_sum_kv: fn(ty: KvBlock, w: &[f32], v: &[u8], stride: usize, out: &mut [f32]),
+    /// The gated FFN's activation: `g = act(g) · u` over the shorter of the two ([`glu`]).
+    pub glu: fn(act: Activation, g: &mut [f32], u: &[f32]),
+    /// In-place softmax ([`softmax`]).
+    pub softmax: fn(x: &mut [f32]),
+}
+
+/// The FFN's gate activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// SiLU (1bitLLM models, Llama/Falcon3).
+    Silu,
+    /// Squared ReLU (BitNet b1.58 2B-4T).
+    Relu2,
+    /// GELU, tanh approximation (Gemma 3).
+    GeluTanh,
 }
 
 /// Block-quantized element types of a KV cache: llama.cpp's `block_q8_0` (f16 scale `d`, 32
@@ -120,7 +135,89 @@ pub const SCALAR: F32Ops = F32Ops {
     weighted_sum_f16,
     scores_kv,
     weighted_sum_kv,
+    glu,
+    softmax,
 };
+
+/// `g = act(g) · u` over the shorter of the two. One loop per activation, so each vectorizes
+/// (SiLU and GELU through [`exp`]); element-wise, so any vector width gives the same bits (the
+/// kernel crates compile this very code for their wider registers).
+#[inline(always)]
+pub fn glu(act: Activation, g: &mut [f32], u: &[f32]) {
+    match act {
+        Activation::Relu2 => g.iter_mut().zip(u).for_each(|(g, &u)| *g = g.max(0.0) * g.max(0.0) * u),
+        Activation::Silu => g.iter_mut().zip(u).for_each(|(g, &u)| *g = *g / (1.0 + exp(-*g)) * u),
+        Activation::GeluTanh => g.iter_mut().zip(u).for_each(|(g, &u)| *g = gelu_tanh(*g) * u),
+    }
+}
+
+/// GELU with the tanh approximation (transformers' `gelu_pytorch_tanh`), written as
+/// `x · σ(2u)` (= `x · (1 + tanh u) / 2`) through [`exp`] so the loop vectorizes: libm's tanhf was
+/// a third of a Gemma prompt.
+#[inline(always)]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
+    x / (1.0 + exp(-2.0 * u))
+}
+
+/// In-place softmax: the maximum, [`exp`] of each difference, the sum in sixteen lanes (a fixed
+/// order, so any vector width gives the same bits), one multiply by its inverse. The maximum too
+/// is taken in sixteen lanes: one running `f32::max` does not vectorize.
+#[inline(always)]
+pub fn softmax(x: &mut [f32]) {
+    let mut top = [f32::NEG_INFINITY; 16];
+    let chunks = x.chunks_exact(16);
+    let mut max = chunks.remainder().iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        for i in 0..16 {
+            top[i] = top[i].max(c[i]);
+        }
+    }
+    for t in top {
+        max = max.max(t);
+    }
+    for v in x.iter_mut() {
+        *v = exp(*v - max);
+    }
+    let mut lanes = [0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let mut sum: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for i in 0..16 {
+            lanes[i] += c[i];
+        }
+    }
+    for l in lanes {
+        sum += l;
+    }
+    let inv = 1.0 / sum;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// eˣ within 2 ulp of `f32::exp` over the range softmax uses (x ≤ 0), written without calls or
+/// branches so loops over it vectorize (libm's `expf` was a tenth of prompt time): x = n·ln2 + r,
+/// a degree-6 polynomial for eʳ (Cephes' coefficients), 2ⁿ put straight into the exponent bits.
+/// Below −87.3 the result is e^−87.3 ≈ 1e−38 instead of a denormal or 0.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer
+    let x = x.clamp(-87.3, 88.7);
+    let shifted = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = shifted - MAGIC;
+    // n as an integer, read off the bits (an `as i32` cast does not vectorize on x86-64's
+    // baseline: it became one scalar conversion per element).
+    let ni = (shifted.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((ni + 127) << 23) as u32)
+}
 
 /// Σ a·b.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -219,6 +316,32 @@ pub fn weighted_sum_kv(ty: KvBlock, w: &[f32], v: &[u8], stride: usize, out: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exp_is_within_two_ulp() {
+        let mut x = -87.0f32;
+        while x <= 10.0 {
+            let (got, want) = (exp(x), x.exp());
+            assert!(got.to_bits().abs_diff(want.to_bits()) <= 2, "exp({x}) = {got}, want {want}");
+            x += 0.001_37;
+        }
+        assert!(exp(-1000.0) < 1e-37 && exp(f32::NEG_INFINITY) < 1e-37);
+    }
+
+    #[test]
+    fn softmax_sums_to_one() {
+        let mut v: Vec<f32> = (0..37).map(|i| (i as f32 * 0.7).sin() * 5.0).collect();
+        let want: Vec<f32> = {
+            let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f32> = v.iter().map(|x| (x - m).exp()).collect();
+            let s: f32 = e.iter().sum();
+            e.iter().map(|x| x / s).collect()
+        };
+        softmax(&mut v);
+        for (a, b) in v.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
 
     #[test]
     fn dot_matches_f64_sum() {
