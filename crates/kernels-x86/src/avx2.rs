@@ -275,7 +275,7 @@ fn gemm_many(job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums
             }
         }
     };
-    gemm_interleaved(job, rows, acts, stride, sums, dots, decode_row);
+    gemm_interleaved(job, rows, acts, stride, sums, dots, (decode_row, None::<fn(&[u8], &mut [u8])>));
 }
 
 crate::ternary::interleaved_parts!(

@@ -163,39 +163,46 @@ const GEMM_ROWS: usize = 16;
 /// codes, one `vpdpbusd` per token against four broadcast activations. I2_S keeps one integer
 /// sum per row and token; TQ subtracts each block's activation sum, applies the 16 rows' scales
 /// and adds the products lane by lane in block order (the reference's roundings).
+///
+/// The 2-bit formats are interleaved before they are decoded ([`interleave_packed`]): the
+/// transpose then moves a quarter of the bytes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn gemm_many(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
     let chunks = job.chunks;
     let block_bytes = job.row_bytes / chunks;
     let full = if job.half_tail { chunks - 1 } else { chunks };
-    let decode_row = |row: &[u8], dst: &mut [u8], scales: &mut [f32]| {
-        for c in 0..chunks {
-            let out = &mut dst[c * 256..(c + 1) * 256];
-            match job.codes {
-                Codes::I2s | Codes::I2sArm => {
-                    let v = if c < full { load(&row[c * 64..]) } else { load_half(&row[c * 64..]) };
-                    for (g, q) in decode(v, Codes::I2s).into_iter().enumerate() {
-                        store(&mut out[g * 64..], q);
-                    }
-                }
-                Codes::Tq2 | Codes::Tq1 => {
+    if job.codes != Codes::Tq1 {
+        // Each 256-column chunk's 64 code bytes as they are (a half chunk zero-padded: its
+        // activations are zero), at the start of the row's `chunks · 256` bytes.
+        let copy_row = |row: &[u8], dst: &mut [u8], scales: &mut [f32]| {
+            for c in 0..chunks {
+                let out = &mut dst[c * 64..(c + 1) * 64];
+                if job.codes == Codes::Tq2 {
                     let block = &row[c * block_bytes..(c + 1) * block_bytes];
-                    if job.codes == Codes::Tq2 {
-                        for (g, q) in decode(load(block), Codes::Tq2).into_iter().enumerate() {
-                            store(&mut out[g * 64..], q);
-                        }
-                    } else {
-                        for (g, q) in x256::tq1_codes(block).into_iter().enumerate() {
-                            x256::store(&mut out[g * 32..], q);
-                        }
-                    }
-                    // Both formats end their blocks with the f16 scale.
+                    out.copy_from_slice(&block[..64]);
                     scales[c] = half::f16::from_le_bytes([block[block_bytes - 2], block[block_bytes - 1]]).to_f32();
+                } else if c < full {
+                    out.copy_from_slice(&row[c * 64..(c + 1) * 64]);
+                } else {
+                    out[..32].copy_from_slice(&row[c * 64..c * 64 + 32]);
+                    out[32..].fill(0);
                 }
             }
+        };
+        let codes = job.codes;
+        let inter = |packed: &[u8], out: &mut [u8]| interleave_packed(packed, out, chunks, chunks * 256, codes);
+        return gemm_interleaved(job, rows, acts, stride, sums, dots, (copy_row, Some(inter)));
+    }
+    // TQ1_0: base-3 digits decoded to codes in element order, then interleaved.
+    let decode_row = |row: &[u8], dst: &mut [u8], scales: &mut [f32]| {
+        for (c, (out, block)) in dst.chunks_exact_mut(256).zip(row.chunks_exact(block_bytes)).enumerate() {
+            for (g, q) in x256::tq1_codes(block).into_iter().enumerate() {
+                x256::store(&mut out[g * 32..], q);
+            }
+            scales[c] = half::f16::from_le_bytes([block[block_bytes - 2], block[block_bytes - 1]]).to_f32();
         }
     };
-    gemm_interleaved(job, rows, acts, stride, sums, dots, decode_row);
+    gemm_interleaved(job, rows, acts, stride, sums, dots, (decode_row, None::<fn(&[u8], &mut [u8])>));
 }
 
 crate::ternary::interleaved_parts!(
@@ -218,6 +225,23 @@ crate::ternary::interleaved_parts!(
     8;
     1 2 3 4 5 6 7
 );
+
+/// [`gemm_many`]'s interleaving of 16 rows of 2-bit codes (`packed`: row `i`'s `chunks` × 64
+/// code bytes from `i · cols`), transposed as 32-bit words, then decoded: word `j` of a chunk
+/// holds four bytes whose codes `g` are columns `4j .. 4j + 4` of the chunk's decoded vector `g`,
+/// so decoding the transposed words gives what transposing the decoded vectors would, at a
+/// quarter of the shuffles. Step `64c + 16g + j` of `out` (64 bytes: four codes of each row).
+#[target_feature(enable = "avx512f,avx512bw")]
+fn interleave_packed(packed: &[u8], out: &mut [u8], chunks: usize, cols: usize, codes: Codes) {
+    for c in 0..chunks {
+        let t = transpose16(std::array::from_fn(|i| load(&packed[i * cols + c * 64..])));
+        for (j, &w) in t.iter().enumerate() {
+            for (g, v) in decode(w, codes).into_iter().enumerate() {
+                store(&mut out[(64 * c + 16 * g + j) * 64..], v);
+            }
+        }
+    }
+}
 
 /// One 256-block of [`gemm_many`]'s interleaved rows `wb` against `T` tokens' activations,
 /// added into `acc`: 64 steps of one load and one `vpdpbusd` per token against four of its

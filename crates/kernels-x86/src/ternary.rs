@@ -174,8 +174,9 @@ pub(crate) fn interleaved_gemm<const R: usize>(
 /// * `run_tiles(s, acts, stride, tq, dots, len, rows)`: every token against the group, up to
 ///   `$max` at a time (one monomorphised `micro` per count, so its accumulators stay in
 ///   registers), into `dots` rows `rows` (`len` rows a token);
-/// * `gemm_interleaved(job, rows, acts, stride, sums, dots, decode)`: the whole product through
-///   [`interleaved_gemm`] with the above, given the instruction set's row decoding.
+/// * `gemm_interleaved(job, rows, acts, stride, sums, dots, (decode, inter))`: the whole product
+///   through [`interleaved_gemm`] with the above, given the instruction set's row decoding and,
+///   if `inter` is `Some`, its own interleaving of what `decode` wrote (else `interleave`).
 #[cfg(target_arch = "x86_64")]
 macro_rules! interleaved_parts {
     ($feat:literal, $rows:expr, $vi:ty, $vf:ty, $transpose:ident, $load:ident, $store:ident, $zero_i:ident,
@@ -189,7 +190,7 @@ macro_rules! interleaved_parts {
             stride: usize,
             sums: &[i32],
             dots: &mut [f32],
-            decode: impl FnMut(&[u8], &mut [u8], &mut [f32]),
+            (decode, mut inter): (impl FnMut(&[u8], &mut [u8], &mut [f32]), Option<impl FnMut(&[u8], &mut [u8])>),
         ) {
             let (n, len, tq) = (acts.len() / stride, rows.len(), !job.codes.is_i2s());
             $crate::ternary::interleaved_gemm::<{ $rows }>(
@@ -198,7 +199,10 @@ macro_rules! interleaved_parts {
                 n,
                 sums,
                 decode,
-                |decoded, inter| interleave(decoded, inter, stride),
+                |decoded, out| match &mut inter {
+                    Some(f) => f(decoded, out),
+                    None => interleave(decoded, out, stride),
+                },
                 |s, first, nb| run_tiles(s, acts, stride, tq, dots, len, first..first + nb),
             );
         }
