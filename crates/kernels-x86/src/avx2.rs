@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use crate::Avx2;
 use crate::ternary::Interleaved;
-use crate::x256::{hsum, hsum_ps, load, load_i8, store, tq1_block_dot, tq1_codes};
+use crate::x256::{hsum, hsum_ps, load, load_i8, store, sum_lanes8, tq1_block_dot, tq1_codes};
 use bitnet_quant::isa::{Codes, Job, TernaryIsa};
 
 impl TernaryIsa for Avx2 {
@@ -275,7 +275,7 @@ fn gemm_many(job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums
             }
         }
     };
-    gemm_interleaved(job, rows, acts, stride, sums, dots, (decode_row, None::<fn(&[u8], &mut [u8])>));
+    gemm_interleaved(job, rows, acts, stride, sums, dots, (decode_row, None::<fn(usize, &[u8], &mut [u8])>));
 }
 
 crate::ternary::interleaved_parts!(
@@ -379,6 +379,7 @@ crate::vecops::f32_kernels!(
     _mm256_add_ps,
     _mm256_storeu_ps,
     hsum_ps,
+    sum_lanes8,
     _mm256_loadu_ps,
     __m128i,
     _mm_loadu_si128,

@@ -172,26 +172,20 @@ fn gemm_many(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: u
     let block_bytes = job.row_bytes / chunks;
     let full = if job.half_tail { chunks - 1 } else { chunks };
     if job.codes != Codes::Tq1 {
-        // Each 256-column chunk's 64 code bytes as they are (a half chunk zero-padded: its
-        // activations are zero), at the start of the row's `chunks · 256` bytes.
-        let copy_row = |row: &[u8], dst: &mut [u8], scales: &mut [f32]| {
-            for c in 0..chunks {
-                let out = &mut dst[c * 64..(c + 1) * 64];
-                if job.codes == Codes::Tq2 {
-                    let block = &row[c * block_bytes..(c + 1) * block_bytes];
-                    out.copy_from_slice(&block[..64]);
-                    scales[c] = half::f16::from_le_bytes([block[block_bytes - 2], block[block_bytes - 1]]).to_f32();
-                } else if c < full {
-                    out.copy_from_slice(&row[c * 64..(c + 1) * 64]);
-                } else {
-                    out[..32].copy_from_slice(&row[c * 64..c * 64 + 32]);
-                    out[32..].fill(0);
+        // Nothing to decode but TQ2_0's scales: the interleaving reads the rows.
+        let scales_of = |row: &[u8], _: &mut [u8], scales: &mut [f32]| {
+            if job.codes == Codes::Tq2 {
+                for (d, block) in scales.iter_mut().zip(row.chunks_exact(block_bytes)) {
+                    *d = half::f16::from_le_bytes([block[block_bytes - 2], block[block_bytes - 1]]).to_f32();
                 }
             }
         };
-        let codes = job.codes;
-        let inter = |packed: &[u8], out: &mut [u8]| interleave_packed(packed, out, chunks, chunks * 256, codes);
-        return gemm_interleaved(job, rows, acts, stride, sums, dots, (copy_row, Some(inter)));
+        let inter = |first: usize, _: &[u8], out: &mut [u8]| {
+            let n = GEMM_ROWS.min(rows.end - first);
+            let group: [&[u8]; GEMM_ROWS] = std::array::from_fn(|i| if i < n { job.row(first + i) } else { &[] });
+            interleave_packed(&group, out, job, full)
+        };
+        return gemm_interleaved(job, rows.clone(), acts, stride, sums, dots, (scales_of, Some(inter)));
     }
     // TQ1_0: base-3 digits decoded to codes in element order, then interleaved.
     let decode_row = |row: &[u8], dst: &mut [u8], scales: &mut [f32]| {
@@ -202,7 +196,7 @@ fn gemm_many(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: u
             scales[c] = half::f16::from_le_bytes([block[block_bytes - 2], block[block_bytes - 1]]).to_f32();
         }
     };
-    gemm_interleaved(job, rows, acts, stride, sums, dots, (decode_row, None::<fn(&[u8], &mut [u8])>));
+    gemm_interleaved(job, rows, acts, stride, sums, dots, (decode_row, None::<fn(usize, &[u8], &mut [u8])>));
 }
 
 crate::ternary::interleaved_parts!(
@@ -226,17 +220,25 @@ crate::ternary::interleaved_parts!(
     1 2 3 4 5 6 7
 );
 
-/// [`gemm_many`]'s interleaving of 16 rows of 2-bit codes (`packed`: row `i`'s `chunks` × 64
-/// code bytes from `i · cols`), transposed as 32-bit words, then decoded: word `j` of a chunk
-/// holds four bytes whose codes `g` are columns `4j .. 4j + 4` of the chunk's decoded vector `g`,
-/// so decoding the transposed words gives what transposing the decoded vectors would, at a
-/// quarter of the shuffles. Step `64c + 16g + j` of `out` (64 bytes: four codes of each row).
+/// [`gemm_many`]'s interleaving of a group of rows of 2-bit codes (empty rows past the end are
+/// zero codes), transposed as 32-bit words, then decoded: word `j` of a 256-column chunk holds
+/// four bytes whose codes `g` are columns `4j .. 4j + 4` of the chunk's decoded vector `g`, so
+/// decoding the transposed words gives what transposing the decoded vectors would, at a quarter
+/// of the shuffles. Step `64c + 16g + j` of `out` (64 bytes: four codes of each row). I2_S
+/// chunks are 64 code bytes apart (the last `full..` one half, zero-padded: its activations are
+/// zero); TQ2_0's blocks start with their 64.
 #[target_feature(enable = "avx512f,avx512bw")]
-fn interleave_packed(packed: &[u8], out: &mut [u8], chunks: usize, cols: usize, codes: Codes) {
-    for c in 0..chunks {
-        let t = transpose16(std::array::from_fn(|i| load(&packed[i * cols + c * 64..])));
+fn interleave_packed(group: &[&[u8]; GEMM_ROWS], out: &mut [u8], job: &Job<'_>, full: usize) {
+    let block_bytes = job.row_bytes / job.chunks;
+    for c in 0..job.chunks {
+        let t = transpose16(std::array::from_fn(|i| match group[i] {
+            [] => _mm512_setzero_si512(),
+            row if job.codes == Codes::Tq2 => load(&row[c * block_bytes..]),
+            row if c < full => load(&row[c * 64..]),
+            row => load_half(&row[c * 64..]),
+        }));
         for (j, &w) in t.iter().enumerate() {
-            for (g, v) in decode(w, codes).into_iter().enumerate() {
+            for (g, v) in decode(w, job.codes).into_iter().enumerate() {
                 store(&mut out[(64 * c + 16 * g + j) * 64..], v);
             }
         }
@@ -521,6 +523,26 @@ fn q8_dot(w: __m256i, q: __m256i, bias: __m256i) -> __m256i {
     _mm256_dpbusd_epi32(bias, _mm256_xor_si256(w, _mm256_set1_epi8(-128)), q)
 }
 
+/// Lane `j` of the result is the sum of the sixteen lanes of `v[j]`: pairs within 128-bit lanes,
+/// then quads, then the four 128-bit lanes (45 operations for sixteen sums, against ~8 each).
+#[target_feature(enable = "avx512f")]
+fn sum_lanes16(v: [__m512; 16]) -> __m512 {
+    let a: [__m512; 8] = std::array::from_fn(|j| {
+        let (x, y) = (v[2 * j], v[2 * j + 1]);
+        _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y))
+    });
+    // b[j]'s 128-bit lane L: lane L's sums of rows 4j .. 4j + 4.
+    let b: [__m512; 4] = std::array::from_fn(|j| {
+        let (x, y) = (a[2 * j], a[2 * j + 1]);
+        _mm512_add_ps(_mm512_shuffle_ps::<0b01_00_01_00>(x, y), _mm512_shuffle_ps::<0b11_10_11_10>(x, y))
+    });
+    let c: [__m512; 2] = std::array::from_fn(|j| {
+        let (x, y) = (b[2 * j], b[2 * j + 1]);
+        _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(x, y), _mm512_shuffle_f32x4::<0b11_01_11_01>(x, y))
+    });
+    _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(c[0], c[1]), _mm512_shuffle_f32x4::<0b11_01_11_01>(c[0], c[1]))
+}
+
 crate::vecops::f32_kernels!(
     crate::Avx512,
     "avx512f",
@@ -535,6 +557,7 @@ crate::vecops::f32_kernels!(
     _mm512_add_ps,
     _mm512_storeu_ps,
     _mm512_reduce_add_ps,
+    sum_lanes16,
     _mm512_loadu_ps,
     __m256i,
     _mm256_loadu_si256,

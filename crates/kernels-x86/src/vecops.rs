@@ -7,7 +7,8 @@ pub use bitnet_quant::vecops::F32Ops;
 /// The f32 kernels of one instruction set, written once for any vector width `$w` (f32 lanes)
 /// from its intrinsics (`$tok`: tokens per tile of the dense row products): `$half` is the integer vector of `$w` halves (`$load_half` loads it,
 /// `$set1_half` broadcasts one, `$cvtph` widens it), `$load_q8` loads at least `$w` bytes into the
-/// low lanes of an `__m128i`, and `$cvt_i8` widens `$w` signed bytes to i32 lanes. The invoking
+/// low lanes of an `__m128i`, `$cvt_i8` widens `$w` signed bytes to i32 lanes, `$reduce` sums a
+/// vector's lanes and `$sum_lanes` the lanes of each of `$w` vectors at once. The invoking
 /// module provides only `widen_q6(__m256i, j)` (the `j`-th vector's worth of 32 signed bytes, as
 /// f32). The macro writes the loads, the dense row dot products (F32, F16, Q8_0, Q6_K, and the
 /// `bitnet_quant::isa::DenseIsa` impl on them), `axpy`, attention `scores` and `weighted_sum`, and `ops()`
@@ -15,7 +16,7 @@ pub use bitnet_quant::vecops::F32Ops;
 #[cfg(target_arch = "x86_64")]
 macro_rules! f32_kernels {
     ($token:ty, $feat:literal, $label:literal, $w:literal, $tok:literal, $vec:ty, $zero:ident, $set1:ident, $mul:ident, $fma:ident,
-     $add:ident, $store:ident, $reduce:ident, $loadu:ident, $half:ty, $load_half:ident, $set1_half:ident,
+     $add:ident, $store:ident, $reduce:ident, $sum_lanes:ident, $loadu:ident, $half:ty, $load_half:ident, $set1_half:ident,
      $cvtph:ident, $load_q8:ident, $cvt_i8:ident, $cvt_i32:ident, $q8feat:literal, $q8_dot:ident) => {
         #[target_feature(enable = $feat)]
         fn load_f32(s: &[f32]) -> $vec {
@@ -340,8 +341,9 @@ macro_rules! f32_kernels {
         /// scalar dot product of elements `j0..` (heads that are not whole vectors, e.g. 120
         /// wide: they had gone to the reference whole, a quarter of a 3.8B-shape prompt), or
         /// longer than 8 vectors (128 wide on AVX2). Every key is a vector load and an FMA per
-        /// vector (the query's loads hit L1) into two independent sums, and one horizontal add.
-        /// `false` when the head is shorter than one vector.
+        /// vector (the query's loads hit L1); a vector's worth of keys at a time, one sum each,
+        /// their lanes summed together by `$sum_lanes` (the last few keys: two sums and one
+        /// horizontal add each). `false` when the head is shorter than one vector.
         #[target_feature(enable = $feat)]
         fn scores_by(
             q: &[f32],
@@ -356,7 +358,7 @@ macro_rules! f32_kernels {
             }
             let whole = vecs * $w;
             let qv = |i: usize| load_f32(&q[i * $w..]);
-            for (p, o) in out.iter_mut().enumerate() {
+            let lanes = |p: usize| {
                 let (mut a0, mut a1) = ($zero(), $zero());
                 let mut i = 0;
                 while i + 2 <= vecs {
@@ -367,7 +369,33 @@ macro_rules! f32_kernels {
                 if i < vecs {
                     a0 = $fma(qv(i), key(p, i * $w), a0);
                 }
-                let s = $reduce($add(a0, a1));
+                $add(a0, a1)
+            };
+            // A vector's worth of keys at a time, their lanes summed together: one horizontal
+            // sum per key was half the operations of a 64-wide head.
+            let mut p = 0;
+            while p + $w <= out.len() {
+                let dst = &mut out[p..p + $w];
+                // One sum per key (the keys are the independent chains).
+                let mut acc = [$zero(); $w];
+                for i in 0..vecs {
+                    let qi = qv(i);
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        *a = $fma(qi, key(p + j, i * $w), *a);
+                    }
+                }
+                let s = $sum_lanes(acc);
+                // SAFETY: `dst` holds a vector's worth of writable floats; the store is unaligned.
+                unsafe { $store(dst.as_mut_ptr(), s) };
+                if whole < hd {
+                    for (j, o) in dst.iter_mut().enumerate() {
+                        *o += tail(p + j, whole);
+                    }
+                }
+                p += $w;
+            }
+            for (p, o) in out.iter_mut().enumerate().skip(p) {
+                let s = $reduce(lanes(p));
                 *o = if whole < hd { s + tail(p, whole) } else { s };
             }
             true
