@@ -22,6 +22,11 @@ impl TernaryIsa for Avx2 {
         unsafe { crate::x256::quantize_row(x, out) }
     }
 
+    fn scale_dots(self, dots: &mut [f32], acts: &[bitnet_quant::ActScale], w_scale: Option<f32>) {
+        // SAFETY: the token exists only if `detect` found AVX2.
+        unsafe { scale_dots_256(dots, acts, w_scale) }
+    }
+
     fn gemv(self, job: &Job<'_>, rows: Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
         // SAFETY: the token exists only if `detect` found AVX2.
         unsafe { gemv(job, rows, act, sums, dots) }
@@ -391,3 +396,11 @@ crate::vecops::f32_kernels!(
     "avx2,fma,f16c",
     q8_dot
 );
+
+/// The reference's float step after the integer products ([`bitnet_quant::isa::scale_dots`],
+/// a division per output) compiled for AVX2's registers: the same bits. On baseline SSE2 it was
+/// 3% of a 125M-shape prompt.
+#[target_feature(enable = "avx2")]
+fn scale_dots_256(dots: &mut [f32], acts: &[bitnet_quant::ActScale], w_scale: Option<f32>) {
+    bitnet_quant::isa::scale_dots(dots, acts, w_scale)
+}

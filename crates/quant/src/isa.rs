@@ -101,6 +101,7 @@ impl<'a> Job<'a> {
     }
 
     /// Row `r`'s bytes.
+    #[inline]
     pub fn row(&self, r: usize) -> &'a [u8] {
         &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
     }
@@ -170,6 +171,26 @@ pub trait TernaryIsa: Copy {
     /// `dots[t·len + i]` for row `rows.start + i` and token `t`; `sums[t·per_token ..]` as for
     /// [`TernaryIsa::gemv`].
     fn gemm(self, job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]);
+
+    /// [`scale_dots`], the reference's float step after the integer products; the default is
+    /// that function (a kernel crate compiles the same code for its wider registers).
+    fn scale_dots(self, dots: &mut [f32], acts: &[crate::ActScale], w_scale: Option<f32>) {
+        scale_dots(dots, acts, w_scale)
+    }
+}
+
+/// The float step after the exact integer products, bitnet.cpp's: `dots` holds one token's
+/// products after another (`dots.len() / acts.len()` each), and each becomes `dot / act_scale ·
+/// w_scale` (I2_S's one weight scale) or `dot / act_scale` (TQ, whose block scales are already
+/// in). A division per output, element-wise: any vector width gives the same bits.
+#[inline(always)]
+pub fn scale_dots(dots: &mut [f32], acts: &[crate::ActScale], w_scale: Option<f32>) {
+    for (part, act) in dots.chunks_exact_mut((dots.len() / acts.len().max(1)).max(1)).zip(acts) {
+        match w_scale {
+            Some(w) => part.iter_mut().for_each(|v| *v = *v / act.scale * w),
+            None => part.iter_mut().for_each(|v| *v /= act.scale),
+        }
+    }
 }
 
 /// Whether `isa`'s loops (rather than the reference they fall back to) run `format`.
@@ -269,16 +290,11 @@ fn run<I: TernaryIsa>(
     } else {
         isa.gemm(job, rows.clone(), acts, stride, &sums, out);
     }
-    let w_scale = if job.codes.is_i2s() {
-        f32::from_le_bytes(job.data[job.row_bytes * job.rows..][..4].try_into().expect("4 bytes"))
-    } else {
-        1.0
-    };
-    for (part, act) in out.chunks_exact_mut(rows.len().max(1)).zip(&x.rows) {
-        for v in part.iter_mut() {
-            *v = if job.codes.is_i2s() { *v / act.scale * w_scale } else { *v / act.scale };
-        }
-    }
+    let w_scale = job
+        .codes
+        .is_i2s()
+        .then(|| f32::from_le_bytes(job.data[job.row_bytes * job.rows..][..4].try_into().expect("4 bytes")));
+    isa.scale_dots(&mut out[..n * rows.len()], &x.rows, w_scale);
 }
 
 /// One instruction set's dense row dot products, implemented on its detection token.
