@@ -370,6 +370,13 @@ fn widen_q6(q: __m256i, j: usize) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes))
 }
 
+/// [`transpose8`] of floats.
+#[target_feature(enable = "avx2")]
+fn transpose8_ps(r: [__m256; 8]) -> [__m256; 8] {
+    let t = transpose8(std::array::from_fn(|i| _mm256_castps_si256(r[i])));
+    std::array::from_fn(|i| _mm256_castsi256_ps(t[i]))
+}
+
 crate::vecops::f32_kernels!(
     crate::Avx2,
     "avx2,fma,f16c",
@@ -385,6 +392,8 @@ crate::vecops::f32_kernels!(
     _mm256_storeu_ps,
     hsum_ps,
     sum_lanes8,
+    transpose8_ps,
+    4,
     _mm256_loadu_ps,
     __m128i,
     _mm_loadu_si128,

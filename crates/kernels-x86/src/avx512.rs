@@ -548,6 +548,13 @@ fn sum_lanes16(v: [__m512; 16]) -> __m512 {
     _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(c[0], c[1]), _mm512_shuffle_f32x4::<0b11_01_11_01>(c[0], c[1]))
 }
 
+/// [`transpose16`] of floats.
+#[target_feature(enable = "avx512f")]
+fn transpose16_ps(r: [__m512; 16]) -> [__m512; 16] {
+    let t = transpose16(std::array::from_fn(|i| _mm512_castps_si512(r[i])));
+    std::array::from_fn(|i| _mm512_castsi512_ps(t[i]))
+}
+
 crate::vecops::f32_kernels!(
     crate::Avx512,
     "avx512f",
@@ -563,6 +570,8 @@ crate::vecops::f32_kernels!(
     _mm512_storeu_ps,
     _mm512_reduce_add_ps,
     sum_lanes16,
+    transpose16_ps,
+    8,
     _mm512_loadu_ps,
     __m256i,
     _mm256_loadu_si256,

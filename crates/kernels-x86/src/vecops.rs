@@ -8,7 +8,8 @@ pub use bitnet_quant::vecops::F32Ops;
 /// from its intrinsics (`$tok`: tokens per tile of the dense row products): `$half` is the integer vector of `$w` halves (`$load_half` loads it,
 /// `$set1_half` broadcasts one, `$cvtph` widens it), `$load_q8` loads at least `$w` bytes into the
 /// low lanes of an `__m128i`, `$cvt_i8` widens `$w` signed bytes to i32 lanes, `$reduce` sums a
-/// vector's lanes and `$sum_lanes` the lanes of each of `$w` vectors at once. The invoking
+/// vector's lanes and `$sum_lanes` the lanes of each of `$w` vectors at once, `$transpose_ps`
+/// transposes `$w` vectors, `$mr` is the rows of a `matmul_add` tile. The invoking
 /// module provides only `widen_q6(__m256i, j)` (the `j`-th vector's worth of 32 signed bytes, as
 /// f32). The macro writes the loads, the dense row dot products (F32, F16, Q8_0, Q6_K, and the
 /// `bitnet_quant::isa::DenseIsa` impl on them), `axpy`, attention `scores` and `weighted_sum`, and `ops()`
@@ -16,7 +17,7 @@ pub use bitnet_quant::vecops::F32Ops;
 #[cfg(target_arch = "x86_64")]
 macro_rules! f32_kernels {
     ($token:ty, $feat:literal, $label:literal, $w:literal, $tok:literal, $vec:ty, $zero:ident, $set1:ident, $mul:ident, $fma:ident,
-     $add:ident, $store:ident, $reduce:ident, $sum_lanes:ident, $loadu:ident, $half:ty, $load_half:ident, $set1_half:ident,
+     $add:ident, $store:ident, $reduce:ident, $sum_lanes:ident, $transpose_ps:ident, $mr:literal, $loadu:ident, $half:ty, $load_half:ident, $set1_half:ident,
      $cvtph:ident, $load_q8:ident, $cvt_i8:ident, $cvt_i32:ident, $q8feat:literal, $q8_dot:ident) => {
         #[target_feature(enable = $feat)]
         fn load_f32(s: &[f32]) -> $vec {
@@ -638,6 +639,129 @@ macro_rules! f32_kernels {
             }
         }
 
+        /// Rows `i0 .. i0 + R` × column vectors `j0 .. j0 + V` of [`matmul_add`]: `R·V` sums in
+        /// registers, started from `out`, one FMA per row and vector for each `d` (`a`'s element
+        /// broadcast, `b`'s row loaded once for the `R` rows).
+        #[target_feature(enable = $feat)]
+        fn matmul_tile<const R: usize, const V: usize>(
+            a: bitnet_quant::vecops::Mat<'_>,
+            b: bitnet_quant::vecops::Mat<'_>,
+            out: &mut [f32],
+            os: usize,
+            (i0, j0): (usize, usize),
+        ) {
+            let k = a.cols;
+            let col = j0 * $w;
+            let arows: [&[f32]; R] = std::array::from_fn(|r| &a.data[(i0 + r) * a.stride..][..k]);
+            let mut acc: [[$vec; V]; R] =
+                std::array::from_fn(|r| std::array::from_fn(|v| load_f32(&out[(i0 + r) * os + col + v * $w..])));
+            for d in 0..k {
+                let brow = &b.data[d * b.stride + col..][..V * $w];
+                let bv: [$vec; V] = std::array::from_fn(|v| load_f32(&brow[v * $w..]));
+                for r in 0..R {
+                    let x = $set1(arows[r][d]);
+                    for v in 0..V {
+                        acc[r][v] = $fma(x, bv[v], acc[r][v]);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                for (v, &sum) in acc.iter().enumerate() {
+                    let dst = &mut out[(i0 + r) * os + col + v * $w..][..$w];
+                    // SAFETY: `dst` holds a vector's worth of writable floats; the store is unaligned.
+                    unsafe { $store(dst.as_mut_ptr(), sum) };
+                }
+            }
+        }
+
+        /// Column vectors `j0 .. j0 + V` of [`matmul_add`] for every row, `$mr` rows at a time.
+        #[target_feature(enable = $feat)]
+        fn matmul_cols<const V: usize>(
+            a: bitnet_quant::vecops::Mat<'_>,
+            b: bitnet_quant::vecops::Mat<'_>,
+            out: &mut [f32],
+            os: usize,
+            j0: usize,
+        ) {
+            let mut i = 0;
+            while i + $mr <= a.rows {
+                matmul_tile::<$mr, V>(a, b, out, os, (i, j0));
+                i += $mr;
+            }
+            while i < a.rows {
+                matmul_tile::<1, V>(a, b, out, os, (i, j0));
+                i += 1;
+            }
+        }
+
+        /// `out += a·b` (see bitnet_quant::vecops::matmul_add) in tiles of `$mr` rows × two
+        /// vectors of columns; the last columns (under a vector) as the reference does them.
+        #[target_feature(enable = $feat)]
+        fn matmul_add(a: bitnet_quant::vecops::Mat<'_>, b: bitnet_quant::vecops::Mat<'_>, out: &mut [f32], os: usize) {
+            assert_eq!(a.cols, b.rows, "matmul_add: inner dimensions");
+            a.check("matmul_add a");
+            b.check("matmul_add b");
+            let (m, n) = (a.rows, b.cols);
+            assert!(m == 0 || (m - 1) * os + n <= out.len(), "matmul_add: output too short");
+            let nv = n / $w;
+            let mut j = 0;
+            while j + 2 <= nv {
+                matmul_cols::<2>(a, b, out, os, j);
+                j += 2;
+            }
+            if j < nv {
+                matmul_cols::<1>(a, b, out, os, j);
+            }
+            let whole = nv * $w;
+            if whole < n {
+                for i in 0..m {
+                    let o = &mut out[i * os + whole..i * os + n];
+                    for (d, &x) in a.row(i).iter().enumerate() {
+                        o.iter_mut().zip(&b.row(d)[whole..]).for_each(|(o, &y)| *o += x * y);
+                    }
+                }
+            }
+        }
+
+        /// `dst[j·ds + i] = src[i][j]` in blocks of `$w × $w` (one register transpose each), the
+        /// edges element by element.
+        #[target_feature(enable = $feat)]
+        fn transpose(src: bitnet_quant::vecops::Mat<'_>, dst: &mut [f32], ds: usize) {
+            src.check("transpose");
+            let (rows, cols) = (src.rows, src.cols);
+            assert!(rows == 0 || cols == 0 || (cols - 1) * ds + rows <= dst.len(), "transpose: output too short");
+            let (rb, cb) = (rows / $w * $w, cols / $w * $w);
+            for i in (0..rb).step_by($w) {
+                for j in (0..cb).step_by($w) {
+                    let t = $transpose_ps(std::array::from_fn(|r| load_f32(&src.data[(i + r) * src.stride + j..])));
+                    for (c, v) in t.into_iter().enumerate() {
+                        let d = &mut dst[(j + c) * ds + i..][..$w];
+                        // SAFETY: `d` holds a vector's worth of writable floats; the store is unaligned.
+                        unsafe { $store(d.as_mut_ptr(), v) };
+                    }
+                }
+            }
+            for i in 0..rows {
+                for j in if i < rb { cb } else { 0 }..cols {
+                    dst[j * ds + i] = src.data[i * src.stride + j];
+                }
+            }
+        }
+
+        /// f16 bytes to f32, a vector at a time (the last few as the reference does them).
+        #[target_feature(enable = $feat)]
+        fn f16_to_f32(src: &[u8], dst: &mut [f32]) {
+            let n = dst.len().min(src.len() / 2);
+            let whole = n / $w * $w;
+            for i in (0..whole).step_by($w) {
+                let v = load_f16(&src[2 * i..]);
+                let d = &mut dst[i..i + $w];
+                // SAFETY: `d` holds a vector's worth of writable floats; the store is unaligned.
+                unsafe { $store(d.as_mut_ptr(), v) };
+            }
+            bitnet_quant::vecops::f16_to_f32(&src[2 * whole..], &mut dst[whole..n]);
+        }
+
         /// The reference's element-wise loop compiled for this instruction set's registers
         /// (the same operations per element, so the same bits as the reference).
         #[target_feature(enable = $feat)]
@@ -663,9 +787,29 @@ macro_rules! f32_kernels {
                 // SAFETY: as for `wrapped_glu`.
                 unsafe { softmax(x) }
             }
+            fn wrapped_matmul_add(
+                a: bitnet_quant::vecops::Mat<'_>,
+                b: bitnet_quant::vecops::Mat<'_>,
+                out: &mut [f32],
+                os: usize,
+            ) {
+                // SAFETY: as for `wrapped_glu`.
+                unsafe { matmul_add(a, b, out, os) }
+            }
+            fn wrapped_transpose(src: bitnet_quant::vecops::Mat<'_>, dst: &mut [f32], ds: usize) {
+                // SAFETY: as for `wrapped_glu`.
+                unsafe { transpose(src, dst, ds) }
+            }
+            fn wrapped_f16_to_f32(src: &[u8], dst: &mut [f32]) {
+                // SAFETY: as for `wrapped_glu`.
+                unsafe { f16_to_f32(src, dst) }
+            }
             crate::vecops::F32Ops {
                 glu: wrapped_glu,
                 softmax: wrapped_softmax,
+                matmul_add: wrapped_matmul_add,
+                transpose: wrapped_transpose,
+                f16_to_f32: wrapped_f16_to_f32,
                 ..bitnet_quant::f32_ops!(
                     $label,
                     dot_f32,

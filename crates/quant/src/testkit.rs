@@ -25,7 +25,7 @@ use crate::dense::{DenseKernel, ScalarDense, dequantize_row, row_bytes};
 use crate::i2s::{self, I2sLayout};
 use crate::reference::{PackedTernary, ScalarKernel, TernaryFormat, TernaryKernel};
 use crate::tq::{self, TqKind};
-use crate::vecops::{Activation, F32Ops, KvBlock, SCALAR};
+use crate::vecops::{Activation, F32Ops, KvBlock, Mat, SCALAR};
 use crate::{ActScale, QuantizedActivations, TernaryMatrix};
 
 /// Bytes of padding on both sides of every input; inputs start at offset 0..PAD inside it.
@@ -461,6 +461,47 @@ pub fn f32_ops(ops: &F32Ops, cases: u32) {
             (ops.weighted_sum_f16)(&w, &k16, stride, &mut got);
             (SCALAR.weighted_sum_f16)(&w, &k16, stride, &mut want);
             near(&got, &want, "weighted_sum_f16")
+        })
+        .unwrap_or_else(|e| panic!("{}: {e}", ops.name));
+    // Small products (a prompt's attention): every shape up to 20 × 70 × 70, rows of `a`, `b`
+    // and `out` wider than the matrix, `out` added to; transposes and f16 widening bit for bit.
+    runner(cases)
+        .run(&(0usize..20, 0usize..70, 0usize..70, 0usize..5, any::<u64>()), |(m, k, n, more, seed)| {
+            let mut rng = Rng(seed);
+            let mut val = || (rng.below(2001) as f32 - 1000.0) / 1000.0;
+            let (sa, sb, so) = (k + more, n + 2 * more, n + 3 * more);
+            let a: Vec<f32> = (0..m * sa).map(|_| val()).collect();
+            let b: Vec<f32> = (0..k * sb).map(|_| val()).collect();
+            let init: Vec<f32> = (0..m * so).map(|_| val()).collect();
+            let (a, b) =
+                (Mat { data: &a, rows: m, cols: k, stride: sa }, Mat { data: &b, rows: k, cols: n, stride: sb });
+            let (mut got, mut want) = (init.clone(), init);
+            (ops.matmul_add)(a, b, &mut got, so);
+            (SCALAR.matmul_add)(a, b, &mut want, so);
+            for (g, e) in got.iter().zip(&want) {
+                // Each sum: k products of magnitude ≤ 1, summed in another order (FMA).
+                prop_assert!(
+                    (g - e).abs() <= 1e-5 * (1.0 + k as f32),
+                    "{} matmul_add {}x{}x{}: {} vs {}",
+                    ops.name,
+                    m,
+                    k,
+                    n,
+                    g,
+                    e
+                );
+            }
+            let ds = k + more;
+            let (mut got, mut want) = (vec![0f32; n * ds], vec![0f32; n * ds]);
+            (ops.transpose)(b, &mut got, ds);
+            (SCALAR.transpose)(b, &mut want, ds);
+            prop_assert!(bits(&got) == bits(&want), "{} transpose {}x{}", ops.name, k, n);
+            let halves: Vec<u8> = a.data.iter().flat_map(|&x| half::f16::from_f32(x * 70.0).to_le_bytes()).collect();
+            let (mut got, mut want) = (vec![0f32; a.data.len()], vec![0f32; a.data.len()]);
+            (ops.f16_to_f32)(&halves, &mut got);
+            (SCALAR.f16_to_f32)(&halves, &mut want);
+            prop_assert!(bits(&got) == bits(&want), "{} f16_to_f32 n={}", ops.name, got.len());
+            Ok(())
         })
         .unwrap_or_else(|e| panic!("{}: {e}", ops.name));
     // Block-quantized keys and values: heads of 1..10 blocks, positions `stride` bytes apart

@@ -28,6 +28,41 @@ pub struct F32Ops {
     pub glu: fn(act: Activation, g: &mut [f32], u: &[f32]),
     /// In-place softmax ([`softmax`]).
     pub softmax: fn(x: &mut [f32]),
+    /// `out[i·out_stride + j] += Σ_d a[i][d] · b[d][j]` ([`matmul_add`]): a prompt's attention
+    /// as two small products (queries × transposed keys, weights × values).
+    pub matmul_add: fn(a: Mat<'_>, b: Mat<'_>, out: &mut [f32], out_stride: usize),
+    /// `dst[j·dst_stride + i] = src[i][j]` ([`transpose`]).
+    pub transpose: fn(src: Mat<'_>, dst: &mut [f32], dst_stride: usize),
+    /// f16 (little-endian bytes) widened to f32 ([`f16_to_f32`]).
+    pub f16_to_f32: fn(src: &[u8], dst: &mut [f32]),
+}
+
+/// A row-major f32 matrix: `rows × cols`, row `i` at `data[i·stride..][..cols]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &'a [f32] {
+        &self.data[i * self.stride..][..self.cols]
+    }
+
+    /// Panics (naming the kernel) unless every row lies in `data`.
+    pub fn check(&self, what: &str) {
+        assert!(
+            self.rows == 0 || (self.rows - 1) * self.stride + self.cols <= self.data.len(),
+            "{what}: a {}×{} matrix of stride {} does not fit {} floats",
+            self.rows,
+            self.cols,
+            self.stride,
+            self.data.len()
+        );
+    }
 }
 
 /// The FFN's gate activation.
@@ -137,7 +172,42 @@ pub const SCALAR: F32Ops = F32Ops {
     weighted_sum_kv,
     glu,
     softmax,
+    matmul_add,
+    transpose,
+    f16_to_f32,
 };
+
+/// `out[i·out_stride + j] += Σ_d a[i][d] · b[d][j]` for `i < a.rows`, `j < b.cols`, `d <
+/// a.cols = b.rows`: each `a[i][d] · b[d]` row added in `d` order (the loop vectorizes along `j`
+/// for any CPU).
+pub fn matmul_add(a: Mat<'_>, b: Mat<'_>, out: &mut [f32], out_stride: usize) {
+    assert_eq!(a.cols, b.rows, "matmul_add: inner dimensions");
+    a.check("matmul_add a");
+    b.check("matmul_add b");
+    for i in 0..a.rows {
+        let o = &mut out[i * out_stride..][..b.cols];
+        for (d, &x) in a.row(i).iter().enumerate() {
+            o.iter_mut().zip(b.row(d)).for_each(|(o, &y)| *o += x * y);
+        }
+    }
+}
+
+/// `dst[j·dst_stride + i] = src[i][j]`.
+pub fn transpose(src: Mat<'_>, dst: &mut [f32], dst_stride: usize) {
+    src.check("transpose");
+    for i in 0..src.rows {
+        for (j, &v) in src.row(i).iter().enumerate() {
+            dst[j * dst_stride + i] = v;
+        }
+    }
+}
+
+/// `dst[i] = src[2i..2i + 2]` as a little-endian f16, for `i < dst.len()`.
+pub fn f16_to_f32(src: &[u8], dst: &mut [f32]) {
+    for (d, h) in dst.iter_mut().zip(src.chunks_exact(2)) {
+        *d = half::f16::from_le_bytes([h[0], h[1]]).to_f32();
+    }
+}
 
 /// `g = act(g) · u` over the shorter of the two. One loop per activation, so each vectorizes
 /// (SiLU and GELU through [`exp`]); element-wise, so any vector width gives the same bits (the
