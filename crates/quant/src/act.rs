@@ -166,6 +166,15 @@ impl QuantizedActivations {
         Ok(all)
     }
 
+    /// Rows `rows` as a batch of their own (a copy): one thread's share of a prompt's tokens.
+    pub fn slice(&self, rows: std::ops::Range<usize>) -> QuantizedActivations {
+        QuantizedActivations {
+            cols: self.cols,
+            codes: self.codes[rows.start * self.cols..rows.end * self.cols].to_vec(),
+            rows: self.rows[rows].to_vec(),
+        }
+    }
+
     /// Number of rows (tokens).
     pub fn len(&self) -> usize {
         self.rows.len()
