@@ -379,15 +379,13 @@ impl Model {
             let to = if c.causal { p + 1 } else { window.map_or(end, |w| end.min(p + w)) };
             (from, to)
         };
-        // A long prompt runs in blocks of QB query rows against blocks of KB keys, so a key block
-        // is read from memory once per QB rows instead of once per row (long prompts were bound by
-        // streaming every key and value once per query). A long cache is read in blocks of KB
-        // keys even row by row: the query heads that share a KV head (GQA) take each block in
-        // turn while it is in L1, instead of each streaming the whole cache. A cache of at most
-        // 2·KB positions is one block (each row's sums are then exactly the unblocked ones).
-        const QB: usize = 32;
+        // Fewer than BLOCKED_ROWS rows (`one_job`) go one at a time, straight on the stored
+        // cache. A long cache is read in blocks of KB keys: the query heads that share a KV head
+        // (GQA) take each block in turn while it is in L1, instead of each streaming the whole
+        // cache. A cache of at most 2·KB positions is one block (each row's sums are then exactly
+        // the unblocked ones).
         const KB: usize = 128;
-        let qb = if n >= QB && end >= 2 * KB { QB } else { 1 };
+        let qb = 1;
         let kb = if end >= 2 * KB { KB } else { usize::MAX };
         // Jobs of `sub` query heads sharing one KV head: as many heads per job as keeps the
         // jobs a multiple of the threads (20 heads on 5 KV heads, 2 threads: 10 jobs of 2).
