@@ -144,8 +144,9 @@ impl Ahead<'_> {
 /// decoded once for every token, not in the inner loop). Rows go `R` at a time: each row is
 /// decoded by `decode(row, codes, scales)` into `job.chunks · 256` codes in the activations'
 /// order (and a TQ row's block scales), the group is interleaved by `interleave(first, decoded,
-/// inter)` (`first`: the group's first row, for an interleaving that reads the rows itself), then `tiles(scratch, first, count)` computes rows `first .. first + count` (counted
-/// from `rows.start`) for every token. Rows past the end of the last group are zero codes with
+/// inter)` (`first`: the group's first row, for an interleaving that reads the rows itself),
+/// then `tiles(scratch, first, count, next)` computes rows `first .. first + count` (counted from
+/// `rows.start`) for every token, requesting the next group's rows (`next`) as it goes. Rows past the end of the last group are zero codes with
 /// zero scales, computed and dropped. With the interleaved layout one load holds four codes of
 /// each of the `R` rows, so one multiply-add against four activations broadcast to every lane
 /// advances all `R` rows for a token, and lane `i` ends with row `i`'s exact sum: nothing to

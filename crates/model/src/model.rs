@@ -385,7 +385,6 @@ impl Model {
         // cache. A cache of at most 2·KB positions is one block (each row's sums are then exactly
         // the unblocked ones).
         const KB: usize = 128;
-        let qb = 1;
         let kb = if end >= 2 * KB { KB } else { usize::MAX };
         // Jobs of `sub` query heads sharing one KV head: as many heads per job as keeps the
         // jobs a multiple of the threads (20 heads on 5 KV heads, 2 threads: 10 jobs of 2).
@@ -395,59 +394,42 @@ impl Model {
         let one_job = |job: usize| {
             let (h0, kvh) = (job * sub, job * sub / group);
             let mut out = self.bufs.zeroed(sub * n * hd);
-            let mut scores = self.bufs.overwritten(sub * qb * end);
+            let mut scores = self.bufs.overwritten(sub * end);
             let q_of = |i: usize, h: usize| &q[(i * c.heads + h0 + h) * hd..][..hd];
-            for r0 in (0..n).step_by(qb) {
-                let r1 = (r0 + qb).min(n);
-                let (lo, hi) = (range(r0).0, range(r1 - 1).1);
-                // (row, key range within this key block) for every row of the block.
-                let parts = |k0: usize| {
-                    let k1 = k0.saturating_add(kb).min(hi);
-                    (r0..r1).filter_map(move |i| {
-                        let (f, t) = range(i);
-                        let (a, b) = (f.max(k0), t.min(k1));
-                        (a < b).then_some((i, a, b))
-                    })
-                };
-                // Row `i` of head `h` in `scores`.
-                let at = |h: usize, i: usize| (h * qb + i - r0) * end;
-                for k0 in (lo..hi).step_by(kb.min(hi - lo).max(1)) {
-                    for (i, a, b) in parts(k0) {
-                        let kv = a * kv_dim + kvh * hd;
-                        for h in 0..sub {
-                            let s = &mut scores[at(h, i)..][a..b];
-                            match k {
-                                KvSlice::F32(k) => (ops.scores)(q_of(i, h), &k[kv..], kv_dim, s),
-                                KvSlice::F16(k) => (ops.scores_f16)(q_of(i, h), &k[2 * kv..], kv_dim, s),
-                                KvSlice::Blocks(ty, k) => {
-                                    let (row, at) = block_offsets(ty, kv_dim, hd, a, kvh);
-                                    (ops.scores_kv)(ty, q_of(i, h), &k[at..], row, s)
-                                }
+            for i in 0..n {
+                let (f, t) = range(i);
+                // The row's keys in blocks of at most `kb`: (first, end) of each.
+                let blocks = || (f..t).step_by(kb.min(t - f).max(1)).map(|a| (a, a.saturating_add(kb).min(t)));
+                for (a, b) in blocks() {
+                    let kv = a * kv_dim + kvh * hd;
+                    for h in 0..sub {
+                        let s = &mut scores[h * end..][a..b];
+                        match k {
+                            KvSlice::F32(k) => (ops.scores)(q_of(i, h), &k[kv..], kv_dim, s),
+                            KvSlice::F16(k) => (ops.scores_f16)(q_of(i, h), &k[2 * kv..], kv_dim, s),
+                            KvSlice::Blocks(ty, k) => {
+                                let (row, at) = block_offsets(ty, kv_dim, hd, a, kvh);
+                                (ops.scores_kv)(ty, q_of(i, h), &k[at..], row, s)
                             }
                         }
                     }
                 }
                 for h in 0..sub {
-                    for i in r0..r1 {
-                        let (f, t) = range(i);
-                        let s = &mut scores[at(h, i)..][f..t];
-                        s.iter_mut().for_each(|x| *x *= scale);
-                        (ops.softmax)(s);
-                    }
+                    let s = &mut scores[h * end..][f..t];
+                    s.iter_mut().for_each(|x| *x *= scale);
+                    (ops.softmax)(s);
                 }
-                for k0 in (lo..hi).step_by(kb.min(hi - lo).max(1)) {
-                    for (i, a, b) in parts(k0) {
-                        let kv = a * kv_dim + kvh * hd;
-                        for h in 0..sub {
-                            let s = &scores[at(h, i)..][a..b];
-                            let o = &mut out[(h * n + i) * hd..][..hd];
-                            match v {
-                                KvSlice::F32(v) => (ops.weighted_sum)(s, &v[kv..], kv_dim, o),
-                                KvSlice::F16(v) => (ops.weighted_sum_f16)(s, &v[2 * kv..], kv_dim, o),
-                                KvSlice::Blocks(ty, v) => {
-                                    let (row, at) = block_offsets(ty, kv_dim, hd, a, kvh);
-                                    (ops.weighted_sum_kv)(ty, s, &v[at..], row, o)
-                                }
+                for (a, b) in blocks() {
+                    let kv = a * kv_dim + kvh * hd;
+                    for h in 0..sub {
+                        let s = &scores[h * end..][a..b];
+                        let o = &mut out[(h * n + i) * hd..][..hd];
+                        match v {
+                            KvSlice::F32(v) => (ops.weighted_sum)(s, &v[kv..], kv_dim, o),
+                            KvSlice::F16(v) => (ops.weighted_sum_f16)(s, &v[2 * kv..], kv_dim, o),
+                            KvSlice::Blocks(ty, v) => {
+                                let (row, at) = block_offsets(ty, kv_dim, hd, a, kvh);
+                                (ops.weighted_sum_kv)(ty, s, &v[at..], row, o)
                             }
                         }
                     }

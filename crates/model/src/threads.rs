@@ -167,16 +167,10 @@ impl Pool {
             return f(0..n, out);
         }
         let width = out.len() / n;
-        let chunk = n.div_ceil(parts);
-        let pieces: Vec<Mutex<&mut [f32]>> = out.chunks_mut(chunk * width).map(Mutex::new).collect();
         let errors: Mutex<Option<E>> = Mutex::new(None);
-        self.pool.run(&|t| {
-            if let Some(piece) = pieces.get(t) {
-                let mut piece = piece.lock().unwrap_or_else(|p| p.into_inner());
-                let first = t * chunk;
-                if let Err(e) = f(first..first + piece.len() / width, &mut piece) {
-                    *errors.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                }
+        self.in_pieces(n, parts, out, |first, piece| {
+            if let Err(e) = f(first..first + piece.len() / width, piece) {
+                *errors.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
             }
         });
         match errors.into_inner().unwrap_or_else(|p| p.into_inner()) {
@@ -195,13 +189,20 @@ impl Pool {
             return f(0, x, y);
         }
         let (xw, yw) = (x.len() / rows, y.len() / rows);
+        self.in_pieces(rows, parts, x, |first, piece| {
+            let n = piece.len() / xw;
+            f(first, piece, &y[first * yw..(first + n) * yw]);
+        });
+    }
+
+    /// Runs `f(first, piece)` on `parts` threads, each with one contiguous piece of the `rows`
+    /// whole rows of `x` (`first`: the piece's first row).
+    fn in_pieces(&self, rows: usize, parts: usize, x: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
         let chunk = rows.div_ceil(parts);
-        let pieces: Vec<Mutex<&mut [f32]>> = x.chunks_mut(chunk * xw).map(Mutex::new).collect();
+        let pieces: Vec<Mutex<&mut [f32]>> = x.chunks_mut(chunk * (x.len() / rows)).map(Mutex::new).collect();
         self.pool.run(&|t| {
             if let Some(piece) = pieces.get(t) {
-                let mut piece = piece.lock().unwrap_or_else(|p| p.into_inner());
-                let (first, n) = (t * chunk, piece.len() / xw);
-                f(first, &mut piece, &y[first * yw..(first + n) * yw]);
+                f(t * chunk, &mut piece.lock().unwrap_or_else(|p| p.into_inner()));
             }
         });
     }

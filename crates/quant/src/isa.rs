@@ -557,7 +557,8 @@ macro_rules! isa_kernel_impls {
 /// (`dot`, `axpy`, `scores`, `weighted_sum`, `scores_f16`, `weighted_sum_f16`, `scores_kv`,
 /// `weighted_sum_kv`, in that order),
 /// each wrapped in a plain `fn` (function pointers cannot carry target features); the ops not
-/// listed (`glu`, `softmax`) are the reference's unless the caller sets them. Invoke it only
+/// listed (`glu`, `softmax`, `matmul_add`, `transpose`, `f16_to_f32`) are the reference's unless
+/// the caller sets them. Invoke it only
 /// in a function that takes the instruction set's detection token, so the ops are handed out only
 /// where the features were found.
 #[macro_export]
