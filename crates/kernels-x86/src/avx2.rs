@@ -403,7 +403,8 @@ crate::vecops::f32_kernels!(
     _mm256_cvtepi8_epi32,
     _mm256_cvtepi32_ps,
     "avx2,fma,f16c",
-    q8_dot
+    q8_dot,
+    dot_q8_0_eight
 );
 
 /// The reference's float step after the integer products ([`bitnet_quant::isa::scale_dots`],

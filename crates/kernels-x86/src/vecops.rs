@@ -18,7 +18,7 @@ pub use bitnet_quant::vecops::F32Ops;
 macro_rules! f32_kernels {
     ($token:ty, $feat:literal, $label:literal, $w:literal, $tok:literal, $vec:ty, $zero:ident, $set1:ident, $mul:ident, $fma:ident,
      $add:ident, $store:ident, $reduce:ident, $sum_lanes:ident, $transpose_ps:ident, $mr:literal, $loadu:ident, $half:ty, $load_half:ident, $set1_half:ident,
-     $cvtph:ident, $load_q8:ident, $cvt_i8:ident, $cvt_i32:ident, $q8feat:literal, $q8_dot:ident) => {
+     $cvtph:ident, $load_q8:ident, $cvt_i8:ident, $cvt_i32:ident, $q8feat:literal, $q8_dot:ident, $q8_wide:ident) => {
         #[target_feature(enable = $feat)]
         fn load_f32(s: &[f32]) -> $vec {
             assert!(s.len() >= $w);
@@ -287,9 +287,10 @@ macro_rules! f32_kernels {
             }
 
             fn dots_q8_0(self, w: &[u8], row_bytes: usize, x: &bitnet_quant::Q8Activations, out: &mut [f32]) {
-                // Up to four tokens share each block's loads, scales and prefetches (a server's
-                // batch, a perplexity run); each token's arithmetic is the one-token loop's. Fewer
-                // than eight rows are padded once for all tokens.
+                // Several tokens share each block's loads, scales and prefetches (a server's
+                // batch, a perplexity run): up to eight at a time through `$q8_wide`, a pair or
+                // one through the one-token loop; each token's float steps are the one-token
+                // loop's. Fewer than eight rows are padded once for all tokens.
                 let (n, rows) = (x.len(), (w.len() / row_bytes.max(1)).min(8));
                 bitnet_quant::isa::q8_0_eight(w, row_bytes, |g, rb| {
                     let mut t = 0;
@@ -301,7 +302,9 @@ macro_rules! f32_kernels {
                             // SAFETY: as for `dot_f32`.
                             2 | 3 => &unsafe { dot_q8_0_eight(g, rb, [row(0), row(1)]) },
                             // SAFETY: as for `dot_f32`.
-                            _ => &unsafe { dot_q8_0_eight(g, rb, [row(0), row(1), row(2), row(3)]) },
+                            4..=7 => &unsafe { $q8_wide(g, rb, [row(0), row(1), row(2), row(3)]) },
+                            // SAFETY: as for `dot_f32`.
+                            _ => &unsafe { $q8_wide(g, rb, std::array::from_fn::<_, 8, _>(row)) },
                         };
                         for (k, dots) in dots.iter().enumerate() {
                             for (r, &d) in dots[..rows].iter().enumerate() {
