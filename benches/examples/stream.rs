@@ -10,7 +10,13 @@ fn main() {
     let cols: usize = std::env::var("STREAM_COLS").ok().and_then(|c| c.parse().ok()).unwrap_or(2560);
     // STREAM_ROWS makes it small enough for the caches (the loop's own speed).
     let rows = std::env::var("STREAM_ROWS").ok().and_then(|c| c.parse().ok()).unwrap_or(6912 * 16 * 2560 / cols);
+    // STREAM_REPS repeats each timing (best of them is printed); STREAM_FORMAT picks one format.
+    let reps: usize = std::env::var("STREAM_REPS").ok().and_then(|c| c.parse().ok()).unwrap_or(5);
+    let only = std::env::var("STREAM_FORMAT").ok();
     for format in [I2S, TernaryFormat::Tq2_0, TernaryFormat::Tq1_0] {
+        if only.as_ref().is_some_and(|o| !format!("{format:?}").to_lowercase().starts_with(&o.to_lowercase())) {
+            continue;
+        }
         let data = packed(format, rows, cols);
         let (_, x) = activations(1, cols);
         let mut out = vec![0f32; rows];
@@ -20,7 +26,7 @@ fn main() {
             for set in Kernels::available().into_iter().filter(|k| k.name() != "scalar") {
                 let k = set.ternary();
                 let mut best = f64::MAX;
-                for _ in 0..5 {
+                for _ in 0..reps {
                     let t = Instant::now();
                     k.gemm(&w, &x, &mut out).unwrap();
                     best = best.min(t.elapsed().as_secs_f64());
