@@ -24,10 +24,9 @@ pub(crate) use decode_2bit;
 
 /// `$name`: the TQ2_0 / TQ1_0 one-token product for an instruction set whose
 /// `$block_dot(block, a)` returns lanes of one `$block_bytes`-byte block's `Σ code·a` (summed
-/// across lanes and passed through `$finish`: TQ1_0's loop yields 256 times the sum), given the
-/// block's 256 activations as eight vectors; `$rows_part(rows, c, act)`, if given, adds a part
-/// of block `c` that is cheaper to take for the eight rows at once, one lane per row (AVX-512
-/// TQ1_0: the four `qh` bytes). Rows go eight at a time, block by block: the eight
+/// across lanes and passed through `$finish`), given the block's 256 activations as eight
+/// vectors (AVX-512 takes TQ1_0 by `avx512::tq1_eight`). Rows go eight at a time, block by
+/// block: the eight
 /// rows' lane vectors of one block are summed across by one transpose
 /// ([`crate::x256::transpose_sum8`]), the block's activation sum subtracted, each row's `d` (the
 /// f16 in the block's last two bytes) applied with F16C and the products added to eight running
@@ -39,9 +38,6 @@ pub(crate) use decode_2bit;
 #[cfg(target_arch = "x86_64")]
 macro_rules! tq_gemv {
     ($name:ident, $feat:literal, $block_bytes:expr, $block_dot:ident, $finish:expr) => {
-        crate::ternary::tq_gemv!($name, $feat, $block_bytes, $block_dot, $finish, |_, _, _| _mm256_setzero_si256());
-    };
-    ($name:ident, $feat:literal, $block_bytes:expr, $block_dot:ident, $finish:expr, $rows_part:expr) => {
         #[target_feature(enable = $feat)]
         fn $name(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
             const BLOCK: usize = $block_bytes;
@@ -50,9 +46,9 @@ macro_rules! tq_gemv {
             fn eight<const N: usize>(job: &Job<'_>, r0: usize, act: &[i8], sums: &[i32], dots: &mut [f32]) {
                 let rows: [&[u8]; N] = std::array::from_fn(|i| job.row(r0 + i));
                 let mut acc = _mm256_setzero_ps();
-                for (c, (a_bytes, &s)) in act.chunks_exact(256).zip(&sums[..job.chunks]).enumerate() {
+                for (c, (a, &s)) in act.chunks_exact(256).zip(&sums[..job.chunks]).enumerate() {
                     // The block's activations, loaded once for the eight rows.
-                    let a: [__m256i; 8] = std::array::from_fn(|k| crate::x256::load_i8(&a_bytes[32 * k..]));
+                    let a: [__m256i; 8] = std::array::from_fn(|k| crate::x256::load_i8(&a[32 * k..]));
                     let mut v = [_mm256_setzero_si256(); 8];
                     let mut d = [0u16; 8];
                     for i in 0..N {
@@ -61,9 +57,7 @@ macro_rules! tq_gemv {
                         v[i] = $block_dot(block, &a);
                         d[i] = u16::from_le_bytes([block[BLOCK - 2], block[BLOCK - 1]]);
                     }
-                    let rows_part = $rows_part(&rows, c, a_bytes);
-                    let sum = _mm256_add_epi32(crate::x256::transpose_sum8(v), rows_part);
-                    let dot = _mm256_sub_epi32($finish(sum), _mm256_set1_epi32(s));
+                    let dot = _mm256_sub_epi32($finish(crate::x256::transpose_sum8(v)), _mm256_set1_epi32(s));
                     acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(dot), crate::x256::f16x8(&d)));
                 }
                 let mut out = [0f32; 8];
