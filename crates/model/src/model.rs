@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use bitnet_format::{GgufFile, Pages, ReadOptions};
 use bitnet_kernels::Kernels;
-use bitnet_quant::QuantizedActivations;
 use bitnet_quant::vecops::{F32Ops, KvBlock, Mat};
 
 use crate::config::{Config, Pooling, RopeStyle};
@@ -36,7 +35,7 @@ use crate::ops::rms_norm;
 use crate::profile::{Part, Profiler, TOTAL};
 use crate::scratch::{Buf, BufferPool};
 use crate::threads::Pool;
-use crate::weights::{Matrix, vector};
+use crate::weights::{Acts, Matrix, vector};
 
 struct Layer {
     attn_norm: Vec<f32>,
@@ -290,18 +289,19 @@ impl Model {
         Ok(out)
     }
 
-    /// Activation rows quantized for the ternary kernels, a prompt's rows split over the threads.
-    fn quantize(&self, x: &[f32], cols: usize) -> Result<QuantizedActivations> {
+    /// Activation rows quantized for the ternary kernels, a prompt's rows split over the threads
+    /// (in the pieces `Pool::tokens` gives a matmul's threads, kept apart: [`Acts`]).
+    fn quantize(&self, x: &[f32], cols: usize) -> Result<Acts> {
         let n = x.len() / cols.max(1);
         let parts = self.pool.threads().min(n / 16);
         let kernel = self.kernels.ternary();
         if parts <= 1 {
-            return Ok(kernel.quantize(x, cols)?);
+            return Ok(Acts::new(vec![kernel.quantize(x, cols)?]));
         }
         let chunk = n.div_ceil(parts) * cols;
         let part = |p: usize| kernel.quantize(&x[(p * chunk).min(x.len())..((p + 1) * chunk).min(x.len())], cols);
         let parts = self.pool.map(parts, part).into_iter().collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(QuantizedActivations::concat(parts)?)
+        Ok(Acts::new(parts))
     }
 
     /// `w · (RMSNorm(x) · norm)` when the projection has its own input norm, else `w · x`.

@@ -151,7 +151,7 @@ impl Matrix {
         kernels: &Kernels,
         pool: &Pool,
         x: &[f32],
-        acts: Option<&QuantizedActivations>,
+        acts: Option<&Acts>,
         out: &mut [f32],
     ) -> Result<()> {
         let n = x.len() / self.cols;
@@ -162,7 +162,7 @@ impl Matrix {
                 let acts = match acts {
                     Some(a) => a,
                     None => {
-                        owned = kernels.ternary().quantize(x, self.cols)?;
+                        owned = Acts::new(vec![kernels.ternary().quantize(x, self.cols)?]);
                         &owned
                     }
                 };
@@ -170,8 +170,9 @@ impl Matrix {
                 if pool.threads() > 1 && n >= (TOKENS_PER_THREAD * pool.threads()).max(self.cols / 8) {
                     // A prompt: each thread runs every row for its share of the tokens.
                     let all = 0..self.rows;
-                    pool.tokens(n, out, |t, part| kernels.ternary().gemm_rows(&w, &acts.slice(t), all.clone(), part))?;
+                    pool.tokens(n, out, |t, part| kernels.ternary().gemm_rows(&w, &acts.tokens(t), all.clone(), part))?;
                 } else {
+                    let acts = acts.whole();
                     pool.rows(self.rows, n, out, |rows, part| kernels.ternary().gemm_rows(&w, acts, rows, part))?;
                 }
                 if let Some(s) = extra_scale {
@@ -184,6 +185,53 @@ impl Matrix {
             }
         }
         Ok(())
+    }
+}
+
+/// One input quantized for the ternary matrices that share it, as consecutive batches of tokens
+/// (one per thread when a prompt is quantized on several, split as [`Pool::tokens`] splits a
+/// matmul's tokens): a matmul split by tokens takes each thread's batch as it is, and only one
+/// split by rows needs them joined (once, for all the matrices). Joining on every quantization
+/// and copying each thread's tokens back out for every matrix were ~4% of a 125M-shape prompt at
+/// two threads, the joining on one thread while the other waited.
+pub struct Acts {
+    parts: Vec<QuantizedActivations>,
+    /// The first token of each part.
+    starts: Vec<usize>,
+    whole: std::sync::OnceLock<QuantizedActivations>,
+}
+
+impl Acts {
+    /// Batches of consecutive tokens, in order, all as wide.
+    pub fn new(parts: Vec<QuantizedActivations>) -> Acts {
+        let starts = parts.iter().scan(0, |at, p| Some(std::mem::replace(at, *at + p.len()))).collect();
+        Acts { parts, starts, whole: std::sync::OnceLock::new() }
+    }
+
+    /// Every token as one batch.
+    pub fn whole(&self) -> &QuantizedActivations {
+        if let [one] = &self.parts[..] {
+            return one;
+        }
+        self.whole.get_or_init(|| {
+            let cols = self.parts.first().map_or(0, |p| p.cols);
+            let mut all = QuantizedActivations { cols, codes: Vec::new(), rows: Vec::new() };
+            all.codes.reserve_exact(self.parts.iter().map(|p| p.codes.len()).sum());
+            all.rows.reserve_exact(self.parts.iter().map(|p| p.rows.len()).sum());
+            for p in &self.parts {
+                all.codes.extend_from_slice(&p.codes);
+                all.rows.extend_from_slice(&p.rows);
+            }
+            all
+        })
+    }
+
+    /// Tokens `t` as one batch: a part itself when one is exactly those tokens, else a copy.
+    pub fn tokens(&self, t: Range<usize>) -> std::borrow::Cow<'_, QuantizedActivations> {
+        match self.starts.iter().position(|&s| s == t.start) {
+            Some(i) if self.parts[i].len() == t.len() => std::borrow::Cow::Borrowed(&self.parts[i]),
+            _ => std::borrow::Cow::Owned(self.whole().slice(t)),
+        }
     }
 }
 
@@ -352,5 +400,30 @@ mod tests {
         let err = Matrix::load(&file, "x.weight", rows, cols).unwrap_err().to_string();
         assert!(err.contains("preset") && err.contains("256x256"), "{err}");
         std::fs::remove_file(&path).ok();
+    }
+}
+
+/// A prompt quantized in per-thread batches gives each matmul thread its own batch untouched,
+/// any other range of tokens as a copy, and all of them joined in order.
+#[cfg(test)]
+mod acts_tests {
+    use std::borrow::Cow;
+
+    use bitnet_quant::QuantizedActivations;
+
+    use super::Acts;
+
+    #[test]
+    fn parts_serve_their_tokens_and_join_in_order() {
+        let x: Vec<f32> = (0..10 * 32).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let all = QuantizedActivations::quantize(&x, 32).unwrap();
+        let parts =
+            [0..4, 4..7, 7..10].map(|t| QuantizedActivations::quantize(&x[t.start * 32..t.end * 32], 32).unwrap());
+        let acts = Acts::new(parts.to_vec());
+        assert_eq!(acts.whole(), &all);
+        assert!(matches!(acts.tokens(4..7), Cow::Borrowed(p) if *p == parts[1]));
+        assert!(matches!(acts.tokens(3..7), Cow::Owned(p) if p == all.slice(3..7)));
+        let one = Acts::new(vec![all.clone()]);
+        assert!(std::ptr::eq(one.whole(), one.tokens(0..10).as_ref()));
     }
 }
