@@ -241,17 +241,18 @@ pub fn run(opts: &Options, bitnet: &Path) -> Result<()> {
             bail!("--peer {}: {} does not exist", p.engine.name(), p.bench.display());
         }
     }
-    // Probed before each shape and after the last: this VM's bandwidth flips between states
-    // within minutes, and two probes that both caught a slow state once put a run at 131% of its
-    // "roofline".
+    // Probed before every engine's run of every type and after the last: this VM's bandwidth
+    // flips between states within minutes. Probed before each shape only, two probes that both
+    // caught a slow state put a run at 131% of its "roofline", and four probes of 2026-12-06
+    // (33-35 GB/s at 2 threads) one at 129%; the highest of all the probes is the roofline.
     let mut probes = Vec::new();
     let mut figures = Vec::new();
     for size in &opts.sizes {
-        eprintln!("measuring memory bandwidth...");
-        probes.push(crate::bench::bandwidth(&opts.threads, false));
         let engines = std::iter::once(Engine::Ours).chain(opts.peers.iter().map(|p| p.engine));
         for engine in engines.collect::<Vec<_>>() {
             for ty in engine.types() {
+                eprintln!("measuring memory bandwidth...");
+                probes.push(crate::bench::bandwidth(&opts.threads, false));
                 let path = model_file(size, ty, &opts.peers)?;
                 figures.extend(measure(opts, bitnet, size, engine, ty, &path)?);
             }
@@ -295,7 +296,7 @@ fn report(
          embeddings tied to the head) in each engine's own types, every engine run one after the other per \
          shape with `-p {p} -n {n} -t {t} -r {r}` (mean ± sd). Peers: {peers}. ik_llama.cpp's IQ2_BN / IQ1_BN \
          files are made from the I2_S file by its own `llama-quantize --allow-requantize --token-embedding-type \
-         f16 --output-tensor-type f16`. Read bandwidth, probed {probes} times (before each shape and after \
+         f16 --output-tensor-type f16`. Read bandwidth, probed {probes} times (before each engine's run and after \
          the last): {bw}; the highest is the roofline. MB/token: what one generated token reads (a peer's \
          file counts whole).\n",
         date = crate::bench::today(),
