@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use crate::Avx2;
 use crate::ternary::Interleaved;
-use crate::x256::{hsum, hsum_ps, load, load_i8, store, sum_lanes8, tq1_block_dot, tq1_codes};
+use crate::x256::{hsum, hsum_ps, load, load_i8, store, sum_lanes8, tq1_block_dot, tq1_codes, transpose_dwords8};
 use bitnet_quant::isa::{Codes, Job, TernaryIsa};
 
 impl TernaryIsa for Avx2 {
@@ -288,7 +288,7 @@ crate::ternary::interleaved_parts!(
     GEMM_ROWS,
     __m256i,
     __m256,
-    transpose8,
+    transpose_dwords8,
     load,
     store,
     _mm256_setzero_si256,
@@ -329,31 +329,6 @@ fn block_sums<const T: usize>(wb: &[u8], at: &[&[i8; 256]; T], mut acc: [__m256i
     acc
 }
 
-crate::ternary::transpose_quads!(
-    "avx2",
-    __m256i,
-    8,
-    _mm256_unpacklo_epi32,
-    _mm256_unpackhi_epi32,
-    _mm256_unpacklo_epi64,
-    _mm256_unpackhi_epi64
-);
-
-/// The 8 × 8 transpose of 32-bit lanes: lane `i` of result `j` is lane `j` of `r[i]`.
-#[target_feature(enable = "avx2")]
-fn transpose8(r: [__m256i; 8]) -> [__m256i; 8] {
-    let u = quads(r);
-    // Then the halves: column m from rows 0..4 and 4..8, and column 4 + m.
-    std::array::from_fn(|j| {
-        let m = j % 4;
-        if j < 4 {
-            _mm256_permute2x128_si256::<0x20>(u[m], u[4 + m])
-        } else {
-            _mm256_permute2x128_si256::<0x31>(u[m], u[4 + m])
-        }
-    })
-}
-
 /// Σ w·q of one Q8_0 block: `|w|·(q·sign w)` through `vpmaddubsw` (pair sums at most
 /// 2·128·127, inside i16) and `vpmaddwd` by ones, eight i32 lanes.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -373,7 +348,7 @@ fn widen_q6(q: __m256i, j: usize) -> __m256 {
 /// [`transpose8`] of floats.
 #[target_feature(enable = "avx2")]
 fn transpose8_ps(r: [__m256; 8]) -> [__m256; 8] {
-    let t = transpose8(std::array::from_fn(|i| _mm256_castps_si256(r[i])));
+    let t = transpose_dwords8(std::array::from_fn(|i| _mm256_castps_si256(r[i])));
     std::array::from_fn(|i| _mm256_castsi256_ps(t[i]))
 }
 

@@ -495,7 +495,7 @@ fn tq1_eight(job: &Job<'_>, r0: usize, n: usize, act: &[i8], sums: &[i32], out: 
             x256::prefetch_rows(&block[..], 8 * job.row_bytes);
         }
         // Bytes 0..32: digit k of byte 4m + j is element 32k + 4m + j.
-        let head = transpose_dwords8(blocks.map(|b| x256::load(b)));
+        let head = x256::transpose_dwords8(blocks.map(|b| x256::load(b)));
         // Bytes 32..48: digit k of byte 32 + 4m + j is element 160 + 16k + 4m + j. Rows i and
         // i + 4 share a register (halves), then a 4 × 4 transpose of dwords in each half.
         // SAFETY: every block holds 54 bytes; the loads are unaligned.
@@ -555,32 +555,6 @@ fn tq1_eight(job: &Job<'_>, r0: usize, n: usize, act: &[i8], sums: &[i32], out: 
     x256::store_f32x8(out, acc);
 }
 
-/// The 8 × 8 transpose of 32-bit lanes: lane `r` of result `j` is lane `j` of `c[r]`. Written
-/// out without nested calls so that it inlines into the AVX-512 loops (through
-/// `avx2::transpose8`, whose helper did not inline, the registers went through memory).
-#[inline]
-#[target_feature(enable = "avx2")]
-fn transpose_dwords8(c: [__m256i; 8]) -> [__m256i; 8] {
-    let p: [__m256i; 8] = std::array::from_fn(|i| {
-        let (a, b) = (c[2 * (i / 2)], c[2 * (i / 2) + 1]);
-        if i % 2 == 0 { _mm256_unpacklo_epi32(a, b) } else { _mm256_unpackhi_epi32(a, b) }
-    });
-    // p[2k]: lanes (r0 j0, r1 j0, r0 j1, r1 j1 | j4, j5) of rows 2k, 2k+1; p[2k+1]: j2, j3 | j6, j7.
-    let q: [__m256i; 8] = std::array::from_fn(|i| {
-        let (a, b) = if i < 4 { (p[i % 2], p[2 + i % 2]) } else { (p[4 + i % 2], p[6 + i % 2]) };
-        if (i / 2) % 2 == 0 { _mm256_unpacklo_epi64(a, b) } else { _mm256_unpackhi_epi64(a, b) }
-    });
-    // q[i] (i < 4): column (0, 2, 1, 3)[i] of rows 0..4 | that column + 4; q[4 + i]: rows 4..8.
-    std::array::from_fn(|j| {
-        let m = [0, 2, 1, 3][j % 4];
-        if j < 4 {
-            _mm256_permute2x128_si256::<0x20>(q[m], q[4 + m])
-        } else {
-            _mm256_permute2x128_si256::<0x31>(q[m], q[4 + m])
-        }
-    })
-}
-
 /// Σ w·q of eight consecutive Q8_0 rows and `T` tokens (four or more: a server's batch, a
 /// perplexity run), with the one-token loop's float steps (`dot_q8_0_eight`: each (row, token)
 /// result is bit-identical to it). That loop sums each row's block in eight lanes and transposes
@@ -604,10 +578,6 @@ fn dot_q8_0_wide<const T: usize>(w: &[u8], row_bytes: usize, x: [bitnet_quant::Q
         return std::array::from_fn(|t| dot_q8_0_eight(w, row_bytes, [x[t]])[0]);
     };
     let offsets = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));
-    let low_halves = _mm256_setr_epi8(
-        0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1,
-        -1,
-    );
     let (group, base) = (8 * row_bytes, w.as_ptr());
     let flip = _mm256_set1_epi8(-128);
     // Raw pointers, checked once through `blocks` above: slices indexed per block and token cost
@@ -622,16 +592,14 @@ fn dot_q8_0_wide<const T: usize>(w: &[u8], row_bytes: usize, x: [bitnet_quant::Q
             // (8·row_bytes ≤ w.len(), 34·b + 34 ≤ row_bytes); the load is unaligned.
             _mm256_xor_si256(unsafe { _mm256_loadu_si256(at.add(r * row_bytes + 2).cast()) }, flip)
         });
-        let u = transpose_dwords8(codes);
+        let u = x256::transpose_dwords8(codes);
         for k in 0..5 {
             let line = 8 * 34 * b + 64 * k;
             _mm_prefetch::<_MM_HINT_T1>(base.wrapping_add(2 * group + line).cast());
         }
         // SAFETY: each lane reads the four bytes at the start of block b of row r (its f16 scale
         // and two codes), inside `w` as above.
-        let d = unsafe { _mm256_i32gather_epi32::<1>(at.cast(), offsets) };
-        let d = _mm256_permute4x64_epi64::<0b1000>(_mm256_shuffle_epi8(d, low_halves));
-        let dw = _mm256_cvtph_ps(_mm256_castsi256_si128(d));
+        let dw = unsafe { x256::f16_scales8(at, offsets) };
         // Each token's sum starts from −128·Σq; the tokens' chains interleave.
         let mut s: [__m256i; T] = std::array::from_fn(|t| {
             // SAFETY: b < blocks ≤ every token's block count and codes.len() / 32, as computed

@@ -174,11 +174,6 @@ macro_rules! f32_kernels {
                 return out;
             };
             let offsets = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));
-            // The low two bytes of each 32-bit lane, packed into the low 128 bits.
-            let low_halves = _mm256_setr_epi8(
-                0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1,
-                -1, -1, -1,
-            );
             let (group, base) = (8 * row_bytes, w.as_ptr());
             let mut acc = [_mm256_setzero_ps(); T];
             for b in 0..blocks {
@@ -196,9 +191,7 @@ macro_rules! f32_kernels {
                 }
                 // SAFETY: each lane reads the four bytes at the start of block b of row r (its f16
                 // scale and two codes), inside `w` as above.
-                let d = unsafe { _mm256_i32gather_epi32::<1>(at.cast(), offsets) };
-                let d = _mm256_permute4x64_epi64::<0b1000>(_mm256_shuffle_epi8(d, low_halves));
-                let dw = _mm256_cvtph_ps(_mm256_castsi256_si128(d));
+                let dw = unsafe { crate::x256::f16_scales8(at, offsets) };
                 for (acc, x) in acc.iter_mut().zip(&x) {
                     let q = crate::x256::load_i8(&x.codes[32 * b..]);
                     let bias = _mm256_set1_epi32(x.sums[b].wrapping_mul(-16));

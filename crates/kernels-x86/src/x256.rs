@@ -119,6 +119,50 @@ pub(crate) fn hsum(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
+/// The 8 × 8 transpose of 32-bit lanes: lane `r` of result `j` is lane `j` of `c[r]`. Written
+/// out without nested calls so that it inlines into the AVX-512 loops too (through a helper
+/// that did not inline, the registers went through memory).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn transpose_dwords8(c: [__m256i; 8]) -> [__m256i; 8] {
+    let p: [__m256i; 8] = std::array::from_fn(|i| {
+        let (a, b) = (c[2 * (i / 2)], c[2 * (i / 2) + 1]);
+        if i % 2 == 0 { _mm256_unpacklo_epi32(a, b) } else { _mm256_unpackhi_epi32(a, b) }
+    });
+    // p[2k]: lanes (r0 j0, r1 j0, r0 j1, r1 j1 | j4, j5) of rows 2k, 2k+1; p[2k+1]: j2, j3 | j6, j7.
+    let q: [__m256i; 8] = std::array::from_fn(|i| {
+        let (a, b) = if i < 4 { (p[i % 2], p[2 + i % 2]) } else { (p[4 + i % 2], p[6 + i % 2]) };
+        if (i / 2) % 2 == 0 { _mm256_unpacklo_epi64(a, b) } else { _mm256_unpackhi_epi64(a, b) }
+    });
+    // q[i] (i < 4): column (0, 2, 1, 3)[i] of rows 0..4 | that column + 4; q[4 + i]: rows 4..8.
+    std::array::from_fn(|j| {
+        let m = [0, 2, 1, 3][j % 4];
+        if j < 4 {
+            _mm256_permute2x128_si256::<0x20>(q[m], q[4 + m])
+        } else {
+            _mm256_permute2x128_si256::<0x31>(q[m], q[4 + m])
+        }
+    })
+}
+
+/// The f16 scales at the start of block `at` of eight rows `offsets` bytes apart (one gather of
+/// the first four bytes per row, their low halves packed), as f32.
+///
+/// # Safety
+/// The four bytes at `at + offsets[r]` must be readable for every lane `r`.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+pub(crate) unsafe fn f16_scales8(at: *const u8, offsets: __m256i) -> __m256 {
+    let low_halves = _mm256_setr_epi8(
+        0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1,
+        -1,
+    );
+    // SAFETY: the caller guarantees each lane's four bytes.
+    let d = unsafe { _mm256_i32gather_epi32::<1>(at.cast(), offsets) };
+    let d = _mm256_permute4x64_epi64::<0b1000>(_mm256_shuffle_epi8(d, low_halves));
+    _mm256_cvtph_ps(_mm256_castsi256_si128(d))
+}
+
 /// Lane `j` of the result is the sum of the eight lanes of `v[j]`.
 #[target_feature(enable = "avx2")]
 pub(crate) fn transpose_sum8(v: [__m256i; 8]) -> __m256i {

@@ -170,9 +170,13 @@ impl Matrix {
                 if pool.threads() > 1 && n >= (TOKENS_PER_THREAD * pool.threads()).max(self.cols / 8) {
                     // A prompt: each thread runs every row for its share of the tokens.
                     let all = 0..self.rows;
-                    pool.tokens(n, out, |t, part| kernels.ternary().gemm_rows(&w, &acts.tokens(t), all.clone(), part))?;
+                    pool.tokens(n, out, |t, part| -> Result<()> {
+                        let acts = acts.tokens(t)?;
+                        kernels.ternary().gemm_rows(&w, &acts, all.clone(), part)?;
+                        Ok(())
+                    })?;
                 } else {
-                    let acts = acts.whole();
+                    let acts = acts.whole()?;
                     pool.rows(self.rows, n, out, |rows, part| kernels.ternary().gemm_rows(&w, acts, rows, part))?;
                 }
                 if let Some(s) = extra_scale {
@@ -208,30 +212,24 @@ impl Acts {
         Acts { parts, starts, whole: std::sync::OnceLock::new() }
     }
 
-    /// Every token as one batch.
-    pub fn whole(&self) -> &QuantizedActivations {
+    /// Every token as one batch (joined once, by `QuantizedActivations::concat`).
+    pub fn whole(&self) -> Result<&QuantizedActivations> {
         if let [one] = &self.parts[..] {
-            return one;
+            return Ok(one);
         }
-        self.whole.get_or_init(|| {
-            let cols = self.parts.first().map_or(0, |p| p.cols);
-            let mut all = QuantizedActivations { cols, codes: Vec::new(), rows: Vec::new() };
-            all.codes.reserve_exact(self.parts.iter().map(|p| p.codes.len()).sum());
-            all.rows.reserve_exact(self.parts.iter().map(|p| p.rows.len()).sum());
-            for p in &self.parts {
-                all.codes.extend_from_slice(&p.codes);
-                all.rows.extend_from_slice(&p.rows);
-            }
-            all
-        })
+        if let Some(all) = self.whole.get() {
+            return Ok(all);
+        }
+        let all = QuantizedActivations::concat(&self.parts)?;
+        Ok(self.whole.get_or_init(|| all))
     }
 
     /// Tokens `t` as one batch: a part itself when one is exactly those tokens, else a copy.
-    pub fn tokens(&self, t: Range<usize>) -> std::borrow::Cow<'_, QuantizedActivations> {
-        match self.starts.iter().position(|&s| s == t.start) {
+    pub fn tokens(&self, t: Range<usize>) -> Result<std::borrow::Cow<'_, QuantizedActivations>> {
+        Ok(match self.starts.iter().position(|&s| s == t.start) {
             Some(i) if self.parts[i].len() == t.len() => std::borrow::Cow::Borrowed(&self.parts[i]),
-            _ => std::borrow::Cow::Owned(self.whole().slice(t)),
-        }
+            _ => std::borrow::Cow::Owned(self.whole()?.slice(t)),
+        })
     }
 }
 
@@ -420,10 +418,10 @@ mod acts_tests {
         let parts =
             [0..4, 4..7, 7..10].map(|t| QuantizedActivations::quantize(&x[t.start * 32..t.end * 32], 32).unwrap());
         let acts = Acts::new(parts.to_vec());
-        assert_eq!(acts.whole(), &all);
-        assert!(matches!(acts.tokens(4..7), Cow::Borrowed(p) if *p == parts[1]));
-        assert!(matches!(acts.tokens(3..7), Cow::Owned(p) if p == all.slice(3..7)));
+        assert_eq!(acts.whole().unwrap(), &all);
+        assert!(matches!(acts.tokens(4..7).unwrap(), Cow::Borrowed(p) if *p == parts[1]));
+        assert!(matches!(acts.tokens(3..7).unwrap(), Cow::Owned(p) if p == all.slice(3..7)));
         let one = Acts::new(vec![all.clone()]);
-        assert!(std::ptr::eq(one.whole(), one.tokens(0..10).as_ref()));
+        assert!(std::ptr::eq(one.whole().unwrap(), one.tokens(0..10).unwrap().as_ref()));
     }
 }

@@ -153,10 +153,14 @@ impl QuantizedActivations {
 
     /// Joins batches of the same width quantized separately (consecutive row ranges of one
     /// input, e.g. on several threads) into one, in order.
-    pub fn concat(parts: Vec<QuantizedActivations>) -> Result<QuantizedActivations, QuantError> {
-        let mut parts = parts.into_iter();
-        let Some(mut all) = parts.next() else {
+    pub fn concat(parts: &[QuantizedActivations]) -> Result<QuantizedActivations, QuantError> {
+        let Some(first) = parts.first() else {
             return Err(QuantError::Length { what: "activation batches to join", expected: 1, got: 0 });
+        };
+        let mut all = QuantizedActivations {
+            cols: first.cols,
+            codes: Vec::with_capacity(parts.iter().map(|p| p.codes.len()).sum()),
+            rows: Vec::with_capacity(parts.iter().map(|p| p.rows.len()).sum()),
         };
         for p in parts {
             check_len("activation batch width", all.cols, p.cols)?;
@@ -211,9 +215,9 @@ mod tests {
         let x: Vec<f32> = (0..7 * 33).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.13).collect();
         let whole = Q::quantize(&x, 33).unwrap();
         let parts = vec![Q::quantize(&x[..3 * 33], 33).unwrap(), Q::quantize(&x[3 * 33..], 33).unwrap()];
-        assert_eq!(Q::concat(parts).unwrap(), whole);
-        assert!(Q::concat(vec![whole.clone(), Q::quantize(&x[..32], 32).unwrap()]).is_err());
-        assert!(Q::concat(Vec::new()).is_err());
+        assert_eq!(Q::concat(&parts).unwrap(), whole);
+        assert!(Q::concat(&[whole.clone(), Q::quantize(&x[..32], 32).unwrap()]).is_err());
+        assert!(Q::concat(&[]).is_err());
     }
 
     use super::round_to_i8;
