@@ -7,126 +7,14 @@ use std::arch::x86_64::*;
 
 use std::ops::Range;
 
-use crate::Avx2;
 use crate::ternary::Interleaved;
 use crate::x256::{hsum, hsum_ps, load, load_i8, store, sum_lanes8, tq1_block_dot, tq1_codes, transpose_dwords8};
 use bitnet_quant::isa::{Codes, Job, TernaryIsa};
 
-impl TernaryIsa for Avx2 {
-    fn accepts(self, codes: Codes) -> bool {
-        codes != Codes::I2sArm
-    }
-
-    fn quantize_row(self, x: &[f32], out: &mut [i8]) -> bitnet_quant::ActScale {
-        // SAFETY: the token exists only if `detect` found AVX2.
-        unsafe { crate::x256::quantize_row(x, out) }
-    }
-
-    fn scale_dots(self, dots: &mut [f32], acts: &[bitnet_quant::ActScale], w_scale: Option<f32>) {
-        // SAFETY: the token exists only if `detect` found AVX2.
-        unsafe { scale_dots_256(dots, acts, w_scale) }
-    }
-
-    fn gemv(self, job: &Job<'_>, rows: Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
-        // SAFETY: the token exists only if `detect` found AVX2.
-        unsafe { gemv(job, rows, act, sums, dots) }
-    }
-
-    fn gemm(self, job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
-        // SAFETY: the token exists only if `detect` found AVX2.
-        unsafe { gemm(job, rows, acts, stride, sums, dots) }
-    }
-}
-
-/// The many-token product.
-///
-/// # Safety
-/// The CPU must support AVX2.
-unsafe fn gemm(job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
-    let per = job.sums_per_token();
-    let n = sums.len() / per;
-    // TQ1_0's tiles would decode its digits again per token.
-    let few = match job.codes {
-        Codes::I2s | Codes::I2sArm => FEW_I2S,
-        Codes::Tq2 => FEW_TQ2,
-        Codes::Tq1 => 1,
-    };
-    if n > few {
-        // SAFETY: the caller guarantees AVX2 (with FMA and F16C, which every AVX2 CPU has).
-        unsafe { gemm_many(job, rows, acts, stride, sums, dots) };
-        return;
-    }
-    let tiles = Tiles { job, acts, stride, sums, per, rows: rows.clone() };
-    // Blocks of rows small enough to stay in L1/L2 while every token passes over them.
-    let mut r0 = rows.start;
-    while r0 < rows.end {
-        let block = r0..(r0 + ROW_BLOCK).min(rows.end);
-        let mut t0 = 0;
-        while t0 < n {
-            let tt = (n - t0).min(4);
-            // SAFETY: the caller guarantees AVX2.
-            unsafe {
-                match tt {
-                    1 => tiles.rows_of::<4, 1>(t0, block.clone(), dots),
-                    2 => tiles.rows_of::<2, 2>(t0, block.clone(), dots),
-                    3 => tiles.rows_of::<2, 3>(t0, block.clone(), dots),
-                    _ => tiles.rows_of::<2, 4>(t0, block.clone(), dots),
-                }
-            }
-            t0 += tt;
-        }
-        r0 = block.end;
-    }
-}
-
-/// Rows per cache block of the many-token path (64 rows of 2560 I2_S weights: 40 KiB).
-const ROW_BLOCK: usize = 64;
-
-/// What the tiles of one many-token product share.
-struct Tiles<'a, 'b> {
-    job: &'a Job<'b>,
-    acts: &'a [i8],
-    stride: usize,
-    sums: &'a [i32],
-    per: usize,
-    rows: Range<usize>,
-}
-
-impl Tiles<'_, '_> {
-    /// Tokens `t0..t0+T` against every row of `block`, `R` rows at a time.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2.
-    unsafe fn rows_of<const R: usize, const T: usize>(&self, t0: usize, block: Range<usize>, dots: &mut [f32]) {
-        let acts: [&[i8]; T] = std::array::from_fn(|i| &self.acts[(t0 + i) * self.stride..][..self.stride]);
-        let sums: [&[i32]; T] = std::array::from_fn(|i| &self.sums[(t0 + i) * self.per..][..self.per]);
-        let len = self.rows.len();
-        let mut store = |r: usize, v: &[[f32; T]]| {
-            for (i, row) in v.iter().enumerate() {
-                for (t, &dot) in row.iter().enumerate() {
-                    dots[(t0 + t) * len + r + i - self.rows.start] = dot;
-                }
-            }
-        };
-        let mut r = block.start;
-        while r < block.end {
-            if r + R <= block.end {
-                // SAFETY: the caller guarantees AVX2.
-                store(r, &unsafe { tile::<R, T>(self.job, r, acts, sums) });
-                r += R;
-            } else {
-                // SAFETY: the caller guarantees AVX2.
-                store(r, &unsafe { tile::<1, T>(self.job, r, acts, sums) });
-                r += 1;
-            }
-        }
-    }
-}
-
-crate::ternary::decode_2bit!("avx2", __m256i, _mm256_set1_epi8, _mm256_srli_epi16, _mm256_and_si256);
+crate::avx2::avx2_family!(crate::Avx2, "avx2,fma,f16c", dot_q8_0_eight, true, 4; 1 2 3);
 
 /// Σ code·a over one 128-weight block, as eight i32 lanes.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn block_dot(q: &[__m256i; 4], a: &[i8]) -> __m256i {
     let mut s = _mm256_setzero_si256();
     for (g, &qg) in q.iter().enumerate() {
@@ -168,7 +56,7 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
 /// One TQ2_0 block against its activations in element order (half `h`'s group `g` meets
 /// `a[4h + g]`): i16 sums of both halves (each
 /// lane at most 4 groups × 2 halves × 2·2·128 = 4096 in magnitude), widened once.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn tq2_block_dot(block: &[u8], a: &[__m256i; 8]) -> __m256i {
     let mut s = _mm256_setzero_si256();
     for h in 0..2 {
@@ -181,128 +69,6 @@ fn tq2_block_dot(block: &[u8], a: &[__m256i; 8]) -> __m256i {
 
 crate::ternary::tq_gemv!(gemv_tq2, "avx2,fma,f16c", bitnet_quant::tq::TQ2_0_BLOCK_BYTES, tq2_block_dot, |v| v);
 crate::ternary::tq_gemv!(gemv_tq1, "avx2,fma,f16c", bitnet_quant::tq::TQ1_0_BLOCK_BYTES, tq1_block_dot, |v| v);
-
-#[target_feature(enable = "avx2")]
-fn tile<const R: usize, const T: usize>(
-    job: &Job<'_>,
-    row0: usize,
-    acts: [&[i8]; T],
-    sums: [&[i32]; T],
-) -> [[f32; T]; R] {
-    let zero = _mm256_setzero_si256();
-    let mut acc = [[zero; T]; R];
-    let mut dots = [[0f32; T]; R];
-    for r in 0..R {
-        let row = job.row(row0 + r);
-        for c in 0..job.chunks {
-            match job.codes {
-                Codes::I2s | Codes::I2sArm => {
-                    let halves = if job.half_tail && c + 1 == job.chunks { 1 } else { 2 };
-                    for h in 0..halves {
-                        let q = decode(load(&row[c * 64 + h * 32..]), Codes::I2s);
-                        for t in 0..T {
-                            let d = block_dot(&q, &acts[t][c * 256 + h * 128..]);
-                            acc[r][t] = _mm256_add_epi32(acc[r][t], d);
-                        }
-                    }
-                }
-                Codes::Tq2 => {
-                    let block = &row[c * 66..c * 66 + 66];
-                    let q = [decode(load(block), Codes::Tq2), decode(load(&block[32..]), Codes::Tq2)];
-                    let d = half::f16::from_le_bytes([block[64], block[65]]).to_f32();
-                    for t in 0..T {
-                        let a = &acts[t][c * 256..];
-                        let s = _mm256_add_epi32(block_dot(&q[0], a), block_dot(&q[1], &a[128..]));
-                        dots[r][t] += (hsum(s) - sums[t][c]) as f32 * d;
-                    }
-                }
-                Codes::Tq1 => unreachable!("TQ1_0 runs through gemm_many"),
-            }
-        }
-        if job.codes.is_i2s() {
-            for t in 0..T {
-                dots[r][t] = (hsum(acc[r][t]) - sums[t][0]) as f32;
-            }
-        }
-    }
-    dots
-}
-
-/// Most tokens for the I2_S tiles, which decode in registers; more go to [`gemm_many`]. At 2B-4T
-/// (1 thread, `bitnet bench --parallel`), 5 / 8 sequences decoding together ran 11.3 / 14.1
-/// tokens/s through `gemm_many` against the tiles' 15.1 / 15.5, 12 and 16 ran 1–9% faster.
-const FEW_I2S: usize = 8;
-
-/// The same for TQ2_0: 2 / 4 sequences ran 8.3 / 12.3 tokens/s through `gemm_many` against the
-/// tiles' 12.8 / 14.2, 6 about the same, 8 15.5 against 14.3.
-const FEW_TQ2: usize = 4;
-
-/// Rows of [`gemm_many`]'s interleaved groups: one 32-byte load holds four codes of each.
-const GEMM_ROWS: usize = 8;
-
-/// Many tokens on every format, as the AVX-512 `gemm_many` at half width through
-/// [`crate::ternary::interleaved_gemm`]: eight rows decoded once into codes in element order, interleaved by
-/// [`transpose8`], then one `vpmaddubsw` per token against four broadcast activations advances
-/// all eight rows. Before, TQ2_0's tiles ended every block of every row and token in a
-/// horizontal sum, and TQ1_0 ran one token at a time through the GEMV (its digits decoded again
-/// for every token).
-#[target_feature(enable = "avx2,fma,f16c")]
-fn gemm_many(job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
-    let (chunks, block_bytes) = (job.chunks, job.row_bytes / job.chunks);
-    let decode_row = |row: &[u8], dst: &mut [u8], scales: &mut [f32]| {
-        for c in 0..chunks {
-            let out = &mut dst[c * 256..(c + 1) * 256];
-            let codes: [__m256i; 8] = match job.codes {
-                Codes::I2s | Codes::I2sArm => {
-                    // A 256-block is two 128-blocks of 32 bytes; a row's last may be one.
-                    let lo = decode(load(&row[c * 64..]), Codes::I2s);
-                    let hi = if job.half_tail && c + 1 == chunks {
-                        [_mm256_setzero_si256(); 4]
-                    } else {
-                        decode(load(&row[c * 64 + 32..]), Codes::I2s)
-                    };
-                    std::array::from_fn(|k| if k < 4 { lo[k] } else { hi[k - 4] })
-                }
-                Codes::Tq2 | Codes::Tq1 => {
-                    let block = &row[c * block_bytes..(c + 1) * block_bytes];
-                    // Both formats end their blocks with the f16 scale.
-                    scales[c] = half::f16::from_le_bytes([block[block_bytes - 2], block[block_bytes - 1]]).to_f32();
-                    if job.codes == Codes::Tq2 {
-                        let halves = [decode(load(block), Codes::Tq2), decode(load(&block[32..]), Codes::Tq2)];
-                        std::array::from_fn(|k| halves[k / 4][k % 4])
-                    } else {
-                        tq1_codes(block)
-                    }
-                }
-            };
-            for (k, q) in codes.into_iter().enumerate() {
-                store(&mut out[k * 32..], q);
-            }
-        }
-    };
-    gemm_interleaved(job, rows, acts, stride, sums, dots, (decode_row, None::<fn(usize, &[u8], &mut [u8])>));
-}
-
-crate::ternary::interleaved_parts!(
-    "avx2,fma,f16c",
-    GEMM_ROWS,
-    __m256i,
-    __m256,
-    transpose_dwords8,
-    load,
-    store,
-    _mm256_setzero_si256,
-    _mm256_setzero_ps,
-    _mm256_set1_epi32,
-    _mm256_sub_epi32,
-    _mm256_cvtepi32_ps,
-    _mm256_add_ps,
-    _mm256_mul_ps,
-    _mm256_loadu_ps,
-    _mm256_storeu_ps,
-    4;
-    1 2 3
-);
 
 /// One 256-block of [`gemm_many`]'s interleaved rows `wb` against `T` tokens' activations (in
 /// element order), added into `acc`: 64 steps of one load and one `vpmaddubsw` per token against
@@ -337,55 +103,304 @@ fn q8_dot(w: __m256i, q: __m256i, _bias: __m256i) -> __m256i {
     _mm256_madd_epi16(p, _mm256_set1_epi16(1))
 }
 
-/// Signed bytes `8j .. 8j + 8` of `q`, widened to f32.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn widen_q6(q: __m256i, j: usize) -> __m256 {
-    let half = if j < 2 { _mm256_castsi256_si128(q) } else { _mm256_extracti128_si256::<1>(q) };
-    let bytes = if j.is_multiple_of(2) { half } else { _mm_srli_si128::<8>(half) };
-    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes))
-}
+/// The AVX2-register kernel set around an instruction set's multiply-adds (`$token`: its
+/// detection token, `$feat`: its features): the [`TernaryIsa`] impl, the many-token product
+/// (tiles for a few tokens, [`crate::ternary::interleaved_gemm`] for many), the f32 ops and the
+/// dense kernels. The invoking module provides the loops that differ: `gemv` (one token),
+/// `block_dot` (one 128-block of decoded codes against 128 activations in element order, as
+/// eight i32 lanes), `block_sums` (the interleaved product's 256-block against `T` tokens),
+/// `q8_dot` (one Q8_0 block) and `$q8_wide` (eight Q8_0 rows against several tokens). AVX2 makes
+/// them of `vpmaddubsw` + `vpmaddwd` (this module), AVX-VNNI of `vpdpbusd` (vnni.rs).
+macro_rules! avx2_family {
+    ($token:path, $feat:literal, $q8_wide:ident, $q8_wide8:literal, $max:literal; $($t:literal)*) => {
+        impl TernaryIsa for $token {
+            fn accepts(self, codes: Codes) -> bool {
+                codes != Codes::I2sArm
+            }
 
-/// [`transpose8`] of floats.
-#[target_feature(enable = "avx2")]
-fn transpose8_ps(r: [__m256; 8]) -> [__m256; 8] {
-    let t = transpose_dwords8(std::array::from_fn(|i| _mm256_castps_si256(r[i])));
-    std::array::from_fn(|i| _mm256_castsi256_ps(t[i]))
-}
+            fn quantize_row(self, x: &[f32], out: &mut [i8]) -> bitnet_quant::ActScale {
+                // SAFETY: the token exists only if `detect` found AVX2.
+                unsafe { $crate::x256::quantize_row(x, out) }
+            }
 
-crate::vecops::f32_kernels!(
-    crate::Avx2,
-    "avx2,fma,f16c",
-    "avx2-fma",
-    8,
-    1,
-    __m256,
-    _mm256_setzero_ps,
-    _mm256_set1_ps,
-    _mm256_mul_ps,
-    _mm256_fmadd_ps,
-    _mm256_add_ps,
-    _mm256_storeu_ps,
-    hsum_ps,
-    sum_lanes8,
-    transpose8_ps,
-    4,
-    _mm256_loadu_ps,
-    __m128i,
-    _mm_loadu_si128,
-    _mm_set1_epi16,
-    _mm256_cvtph_ps,
-    _mm_loadl_epi64,
-    _mm256_cvtepi8_epi32,
-    _mm256_cvtepi32_ps,
-    "avx2,fma,f16c",
-    q8_dot,
-    dot_q8_0_eight
-);
+            fn scale_dots(self, dots: &mut [f32], acts: &[bitnet_quant::ActScale], w_scale: Option<f32>) {
+                // SAFETY: the token exists only if `detect` found AVX2.
+                unsafe { scale_dots_256(dots, acts, w_scale) }
+            }
 
-/// The reference's float step after the integer products ([`bitnet_quant::isa::scale_dots`],
-/// a division per output) compiled for AVX2's registers: the same bits. On baseline SSE2 it was
-/// 3% of a 125M-shape prompt.
-#[target_feature(enable = "avx2")]
-fn scale_dots_256(dots: &mut [f32], acts: &[bitnet_quant::ActScale], w_scale: Option<f32>) {
-    bitnet_quant::isa::scale_dots(dots, acts, w_scale)
+            fn gemv(self, job: &Job<'_>, rows: Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
+                // SAFETY: the token exists only if `detect` found AVX2.
+                unsafe { gemv(job, rows, act, sums, dots) }
+            }
+
+            fn gemm(self, job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
+                // SAFETY: the token exists only if `detect` found AVX2.
+                unsafe { gemm(job, rows, acts, stride, sums, dots) }
+            }
+        }
+
+        /// The many-token product.
+        ///
+        /// # Safety
+        /// The CPU must support AVX2.
+        unsafe fn gemm(job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
+            let per = job.sums_per_token();
+            let n = sums.len() / per;
+            // TQ1_0's tiles would decode its digits again per token.
+            let few = match job.codes {
+                Codes::I2s | Codes::I2sArm => FEW_I2S,
+                Codes::Tq2 => FEW_TQ2,
+                Codes::Tq1 => 1,
+            };
+            if n > few {
+                // SAFETY: the caller guarantees AVX2 (with FMA and F16C, which every AVX2 CPU has).
+                unsafe { gemm_many(job, rows, acts, stride, sums, dots) };
+                return;
+            }
+            let tiles = Tiles { job, acts, stride, sums, per, rows: rows.clone() };
+            // Blocks of rows small enough to stay in L1/L2 while every token passes over them.
+            let mut r0 = rows.start;
+            while r0 < rows.end {
+                let block = r0..(r0 + ROW_BLOCK).min(rows.end);
+                let mut t0 = 0;
+                while t0 < n {
+                    let tt = (n - t0).min(4);
+                    // SAFETY: the caller guarantees AVX2.
+                    unsafe {
+                        match tt {
+                            1 => tiles.rows_of::<4, 1>(t0, block.clone(), dots),
+                            2 => tiles.rows_of::<2, 2>(t0, block.clone(), dots),
+                            3 => tiles.rows_of::<2, 3>(t0, block.clone(), dots),
+                            _ => tiles.rows_of::<2, 4>(t0, block.clone(), dots),
+                        }
+                    }
+                    t0 += tt;
+                }
+                r0 = block.end;
+            }
+        }
+
+        /// Rows per cache block of the many-token path (64 rows of 2560 I2_S weights: 40 KiB).
+        const ROW_BLOCK: usize = 64;
+
+        /// What the tiles of one many-token product share.
+        struct Tiles<'a, 'b> {
+            job: &'a Job<'b>,
+            acts: &'a [i8],
+            stride: usize,
+            sums: &'a [i32],
+            per: usize,
+            rows: Range<usize>,
+        }
+
+        impl Tiles<'_, '_> {
+            /// Tokens `t0..t0+T` against every row of `block`, `R` rows at a time.
+            ///
+            /// # Safety
+            /// The CPU must support AVX2.
+            unsafe fn rows_of<const R: usize, const T: usize>(&self, t0: usize, block: Range<usize>, dots: &mut [f32]) {
+                let acts: [&[i8]; T] = std::array::from_fn(|i| &self.acts[(t0 + i) * self.stride..][..self.stride]);
+                let sums: [&[i32]; T] = std::array::from_fn(|i| &self.sums[(t0 + i) * self.per..][..self.per]);
+                let len = self.rows.len();
+                let mut store = |r: usize, v: &[[f32; T]]| {
+                    for (i, row) in v.iter().enumerate() {
+                        for (t, &dot) in row.iter().enumerate() {
+                            dots[(t0 + t) * len + r + i - self.rows.start] = dot;
+                        }
+                    }
+                };
+                let mut r = block.start;
+                while r < block.end {
+                    if r + R <= block.end {
+                        // SAFETY: the caller guarantees AVX2.
+                        store(r, &unsafe { tile::<R, T>(self.job, r, acts, sums) });
+                        r += R;
+                    } else {
+                        // SAFETY: the caller guarantees AVX2.
+                        store(r, &unsafe { tile::<1, T>(self.job, r, acts, sums) });
+                        r += 1;
+                    }
+                }
+            }
+        }
+
+        $crate::ternary::decode_2bit!($feat, __m256i, _mm256_set1_epi8, _mm256_srli_epi16, _mm256_and_si256);
+
+        #[target_feature(enable = $feat)]
+        fn tile<const R: usize, const T: usize>(
+            job: &Job<'_>,
+            row0: usize,
+            acts: [&[i8]; T],
+            sums: [&[i32]; T],
+        ) -> [[f32; T]; R] {
+            let zero = _mm256_setzero_si256();
+            let mut acc = [[zero; T]; R];
+            let mut dots = [[0f32; T]; R];
+            for r in 0..R {
+                let row = job.row(row0 + r);
+                for c in 0..job.chunks {
+                    match job.codes {
+                        Codes::I2s | Codes::I2sArm => {
+                            let halves = if job.half_tail && c + 1 == job.chunks { 1 } else { 2 };
+                            for h in 0..halves {
+                                let q = decode(load(&row[c * 64 + h * 32..]), Codes::I2s);
+                                for t in 0..T {
+                                    let d = block_dot(&q, &acts[t][c * 256 + h * 128..]);
+                                    acc[r][t] = _mm256_add_epi32(acc[r][t], d);
+                                }
+                            }
+                        }
+                        Codes::Tq2 => {
+                            let block = &row[c * 66..c * 66 + 66];
+                            let q = [decode(load(block), Codes::Tq2), decode(load(&block[32..]), Codes::Tq2)];
+                            let d = half::f16::from_le_bytes([block[64], block[65]]).to_f32();
+                            for t in 0..T {
+                                let a = &acts[t][c * 256..];
+                                let s = _mm256_add_epi32(block_dot(&q[0], a), block_dot(&q[1], &a[128..]));
+                                dots[r][t] += (hsum(s) - sums[t][c]) as f32 * d;
+                            }
+                        }
+                        Codes::Tq1 => unreachable!("TQ1_0 runs through gemm_many"),
+                    }
+                }
+                if job.codes.is_i2s() {
+                    for t in 0..T {
+                        dots[r][t] = (hsum(acc[r][t]) - sums[t][0]) as f32;
+                    }
+                }
+            }
+            dots
+        }
+
+        /// Most tokens for the I2_S tiles, which decode in registers; more go to [`gemm_many`]. At 2B-4T
+        /// (1 thread, `bitnet bench --parallel`), 5 / 8 sequences decoding together ran 11.3 / 14.1
+        /// tokens/s through `gemm_many` against the tiles' 15.1 / 15.5, 12 and 16 ran 1–9% faster.
+        const FEW_I2S: usize = 8;
+
+        /// The same for TQ2_0: 2 / 4 sequences ran 8.3 / 12.3 tokens/s through `gemm_many` against the
+        /// tiles' 12.8 / 14.2, 6 about the same, 8 15.5 against 14.3.
+        const FEW_TQ2: usize = 4;
+
+        /// Rows of [`gemm_many`]'s interleaved groups: one 32-byte load holds four codes of each.
+        const GEMM_ROWS: usize = 8;
+
+        /// Many tokens on every format, as the AVX-512 `gemm_many` at half width through
+        /// [`$crate::ternary::interleaved_gemm`]: eight rows decoded once into codes in element order, interleaved by
+        /// [`transpose8`], then one `vpmaddubsw` per token against four broadcast activations advances
+        /// all eight rows. Before, TQ2_0's tiles ended every block of every row and token in a
+        /// horizontal sum, and TQ1_0 ran one token at a time through the GEMV (its digits decoded again
+        /// for every token).
+        #[target_feature(enable = $feat)]
+        fn gemm_many(job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
+            let (chunks, block_bytes) = (job.chunks, job.row_bytes / job.chunks);
+            let decode_row = |row: &[u8], dst: &mut [u8], scales: &mut [f32]| {
+                for c in 0..chunks {
+                    let out = &mut dst[c * 256..(c + 1) * 256];
+                    let codes: [__m256i; 8] = match job.codes {
+                        Codes::I2s | Codes::I2sArm => {
+                            // A 256-block is two 128-blocks of 32 bytes; a row's last may be one.
+                            let lo = decode(load(&row[c * 64..]), Codes::I2s);
+                            let hi = if job.half_tail && c + 1 == chunks {
+                                [_mm256_setzero_si256(); 4]
+                            } else {
+                                decode(load(&row[c * 64 + 32..]), Codes::I2s)
+                            };
+                            std::array::from_fn(|k| if k < 4 { lo[k] } else { hi[k - 4] })
+                        }
+                        Codes::Tq2 | Codes::Tq1 => {
+                            let block = &row[c * block_bytes..(c + 1) * block_bytes];
+                            // Both formats end their blocks with the f16 scale.
+                            scales[c] = half::f16::from_le_bytes([block[block_bytes - 2], block[block_bytes - 1]]).to_f32();
+                            if job.codes == Codes::Tq2 {
+                                let halves = [decode(load(block), Codes::Tq2), decode(load(&block[32..]), Codes::Tq2)];
+                                std::array::from_fn(|k| halves[k / 4][k % 4])
+                            } else {
+                                tq1_codes(block)
+                            }
+                        }
+                    };
+                    for (k, q) in codes.into_iter().enumerate() {
+                        store(&mut out[k * 32..], q);
+                    }
+                }
+            };
+            gemm_interleaved(job, rows, acts, stride, sums, dots, (decode_row, None::<fn(usize, &[u8], &mut [u8])>));
+        }
+
+        $crate::ternary::interleaved_parts!(
+            $feat,
+            GEMM_ROWS,
+            __m256i,
+            __m256,
+            transpose_dwords8,
+            load,
+            store,
+            _mm256_setzero_si256,
+            _mm256_setzero_ps,
+            _mm256_set1_epi32,
+            _mm256_sub_epi32,
+            _mm256_cvtepi32_ps,
+            _mm256_add_ps,
+            _mm256_mul_ps,
+            _mm256_loadu_ps,
+            _mm256_storeu_ps,
+            $max;
+            $($t)*
+        );
+
+        /// Signed bytes `8j .. 8j + 8` of `q`, widened to f32.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn widen_q6(q: __m256i, j: usize) -> __m256 {
+            let half = if j < 2 { _mm256_castsi256_si128(q) } else { _mm256_extracti128_si256::<1>(q) };
+            let bytes = if j.is_multiple_of(2) { half } else { _mm_srli_si128::<8>(half) };
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes))
+        }
+
+        /// [`transpose8`] of floats.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn transpose8_ps(r: [__m256; 8]) -> [__m256; 8] {
+            let t = transpose_dwords8(std::array::from_fn(|i| _mm256_castps_si256(r[i])));
+            std::array::from_fn(|i| _mm256_castsi256_ps(t[i]))
+        }
+
+        $crate::vecops::f32_kernels!(
+            $token,
+            "avx2,fma,f16c",
+            "avx2-fma",
+            8,
+            1,
+            __m256,
+            _mm256_setzero_ps,
+            _mm256_set1_ps,
+            _mm256_mul_ps,
+            _mm256_fmadd_ps,
+            _mm256_add_ps,
+            _mm256_storeu_ps,
+            hsum_ps,
+            sum_lanes8,
+            transpose8_ps,
+            4,
+            _mm256_loadu_ps,
+            __m128i,
+            _mm_loadu_si128,
+            _mm_set1_epi16,
+            _mm256_cvtph_ps,
+            _mm_loadl_epi64,
+            _mm256_cvtepi8_epi32,
+            _mm256_cvtepi32_ps,
+            $feat,
+            q8_dot,
+            $q8_wide,
+            $q8_wide8
+        );
+
+        /// The reference's float step after the integer products ([`bitnet_quant::isa::scale_dots`],
+        /// a division per output) compiled for AVX2's registers: the same bits. On baseline SSE2 it was
+        /// 3% of a 125M-shape prompt.
+        #[target_feature(enable = $feat)]
+        fn scale_dots_256(dots: &mut [f32], acts: &[bitnet_quant::ActScale], w_scale: Option<f32>) {
+            bitnet_quant::isa::scale_dots(dots, acts, w_scale)
+        }
+    };
 }
+pub(crate) use avx2_family;

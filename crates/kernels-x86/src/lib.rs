@@ -4,10 +4,14 @@
 //! * [`Avx512`]: AVX-512 F/BW/VL + VNNI (`vpdpbusd` multiplies the unsigned 2-bit codes by the
 //!   int8 activations and accumulates in i32 in one instruction), 256 weights per 64-byte load;
 //!   a many-token GEMM that decodes each block of rows once.
+//! * [`AvxVnni`]: the AVX2 set with 256-bit `vpdpbusd` (AVX-VNNI, VEX encoding) in place of
+//!   `vpmaddubsw` + `vpmaddwd`, for CPUs with AVX-VNNI but not AVX-512 (Intel since Alder Lake);
+//!   [`AvxVnniEvex`] is the same loops in EVEX encoding, so that AVX-512 machines (ours) test them.
 //! * [`Avx2`]: AVX2 + FMA + F16C (`vpmaddubsw` + `vpmaddwd`), 128 weights per 32-byte load.
 //!
-//! Layout, as memchr's: one module per instruction set (`avx2`, `avx512`), the 256-bit integer
-//! helpers both use in `x256`, the 2-bit decoder in `ternary`, and the f32 ops written once for
+//! Layout, as memchr's: one module per instruction set (`avx2`, `avx512`, `vnni`: the 256-bit
+//! `vpdpbusd` loops the AVX-512 and AVX-VNNI sets share), the 256-bit integer helpers all use in
+//! `x256`, the 2-bit decoder in `ternary`, and the f32 ops written once for
 //! any vector width in `vecops`. The ISA-independent halves of the ternary and dense kernels
 //! (checks, activation preparation, the reference's float steps) are `bitnet_quant::isa`,
 //! shared with kernels-arm.
@@ -39,6 +43,8 @@ mod avx512;
 mod ternary;
 pub mod vecops;
 #[cfg(target_arch = "x86_64")]
+mod vnni;
+#[cfg(target_arch = "x86_64")]
 mod x256;
 
 // The kernel types: tokens that only `detect()` builds; each module implements
@@ -51,6 +57,26 @@ bitnet_quant::kernel_token!(
     is_x86_feature_detected,
     ["avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx2", "fma", "f16c"],
     avx512::ops
+);
+bitnet_quant::kernel_token!(
+    /// AVX-VNNI kernels: the AVX2 set with 256-bit `vpdpbusd` (VEX encoding) in place of
+    /// `vpmaddubsw` + `vpmaddwd` (Intel cores since Alder Lake, AMD's since Zen 5).
+    AvxVnni,
+    "avx-vnni",
+    "x86_64",
+    is_x86_feature_detected,
+    ["avxvnni", "avx2", "fma", "f16c"],
+    vnni::vex::ops
+);
+bitnet_quant::kernel_token!(
+    /// The AVX-VNNI kernels in EVEX encoding (AVX-512 VNNI + VL): the same loops, runnable where
+    /// AVX-VNNI itself is not (this project's test machines), for their tests and benchmarks.
+    AvxVnniEvex,
+    "avx-vnni-evex",
+    "x86_64",
+    is_x86_feature_detected,
+    ["avx512f", "avx512vl", "avx512vnni", "avx2", "fma", "f16c"],
+    vnni::evex::ops
 );
 bitnet_quant::kernel_token!(
     /// AVX2 kernels (with FMA and F16C, which every AVX2 CPU has).

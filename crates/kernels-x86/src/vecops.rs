@@ -18,7 +18,7 @@ pub use bitnet_quant::vecops::F32Ops;
 macro_rules! f32_kernels {
     ($token:ty, $feat:literal, $label:literal, $w:literal, $tok:literal, $vec:ty, $zero:ident, $set1:ident, $mul:ident, $fma:ident,
      $add:ident, $store:ident, $reduce:ident, $sum_lanes:ident, $transpose_ps:ident, $mr:literal, $loadu:ident, $half:ty, $load_half:ident, $set1_half:ident,
-     $cvtph:ident, $load_q8:ident, $cvt_i8:ident, $cvt_i32:ident, $q8feat:literal, $q8_dot:ident, $q8_wide:ident) => {
+     $cvtph:ident, $load_q8:ident, $cvt_i8:ident, $cvt_i32:ident, $q8feat:literal, $q8_dot:ident, $q8_wide:ident, $q8_wide8:literal) => {
         #[target_feature(enable = $feat)]
         fn load_f32(s: &[f32]) -> $vec {
             assert!(s.len() >= $w);
@@ -281,7 +281,8 @@ macro_rules! f32_kernels {
 
             fn dots_q8_0(self, w: &[u8], row_bytes: usize, x: &bitnet_quant::Q8Activations, out: &mut [f32]) {
                 // Several tokens share each block's loads, scales and prefetches (a server's
-                // batch, a perplexity run): up to eight at a time through `$q8_wide`, a pair or
+                // batch, a perplexity run): up to eight (four unless `$q8_wide8`: with 16
+                // registers, eight tokens' sums spilled) at a time through `$q8_wide`, a pair or
                 // one through the one-token loop; each token's float steps are the one-token
                 // loop's. Fewer than eight rows are padded once for all tokens.
                 let (n, rows) = (x.len(), (w.len() / row_bytes.max(1)).min(8));
@@ -294,10 +295,12 @@ macro_rules! f32_kernels {
                             1 => &unsafe { dot_q8_0_eight(g, rb, [row(0)]) },
                             // SAFETY: as for `dot_f32`.
                             2 | 3 => &unsafe { dot_q8_0_eight(g, rb, [row(0), row(1)]) },
+                            m if m >= 8 && $q8_wide8 => {
+                                // SAFETY: as for `dot_f32`.
+                                &unsafe { $q8_wide(g, rb, std::array::from_fn::<_, 8, _>(row)) }
+                            }
                             // SAFETY: as for `dot_f32`.
-                            4..=7 => &unsafe { $q8_wide(g, rb, [row(0), row(1), row(2), row(3)]) },
-                            // SAFETY: as for `dot_f32`.
-                            _ => &unsafe { $q8_wide(g, rb, std::array::from_fn::<_, 8, _>(row)) },
+                            _ => &unsafe { $q8_wide(g, rb, [row(0), row(1), row(2), row(3)]) },
                         };
                         for (k, dots) in dots.iter().enumerate() {
                             for (r, &d) in dots[..rows].iter().enumerate() {

@@ -2,7 +2,7 @@
 //! bit-identical to the reference, dense and f32 ops to float rounding, inputs at every offset);
 //! a set this CPU lacks is named as skipped.
 
-use bitnet_kernels_x86::{Avx2, Avx512};
+use bitnet_kernels_x86::{Avx2, Avx512, AvxVnni, AvxVnniEvex};
 use bitnet_quant::testkit;
 
 /// Random cases per format and check.
@@ -11,6 +11,23 @@ const CASES: u32 = 48;
 #[test]
 fn avx512_vnni() {
     testkit::kernel_set(Avx512::NAME, Avx512::detect().map(|k| (k, k.f32_ops())), "AVX-512 F/BW/VL/VNNI", CASES);
+}
+
+#[test]
+fn avx_vnni() {
+    testkit::kernel_set(AvxVnni::NAME, AvxVnni::detect().map(|k| (k, k.f32_ops())), "AVX-VNNI/AVX2/FMA/F16C", CASES);
+}
+
+/// The AVX-VNNI loops in EVEX encoding: where the CPU lacks AVX-VNNI (and qemu cannot emulate
+/// it), this is what tests them.
+#[test]
+fn avx_vnni_evex() {
+    testkit::kernel_set(
+        AvxVnniEvex::NAME,
+        AvxVnniEvex::detect().map(|k| (k, k.f32_ops())),
+        "AVX-512 F/VL/VNNI + AVX2/FMA/F16C",
+        CASES,
+    );
 }
 
 #[test]

@@ -137,9 +137,17 @@ impl Kernels {
         let mut out = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
-            use bitnet_kernels_x86::{Avx2, Avx512};
+            use bitnet_kernels_x86::{Avx2, Avx512, AvxVnni, AvxVnniEvex};
             if let Some(k) = Avx512::detect() {
                 out.push(Kernels::new(Avx512::NAME, Arc::new(k), Arc::new(k), k.f32_ops()));
+            }
+            if let Some(k) = AvxVnni::detect() {
+                out.push(Kernels::new(AvxVnni::NAME, Arc::new(k), Arc::new(k), k.f32_ops()));
+            }
+            // The AVX-VNNI loops in EVEX encoding: on AVX-512 CPUs, slower than `avx512-vnni`
+            // (256-bit prompt loops) but listed, so that every test over the sets runs them.
+            if let Some(k) = AvxVnniEvex::detect() {
+                out.push(Kernels::new(AvxVnniEvex::NAME, Arc::new(k), Arc::new(k), k.f32_ops()));
             }
             if let Some(k) = Avx2::detect() {
                 out.push(Kernels::new(Avx2::NAME, Arc::new(k), Arc::new(k), k.f32_ops()));
@@ -163,7 +171,8 @@ impl Kernels {
     }
 
     /// Names of every set this crate knows, whether or not this CPU runs it.
-    pub const KNOWN: &'static [&'static str] = &["avx512-vnni", "avx2", "neon-i8mm", "neon-dotprod", "neon", "scalar"];
+    pub const KNOWN: &'static [&'static str] =
+        &["avx512-vnni", "avx-vnni", "avx-vnni-evex", "avx2", "neon-i8mm", "neon-dotprod", "neon", "scalar"];
 
     /// The fastest set this CPU runs.
     pub fn best() -> Kernels {
@@ -191,7 +200,7 @@ impl Kernels {
         }
     }
 
-    /// The set's name ("avx512-vnni", "avx2", "neon-i8mm", "neon-dotprod", "neon", "scalar").
+    /// The set's name ("avx512-vnni", "avx-vnni", "avx-vnni-evex", "avx2", "neon-i8mm", "neon-dotprod", "neon", "scalar").
     pub fn name(&self) -> &'static str {
         self.name
     }

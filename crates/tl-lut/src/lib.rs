@@ -93,12 +93,12 @@ impl Lut {
         Lut::available().swap_remove(0)
     }
 
-    /// The variant for a kernel set of this name ("avx512-vnni" → AVX-512, "avx2" → AVX2,
+    /// The variant for a kernel set of this name ("avx512-vnni" → AVX-512, "avx2" and "avx-vnni*" → AVX2,
     /// "neon*" → NEON), if this CPU runs it.
     pub fn for_set(set: &str) -> Option<Lut> {
         let want = if set.starts_with("avx512") {
             "lut-avx512"
-        } else if set == "avx2" {
+        } else if set == "avx2" || set.starts_with("avx-vnni") {
             "lut-avx2"
         } else if set.starts_with("neon") {
             "lut-neon"
