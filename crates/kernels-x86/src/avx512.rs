@@ -338,7 +338,14 @@ const fn prepared_slot(g: usize, h: usize) -> usize {
 
 // The one-token loops and the Q8_0 dot products: 256-bit `vpdpbusd` (vnni.rs), four I2_S rows
 // side by side in AVX-512 VL's 32 registers.
-crate::vnni::vnni_gemv!("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", _mm256_dpbusd_epi32, prepared_slot, 4, 4);
+crate::vnni::vnni_gemv!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    _mm256_dpbusd_epi32,
+    prepared_slot,
+    4,
+    4,
+    true
+);
 
 /// Signed bytes `16j .. 16j + 16` of `q`, widened to f32.
 #[target_feature(enable = "avx512f")]

@@ -39,7 +39,7 @@ pub(crate) use tq1_digits;
 /// registers). The invoking module provides `dot_q8_0_eight` (the one-token Q8_0 loop of
 /// [`crate::vecops::f32_kernels`]).
 macro_rules! vnni_gemv {
-    ($feat:literal, $dpbusd:ident, $slot:ident, $rows:literal, $acc:literal) => {
+    ($feat:literal, $dpbusd:ident, $slot:ident, $rows:literal, $acc:literal, $acts_in_regs:literal) => {
         /// One token against many rows (decoding): rows go a few at a time ([`i2s_rows`], TQ's eight-row
         /// loops) and the whole row range runs in this one function (a call per row costs a third of the
         /// time).
@@ -96,22 +96,47 @@ macro_rules! vnni_gemv {
             let mut acc = [[zero; 4]; N];
             for c in 0..full {
                 let a = &act[c * 256..c * 256 + 256];
-                for row in &rows {
-                    let w = &row[c * 64..c * 64 + 64];
-                    if far {
-                        $crate::x256::prefetch_ahead(w);
-                    } else {
-                        $crate::x256::prefetch_rows(w, next);
+                if $acts_in_regs {
+                    // 32 registers: the chunk's eight activation vectors loaded once for every
+                    // row, each row's loads and multiply-adds together (with the rows
+                    // interleaved per activation vector instead, the loop read 14-17 GB/s from
+                    // memory against 25-27, although it ran as fast in cache).
+                    let mut x = [zero; 8];
+                    for (k, x) in x.iter_mut().enumerate() {
+                        *x = $crate::x256::load_i8(&a[32 * k..]);
                     }
-                }
-                // Each activation vector once, for every row: loaded all at the start of the
-                // chunk, the eight of them outlived 16 registers and went through the stack.
-                for half in 0..2 {
-                    for g in 0..4 {
-                        let x = $crate::x256::load_i8(&a[32 * $slot(g, half)..]);
-                        for (row, acc) in rows.iter().zip(acc.iter_mut()) {
-                            let v = $crate::x256::load(&row[c * 64 + half * 32..]);
-                            acc[g] = $dpbusd(acc[g], _mm256_and_si256(v, masks[g]), x);
+                    for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+                        let w = &row[c * 64..c * 64 + 64];
+                        if far {
+                            $crate::x256::prefetch_ahead(w);
+                        } else {
+                            $crate::x256::prefetch_rows(w, next);
+                        }
+                        for half in 0..2 {
+                            let v = $crate::x256::load(&w[half * 32..]);
+                            for g in 0..4 {
+                                acc[g] = $dpbusd(acc[g], _mm256_and_si256(v, masks[g]), x[$slot(g, half)]);
+                            }
+                        }
+                    }
+                } else {
+                    for row in &rows {
+                        let w = &row[c * 64..c * 64 + 64];
+                        if far {
+                            $crate::x256::prefetch_ahead(w);
+                        } else {
+                            $crate::x256::prefetch_rows(w, next);
+                        }
+                    }
+                    // 16 registers: each activation vector loaded where the rows use it (loaded
+                    // all at the start of the chunk, the eight of them went through the stack).
+                    for half in 0..2 {
+                        for g in 0..4 {
+                            let x = $crate::x256::load_i8(&a[32 * $slot(g, half)..]);
+                            for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+                                let v = $crate::x256::load(&row[c * 64 + half * 32..]);
+                                acc[g] = $dpbusd(acc[g], _mm256_and_si256(v, masks[g]), x);
+                            }
                         }
                     }
                 }
@@ -398,7 +423,7 @@ macro_rules! vnni_set {
         use crate::x256::{hsum, hsum_ps, load, store, sum_lanes8, tq1_codes, transpose_dwords8};
         use bitnet_quant::isa::{Codes, Job, TernaryIsa};
 
-        crate::vnni::vnni_gemv!($feat, $dpbusd, element_slot, 2, 2);
+        crate::vnni::vnni_gemv!($feat, $dpbusd, element_slot, 2, 2, false);
         crate::vnni::vnni_tiles!($feat, $dpbusd);
         crate::avx2::avx2_family!($token, $feat, dot_q8_0_wide, false, 6; 1 2 3 4 5);
     };
