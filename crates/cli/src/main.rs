@@ -22,7 +22,13 @@ use clap::{Parser, Subcommand};
     about = "Run ternary (1.58-bit) LLMs such as BitNet b1.58 on an ordinary CPU",
     long_about = "Run ternary (1.58-bit) LLMs such as BitNet b1.58 on an ordinary CPU.\n\n\
                   Models are GGUF files, including those written by bitnet.cpp (I2_S, TL1, TL2) \
-                  and llama.cpp (TQ1_0, TQ2_0)."
+                  and llama.cpp (TQ1_0, TQ2_0).",
+    after_long_help = "Environment:\n  \
+                       BITNET_KERNEL     force a kernel set: avx512-vnni, avx-vnni, avx-vnni-evex, avx2, \
+                       neon-i8mm, neon-dotprod, neon or scalar (default: the fastest this CPU runs)\n  \
+                       BITNET_HUGE_PAGES=0  map model files as they are (no re-read into 2 MiB pages)\n  \
+                       BITNET_API_KEY    the key `serve` requires (as --api-key)\n  \
+                       HF_HUB_CACHE, HF_HOME, HF_HUB_OFFLINE  the Hugging Face cache `--hf-repo` uses"
 )]
 struct Cli {
     #[command(subcommand)]
