@@ -7,8 +7,9 @@
 //!
 //! This machine kind has AVX-512 but no AVX-VNNI, and qemu 7.2 does not emulate it, so the same
 //! AVX-VNNI set is also built in EVEX encoding (`avx-vnni-evex`, run on any AVX-512 VNNI CPU):
-//! the conformance tests and benchmarks run that one, and only the instruction's encoding (and
-//! the registers past 16 that AVX-512 VL lets the compiler use) differ from the VEX build.
+//! the conformance tests and benchmarks run that one. It is compiled for AVX2's 16 registers with
+//! the instruction written as assembly, so only the encoding and the compiler's freedom to fold a
+//! load into the instruction (the assembly takes registers) differ from the VEX build.
 
 /// `tq1_eight`'s digits of one transposed register `$x` against the activations at element
 /// offsets `$e` (four bytes each, broadcast), into accumulators `$p[$i]` / `$q[$i]`: see
@@ -36,7 +37,9 @@ pub(crate) use tq1_digits;
 /// AVX-512 set's prepared order, or element order). `$rows`: I2_S rows read side by side (their
 /// 4·`$rows` accumulators, four masks and the activations must fit the registers: 4 with AVX-512
 /// VL's 32, 2 with 16); `$acc`: accumulators of each of TQ1_0's two sums (4, or 2 with 16
-/// registers). The invoking module provides `dot_q8_0_eight` (the one-token Q8_0 loop of
+/// registers); `$acts_in_regs`: whether the I2_S loop loads a chunk's eight activation vectors
+/// once for all its rows (32 registers) or each where the rows use it (16). The invoking module
+/// provides `dot_q8_0_eight` (the one-token Q8_0 loop of
 /// [`crate::vecops::f32_kernels`]).
 macro_rules! vnni_gemv {
     ($feat:literal, $dpbusd:ident, $slot:ident, $rows:literal, $acc:literal, $acts_in_regs:literal) => {
