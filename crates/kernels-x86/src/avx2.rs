@@ -286,7 +286,7 @@ macro_rules! avx2_family {
 
         /// Many tokens on every format, as the AVX-512 `gemm_many` at half width through
         /// [`$crate::ternary::interleaved_gemm`]: eight rows decoded once into codes in element order, interleaved by
-        /// [`transpose8`], then one `vpmaddubsw` per token against four broadcast activations advances
+        /// [`transpose_dwords8`](crate::x256::transpose_dwords8), then one `vpmaddubsw` per token against four broadcast activations advances
         /// all eight rows. Before, TQ2_0's tiles ended every block of every row and token in a
         /// horizontal sum, and TQ1_0 ran one token at a time through the GEMV (its digits decoded again
         /// for every token).
@@ -356,7 +356,7 @@ macro_rules! avx2_family {
             _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes))
         }
 
-        /// [`transpose8`] of floats.
+        /// [`transpose_dwords8`](crate::x256::transpose_dwords8) of floats.
         #[target_feature(enable = "avx2,fma,f16c")]
         fn transpose8_ps(r: [__m256; 8]) -> [__m256; 8] {
             let t = transpose_dwords8(std::array::from_fn(|i| _mm256_castps_si256(r[i])));
