@@ -19,7 +19,7 @@ macro_rules! tq1_digits {
         let mut x = $x;
         $(
             let av = _mm256_set1_epi32(i32::from_le_bytes([$a[$e], $a[$e + 1], $a[$e + 2], $a[$e + 3]].map(|v| v as u8)));
-            let next = times3(x);
+            let next = $crate::x256::times3(x);
             $p[$i] = $dpbusd($p[$i], x, av);
             $q[$i] = $dpbusd($q[$i], next, av);
             x = next;
@@ -149,7 +149,11 @@ macro_rules! vnni_gemv {
                 for (row, acc) in rows.iter().zip(acc.iter_mut()) {
                     let v = $crate::x256::load(&row[full * 64..]);
                     for g in 0..4 {
-                        acc[g] = $dpbusd(acc[g], _mm256_and_si256(v, masks[g]), $crate::x256::load_i8(&a[32 * $slot(g, 0)..]));
+                        acc[g] = $dpbusd(
+                            acc[g],
+                            _mm256_and_si256(v, masks[g]),
+                            $crate::x256::load_i8(&a[32 * $slot(g, 0)..]),
+                        );
                     }
                 }
             }
@@ -179,25 +183,7 @@ macro_rules! vnni_gemv {
             _mm256_add_epi32(acc[0], acc[1])
         }
 
-        $crate::ternary::tq_gemv!(
-            gemv_tq2,
-            $feat,
-            bitnet_quant::tq::TQ2_0_BLOCK_BYTES,
-            tq2_block_dot,
-            |v| v
-        );
-        /// Three times the next digit's bytes (`x + x + x`, wrapping), hidden from the optimizer: LLVM
-        /// folds chains of these byte adds into 16-bit multiplies of the first register, widened to 512
-        /// bits and narrowed back (7.2 against 8.9 GB/s in cache).
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        fn times3(x: __m256i) -> __m256i {
-            let mut y = _mm256_add_epi8(x, _mm256_add_epi8(x, x));
-            // SAFETY: the asm block is empty; it reads and writes only the register holding `y`.
-            unsafe { std::arch::asm!("/* {0} */", inout(ymm_reg) y, options(pure, nomem, nostack, preserves_flags)) };
-            y
-        }
-
+        $crate::ternary::tq_gemv!(gemv_tq2, $feat, bitnet_quant::tq::TQ2_0_BLOCK_BYTES, tq2_block_dot, |v| v);
         /// One token against TQ1_0 rows, eight rows at a time ([`tq1_eight`]).
         #[target_feature(enable = $feat)]
         fn gemv_tq1(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
@@ -272,7 +258,8 @@ macro_rules! vnni_gemv {
                 $crate::vnni::tq1_digits!($dpbusd, a, p, q, 2 % $acc, tail[2], [168, 184, 200, 216, 232]);
                 $crate::vnni::tq1_digits!($dpbusd, a, p, q, 3 % $acc, tail[3], [172, 188, 204, 220, 236]);
                 $crate::vnni::tq1_digits!($dpbusd, a, p, q, 0 % $acc, qh, [240, 244, 248, 252]);
-                let sum4 = |v: [__m256i; 4]| _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3]));
+                let sum4 =
+                    |v: [__m256i; 4]| _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3]));
                 let (p, q) = (sum4(p), sum4(q));
                 let total = _mm256_sub_epi32(_mm256_add_epi32(p, _mm256_add_epi32(p, p)), q);
                 let dot = _mm256_sub_epi32(_mm256_srai_epi32::<8>(total), _mm256_set1_epi32(s));

@@ -225,15 +225,43 @@ fn trits(q: __m256i, pow: __m256i) -> __m256i {
     _mm256_packus_epi16(lo, hi)
 }
 
-/// The 256 codes (0, 1, 2) of one 54-byte TQ1_0 block in element order, 32 per register.
+/// Three times the bytes of `x` (`x + x + x`, wrapping): from `q·3^k mod 256` the next digit's
+/// `q·3^(k+1) mod 256`. Hidden from the optimizer: LLVM folds chains of these byte adds into
+/// 16-bit multiplies of the first register, widened to 512 bits and narrowed back (7.2 against
+/// 8.9 GB/s in cache, AVX-512 TQ1_0 loop).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn times3(x: __m256i) -> __m256i {
+    let mut y = _mm256_add_epi8(x, _mm256_add_epi8(x, x));
+    // SAFETY: the asm block is empty; it reads and writes only the register holding `y`.
+    unsafe { std::arch::asm!("/* {0} */", inout(ymm_reg) y, options(pure, nomem, nostack, preserves_flags)) };
+    y
+}
+
+/// TQ1_0's digit of bytes `x = q·3^k mod 256`: `(3x) >> 8`, which is 1 from x = 86 and 2 from
+/// x = 171 on, as two saturating subtractions clamped to 1 (five byte operations, no multiply).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn digit_of(x: __m256i) -> __m256i {
+    let one = _mm256_set1_epi8(1);
+    let from = |t: u8| _mm256_min_epu8(_mm256_subs_epu8(x, _mm256_set1_epi8(t as i8)), one);
+    _mm256_add_epi8(from(85), from(170))
+}
+
+/// The 256 codes (0, 1, 2) of one 54-byte TQ1_0 block in element order, 32 per register. Each
+/// digit comes from the previous one's bytes by [`times3`] and [`digit_of`] (byte operations; with
+/// `trits`' 16-bit multiplies for every register, AVX2's one-token loop read 4.1 GB/s in cache).
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) fn tq1_codes(block: &[u8]) -> [__m256i; 8] {
     let mut out = [_mm256_setzero_si256(); 8];
     // Bytes 0..32: digit k of byte m is element 32k + m.
-    let qs = load(block);
-    for (k, p) in [1i8, 3, 9, 27, 81].into_iter().enumerate() {
-        out[k] = trits(qs, _mm256_set1_epi8(p));
+    let mut x = load(block);
+    for (k, out) in out[..5].iter_mut().enumerate() {
+        if k > 0 {
+            x = times3(x);
+        }
+        *out = digit_of(x);
     }
     // Bytes 32..48: digit k of byte m is element 160 + 16k + m; bytes 48..52: digit k of byte j
     // is element 240 + 4k + j. So 32 consecutive codes are two digits of the 16 bytes, or the
@@ -242,10 +270,11 @@ pub(crate) fn tq1_codes(block: &[u8]) -> [__m256i; 8] {
     // SAFETY: the block holds bytes 32..48 (asserted above); the load is unaligned.
     let tail = unsafe { _mm_loadu_si128(block[32..48].as_ptr().cast()) };
     let qh = _mm_set1_epi32(i32::from_le_bytes([block[48], block[49], block[50], block[51]]));
+    // Digits 0 | 1 of the 16 bytes, then 2 | 3.
     let both = _mm256_set_m128i(tail, tail);
-    let pair = |lo: i8, hi: i8| _mm256_set_m128i(_mm_set1_epi8(hi), _mm_set1_epi8(lo));
-    out[5] = trits(both, pair(1, 3));
-    out[6] = trits(both, pair(9, 27));
+    let x01 = _mm256_blend_epi32::<0xF0>(both, times3(both));
+    out[5] = digit_of(x01);
+    out[6] = digit_of(times3(times3(x01)));
     let last_pow =
         _mm256_set_m128i(_mm_setr_epi8(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27), _mm_set1_epi8(81));
     out[7] = trits(_mm256_set_m128i(qh, tail), last_pow);
