@@ -1,6 +1,6 @@
-//! 256-bit integer helpers both x86 instruction sets use: unaligned loads and stores, the
-//! horizontal sum, TQ1_0's base-3 decoding into codes (16-bit multiplies; the AVX2 GEMV and the
-//! AVX-512 many-token GEMM use it, while the AVX-512 GEMV never extracts a digit) and Q6_K's code
+//! 256-bit integer helpers every x86 instruction set uses: unaligned loads and stores, the
+//! horizontal sum, TQ1_0's base-3 decoding into codes (byte operations; the AVX2 GEMV and every
+//! many-token GEMM use it, while the `vpdpbusd` GEMVs never extract a digit) and Q6_K's code
 //! assembly. AVX-512 code calls them too (AVX-512 F implies AVX2).
 
 use std::arch::x86_64::*;
