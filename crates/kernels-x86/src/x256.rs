@@ -275,6 +275,9 @@ pub(crate) fn tq1_codes(block: &[u8]) -> [__m256i; 8] {
     let x01 = _mm256_blend_epi32::<0xF0>(both, times3(both));
     out[5] = digit_of(x01);
     out[6] = digit_of(times3(times3(x01)));
+    // The last digit of the 16 bytes beside the four `qh` bytes, each dword with its own power
+    // of three: the one register left to `trits`' multiplies (by byte operations it needs a chain
+    // of both halves, two cross-lane moves and four blends: no fewer operations).
     let last_pow =
         _mm256_set_m128i(_mm_setr_epi8(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27), _mm_set1_epi8(81));
     out[7] = trits(_mm256_set_m128i(qh, tail), last_pow);

@@ -135,37 +135,28 @@ impl Kernels {
     /// Every set this CPU runs, fastest first, the scalar reference last.
     pub fn available() -> Vec<Kernels> {
         let mut out = Vec::new();
+        // Each kernel crate's set whose `detect()` finds its CPU features, in the order given.
+        #[allow(unused_macros)]
+        macro_rules! sets {
+            ($($set:ty),*) => {
+                $(
+                    if let Some(k) = <$set>::detect() {
+                        out.push(Kernels::new(<$set>::NAME, Arc::new(k), Arc::new(k), k.f32_ops()));
+                    }
+                )*
+            };
+        }
+        // `avx-vnni-evex`, the AVX-VNNI loops in EVEX encoding: on AVX-512 CPUs slower than
+        // `avx512-vnni` (256-bit prompt loops) but listed, so that every test over the sets runs them.
         #[cfg(target_arch = "x86_64")]
-        {
-            use bitnet_kernels_x86::{Avx2, Avx512, AvxVnni, AvxVnniEvex};
-            if let Some(k) = Avx512::detect() {
-                out.push(Kernels::new(Avx512::NAME, Arc::new(k), Arc::new(k), k.f32_ops()));
-            }
-            if let Some(k) = AvxVnni::detect() {
-                out.push(Kernels::new(AvxVnni::NAME, Arc::new(k), Arc::new(k), k.f32_ops()));
-            }
-            // The AVX-VNNI loops in EVEX encoding: on AVX-512 CPUs, slower than `avx512-vnni`
-            // (256-bit prompt loops) but listed, so that every test over the sets runs them.
-            if let Some(k) = AvxVnniEvex::detect() {
-                out.push(Kernels::new(AvxVnniEvex::NAME, Arc::new(k), Arc::new(k), k.f32_ops()));
-            }
-            if let Some(k) = Avx2::detect() {
-                out.push(Kernels::new(Avx2::NAME, Arc::new(k), Arc::new(k), k.f32_ops()));
-            }
-        }
+        sets!(
+            bitnet_kernels_x86::Avx512,
+            bitnet_kernels_x86::AvxVnni,
+            bitnet_kernels_x86::AvxVnniEvex,
+            bitnet_kernels_x86::Avx2
+        );
         #[cfg(target_arch = "aarch64")]
-        {
-            use bitnet_kernels_arm::{Dotprod, I8mm, Neon};
-            if let Some(k) = I8mm::detect() {
-                out.push(Kernels::new(I8mm::NAME, Arc::new(k), Arc::new(k), k.f32_ops()));
-            }
-            if let Some(k) = Dotprod::detect() {
-                out.push(Kernels::new(Dotprod::NAME, Arc::new(k), Arc::new(k), k.f32_ops()));
-            }
-            if let Some(k) = Neon::detect() {
-                out.push(Kernels::new(Neon::NAME, Arc::new(k), Arc::new(k), k.f32_ops()));
-            }
-        }
+        sets!(bitnet_kernels_arm::I8mm, bitnet_kernels_arm::Dotprod, bitnet_kernels_arm::Neon);
         out.push(Kernels::scalar());
         out
     }
