@@ -296,16 +296,16 @@ pub(crate) fn tq1_codes(block: &[u8]) -> [__m256i; 8] {
 }
 
 /// Σ code·a over one 54-byte TQ1_0 block and 256 activations in element order (`a[k]` holds
-/// activations `32k .. 32k + 32`), in eight i32 lanes.
+/// activations `32k .. 32k + 32`), in eight i32 lanes. The eight `vpmaddubsw` pair sums (each at
+/// most 2·2·128 in magnitude) add up in i16 and are widened once.
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) fn tq1_block_dot(block: &[u8], a: &[__m256i; 8]) -> __m256i {
-    let ones = _mm256_set1_epi16(1);
     let mut acc = _mm256_setzero_si256();
     for (codes, &a) in tq1_codes(block).into_iter().zip(a) {
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(codes, a), ones));
+        acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(codes, a));
     }
-    acc
+    _mm256_madd_epi16(acc, _mm256_set1_epi16(1))
 }
 
 /// The 128 six-bit codes of half `h` (0 or 1) of a Q6_K block, minus 32, as four registers of 32
