@@ -34,10 +34,7 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
             // Four 128-weight blocks per step (`i2s_block`), their i16 sums widened once per
             // step: `lo` ≤ 4 · 1024 and `hi` ≤ 4 · 4096 in magnitude, inside i16. Every line is
             // prefetched (one hint per 128 bytes left the other line to memory: 8 GB/s).
-            let (ones, fours) = (_mm256_set1_epi16(1), _mm256_set1_epi16(4));
-            let widen = |acc, (lo, hi)| {
-                _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(lo, fours), _mm256_madd_epi16(hi, ones)))
-            };
+            let widen = |acc, s| _mm256_add_epi32(acc, widen_lo_hi(s));
             for (r, dot) in rows.zip(dots.iter_mut()) {
                 let row = job.row(r);
                 let mut acc = zero;
@@ -67,40 +64,49 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
     }
 }
 
-/// Σ code·a of one 128-weight I2_S block (group `g` of the 32 bytes at shift `6 − 2g` meets
-/// `a[32g ..]`) added to i16 lanes `(lo, hi)`: groups 1 and 3 into `lo`, groups 0 and 2 four
-/// times over into `hi` (`v & 12` is code·4 and saves the shift), so one 16-bit shift decodes
-/// the block instead of three and `4·lo + hi` is 4 · Σ code·a. Every `vpmaddubsw` pair is at
-/// most 2·8·128 in magnitude; per block `lo` gains ≤ 1024 and `hi` ≤ 4096.
+/// Four `vpmaddubsw` of the 2-bit fields of `v` masked in place, against the activation vectors
+/// `a` of the fields `v & 3`, `v & 12`, `(v >> 4) & 3`, `(v >> 4) & 12` (16-bit shift), added
+/// to i16 lanes `(lo, hi)`: the fields at bits 0–1 into `lo`, those at bits 2–3 (code·4: the mask
+/// saves a shift) into `hi`, so one shift decodes 32 bytes instead of three and `4·lo + hi`
+/// ([`widen_lo_hi`]) is 4 · Σ code·a. Every pair sum is at most 2·8·128 in magnitude: per call
+/// `lo` gains ≤ 1024 and `hi` ≤ 4096. The I2_S and TQ2_0 one-token loops share it.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn i2s_block(v: __m256i, a: &[i8], (lo, hi): (__m256i, __m256i)) -> (__m256i, __m256i) {
+fn masked_dots(v: __m256i, a: [__m256i; 4], (lo, hi): (__m256i, __m256i)) -> (__m256i, __m256i) {
     let (m3, m12) = (_mm256_set1_epi8(3), _mm256_set1_epi8(12));
     let v4 = _mm256_srli_epi16::<4>(v);
-    let hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(_mm256_and_si256(v4, m12), load_i8(a)));
-    let lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(_mm256_and_si256(v4, m3), load_i8(&a[32..])));
-    let hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(_mm256_and_si256(v, m12), load_i8(&a[64..])));
-    let lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(_mm256_and_si256(v, m3), load_i8(&a[96..])));
+    let lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(_mm256_and_si256(v, m3), a[0]));
+    let hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(_mm256_and_si256(v, m12), a[1]));
+    let lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(_mm256_and_si256(v4, m3), a[2]));
+    let hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(_mm256_and_si256(v4, m12), a[3]));
     (lo, hi)
 }
 
+/// `4·lo + hi` of [`masked_dots`]' sums, widened to eight i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn widen_lo_hi((lo, hi): (__m256i, __m256i)) -> __m256i {
+    _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_set1_epi16(4)), _mm256_madd_epi16(hi, _mm256_set1_epi16(1)))
+}
+
+/// [`masked_dots`] of one 128-weight I2_S block: group `g` of its 32 bytes, at shift `6 − 2g`,
+/// meets `a[32g ..]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn i2s_block(v: __m256i, a: &[i8], s: (__m256i, __m256i)) -> (__m256i, __m256i) {
+    masked_dots(v, [3, 2, 1, 0].map(|g| load_i8(&a[32 * g..])), s)
+}
+
 /// One TQ2_0 block against its activations in element order (half `h`'s group `g`, at shift
-/// `2g`, meets `a[4h + g]`), as eight i32 lanes of 4 · Σ code·a: groups 0 and 2 as `i2s_block`'s
-/// `lo`, 1 and 3 as its `hi` (one 16-bit shift per half), `lo` ≤ 2048 and `hi` ≤ 8192 in
-/// magnitude over the block; the caller shifts the rows' totals back by 2 (exact).
+/// `2g`, meets `a[4h + g]`) by [`masked_dots`], as eight i32 lanes of 4 · Σ code·a (`lo` ≤ 2048
+/// and `hi` ≤ 8192 over the block); the caller shifts the rows' totals back by 2 (exact).
 #[target_feature(enable = "avx2,fma,f16c")]
 fn tq2_block_dot(block: &[u8], a: &[__m256i; 8]) -> __m256i {
-    let (m3, m12) = (_mm256_set1_epi8(3), _mm256_set1_epi8(12));
-    let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    let mut s = (_mm256_setzero_si256(), _mm256_setzero_si256());
     for h in 0..2 {
-        let v = load(&block[h * 32..]);
-        let v4 = _mm256_srli_epi16::<4>(v);
-        lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(_mm256_and_si256(v, m3), a[4 * h]));
-        hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(_mm256_and_si256(v, m12), a[4 * h + 1]));
-        lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(_mm256_and_si256(v4, m3), a[4 * h + 2]));
-        hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(_mm256_and_si256(v4, m12), a[4 * h + 3]));
+        s = masked_dots(load(&block[h * 32..]), [a[4 * h], a[4 * h + 1], a[4 * h + 2], a[4 * h + 3]], s);
     }
-    _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_set1_epi16(4)), _mm256_madd_epi16(hi, _mm256_set1_epi16(1)))
+    widen_lo_hi(s)
 }
 
 crate::ternary::tq_gemv!(gemv_tq2, "avx2,fma,f16c", bitnet_quant::tq::TQ2_0_BLOCK_BYTES, tq2_block_dot, |v| {
