@@ -240,6 +240,20 @@ pub fn take_scratch<T: Copy + Default>(
     v
 }
 
+/// `len` elements of `buf` (which holds at least `len + 63` bytes' worth) from its first 64-byte
+/// boundary: the kernels' vector loads of prepared activations then never straddle two cache
+/// lines (an allocator's `Vec<i8>` is only 16-byte aligned, and a 32-byte load across two lines
+/// costs a second load).
+pub fn line_aligned<T>(buf: &mut [T], len: usize) -> &mut [T] {
+    let at = line_offset(buf, len);
+    &mut buf[at..at + len]
+}
+
+/// Where [`line_aligned`]'s `len` elements start in `buf`.
+pub fn line_offset<T>(buf: &[T], len: usize) -> usize {
+    buf.as_ptr().align_offset(64).min(buf.len().saturating_sub(len))
+}
+
 /// [`TernaryKernel::gemm_rows`] on `isa`'s loops, or the reference where they do not apply.
 pub fn gemm_rows<I: TernaryIsa>(
     isa: I,
@@ -254,15 +268,16 @@ pub fn gemm_rows<I: TernaryIsa>(
     };
     let n = x.len();
     let stride = job.chunks * 256;
-    let mut acts = take_scratch(&ACTS, n * stride);
+    let mut buf = take_scratch(&ACTS, n * stride + 63);
+    let acts = line_aligned(&mut buf, n * stride);
     // TQ1_0 reads the activations in element order, straight from `x`.
     if job.codes != Codes::Tq1 {
         for (t, dst) in acts.chunks_exact_mut(stride).enumerate() {
             isa.prepare(x.row(t), dst);
         }
     }
-    run(isa, &job, x, rows, out, &acts, stride);
-    ACTS.set(acts);
+    run(isa, &job, x, rows, out, acts, stride);
+    ACTS.set(buf);
     Ok(())
 }
 
@@ -661,4 +676,25 @@ macro_rules! kernel_token {
         #[cfg(not(target_arch = $arch))]
         $crate::isa_kernel_impls!($name, $label, reference);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{line_aligned, line_offset};
+
+    #[test]
+    fn line_aligned_starts_on_a_cache_line() {
+        for extra in 0..64 {
+            let mut buf = vec![0i8; 1000 + 63 + extra];
+            let base = buf.as_ptr() as usize;
+            let at = line_offset(&buf, 1000);
+            let part = line_aligned(&mut buf, 1000);
+            assert_eq!(part.len(), 1000);
+            assert_eq!(part.as_ptr() as usize % 64, 0);
+            assert_eq!(part.as_ptr() as usize - base, at);
+        }
+        // Too short to shift: the slice starts where the buffer does.
+        let mut short = vec![0u8; 10];
+        assert_eq!(line_aligned(&mut short, 10).len(), 10);
+    }
 }
