@@ -249,14 +249,25 @@ pub(crate) fn times3(x: __m256i) -> __m256i {
     y
 }
 
-/// TQ1_0's digit of bytes `x = q·3^k mod 256`: `(3x) >> 8`, which is 1 from x = 86 and 2 from
-/// x = 171 on, as two saturating subtractions clamped to 1 (five byte operations, no multiply).
+/// TQ1_0's digit of bytes `x = q·3^k mod 256`, given biased as `y = x ^ 0x80` (see
+/// [`biased`]): `(3x) >> 8`, which is 1 from x = 86 and 2 from x = 171 on, so the sum of the
+/// signed tests y > 85 − 128 and y > 170 − 128, each −1 or 0, negated: four byte operations (the
+/// unsigned form, two saturating subtractions clamped to 1, became six in LLVM's hands:
+/// `vpmaxub` + `vpcmpeqb` + `vpand` per threshold).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn digit_of(x: __m256i) -> __m256i {
-    let one = _mm256_set1_epi8(1);
-    let from = |t: u8| _mm256_min_epu8(_mm256_subs_epu8(x, _mm256_set1_epi8(t as i8)), one);
-    _mm256_add_epi8(from(85), from(170))
+fn digit_of(y: __m256i) -> __m256i {
+    let ge86 = _mm256_cmpgt_epi8(y, _mm256_set1_epi8((85_i32 - 128) as i8));
+    let ge171 = _mm256_cmpgt_epi8(y, _mm256_set1_epi8((170_i32 - 128) as i8));
+    _mm256_sub_epi8(_mm256_sub_epi8(_mm256_setzero_si256(), ge86), ge171)
+}
+
+/// Bytes `x` as `x ^ 0x80`, the form [`digit_of`] tests with signed compares. The bias survives
+/// [`times3`]: (x + 128)·3 = 3x + 384 ≡ 3x + 128 (mod 256), so a chain of digits is biased once.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn biased(x: __m256i) -> __m256i {
+    _mm256_xor_si256(x, _mm256_set1_epi8(i8::MIN))
 }
 
 /// The 256 codes (0, 1, 2) of one 54-byte TQ1_0 block in element order, 32 per register. Each
@@ -267,7 +278,7 @@ fn digit_of(x: __m256i) -> __m256i {
 pub(crate) fn tq1_codes(block: &[u8]) -> [__m256i; 8] {
     let mut out = [_mm256_setzero_si256(); 8];
     // Bytes 0..32: digit k of byte m is element 32k + m.
-    let mut x = load(block);
+    let mut x = biased(load(block));
     for (k, out) in out[..5].iter_mut().enumerate() {
         if k > 0 {
             x = times3(x);
@@ -282,7 +293,7 @@ pub(crate) fn tq1_codes(block: &[u8]) -> [__m256i; 8] {
     let tail = unsafe { _mm_loadu_si128(block[32..48].as_ptr().cast()) };
     let qh = _mm_set1_epi32(i32::from_le_bytes([block[48], block[49], block[50], block[51]]));
     // Digits 0 | 1 of the 16 bytes, then 2 | 3.
-    let both = _mm256_set_m128i(tail, tail);
+    let both = biased(_mm256_set_m128i(tail, tail));
     let x01 = _mm256_blend_epi32::<0xF0>(both, times3(both));
     out[5] = digit_of(x01);
     out[6] = digit_of(times3(times3(x01)));
