@@ -40,8 +40,8 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
                 let mut acc = zero;
                 let mut steps = row.chunks_exact(128);
                 for (w, a) in (&mut steps).zip(act.chunks_exact(512)) {
-                    crate::x256::prefetch_ahead(w);
-                    crate::x256::prefetch_ahead(&w[64..]);
+                    crate::x256::prefetch_ahead(w, 0);
+                    crate::x256::prefetch_ahead(w, 64);
                     let mut s = (zero, zero);
                     for k in 0..4 {
                         s = i2s_block(load(&w[32 * k..]), &a[128 * k..], s);

@@ -131,8 +131,8 @@ fn few<const T: usize>(
                 let v = if c < full { load(&w[i][c * 64..]) } else { load_half(&w[i][c * 64..]) };
                 decode(v, Codes::I2s)
             });
-            x256::prefetch_ahead(&w[0][c * 64..]);
-            x256::prefetch_ahead(&w[1][c * 64..]);
+            x256::prefetch_ahead(w[0], c * 64);
+            x256::prefetch_ahead(w[1], c * 64);
             for g in 0..4 {
                 for t in 0..T {
                     let x = load_i8(&acts[t * stride + c * 256 + g * 64..]);

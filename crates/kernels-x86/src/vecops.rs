@@ -90,9 +90,13 @@ macro_rules! f32_kernels {
             (std::array::from_fn(|r| std::array::from_fn(|t| sum(&acc[r][t]))), i)
         }
 
-        /// Prefetches (`x256::prefetch_ahead`) for the `len` bytes of each row from byte `at`:
-        /// without it two or more rows read side by side streamed at half the speed of one, the
-        /// rows being too short for the hardware prefetchers to follow. One row alone is one
+        /// Prefetches into L2 (`x256::prefetch_l2`) for the `len` bytes of each row from byte
+        /// `at`: without it two or more rows read side by side streamed at half the speed of one,
+        /// the rows being too short for the hardware prefetchers to follow. Only into L2: an F16
+        /// head (2B-4T, 2 MiB pages, `benches/examples/dense.rs`, Zen 3, six alternated rounds)
+        /// streamed 16.5–17.1 GB/s with the L1 hint 2 KiB ahead beside the L2 one 32 KiB ahead,
+        /// 19.0–21.4 with the L2 one alone (at 8, 16, 32 or 64 KiB alike), 14–15 with none or the
+        /// L1 one alone. One row alone is one
         /// sequential stream, which they follow better than these hints (an F16 head at one
         /// token over 4 KiB pages: 13.5 ms with none, 18.4 with them), so it gets none.
         /// (No target feature: `#[inline(always)]` needs none, and where LLVM left it out of
@@ -102,9 +106,12 @@ macro_rules! f32_kernels {
             if R == 1 {
                 return;
             }
+            // A plain count of lines (`len` is a constant of the caller's): the range
+            // `(at..end.min(row.len())).step_by(64)` with a slice per line was a loop of about
+            // fifteen instructions per row and line, which bound the F16 head in L2 (17 GB/s).
             for row in w {
-                for off in (at..(at + len).min(row.len())).step_by(64) {
-                    crate::x256::prefetch_ahead(&row[off..]);
+                for line in 0..len.div_ceil(64) {
+                    crate::x256::prefetch_l2(row, at + 64 * line);
                 }
             }
         }

@@ -98,7 +98,7 @@ macro_rules! vnni_gemv {
             let far = next > 4096;
             let fetch = |w: &[u8]| {
                 if far {
-                    $crate::x256::prefetch_ahead(w);
+                    $crate::x256::prefetch_ahead(w, 0);
                 } else {
                     $crate::x256::prefetch_rows(w, next);
                 }

@@ -93,14 +93,23 @@ pub(crate) const PREFETCH: usize = 2048;
 pub(crate) const PREFETCH_L2: usize = 32 << 10;
 
 /// Prefetches the cache lines [`PREFETCH`] (into L1) and [`PREFETCH_L2`] (into L2) bytes past
-/// the start of `s` (hints: they read nothing and cannot fault, whatever the address). Always
+/// byte `off` of `s` (hints: they read nothing and cannot fault, whatever the address, so `off`
+/// is not checked against `s` and costs no bounds test). Always
 /// inlined, so without a target feature (which `#[inline(always)]` refuses): LLVM once left a
 /// caller of these out of line and the call per 64 bytes cost the F16 head a third of its
 /// speed (Zen 3).
 #[inline(always)]
-pub(crate) fn prefetch_ahead(s: &[u8]) {
-    hint::<_MM_HINT_T0>(s.as_ptr().wrapping_add(PREFETCH));
-    hint::<_MM_HINT_T1>(s.as_ptr().wrapping_add(PREFETCH_L2));
+pub(crate) fn prefetch_ahead(s: &[u8], off: usize) {
+    hint::<_MM_HINT_T0>(s.as_ptr().wrapping_add(off + PREFETCH));
+    hint::<_MM_HINT_T1>(s.as_ptr().wrapping_add(off + PREFETCH_L2));
+}
+
+/// Prefetches the cache line [`PREFETCH_L2`] bytes past byte `off` of `s` into L2 only (a hint,
+/// as [`prefetch_ahead`]), for loops that read faster than the L1 hint helps: see the dense
+/// rows' `ahead` in vecops.rs.
+#[inline(always)]
+pub(crate) fn prefetch_l2(s: &[u8], off: usize) {
+    hint::<_MM_HINT_T1>(s.as_ptr().wrapping_add(off + PREFETCH_L2));
 }
 
 /// One prefetch hint.
