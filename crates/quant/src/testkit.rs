@@ -228,6 +228,8 @@ pub fn ternary(kernel: &dyn TernaryKernel, cases: u32) {
         })
         .unwrap_or_else(|e| fail("TQ1_0/TQ2_0", e));
 
+    extremes(kernel);
+
     // Bad arguments are errors.
     let bytes =
         i2s::pack(&TernaryMatrix::new(2, 128, vec![1; 256]).expect("shape"), 1.0, I2sLayout::X86).expect("packable");
@@ -238,6 +240,40 @@ pub fn ternary(kernel: &dyn TernaryKernel, cases: u32) {
     assert!(kernel.gemm_rows(&w, &x, 0..3, &mut [0.0; 3]).is_err(), "{name}: rows past the end");
     let short = PackedTernary { data: &bytes[..40], ..w };
     assert!(kernel.gemm_rows(&short, &x, 0..2, &mut [0.0; 2]).is_err(), "{name}: short buffer");
+}
+
+/// The sums a kernel may keep in 16 bits at their largest: every weight +1 (or every other row
+/// −1) against activations all −128 or all 127, for token counts that take each x86 path (one
+/// token, the few-token tiles, the interleaved GEMM), in I2_S, TQ2_0 and TQ1_0.
+fn extremes(kernel: &dyn TernaryKernel) {
+    let (rows, cols) = (16, 2560);
+    let mixed: Vec<i8> = (0..rows * cols).map(|i| if (i / cols) % 2 == 0 { 1 } else { -1 }).collect();
+    let mut formats: Vec<(TernaryFormat, Vec<u8>)> = Vec::new();
+    for values in [vec![1; rows * cols], mixed] {
+        let floats: Vec<f32> = values.iter().map(|&v| f32::from(v)).collect();
+        let m = TernaryMatrix::new(rows, cols, values).expect("shape");
+        formats.push((TernaryFormat::I2s(I2sLayout::X86), i2s::pack(&m, 1.0, I2sLayout::X86).expect("packable")));
+        for (kind, format) in [(TqKind::Tq2_0, TernaryFormat::Tq2_0), (TqKind::Tq1_0, TernaryFormat::Tq1_0)] {
+            let bytes =
+                floats.chunks_exact(cols).flat_map(|r| tq::quantize_row(kind, r).expect("whole blocks")).collect();
+            formats.push((format, bytes));
+        }
+    }
+    for (format, bytes) in &formats {
+        let w = PackedTernary::new(*format, rows, cols, bytes, None).expect("valid");
+        for a in [-128i8, 127] {
+            for n in [1, 4, 9, 20] {
+                let rows_of = |_| ActScale { scale: 1.0, sum: i32::from(a) * cols as i32 };
+                let x = QuantizedActivations { cols, codes: vec![a; n * cols], rows: (0..n).map(rows_of).collect() };
+                let mut want = vec![0f32; n * rows];
+                ScalarKernel.gemm_rows(&w, &x, 0..rows, &mut want).expect("reference");
+                let mut got = vec![f32::NAN; n * rows];
+                kernel.gemm_rows(&w, &x, 0..rows, &mut got).expect("kernel");
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{} {format:?}, activations all {a}, {n} tokens", kernel.name());
+            }
+        }
+    }
 }
 
 /// Checks a TL1/TL2 kernel against [`ScalarKernel`] over `cases` random cases per format, each
