@@ -101,7 +101,7 @@ pub(crate) const PREFETCH_L2: usize = 32 << 10;
 #[inline(always)]
 pub(crate) fn prefetch_ahead(s: &[u8], off: usize) {
     hint::<_MM_HINT_T0>(s.as_ptr().wrapping_add(off + PREFETCH));
-    hint::<_MM_HINT_T1>(s.as_ptr().wrapping_add(off + PREFETCH_L2));
+    prefetch_l2(s, off);
 }
 
 /// Prefetches the cache line [`PREFETCH_L2`] bytes past byte `off` of `s` into L2 only (a hint,

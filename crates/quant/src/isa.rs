@@ -240,7 +240,7 @@ pub fn take_scratch<T: Copy + Default>(
     v
 }
 
-/// `len` elements of `buf` (which holds at least `len + 63` bytes' worth) from its first 64-byte
+/// `len` elements of `buf` (which holds at least `len + 63` elements) from its first 64-byte
 /// boundary: the kernels' vector loads of prepared activations then never straddle two cache
 /// lines (an allocator's `Vec<i8>` is only 16-byte aligned, and a 32-byte load across two lines
 /// costs a second load).

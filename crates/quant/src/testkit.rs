@@ -48,6 +48,11 @@ impl Rng {
     }
 }
 
+/// The bit patterns of `v`, so that comparing them counts a NaN or a signed zero too.
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|f| f.to_bits()).collect()
+}
+
 /// `data` copied to offset `offset` of a buffer with garbage on both sides.
 fn padded(data: &[u8], offset: usize) -> Vec<u8> {
     let mut buf = vec![0xA5u8; offset + data.len() + PAD];
@@ -106,8 +111,6 @@ fn ternary_case(
         ScalarKernel.gemm_rows(&w, &x, range.clone(), &mut want).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let mut got = vec![f32::NAN; n * range.len()];
         kernel.gemm_rows(&w, &x, range.clone(), &mut got).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        // Bits, so that a NaN or a signed zero counts too.
-        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         prop_assert_eq!(
             bits(&got),
             bits(&want),
@@ -269,7 +272,6 @@ fn extremes(kernel: &dyn TernaryKernel) {
                 ScalarKernel.gemm_rows(&w, &x, 0..rows, &mut want).expect("reference");
                 let mut got = vec![f32::NAN; n * rows];
                 kernel.gemm_rows(&w, &x, 0..rows, &mut got).expect("kernel");
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "{} {format:?}, activations all {a}, {n} tokens", kernel.name());
             }
         }
@@ -424,7 +426,6 @@ pub fn dense(kernel: &dyn DenseKernel, cases: u32) {
 /// values) for head sizes that are and are not whole vectors, strides above the head size, and
 /// every offset.
 pub fn f32_ops(ops: &F32Ops, cases: u32) {
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let close = |got: f32, want: f32, mag: f32| (got - want).abs() <= 1e-5 * mag + 1e-6;
     runner(cases)
         .run(&(0usize..200, 0usize..16, any::<u64>()), |(n, off, seed)| {
