@@ -4,10 +4,12 @@
 //! `TOKEN_FORMAT=i2_s|tq2_0|tq1_0`. `TOKEN_FILE=model.gguf` takes the matrices from a GGUF file of
 //! that shape (copied into the process), and with `TOKEN_MAPPED=1` reads them in place from its
 //! memory map, as the model does: how the page cache holds the file then shows (4 KiB pages or
-//! huge pages; docs/kernels.md).
+//! huge pages; docs/kernels.md). Otherwise the matrices lie one after another in one buffer of
+//! 2 MiB pages, as a file's tensors do. `TOKEN_ONE=1` first reads that whole buffer as one matrix
+//! in one call (against the calls per matrix: what starting each matrix costs).
 use std::time::Instant;
 
-use bitnet_benches::{B2B4T, B7, I2S, activations, packed};
+use bitnet_benches::{Aligned, B2B4T, B7, I2S, activations, packed};
 use bitnet_kernels::Kernels;
 use bitnet_quant::{PackedTernary, TernaryFormat};
 
@@ -33,7 +35,17 @@ fn main() {
             })
         })
         .collect();
-    let mut mapped: Vec<(usize, &[u8])> = mats.iter().map(|(i, d)| (*i, &d[..])).collect();
+    // All matrices in one buffer of 2 MiB pages, one after another, as the model's file maps.
+    let mut whole = Vec::new();
+    let mut spans = Vec::new();
+    for (_, d) in &mats {
+        spans.push(whole.len()..whole.len() + d.len());
+        whole.extend_from_slice(d);
+        whole.resize(whole.len().next_multiple_of(32), 0);
+    }
+    let whole = Aligned::new(&whole, 0);
+    let mut mapped: Vec<(usize, &[u8])> =
+        mats.iter().zip(spans).map(|((i, _), span)| (*i, &whole.bytes()[span])).collect();
     if let (Some(f), Ok(_)) = (file.as_ref(), std::env::var("TOKEN_MAPPED")) {
         let mut k = 0;
         for l in 0..layers {
@@ -47,6 +59,23 @@ fn main() {
     let mut out = vec![0f32; shapes.iter().map(|s| s.1).max().unwrap()];
     for set in Kernels::available().into_iter().filter(|k| k.name() != "scalar") {
         let k = set.ternary();
+        if std::env::var("TOKEN_ONE").is_ok() {
+            // The same bytes as one matrix as wide as the first shape's rows (whatever lies
+            // between the matrices read as codes), in one call: what the calls per matrix cost.
+            let (all, cols) = (whole.bytes(), shapes[0].2);
+            let size = |rows| format.byte_size(rows, cols).unwrap();
+            let mut rows = all.len() / (size(16) - size(8)) * 8 / 8;
+            while size(rows) > all.len() {
+                rows -= 8;
+            }
+            let w = PackedTernary::new(format, rows, cols, &all[..size(rows)], None).unwrap();
+            let mut o = vec![0f32; rows];
+            for _ in 0..3 {
+                let t = Instant::now();
+                k.gemm(&w, &acts[0], &mut o).unwrap();
+                println!("{} one call {:.1} GB/s", set.name(), size(rows) as f64 / t.elapsed().as_secs_f64() / 1e9);
+            }
+        }
         for _ in 0..3 {
             let mut time = vec![0f64; shapes.len()];
             let mut bytes = vec![0usize; shapes.len()];
