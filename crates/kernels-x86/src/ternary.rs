@@ -83,6 +83,66 @@ macro_rules! tq_gemv {
 #[cfg(target_arch = "x86_64")]
 pub(crate) use tq_gemv;
 
+/// The one-token TQ1_0 loop of a 256-bit instruction set (`gemv_tq1`), eight rows at a time with
+/// one lane per row: each block's code bytes of the eight rows transposed
+/// ([`crate::x256::tq1_lanes8`]), so that digit `k` of a register meets one dword of activations
+/// broadcast and every lane's sum is its row's (no per-row shuffles of the 16 tail bytes and four
+/// `qh` bytes, no transposing sum per block). `$digits!(args.., a, acc, i, register, [element
+/// offsets])` adds one register's digits into the accumulators `acc: [__m256i; 8]` (`i`: the
+/// register's number mod 4, to spread chains), and `$block_sum(acc)` is the block's exact
+/// `Σ a·code` per lane. The float steps (block sum minus the activation sum, times the block's
+/// f16 scale, added in block order) are the reference's, lane by lane: bit-identical.
+#[cfg(target_arch = "x86_64")]
+macro_rules! tq1_gemv {
+    ($feat:literal, $($digits:ident)::+($($args:tt)*), $block_sum:ident) => {
+        /// One token against TQ1_0 rows, eight at a time (see [`crate::ternary::tq1_gemv`]).
+        #[target_feature(enable = $feat)]
+        fn gemv_tq1(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
+            /// Rows `r0 .. r0 + n` (n ≤ 8; fewer are padded with the last).
+            #[target_feature(enable = $feat)]
+            fn eight(job: &Job<'_>, r0: usize, n: usize, act: &[i8], sums: &[i32], out: &mut [f32; 8]) {
+                const BLOCK: usize = bitnet_quant::tq::TQ1_0_BLOCK_BYTES;
+                let rows: [&[u8]; 8] = std::array::from_fn(|i| job.row(r0 + i.min(n - 1)));
+                let mut acc = _mm256_setzero_ps();
+                for (c, (a, &s)) in act.chunks_exact(256).zip(&sums[..job.chunks]).enumerate() {
+                    let a: &[i8; 256] = a.try_into().expect("256 activations");
+                    let blocks: [&[u8; BLOCK]; 8] =
+                        std::array::from_fn(|i| rows[i][c * BLOCK..(c + 1) * BLOCK].try_into().expect("one block"));
+                    for block in &blocks[..n] {
+                        crate::x256::prefetch_rows(&block[..], 8 * job.row_bytes);
+                    }
+                    let (head, tail, qh) = crate::x256::tq1_lanes8(&blocks);
+                    let mut t = [_mm256_setzero_si256(); 8];
+                    $($digits)::+!($($args)*, a, t, 0, head[0], [0, 32, 64, 96, 128]);
+                    $($digits)::+!($($args)*, a, t, 1, head[1], [4, 36, 68, 100, 132]);
+                    $($digits)::+!($($args)*, a, t, 2, head[2], [8, 40, 72, 104, 136]);
+                    $($digits)::+!($($args)*, a, t, 3, head[3], [12, 44, 76, 108, 140]);
+                    $($digits)::+!($($args)*, a, t, 0, head[4], [16, 48, 80, 112, 144]);
+                    $($digits)::+!($($args)*, a, t, 1, head[5], [20, 52, 84, 116, 148]);
+                    $($digits)::+!($($args)*, a, t, 2, head[6], [24, 56, 88, 120, 152]);
+                    $($digits)::+!($($args)*, a, t, 3, head[7], [28, 60, 92, 124, 156]);
+                    $($digits)::+!($($args)*, a, t, 0, tail[0], [160, 176, 192, 208, 224]);
+                    $($digits)::+!($($args)*, a, t, 1, tail[1], [164, 180, 196, 212, 228]);
+                    $($digits)::+!($($args)*, a, t, 2, tail[2], [168, 184, 200, 216, 232]);
+                    $($digits)::+!($($args)*, a, t, 3, tail[3], [172, 188, 204, 220, 236]);
+                    $($digits)::+!($($args)*, a, t, 0, qh, [240, 244, 248, 252]);
+                    let dot = _mm256_sub_epi32($block_sum(t), _mm256_set1_epi32(s));
+                    let d = blocks.map(|b| u16::from_le_bytes([b[BLOCK - 2], b[BLOCK - 1]]));
+                    acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(dot), crate::x256::f16x8(&d)));
+                }
+                crate::x256::store_f32x8(out, acc);
+            }
+            for (i, dots) in dots[..rows.len()].chunks_mut(8).enumerate() {
+                let mut out = [0f32; 8];
+                eight(job, rows.start + 8 * i, dots.len(), act, sums, &mut out);
+                dots.copy_from_slice(&out[..dots.len()]);
+            }
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use tq1_gemv;
+
 /// Per-thread scratch of the interleaved many-token GEMMs ([`interleaved_gemm`]), kept between
 /// calls: fresh multi-megabyte buffers per matmul cost page faults and zeroing.
 #[cfg(target_arch = "x86_64")]

@@ -11,17 +11,25 @@
 //! the instruction written as assembly, so only the encoding and the compiler's freedom to fold a
 //! load into the instruction (the assembly takes registers) differ from the VEX build.
 
-/// `tq1_eight`'s digits of one transposed register `$x` against the activations at element
-/// offsets `$e` (four bytes each, broadcast), into accumulators `$p[$i]` / `$q[$i]`: see
-/// [`vnni_gemv`].
+/// The VNNI sets' digits of one transposed TQ1_0 register `$x` (see
+/// [`crate::ternary::tq1_gemv`]) against the activations at element offsets `$e` (four bytes
+/// each, broadcast). A digit never leaves its byte: with `x = q·3^k mod 256`, TQ1_0's digit is
+/// `(3x) >> 8`, and `3x = 256·digit + x'` where `x'` ([`crate::x256::times3`], two wrapping byte
+/// adds) is the next digit's `x`, so `Σ a·digit = (3·Σ a·x − Σ a·x') / 256` exactly: two
+/// `vpdpbusd` and two adds per digit and register, `Σ a·x` into `$t[$i % $acc]` and `Σ a·x'` into
+/// `$t[4 + $i % $acc]` (`$acc` accumulators each: four with 32 registers, two with 16, so that no
+/// chain of dependent `vpdpbusd` is long; arrays indexed by constants, as closures over them
+/// left them in memory). Lane by lane this is the same exact integer per row and block as summing
+/// each row's lanes. Against one row at a time in its own registers (its tail bytes shuffled into
+/// place, a transposing sum per block): 9.7 → 12.3 GB/s in cache, one core (Zen 4).
 macro_rules! tq1_digits {
-    ($dpbusd:ident, $a:ident, $p:ident, $q:ident, $i:expr, $x:expr, [$($e:expr),*]) => {{
+    ($dpbusd:ident, $acc:expr, $a:ident, $t:ident, $i:expr, $x:expr, [$($e:expr),*]) => {{
         let mut x = $x;
         $(
             let av = _mm256_set1_epi32(i32::from_le_bytes([$a[$e], $a[$e + 1], $a[$e + 2], $a[$e + 3]].map(|v| v as u8)));
             let next = $crate::x256::times3(x);
-            $p[$i] = $dpbusd($p[$i], x, av);
-            $q[$i] = $dpbusd($q[$i], next, av);
+            $t[$i % $acc] = $dpbusd($t[$i % $acc], x, av);
+            $t[4 + $i % $acc] = $dpbusd($t[4 + $i % $acc], next, av);
             x = next;
         )*
         let _ = x;
@@ -30,7 +38,7 @@ macro_rules! tq1_digits {
 pub(crate) use tq1_digits;
 
 /// The one-token loops on 256-bit `vpdpbusd` (`gemv`: I2_S through `i2s_rows`, TQ2_0 through
-/// `tq2_block_dot` and [`crate::ternary::tq_gemv`], TQ1_0 through `tq1_eight`) and the Q8_0
+/// `tq2_block_dot` and [`crate::ternary::tq_gemv`], TQ1_0 through [`crate::ternary::tq1_gemv`]) and the Q8_0
 /// head's block dot products (`q8_dot`, `dot_q8_0_wide`), for an instruction set whose features
 /// are `$feat` and whose `vpdpbusd ymm` intrinsic is `$dpbusd`. `$slot(g, h)`: which of a
 /// 256-chunk's eight 32-byte activation vectors meets code group `g` of its 128-block `h` (the
@@ -182,90 +190,17 @@ macro_rules! vnni_gemv {
         }
 
         $crate::ternary::tq_gemv!(gemv_tq2, $feat, bitnet_quant::tq::TQ2_0_BLOCK_BYTES, tq2_block_dot, |v| v);
-        /// One token against TQ1_0 rows, eight rows at a time ([`tq1_eight`]).
+        /// A TQ1_0 block's `Σ a·code` per lane from [`crate::vnni::tq1_digits`]' sums: `p` in
+        /// `t[..4]`, `q` in `t[4..]`.
+        #[inline]
         #[target_feature(enable = $feat)]
-        fn gemv_tq1(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
-            for (i, dots) in dots[..rows.len()].chunks_mut(8).enumerate() {
-                let mut out = [0f32; 8];
-                tq1_eight(job, rows.start + 8 * i, dots.len(), act, sums, &mut out);
-                dots.copy_from_slice(&out[..dots.len()]);
-            }
+        fn tq1_block_sum(t: [__m256i; 8]) -> __m256i {
+            let p = _mm256_add_epi32(_mm256_add_epi32(t[0], t[1]), _mm256_add_epi32(t[2], t[3]));
+            let q = _mm256_add_epi32(_mm256_add_epi32(t[4], t[5]), _mm256_add_epi32(t[6], t[7]));
+            _mm256_srai_epi32::<8>(_mm256_sub_epi32(_mm256_add_epi32(p, _mm256_add_epi32(p, p)), q))
         }
 
-        /// TQ1_0 rows `r0 .. r0 + n` (n ≤ 8; fewer are padded with the last) against one token, with
-        /// one lane per row: each block's 52 code bytes of the eight rows are transposed into 13
-        /// registers whose lane `r` holds four bytes of row `r` (bytes 0..32 by an 8 × 8 transpose of
-        /// dwords, 32..48 by two 4 × 4 ones, the four `qh` bytes as they are), so that digit `k` of
-        /// register `m` meets one dword of activations broadcast and every lane's sum is its row's. A
-        /// digit never leaves its byte: with `x = q·3^k mod 256`, TQ1_0's digit is `(3x) >> 8`, and
-        /// `3x = 256·digit + x'` where `x'` ([`times3`], two wrapping byte adds) is the next digit's
-        /// `x`, so `Σ a·digit = (3·Σ a·x − Σ a·x') / 256` exactly: two `vpdpbusd` and two adds per
-        /// digit and register. Lane by lane this is the same exact integer per row and block as
-        /// summing each row's lanes, so the float steps (block sum minus the activation sum, times the
-        /// block's f16 scale, added in block order) are the reference's, bit for bit. Against one row
-        /// at a time in its own registers (its tail bytes shuffled into place, a transposing sum per
-        /// block; eight accumulators instead of four spilled): 9.7 → 12.3 GB/s in cache, one core.
-        #[target_feature(enable = $feat)]
-        fn tq1_eight(job: &Job<'_>, r0: usize, n: usize, act: &[i8], sums: &[i32], out: &mut [f32; 8]) {
-            const BLOCK: usize = bitnet_quant::tq::TQ1_0_BLOCK_BYTES;
-            let rows: [&[u8]; 8] = std::array::from_fn(|i| job.row(r0 + i.min(n - 1)));
-            let mut acc = _mm256_setzero_ps();
-            for (c, (a, &s)) in act.chunks_exact(256).zip(&sums[..job.chunks]).enumerate() {
-                let a: &[i8; 256] = a.try_into().expect("256 activations");
-                let blocks: [&[u8; BLOCK]; 8] =
-                    std::array::from_fn(|i| rows[i][c * BLOCK..(c + 1) * BLOCK].try_into().expect("one block"));
-                for block in &blocks[..n] {
-                    $crate::x256::prefetch_rows(&block[..], 8 * job.row_bytes);
-                }
-                // Bytes 0..32: digit k of byte 4m + j is element 32k + 4m + j.
-                let head = $crate::x256::transpose_dwords8(blocks.map(|b| $crate::x256::load(b)));
-                // Bytes 32..48: digit k of byte 32 + 4m + j is element 160 + 16k + 4m + j. Rows i and
-                // i + 4 share a register (halves), then a 4 × 4 transpose of dwords in each half.
-                // SAFETY: every block holds 54 bytes; the loads are unaligned.
-                let mid = blocks.map(|b| unsafe { _mm_loadu_si128(b[32..48].as_ptr().cast()) });
-                let m: [__m256i; 4] = std::array::from_fn(|i| _mm256_set_m128i(mid[i + 4], mid[i]));
-                let t = [
-                    _mm256_unpacklo_epi32(m[0], m[1]),
-                    _mm256_unpackhi_epi32(m[0], m[1]),
-                    _mm256_unpacklo_epi32(m[2], m[3]),
-                    _mm256_unpackhi_epi32(m[2], m[3]),
-                ];
-                let tail = [
-                    _mm256_unpacklo_epi64(t[0], t[2]),
-                    _mm256_unpackhi_epi64(t[0], t[2]),
-                    _mm256_unpacklo_epi64(t[1], t[3]),
-                    _mm256_unpackhi_epi64(t[1], t[3]),
-                ];
-                // Bytes 48..52 (qh): digit k of byte j is element 240 + 4k + j.
-                let qh = blocks.map(|b| i32::from_le_bytes([b[48], b[49], b[50], b[51]]));
-                let qh = _mm256_setr_epi32(qh[0], qh[1], qh[2], qh[3], qh[4], qh[5], qh[6], qh[7]);
-                // `$acc` accumulators each (four with 32 registers), so that no chain of dependent
-                // `vpdpbusd` is long; written out by a macro, as closures over them left the arrays in
-                // memory.
-                let (mut p, mut q) = ([_mm256_setzero_si256(); 4], [_mm256_setzero_si256(); 4]);
-                $crate::vnni::tq1_digits!($dpbusd, a, p, q, 0 % $acc, head[0], [0, 32, 64, 96, 128]);
-                $crate::vnni::tq1_digits!($dpbusd, a, p, q, 1 % $acc, head[1], [4, 36, 68, 100, 132]);
-                $crate::vnni::tq1_digits!($dpbusd, a, p, q, 2 % $acc, head[2], [8, 40, 72, 104, 136]);
-                $crate::vnni::tq1_digits!($dpbusd, a, p, q, 3 % $acc, head[3], [12, 44, 76, 108, 140]);
-                $crate::vnni::tq1_digits!($dpbusd, a, p, q, 0 % $acc, head[4], [16, 48, 80, 112, 144]);
-                $crate::vnni::tq1_digits!($dpbusd, a, p, q, 1 % $acc, head[5], [20, 52, 84, 116, 148]);
-                $crate::vnni::tq1_digits!($dpbusd, a, p, q, 2 % $acc, head[6], [24, 56, 88, 120, 152]);
-                $crate::vnni::tq1_digits!($dpbusd, a, p, q, 3 % $acc, head[7], [28, 60, 92, 124, 156]);
-                $crate::vnni::tq1_digits!($dpbusd, a, p, q, 0 % $acc, tail[0], [160, 176, 192, 208, 224]);
-                $crate::vnni::tq1_digits!($dpbusd, a, p, q, 1 % $acc, tail[1], [164, 180, 196, 212, 228]);
-                $crate::vnni::tq1_digits!($dpbusd, a, p, q, 2 % $acc, tail[2], [168, 184, 200, 216, 232]);
-                $crate::vnni::tq1_digits!($dpbusd, a, p, q, 3 % $acc, tail[3], [172, 188, 204, 220, 236]);
-                $crate::vnni::tq1_digits!($dpbusd, a, p, q, 0 % $acc, qh, [240, 244, 248, 252]);
-                let sum4 =
-                    |v: [__m256i; 4]| _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3]));
-                let (p, q) = (sum4(p), sum4(q));
-                let total = _mm256_sub_epi32(_mm256_add_epi32(p, _mm256_add_epi32(p, p)), q);
-                let dot = _mm256_sub_epi32(_mm256_srai_epi32::<8>(total), _mm256_set1_epi32(s));
-                let d = blocks.map(|b| u16::from_le_bytes([b[BLOCK - 2], b[BLOCK - 1]]));
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(dot), $crate::x256::f16x8(&d)));
-            }
-            $crate::x256::store_f32x8(out, acc);
-        }
+        $crate::ternary::tq1_gemv!($feat, crate::vnni::tq1_digits($dpbusd, $acc), tq1_block_sum);
 
         /// Σ w·q of eight consecutive Q8_0 rows and `T` tokens (four or more: a server's batch, a
         /// perplexity run), with the one-token loop's float steps (`dot_q8_0_eight`: each (row, token)

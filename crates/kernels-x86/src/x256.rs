@@ -265,7 +265,7 @@ pub(crate) fn times3(x: __m256i) -> __m256i {
 /// `vpmaxub` + `vpcmpeqb` + `vpand` per threshold).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn digit_of(y: __m256i) -> __m256i {
+pub(crate) fn digit_of(y: __m256i) -> __m256i {
     let ge86 = _mm256_cmpgt_epi8(y, _mm256_set1_epi8((85_i32 - 128) as i8));
     let ge171 = _mm256_cmpgt_epi8(y, _mm256_set1_epi8((170_i32 - 128) as i8));
     _mm256_sub_epi8(_mm256_sub_epi8(_mm256_setzero_si256(), ge86), ge171)
@@ -275,7 +275,7 @@ fn digit_of(y: __m256i) -> __m256i {
 /// [`times3`]: (x + 128)·3 = 3x + 384 ≡ 3x + 128 (mod 256), so a chain of digits is biased once.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn biased(x: __m256i) -> __m256i {
+pub(crate) fn biased(x: __m256i) -> __m256i {
     _mm256_xor_si256(x, _mm256_set1_epi8(i8::MIN))
 }
 
@@ -315,17 +315,39 @@ pub(crate) fn tq1_codes(block: &[u8]) -> [__m256i; 8] {
     out
 }
 
-/// Σ code·a over one 54-byte TQ1_0 block and 256 activations in element order (`a[k]` holds
-/// activations `32k .. 32k + 32`), in eight i32 lanes. The eight `vpmaddubsw` pair sums (each at
-/// most 2·2·128 in magnitude) add up in i16 and are widened once.
+/// The 52 code bytes of one TQ1_0 block of eight rows, one lane per row: lane `r` of each register
+/// holds four bytes of row `r`. `head[m]`: bytes `4m .. 4m + 4` (digit `k` of byte `4m + j` is
+/// element `32k + 4m + j`); `tail[m]`: bytes `32 + 4m ..` (element `160 + 16k + 4m + j`); `qh`:
+/// bytes 48..52 (element `240 + 4k + j`). So digit `k` of a register meets one dword of
+/// activations broadcast to every lane.
 #[inline]
 #[target_feature(enable = "avx2")]
-pub(crate) fn tq1_block_dot(block: &[u8], a: &[__m256i; 8]) -> __m256i {
-    let mut acc = _mm256_setzero_si256();
-    for (codes, &a) in tq1_codes(block).into_iter().zip(a) {
-        acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(codes, a));
-    }
-    _mm256_madd_epi16(acc, _mm256_set1_epi16(1))
+pub(crate) fn tq1_lanes8(
+    blocks: &[&[u8; bitnet_quant::tq::TQ1_0_BLOCK_BYTES]; 8],
+) -> ([__m256i; 8], [__m256i; 4], __m256i) {
+    // Bytes 0..32: digit k of byte 4m + j is element 32k + 4m + j.
+    let head = transpose_dwords8(blocks.map(|b| load(b)));
+    // Bytes 32..48: digit k of byte 32 + 4m + j is element 160 + 16k + 4m + j. Rows i and
+    // i + 4 share a register (halves), then a 4 × 4 transpose of dwords in each half.
+    // SAFETY: every block holds 54 bytes; the loads are unaligned.
+    let mid = blocks.map(|b| unsafe { _mm_loadu_si128(b[32..48].as_ptr().cast()) });
+    let m: [__m256i; 4] = std::array::from_fn(|i| _mm256_set_m128i(mid[i + 4], mid[i]));
+    let t = [
+        _mm256_unpacklo_epi32(m[0], m[1]),
+        _mm256_unpackhi_epi32(m[0], m[1]),
+        _mm256_unpacklo_epi32(m[2], m[3]),
+        _mm256_unpackhi_epi32(m[2], m[3]),
+    ];
+    let tail = [
+        _mm256_unpacklo_epi64(t[0], t[2]),
+        _mm256_unpackhi_epi64(t[0], t[2]),
+        _mm256_unpacklo_epi64(t[1], t[3]),
+        _mm256_unpackhi_epi64(t[1], t[3]),
+    ];
+    // Bytes 48..52 (qh): digit k of byte j is element 240 + 4k + j.
+    let qh = blocks.map(|b| i32::from_le_bytes([b[48], b[49], b[50], b[51]]));
+    let qh = _mm256_setr_epi32(qh[0], qh[1], qh[2], qh[3], qh[4], qh[5], qh[6], qh[7]);
+    (head, tail, qh)
 }
 
 /// The 128 six-bit codes of half `h` (0 or 1) of a Q6_K block, minus 32, as four registers of 32
