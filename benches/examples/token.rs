@@ -64,7 +64,9 @@ fn main() {
             // between the matrices read as codes), in one call: what the calls per matrix cost.
             let (all, cols) = (whole.bytes(), shapes[0].2);
             let size = |rows| format.byte_size(rows, cols).unwrap();
-            let mut rows = all.len() / (size(16) - size(8)) * 8 / 8;
+            // Whole groups of eight rows (`size(16) - size(8)`: eight rows' bytes), then fewer
+            // until the last group's trailer (I2_S: its scale) fits too.
+            let mut rows = all.len() / (size(16) - size(8)) * 8;
             while size(rows) > all.len() {
                 rows -= 8;
             }

@@ -116,18 +116,19 @@ crate::ternary::tq_gemv!(gemv_tq2, "avx2,fma,f16c", bitnet_quant::tq::TQ2_0_BLOC
 /// One transposed TQ1_0 register's digits (see [`crate::ternary::tq1_gemv`]): from its bytes
 /// biased once ([`crate::x256::biased`]), each digit by [`crate::x256::digit_of`] and the next
 /// digit's bytes by [`crate::x256::times3`], multiplied by `vpmaddubsw` against the activations
-/// at element offsets `$e` broadcast, into i16 accumulator `$acc[$i % 2]`. The pair sums lie in
-/// [−512, 508] and each accumulator takes at most 34 of them per block (no saturation). Against
-/// one row at a time in its own registers (the tail bytes' last digits by 16-bit multiplies, a
-/// transposing sum per block): in L2 5.6 → 6.6 GB/s, from memory 5.4 → 6.1 (Zen 3).
+/// at element offsets `$e` broadcast, into i16 accumulator `$t[$i % $acc]` (`$acc` = 2). The
+/// pair sums lie in [−512, 508] and each accumulator takes at most 34 of them per block (no
+/// saturation). Against one row at a time in its own registers (the tail bytes' last digits by
+/// 16-bit multiplies, a transposing sum per block): in L2 5.6 → 6.5 GB/s, from memory 5.4 → 6.1
+/// (medians, Zen 3).
 macro_rules! tq1_digits {
-    (, $a:ident, $acc:ident, $i:expr, $x:expr, [$first:expr $(, $e:expr)*]) => {{
+    ($acc:expr, $a:ident, $t:ident, $i:expr, $x:expr, [$first:expr $(, $e:expr)*]) => {{
         let av = |e: usize| _mm256_set1_epi32(i32::from_le_bytes([$a[e], $a[e + 1], $a[e + 2], $a[e + 3]].map(|v| v as u8)));
         let mut x = crate::x256::biased($x);
-        $acc[$i % 2] = _mm256_add_epi16($acc[$i % 2], _mm256_maddubs_epi16(crate::x256::digit_of(x), av($first)));
+        $t[$i % $acc] = _mm256_add_epi16($t[$i % $acc], _mm256_maddubs_epi16(crate::x256::digit_of(x), av($first)));
         $(
             x = crate::x256::times3(x);
-            $acc[$i % 2] = _mm256_add_epi16($acc[$i % 2], _mm256_maddubs_epi16(crate::x256::digit_of(x), av($e)));
+            $t[$i % $acc] = _mm256_add_epi16($t[$i % $acc], _mm256_maddubs_epi16(crate::x256::digit_of(x), av($e)));
         )*
     }};
 }
@@ -140,7 +141,7 @@ fn tq1_block_sum(t: [__m256i; 8]) -> __m256i {
     _mm256_add_epi32(_mm256_madd_epi16(t[0], ones), _mm256_madd_epi16(t[1], ones))
 }
 
-crate::ternary::tq1_gemv!("avx2,fma,f16c", tq1_digits(), tq1_block_sum);
+crate::ternary::tq1_gemv!("avx2,fma,f16c", tq1_digits(2), tq1_block_sum);
 
 /// One 256-block of [`gemm_many`]'s interleaved rows `wb` against `T` tokens' activations (in
 /// element order), added into `acc`: 64 steps of one load and one `vpmaddubsw` per token against
