@@ -1,7 +1,8 @@
-//! Quick GEMV streaming check outside criterion: one matrix larger than the L3.
+//! Quick GEMV streaming check outside criterion: one matrix larger than the L3 (I2_S, TQ2_0,
+//! TQ1_0, TL2 on the lookup-table loops; STREAM_FORMAT=i2s|tq2|tq1|tl2 picks one).
 use std::time::Instant;
 
-use bitnet_benches::{Aligned, I2S, activations, packed};
+use bitnet_benches::{Aligned, I2S, TL2, activations, for_shape, packed, scale_of};
 use bitnet_kernels::Kernels;
 use bitnet_quant::{PackedTernary, TernaryFormat};
 
@@ -13,7 +14,9 @@ fn main() {
     // STREAM_REPS repeats each timing (best of them is printed); STREAM_FORMAT picks one format.
     let reps: usize = std::env::var("STREAM_REPS").ok().and_then(|c| c.parse().ok()).unwrap_or(5);
     let only = std::env::var("STREAM_FORMAT").ok();
-    for format in [I2S, TernaryFormat::Tq2_0, TernaryFormat::Tq1_0] {
+    for format in [I2S, TernaryFormat::Tq2_0, TernaryFormat::Tq1_0, TL2] {
+        // TL2 gets the tiling `bitnet convert` would write for the shape.
+        let format = for_shape(format, rows, cols);
         if only.as_ref().is_some_and(|o| !format!("{format:?}").to_lowercase().starts_with(&o.to_lowercase())) {
             continue;
         }
@@ -22,7 +25,7 @@ fn main() {
         let mut out = vec![0f32; rows];
         for offset in [32, 0, 32, 0] {
             let buf = Aligned::new(&data, offset);
-            let w = PackedTernary::new(format, rows, cols, buf.bytes(), None).unwrap();
+            let w = PackedTernary::new(format, rows, cols, buf.bytes(), scale_of(format)).unwrap();
             for set in Kernels::available().into_iter().filter(|k| k.name() != "scalar") {
                 let k = set.ternary();
                 let mut best = f64::MAX;

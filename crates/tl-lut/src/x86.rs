@@ -109,6 +109,27 @@ unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
     let m4 = _mm256_set1_epi8(0x0F);
     let one = _mm256_set1_epi16(1);
     let tab = t.tables.as_ptr();
+    // The four table lookups of vector `j` of the run at `b`, as 16-bit sums: (high nibble, rows of the
+    // low and high byte interleaves; low nibble, the same).
+    macro_rules! lookup {
+        ($b:expr, $j:expr) => {{
+            let j = $j;
+            let x = _mm256_loadu_si256($b.add(32 * j).cast());
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4);
+            let lo = _mm256_and_si256(x, m4);
+            let tj = tab.add(128 * j);
+            let hl = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.cast()), hi);
+            let hh = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(32).cast()), hi);
+            let ll = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(64).cast()), lo);
+            let lh = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(96).cast()), lo);
+            (
+                _mm256_unpacklo_epi8(hl, hh),
+                _mm256_unpackhi_epi8(hl, hh),
+                _mm256_unpacklo_epi8(ll, lh),
+                _mm256_unpackhi_epi8(ll, lh),
+            )
+        }};
+    }
     for sub in 0..t.bytes.len() / t.run {
         // SAFETY: the caller checked `subs` runs of index and sign bytes and 32·V 16- and 32-bit
         // sums per sub-tile.
@@ -132,6 +153,47 @@ unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
             // At most FLUSH vectors per position between widenings, in a loop of its own so
             // that the hot loop carries no widening branch.
             let end = n.min(i + FLUSH * V);
+            if SIGN {
+                // Four vectors (one 32-byte group of sign words) at a time, so that every shift
+                // is an immediate (a shift by a register count cost three operations): vector
+                // i + v's four sums take the sign bits at shifts 4v .. 4v + 3 (layout below).
+                while i + 4 <= end {
+                    // SAFETY: i + 3 < n; as `lookup!` below, and the group's 32 sign bytes.
+                    unsafe {
+                        prefetch_ahead(b.wrapping_add(32 * i));
+                        prefetch_ahead(b.wrapping_add(32 * i + 64));
+                        if i % 8 == 0 {
+                            prefetch_ahead_signs(s.wrapping_add(8 * i));
+                        }
+                        let words = _mm256_loadu_si256(s.add(8 * i).cast());
+                        // `vpsignw` by `(words | 1) << k`: bit 15 is the sign bit wanted and
+                        // bit k keeps the word non-zero (a zero would zero the sum), except
+                        // for k = 15, whose bit 0 is the sign itself.
+                        let w1 = _mm256_or_si256(words, one);
+                        let last = _mm256_or_si256(_mm256_slli_epi16::<15>(words), one);
+                        macro_rules! signed_group {
+                            ($j:expr, $k0:literal, $k1:literal, $k2:literal, $l3:expr) => {{
+                                let (p0, p1, q0, q1) = lookup!(b, $j);
+                                let s0 = _mm256_add_epi16(
+                                    _mm256_sign_epi16(p0, _mm256_slli_epi16::<$k0>(w1)),
+                                    _mm256_sign_epi16(q0, _mm256_slli_epi16::<$k2>(w1)),
+                                );
+                                let s1 = _mm256_add_epi16(
+                                    _mm256_sign_epi16(p1, _mm256_slli_epi16::<$k1>(w1)),
+                                    _mm256_sign_epi16(q1, $l3),
+                                );
+                                sums[0][0] = _mm256_add_epi16(sums[0][0], s0);
+                                sums[0][1] = _mm256_add_epi16(sums[0][1], s1);
+                            }};
+                        }
+                        signed_group!(i, 0, 1, 2, _mm256_slli_epi16::<3>(w1));
+                        signed_group!(i + 1, 4, 5, 6, _mm256_slli_epi16::<7>(w1));
+                        signed_group!(i + 2, 8, 9, 10, _mm256_slli_epi16::<11>(w1));
+                        signed_group!(i + 3, 12, 13, 14, last);
+                    }
+                    i += 4;
+                }
+            }
             while i < end {
                 for (q, sum) in sums.iter_mut().enumerate() {
                     let j = i + q;
@@ -145,22 +207,11 @@ unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
                     // SAFETY: j < n; the caller checked 32·n index bytes and 128·n table bytes per
                     // run and (signs) 32 bytes per 4 vectors.
                     unsafe {
-                        let x = _mm256_loadu_si256(b.add(32 * j).cast());
-                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4);
-                        let lo = _mm256_and_si256(x, m4);
-                        let tj = tab.add(128 * j);
-                        let hl = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.cast()), hi);
-                        let hh = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(32).cast()), hi);
-                        let ll = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(64).cast()), lo);
-                        let lh = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(96).cast()), lo);
-                        let mut p0 = _mm256_unpacklo_epi8(hl, hh);
-                        let mut p1 = _mm256_unpackhi_epi8(hl, hh);
-                        let mut q0 = _mm256_unpacklo_epi8(ll, lh);
-                        let mut q1 = _mm256_unpackhi_epi8(ll, lh);
+                        let (mut p0, mut p1, mut q0, mut q1) = lookup!(b, j);
                         if SIGN {
                             // Vector j is 6-column chunk j: triples 2j mod 8 (high nibble) and the
                             // next; the sign of (row r, triple tr) is bit 15 − (2·tr + r/16) of word
-                            // r mod 16.
+                            // r mod 16. (Only the last vectors of a run come here.)
                             let words = _mm256_loadu_si256(s.add(32 * (j / 4)).cast());
                             let shift = 4 * (j % 4) as i64;
                             let neg = |v: __m256i, by: i64| {
