@@ -664,7 +664,6 @@ unsafe fn gemm_tokens256<const T: usize>(
     t0: usize,
     dots: &mut [i32],
 ) {
-    let mut acc = [[_mm256_setzero_si256(); 2]; T];
     let ones = _mm256_set1_epi16(1);
     let per_row = cols / 4;
     // SAFETY: the caller checked per_row·64 bytes per row group, T tokens of `cols`
@@ -672,20 +671,36 @@ unsafe fn gemm_tokens256<const T: usize>(
     unsafe {
         let base = panel.as_ptr().add(g * per_row * 64);
         let a = acts.as_ptr().add(t0 * cols);
-        for c in 0..per_row {
-            let c0 = _mm256_loadu_si256(base.add(64 * c).cast());
-            let c1 = _mm256_loadu_si256(base.add(64 * c + 32).cast());
-            for (t, s) in acc.iter_mut().enumerate() {
-                let four = _mm256_set1_epi32(a.add(t * cols + 4 * c).cast::<i32>().read_unaligned());
-                // Codes ≤ 2, |a| ≤ 128: the pairwise 16-bit sums cannot saturate.
-                s[0] = _mm256_add_epi32(s[0], _mm256_madd_epi16(_mm256_maddubs_epi16(c0, four), ones));
-                s[1] = _mm256_add_epi32(s[1], _mm256_madd_epi16(_mm256_maddubs_epi16(c1, four), ones));
-            }
+        let d = dots.as_mut_ptr();
+        let out = |t: usize| d.add(((t0 + t) * groups + g) * 16).cast::<__m256i>();
+        for t in 0..T {
+            _mm256_storeu_si256(out(t), _mm256_setzero_si256());
+            _mm256_storeu_si256(out(t).add(1), _mm256_setzero_si256());
         }
-        for (t, s) in acc.iter().enumerate() {
-            let out = dots.as_mut_ptr().add(((t0 + t) * groups + g) * 16);
-            _mm256_storeu_si256(out.cast(), s[0]);
-            _mm256_storeu_si256(out.add(8).cast(), s[1]);
+        // The i16 pair sums (codes ≤ 2, activations in [−128, 127]: each in [−512, 508]) add up
+        // in i16 for 32 column groups (≤ 16384 in magnitude), then widen once into the dots:
+        // one `vpmaddwd` per 32 `vpmaddubsw` instead of one each (the 32-bit sums stay in
+        // memory, so the sixteen registers hold the 16-bit ones).
+        let mut c = 0;
+        while c < per_row {
+            let end = per_row.min(c + 32);
+            let mut acc = [[_mm256_setzero_si256(); 2]; T];
+            for c in c..end {
+                let c0 = _mm256_loadu_si256(base.add(64 * c).cast());
+                let c1 = _mm256_loadu_si256(base.add(64 * c + 32).cast());
+                for (t, s) in acc.iter_mut().enumerate() {
+                    let four = _mm256_set1_epi32(a.add(t * cols + 4 * c).cast::<i32>().read_unaligned());
+                    s[0] = _mm256_add_epi16(s[0], _mm256_maddubs_epi16(c0, four));
+                    s[1] = _mm256_add_epi16(s[1], _mm256_maddubs_epi16(c1, four));
+                }
+            }
+            for (t, s) in acc.iter().enumerate() {
+                for (h, &v) in s.iter().enumerate() {
+                    let p = out(t).add(h);
+                    _mm256_storeu_si256(p, _mm256_add_epi32(_mm256_loadu_si256(p), _mm256_madd_epi16(v, ones)));
+                }
+            }
+            c = end;
         }
     }
 }
