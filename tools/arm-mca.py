@@ -122,7 +122,9 @@ def lut_table(args, tmp):
     # The instances of tile128::<SIGN, V> (their symbols do not name the parameters): TL2
     # triples <true, 2> apply sign bits (cmtst or cmeq + bif/neg, as the compiler chose), TL1
     # <false, 4> has 16 tbl per iteration.
-    inst = [best_loop(lut[n], "tbl") for n in lut if "tile128" in n]
+    # The main loop of each: the one with the most lookups (TL2's signed walk goes eight
+    # vectors a step, and its last vectors of a run two at a time in a shorter loop).
+    inst = [max((ls for _, ls in loops(lut[n]) if count(ls, "tbl")), key=lambda ls: count(ls, "tbl")) for n in lut if "tile128" in n]
     signed = lambda ls: count(ls, "cmtst") + count(ls, "bif") + count(ls, "neg") > 0
     tl2 = [ls for ls in inst if signed(ls)]
     tl1 = [ls for ls in inst if not signed(ls) and count(ls, "tbl") == 16]

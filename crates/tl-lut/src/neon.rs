@@ -82,6 +82,27 @@ unsafe fn tile128<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
     let n = t.run / 16;
     let m4 = vdupq_n_u8(0x0F);
     let tab = t.tables.as_ptr();
+    // The four table lookups of vector `j` of the run at `b`, as 16-bit sums (high nibble: low
+    // and high byte interleaves; low nibble: the same).
+    macro_rules! lookup {
+        ($b:expr, $j:expr) => {{
+            let j = $j;
+            let x = vld1q_u8($b.add(16 * j));
+            let hi = vshrq_n_u8::<4>(x);
+            let lo = vandq_u8(x, m4);
+            let tj = tab.add(64 * j);
+            let hl = vqtbl1q_u8(vld1q_u8(tj), hi);
+            let hh = vqtbl1q_u8(vld1q_u8(tj.add(16)), hi);
+            let ll = vqtbl1q_u8(vld1q_u8(tj.add(32)), lo);
+            let lh = vqtbl1q_u8(vld1q_u8(tj.add(48)), lo);
+            (
+                vreinterpretq_s16_u8(vzip1q_u8(hl, hh)),
+                vreinterpretq_s16_u8(vzip2q_u8(hl, hh)),
+                vreinterpretq_s16_u8(vzip1q_u8(ll, lh)),
+                vreinterpretq_s16_u8(vzip2q_u8(ll, lh)),
+            )
+        }};
+    }
     for sub in 0..t.bytes.len() / t.run {
         // SAFETY: the caller checked `subs` runs of index and sign bytes and 16·V 16- and 32-bit
         // sums per sub-tile.
@@ -105,28 +126,63 @@ unsafe fn tile128<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
             // At most FLUSH vectors per position between widenings, in a loop of its own so
             // that the hot loop carries no widening branch.
             let end = n.min(i + FLUSH * V);
+            if SIGN {
+                // Eight vectors (one 32-byte group of sign words) at a time, so that every sign
+                // bit is moved by an immediate shift (a mask made per vector from a shifted 1
+                // cost a `dup` each): vector i + 2m + h takes word half h, bits 15 − 4m .. 12 −
+                // 4m (layout below).
+                while i + 8 <= end {
+                    // SAFETY: i + 7 < n (vectors of this run), the group's 32 sign bytes; as
+                    // `lookup!`. The `asm!` templates are empty (no instruction, no memory).
+                    unsafe {
+                        let words = [vld1q_u16(s.add(4 * i).cast()), vld1q_u16(s.add(4 * i + 16).cast())];
+                        macro_rules! signed_pair {
+                            ($m:literal, $h:literal) => {{
+                                let (p0, p1, q0, q1) = lookup!(b, i + 2 * $m + $h);
+                                // Bit 15 − k of the words moved to the sign bit, spread to a mask
+                                // (LLVM makes the pair a `cmtst` against a constant).
+                                macro_rules! neg {
+                                    ($v:expr, $k:expr) => {{
+                                        let mut m = vreinterpretq_s16_u16(vcltzq_s16(vreinterpretq_s16_u16(
+                                            vshlq_n_u16::<{ $k }>(words[$h]),
+                                        )));
+                                        // An empty template: it only hides from LLVM that `m` is
+                                        // a mask, which it would turn `(v ^ m) − m` for into
+                                        // `neg` + `bsl` + a copy (registers then spilled: llvm-mca
+                                        // cycles on Neoverse V1 / N2 11.1 / 19.8 → 13.3 / 24.5).
+                                        std::arch::asm!("/* {0:v} */", inout(vreg) m, options(pure, nomem, nostack));
+                                        vsubq_s16(veorq_s16($v, m), m)
+                                    }};
+                                }
+                                let sum = &mut sums[$h];
+                                sum[0] = vaddq_s16(sum[0], vaddq_s16(neg!(p0, 4 * $m), neg!(q0, 4 * $m + 2)));
+                                sum[1] = vaddq_s16(sum[1], vaddq_s16(neg!(p1, 4 * $m + 1), neg!(q1, 4 * $m + 3)));
+                            }};
+                        }
+                        signed_pair!(0, 0);
+                        signed_pair!(0, 1);
+                        signed_pair!(1, 0);
+                        signed_pair!(1, 1);
+                        signed_pair!(2, 0);
+                        signed_pair!(2, 1);
+                        signed_pair!(3, 0);
+                        signed_pair!(3, 1);
+                    }
+                    i += 8;
+                }
+            }
             while i < end {
                 for (q, sum) in sums.iter_mut().enumerate() {
                     let j = i + q;
                     // SAFETY: j < n; the caller checked 16·n index bytes and 64·n table bytes per run
                     // and (signs) 32 bytes per 8 vectors.
                     unsafe {
-                        let x = vld1q_u8(b.add(16 * j));
-                        let hi = vshrq_n_u8::<4>(x);
-                        let lo = vandq_u8(x, m4);
-                        let tj = tab.add(64 * j);
-                        let hl = vqtbl1q_u8(vld1q_u8(tj), hi);
-                        let hh = vqtbl1q_u8(vld1q_u8(tj.add(16)), hi);
-                        let ll = vqtbl1q_u8(vld1q_u8(tj.add(32)), lo);
-                        let lh = vqtbl1q_u8(vld1q_u8(tj.add(48)), lo);
-                        let mut p0 = vreinterpretq_s16_u8(vzip1q_u8(hl, hh));
-                        let mut p1 = vreinterpretq_s16_u8(vzip2q_u8(hl, hh));
-                        let mut q0 = vreinterpretq_s16_u8(vzip1q_u8(ll, lh));
-                        let mut q1 = vreinterpretq_s16_u8(vzip2q_u8(ll, lh));
+                        let (mut p0, mut p1, mut q0, mut q1) = lookup!(b, j);
                         if SIGN {
                             // Vector j is half (rows 8·(j mod 2) + 0..8 and 16 + that) of 6-column
                             // chunk j/2: triples 2·(j/2) mod 8 and the next; the sign of (row r,
-                            // triple tr) is bit 15 − (2·tr + r/16) of word r mod 16.
+                            // triple tr) is bit 15 − (2·tr + r/16) of word r mod 16. (Only the
+                            // last vectors of a run come here.)
                             let words = vld1q_u16(s.add(32 * (j / 8) + 16 * (j % 2)).cast());
                             let top = 15 - 4 * ((j / 2) % 4) as u16;
                             let neg = |v: int16x8_t, bit: u16| {
