@@ -123,7 +123,7 @@ def lut_table(args, tmp):
     # triples <true, 2> apply sign bits (cmtst or cmeq + bif/neg, as the compiler chose), TL1
     # <false, 4> has 16 tbl per iteration.
     # The main loop of each: the one with the most lookups (TL2's signed walk goes eight
-    # vectors a step, and its last vectors of a run two at a time in a shorter loop).
+    # vectors a step; its instance also holds the unsigned loop, shorter).
     inst = [max((ls for _, ls in loops(lut[n]) if count(ls, "tbl")), key=lambda ls: count(ls, "tbl")) for n in lut if "tile128" in n]
     signed = lambda ls: count(ls, "cmtst") + count(ls, "bif") + count(ls, "neg") > 0
     tl2 = [ls for ls in inst if signed(ls)]

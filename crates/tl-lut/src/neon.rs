@@ -61,7 +61,9 @@ impl Neon {
         let subs = t.bytes.len() / t.run.max(1);
         assert!(t.run.is_multiple_of(16 * v) && t.bytes.len().is_multiple_of(t.run) && t.tables.len() >= n * 64);
         assert!(t.acc16.len() >= subs * 16 * v && t.acc32.len() >= subs * 16 * v);
-        assert!(!sign || (v == 2 && t.srun >= n.div_ceil(8) * 32 && t.signs.len() >= subs * t.srun));
+        // TL2 column tiles are multiples of 24 columns (`tl::check_tl2`), so a run is whole groups
+        // of eight vectors and 32 sign bytes.
+        assert!(!sign || (v == 2 && n.is_multiple_of(8) && t.srun >= n / 8 * 32 && t.signs.len() >= subs * t.srun));
         // SAFETY: the token proves NEON; the asserts above bound every load and store.
         unsafe {
             match (sign, v) {
@@ -129,9 +131,12 @@ unsafe fn tile128<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
             if SIGN {
                 // Eight vectors (one 32-byte group of sign words) at a time, so that every sign
                 // bit is moved by an immediate shift (a mask made per vector from a shifted 1
-                // cost a `dup` each): vector i + 2m + h takes word half h, bits 15 − 4m .. 12 −
-                // 4m (layout below).
-                while i + 8 <= end {
+                // cost a `dup` each; `end − i` is a multiple of eight, checked by the caller).
+                // Vector j is half (rows 8·(j mod 2) + 0..8 and 16 + that) of 6-column chunk
+                // j/2: triples 2·(j/2) mod 8 and the next; the sign of (row r, triple tr) is bit
+                // 15 − (2·tr + r/16) of word r mod 16, so vector i + 2m + h takes word half h,
+                // bits 15 − 4m .. 12 − 4m.
+                while i < end {
                     // SAFETY: i + 7 < n (vectors of this run), the group's 32 sign bytes; as
                     // `lookup!`. The `asm!` templates are empty (no instruction, no memory).
                     unsafe {
@@ -171,29 +176,13 @@ unsafe fn tile128<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
                     i += 8;
                 }
             }
+            // Unsigned runs (TL1 and TL2's pairs), a vector per position at a time.
             while i < end {
                 for (q, sum) in sums.iter_mut().enumerate() {
                     let j = i + q;
-                    // SAFETY: j < n; the caller checked 16·n index bytes and 64·n table bytes per run
-                    // and (signs) 32 bytes per 8 vectors.
+                    // SAFETY: j < n; the caller checked 16·n index bytes and 64·n table bytes per run.
                     unsafe {
-                        let (mut p0, mut p1, mut q0, mut q1) = lookup!(b, j);
-                        if SIGN {
-                            // Vector j is half (rows 8·(j mod 2) + 0..8 and 16 + that) of 6-column
-                            // chunk j/2: triples 2·(j/2) mod 8 and the next; the sign of (row r,
-                            // triple tr) is bit 15 − (2·tr + r/16) of word r mod 16. (Only the
-                            // last vectors of a run come here.)
-                            let words = vld1q_u16(s.add(32 * (j / 8) + 16 * (j % 2)).cast());
-                            let top = 15 - 4 * ((j / 2) % 4) as u16;
-                            let neg = |v: int16x8_t, bit: u16| {
-                                let m = vreinterpretq_s16_u16(vtstq_u16(words, vdupq_n_u16(1 << bit)));
-                                vsubq_s16(veorq_s16(v, m), m)
-                            };
-                            p0 = neg(p0, top);
-                            p1 = neg(p1, top - 1);
-                            q0 = neg(q0, top - 2);
-                            q1 = neg(q1, top - 3);
-                        }
+                        let (p0, p1, q0, q1) = lookup!(b, j);
                         sum[0] = vaddq_s16(sum[0], vaddq_s16(p0, q0));
                         sum[1] = vaddq_s16(sum[1], vaddq_s16(p1, q1));
                     }

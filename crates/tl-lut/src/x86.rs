@@ -77,7 +77,9 @@ impl Avx2 {
         let subs = t.bytes.len() / t.run.max(1);
         assert!(t.run.is_multiple_of(32 * v) && t.bytes.len().is_multiple_of(t.run) && t.tables.len() >= n * 128);
         assert!(t.acc16.len() >= subs * 32 * v && t.acc32.len() >= subs * 32 * v);
-        assert!(!sign || (v == 1 && t.srun >= n.div_ceil(4) * 32 && t.signs.len() >= subs * t.srun));
+        // TL2 column tiles are multiples of 24 columns (`tl::check_tl2`), so a run is whole groups
+        // of four vectors and 32 sign bytes.
+        assert!(!sign || (v == 1 && n.is_multiple_of(4) && t.srun >= n / 4 * 32 && t.signs.len() >= subs * t.srun));
         // SAFETY: the token proves AVX2; the asserts above bound every load and store.
         unsafe {
             match (sign, v) {
@@ -155,10 +157,14 @@ unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
             let end = n.min(i + FLUSH * V);
             if SIGN {
                 // Four vectors (one 32-byte group of sign words) at a time, so that every shift
-                // is an immediate (a shift by a register count cost three operations): vector
-                // i + v's four sums take the sign bits at shifts 4v .. 4v + 3 (layout below).
-                while i + 4 <= end {
-                    // SAFETY: i + 3 < n; as `lookup!` below, and the group's 32 sign bytes.
+                // is an immediate (a shift by a register count cost three operations; `end − i`
+                // is a multiple of four, checked by the caller). Vector j is 6-column chunk j:
+                // triples 2j mod 8 (high nibble) and the next; the sign of (row r, triple tr) is
+                // bit 15 − (2·tr + r/16) of word r mod 16, so vector i + v's four sums take the
+                // bits at shifts 4v .. 4v + 3.
+                while i < end {
+                    // SAFETY: i + 3 < n; the group's 32 sign bytes (checked by the caller); as
+                    // `lookup!`.
                     unsafe {
                         prefetch_ahead(b.wrapping_add(32 * i));
                         prefetch_ahead(b.wrapping_add(32 * i + 64));
@@ -194,35 +200,17 @@ unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
                     i += 4;
                 }
             }
+            // Unsigned runs (TL1-style pairs), a vector per position at a time.
             while i < end {
                 for (q, sum) in sums.iter_mut().enumerate() {
                     let j = i + q;
                     if j % 2 == 0 {
                         prefetch_ahead(b.wrapping_add(32 * j));
                     }
-                    if SIGN && j % 8 == 0 {
-                        // The sign plane is a second stream, a fifth the size of the first.
-                        prefetch_ahead_signs(s.wrapping_add(8 * j));
-                    }
                     // SAFETY: j < n; the caller checked 32·n index bytes and 128·n table bytes per
-                    // run and (signs) 32 bytes per 4 vectors.
+                    // run.
                     unsafe {
-                        let (mut p0, mut p1, mut q0, mut q1) = lookup!(b, j);
-                        if SIGN {
-                            // Vector j is 6-column chunk j: triples 2j mod 8 (high nibble) and the
-                            // next; the sign of (row r, triple tr) is bit 15 − (2·tr + r/16) of word
-                            // r mod 16. (Only the last vectors of a run come here.)
-                            let words = _mm256_loadu_si256(s.add(32 * (j / 4)).cast());
-                            let shift = 4 * (j % 4) as i64;
-                            let neg = |v: __m256i, by: i64| {
-                                let bit = _mm256_sll_epi16(words, _mm_cvtsi64_si128(by));
-                                _mm256_sign_epi16(v, _mm256_or_si256(bit, one))
-                            };
-                            p0 = neg(p0, shift);
-                            p1 = neg(p1, shift + 1);
-                            q0 = neg(q0, shift + 2);
-                            q1 = neg(q1, shift + 3);
-                        }
+                        let (p0, p1, q0, q1) = lookup!(b, j);
                         sum[0] = _mm256_add_epi16(sum[0], _mm256_add_epi16(p0, q0));
                         sum[1] = _mm256_add_epi16(sum[1], _mm256_add_epi16(p1, q1));
                     }
