@@ -399,6 +399,13 @@ impl Lut {
             return Ok(());
         }
         let maps: Vec<Vec<usize>> = geo.planes.iter().map(|p| lane_rows(p, width)).collect();
+        // Planes whose lane order is row order (TL2 on 256 bits): their sums are added as they
+        // are (the scatter by the map was 3–4% of a TL2 GEMV on AVX2).
+        let in_order: Vec<bool> = maps
+            .iter()
+            .zip(&geo.planes)
+            .map(|(m, p)| m.len() == p.sub && m.iter().enumerate().all(|(k, &r)| k == r))
+            .collect();
         let acc_len = width * geo.planes.iter().map(|p| positions(p, width)).max().unwrap_or(1);
         let mut cache = TABLES.take().unwrap_or_default();
         let subs_max = geo.planes.iter().map(|p| p.subs()).max().unwrap_or(1);
@@ -411,7 +418,7 @@ impl Lut {
             for rt in rows.start / geo.bm..rows.end.div_ceil(geo.bm) {
                 let base = rt * geo.bm;
                 dots.iter_mut().for_each(|d| *d = 0);
-                for ((plane, map), &at) in geo.planes.iter().zip(&maps).zip(&at) {
+                for (((plane, map), &at), &in_order) in geo.planes.iter().zip(&maps).zip(&at).zip(&in_order) {
                     let tab = &cache.tables[at].1;
                     let (run, srun) = (plane.run_bytes(), plane.run_sign_bytes());
                     let v = positions(plane, width);
@@ -445,8 +452,14 @@ impl Lut {
                         );
                     }
                     for (i, st) in subs.enumerate() {
-                        for (&r, &v) in map.iter().zip(&acc32[i * per_sub..(i + 1) * per_sub]) {
-                            dots[st * plane.sub + r] += v;
+                        let acc = &acc32[i * per_sub..(i + 1) * per_sub];
+                        if in_order {
+                            let d = &mut dots[st * plane.sub..(st + 1) * plane.sub];
+                            d.iter_mut().zip(acc).for_each(|(d, &v)| *d += v);
+                        } else {
+                            for (&r, &v) in map.iter().zip(acc) {
+                                dots[st * plane.sub + r] += v;
+                            }
                         }
                     }
                 }
