@@ -339,6 +339,7 @@ impl Lut {
             .collect();
         let mut panel = vec![0u8; groups * cols / 4 * 64];
         let mut dots = vec![0i32; n * groups * 16];
+        let mut vals = vec![0f32; groups * 16];
         for rt in rows.start / geo.bm..rows.end.div_ceil(geo.bm) {
             let base = rt * geo.bm;
             let subs = (rows.start.max(base) - base) / sub..(rows.end.min(base + geo.bm) - base).div_ceil(sub);
@@ -370,12 +371,25 @@ impl Lut {
                     Isa::Neon(i) if i.panel() => i.gemm(&panel, groups, cols, &x.codes, &mut dots),
                     _ => panel::gemm(&panel, groups, cols, &x.codes, &mut dots),
                 }
+                // The sub-tile's results per token: computed in lane order first (a plain loop
+                // LLVM vectorizes, divisions included), then placed by row; done row by row with
+                // a range test each they were 7% of a TL2 prompt on AVX2.
+                let first = base + st * sub;
+                let whole = rows.start <= first && first + sub <= rows.end;
                 for (t, act) in x.rows.iter().enumerate() {
-                    for (j, &r) in group_rows.iter().enumerate() {
-                        let row = base + st * sub + r;
-                        if rows.contains(&row) {
-                            let dot = dots[t * groups * 16 + j] - act.sum;
-                            out[t * len + row - rows.start] = dot as f32 / act.scale * scale;
+                    let d = &dots[t * groups * 16..(t + 1) * groups * 16];
+                    vals.iter_mut().zip(d).for_each(|(v, &dot)| *v = (dot - act.sum) as f32 / act.scale * scale);
+                    let o = &mut out[t * len..(t + 1) * len];
+                    if whole {
+                        let o = &mut o[first - rows.start..first - rows.start + sub];
+                        for (&r, &v) in group_rows.iter().zip(&vals) {
+                            o[r] = v;
+                        }
+                    } else {
+                        for (&r, &v) in group_rows.iter().zip(&vals) {
+                            if rows.contains(&(first + r)) {
+                                o[first + r - rows.start] = v;
+                            }
                         }
                     }
                 }
@@ -544,16 +558,22 @@ mod tests {
                 (TernaryFormat::Tl1(t), tl::pack_tl1(&m, t).unwrap())
             };
             let w = PackedTernary::new(format, rows, cols, &bytes, Some(0.75)).unwrap();
-            let codes: Vec<i8> = (0..cols).map(|_| rnd(256) as u8 as i8).collect();
-            let sum = codes.iter().map(|&v| i32::from(v)).sum();
-            let x = QuantizedActivations { cols, codes, rows: vec![ActScale { scale: 3.0, sum }] };
-            for range in [0..rows, 32..rows - 32, 40..41, 60..70] {
-                let mut want = vec![0f32; range.len()];
-                ScalarKernel.gemm_rows(&w, &x, range.clone(), &mut want).unwrap();
-                for l in Lut::available() {
-                    let mut got = vec![f32::NAN; range.len()];
-                    l.gemm_rows(&w, &x, range.clone(), &mut got).unwrap();
-                    assert_eq!(got, want, "{} {format:?} rows {range:?}", l.name());
+            // One token (the table walk) and three (the panel path where a variant has one).
+            for n in [1, 3] {
+                let codes: Vec<i8> = (0..n * cols).map(|_| rnd(256) as u8 as i8).collect();
+                let acts = codes
+                    .chunks(cols)
+                    .map(|c| ActScale { scale: 3.0, sum: c.iter().map(|&v| i32::from(v)).sum() })
+                    .collect();
+                let x = QuantizedActivations { cols, codes, rows: acts };
+                for range in [0..rows, 32..rows - 32, 40..41, 60..70] {
+                    let mut want = vec![0f32; n * range.len()];
+                    ScalarKernel.gemm_rows(&w, &x, range.clone(), &mut want).unwrap();
+                    for l in Lut::available() {
+                        let mut got = vec![f32::NAN; n * range.len()];
+                        l.gemm_rows(&w, &x, range.clone(), &mut got).unwrap();
+                        assert_eq!(got, want, "{} {format:?} rows {range:?}, {n} tokens", l.name());
+                    }
                 }
             }
         }
