@@ -48,7 +48,7 @@ impl Avx2 {
     }
 
     /// Decodes one run of `plane` into `panel` (see [`crate::panel`]), 8 rows per register, the
-    /// codes of triples by `vpermd` from the decode table, of pairs by `vpgatherdd`.
+    /// codes by `vpermd` from the decode tables.
     pub(crate) fn decode(self, plane: &Plane, bytes: &[u8], signs: &[u8], panel: &mut [u8], cols: usize, col: usize) {
         assert!(col.is_multiple_of(4) && cols.is_multiple_of(4));
         assert!(panel.len() >= crate::panel::groups(plane) * cols / 4 * 64 && col + plane.bk <= cols);
@@ -545,32 +545,46 @@ unsafe fn gemm_tokens<const T: usize>(
     }
 }
 
+/// Entry `i & 15` of a 16-entry dword table held as two registers (entries 0-7, 8-15), for
+/// eight indices at once: two `vpermd` and a blend on bit 3 (`vblendvps` reads each dword's top
+/// bit). The TL2 triple decode took twice the samples with `vpgatherdd` from the table (Zen 3).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn lookup16((lo8, hi8): (__m256i, __m256i), i: __m256i) -> __m256i {
+    _mm256_castps_si256(_mm256_blendv_ps(
+        _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(lo8, i)),
+        _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(hi8, i)),
+        _mm256_castsi256_ps(_mm256_slli_epi32::<28>(i)),
+    ))
+}
+
+/// The first 16 entries of a decode table as [`lookup16`]'s two registers.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn table16(t: &[u32]) -> (__m256i, __m256i) {
+    let t: &[u32; 16] = t[..16].try_into().expect("16 entries");
+    // SAFETY: `t` holds 16 u32: two unaligned 32-byte loads.
+    unsafe { (_mm256_loadu_si256(t.as_ptr().cast()), _mm256_loadu_si256(t.as_ptr().add(8).cast())) }
+}
+
 /// [`decode_triples`] on 256 bits: per pair of 6-column chunks, per row group and per half of
 /// it (rows 0-15 or 16-31 of the sub-tile), 8 rows' four triples → codes → three 4-column
-/// dwords. A triple's codes come from its magnitude by two `vpermd` over the positive half of
-/// [`crate::panel::TRIPLES`] and a blend, and a negative sign turns each code `c` into `2 − c`
+/// dwords. A triple's codes come from its magnitude by [`lookup16`] over the positive half of
+/// [`crate::panel::TRIPLES`], and a negative sign turns each code `c` into `2 − c`
 /// (negated digits): `vpgatherdd` from the whole table, with its index built by shifts of
 /// register-held counts, made this decode a sixth of a TL2 prompt on Zen 3.
 #[target_feature(enable = "avx2")]
 unsafe fn decode_triples256(bytes: &[u8], signs: &[u8], panel: &mut [u8], cols: usize, col: usize) {
-    // SAFETY: TRIPLES holds 32 u32; its first 16 (positive signs) are two registers.
-    let (lo8, hi8) = unsafe {
-        let t = crate::panel::TRIPLES.as_ptr();
-        (_mm256_loadu_si256(t.cast()), _mm256_loadu_si256(t.add(8).cast()))
-    };
+    // The positive half of the table (signs below 16).
+    let positive = table16(&crate::panel::TRIPLES);
     let (m4, twos) = (_mm256_set1_epi32(15), _mm256_set1_epi32(0x0002_0202));
     let per_row = cols / 4;
     let p = panel.as_mut_ptr();
-    // The codes of magnitudes `mag & 15` (entries 8-15 where bit 3 is set: `vblendvps` reads
-    // each dword's top bit), and of the negated triple where `neg`'s top bit is set. Codes are
+    // The codes of magnitudes `mag & 15`, and of the negated triple where `neg`'s top bit is
+    // set. Codes are
     // at most 2 a byte and the fourth byte is 0, so `2 − c` borrows nowhere.
     let codes = |mag: __m256i, neg: __m256i| {
-        let m = _mm256_and_si256(mag, m4);
-        let pos = _mm256_castps_si256(_mm256_blendv_ps(
-            _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(lo8, m)),
-            _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(hi8, m)),
-            _mm256_castsi256_ps(_mm256_slli_epi32::<28>(m)),
-        ));
+        let pos = lookup16(positive, _mm256_and_si256(mag, m4));
         _mm256_castps_si256(_mm256_blendv_ps(
             _mm256_castsi256_ps(pos),
             _mm256_castsi256_ps(_mm256_sub_epi32(twos, pos)),
@@ -616,22 +630,22 @@ unsafe fn decode_triples256(bytes: &[u8], signs: &[u8], panel: &mut [u8], cols: 
     }
 }
 
-/// [`decode_pairs`] on 256 bits: 8 rows × two pairs per step, codes by `vpgatherdd`.
+/// [`decode_pairs`] on 256 bits: 8 rows × two pairs per step, codes by [`lookup16`].
 #[target_feature(enable = "avx2")]
 unsafe fn decode_pairs256(plane: &Plane, bytes: &[u8], panel: &mut [u8], cols: usize, col: usize) {
-    let t = crate::panel::PAIRS.as_ptr().cast::<i32>();
+    let t = table16(&crate::panel::PAIRS);
     let m4 = _mm256_set1_epi32(15);
     let per_row = cols / 4;
     let p = panel.as_mut_ptr();
     for lane in 0..bytes.len() / 16 {
         let (group, cg) = crate::panel::pair_lane(plane, 16 * lane);
         for half in 0..2 {
-            // SAFETY: lane < run / 16; PAIRS has 16 entries and every index is < 16; the
-            // lane's row group and column group are inside the panel (checked by the caller).
+            // SAFETY: lane < run / 16; the lane's row group and column group are inside the
+            // panel (checked by the caller).
             unsafe {
                 let x = _mm256_cvtepu8_epi32(_mm_loadl_epi64(bytes.as_ptr().add(16 * lane + 8 * half).cast()));
-                let hi = _mm256_i32gather_epi32::<4>(t, _mm256_srli_epi32::<4>(x));
-                let lo = _mm256_i32gather_epi32::<4>(t, _mm256_and_si256(x, m4));
+                let hi = lookup16(t, _mm256_srli_epi32::<4>(x));
+                let lo = lookup16(t, _mm256_and_si256(x, m4));
                 let d = _mm256_or_si256(hi, _mm256_slli_epi32::<16>(lo));
                 _mm256_storeu_si256(p.add((group * per_row + col / 4 + cg) * 64 + 32 * half).cast(), d);
             }
