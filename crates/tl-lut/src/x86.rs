@@ -113,8 +113,8 @@ unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
     let m4 = _mm256_set1_epi8(0x0F);
     let one = _mm256_set1_epi16(1);
     let tab = t.tables.as_ptr();
-    // The four table lookups of vector `j` of the run at `b`, as 16-bit sums: (high nibble, rows of the
-    // low and high byte interleaves; low nibble, the same).
+    // The four table lookups of vector `j` of the run at `b`, as 16-bit sums: (high nibble, rows
+    // of the low and high byte interleaves; low nibble, the same).
     macro_rules! lookup {
         ($b:expr, $j:expr) => {{
             let j = $j;
