@@ -417,14 +417,8 @@ macro_rules! ternary_loops {
                     }
                     combine(&acc)
                 }),
-                Codes::Tq1 => tq_gemv(job, rows, act, sums, dots, |block, a| {
-                    let codes = crate::codes::tq1_codes(block);
-                    let mut acc = [vdupq_n_s32(0); 4];
-                    for (i, &v) in codes.iter().enumerate() {
-                        acc[i % 4] = mac(acc[i % 4], vreinterpretq_s8_u8(v), ld_i8(&a[16 * i..]));
-                    }
-                    vaddvq_s32(vaddq_s32(vaddq_s32(acc[0], acc[1]), vaddq_s32(acc[2], acc[3])))
-                }),
+                // The level's own (digits, or the digit-free identity where `mac` is `sdot`).
+                Codes::Tq1 => tq1_gemv(job, rows, act, sums, dots),
                 Codes::I2s | Codes::I2sArm => {
                     for (r, dot) in rows.zip(dots.iter_mut()) {
                         let row = job.row(r);

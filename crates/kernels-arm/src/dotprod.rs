@@ -33,6 +33,72 @@ fn mac2(acc: int32x4_t, c0: int8x16_t, a0: int8x16_t, c1: int8x16_t, a1: int8x16
 
 crate::codes::ternary_loops!("neon,dotprod");
 
+/// Zero activation sums for [`tq1_gemv`]'s blocks, whose dots are already `Σ t·a`.
+const NO_SUMS: [i32; 512] = [0; 512];
+
+/// TQ1_0 rows against one token without decoding digits. Digit k of a byte q is
+/// `d_k = (3·m_k − m_{k+1}) / 256` with `m_k = q·3^k mod 256`, so over a byte's digits
+/// `Σ d_k·x_k = (3·Σ_k m_k·x_k − Σ_k m_{k+1}·x_k) / 256` exactly. With `y_k = m_k − 128` as
+/// signed bytes (`q ^ 0x80`; `y_{k+1} = 3·y_k` wrapping, the bias survives) the two sums are
+/// `sdot`s, and the bias adds `256·Σ x_k`, which cancels the codes' offset: `Σ t_k·x_k =
+/// (3·A − B) / 256` with `A = Σ_k sdot(y_k, x_k)` and `B = Σ_k sdot(y_{k+1}, x_k)`. Per 16
+/// bytes of five digits: one `eor`, five `mul`, ten `sdot`, against twenty decode operations and
+/// five `sdot` through the codes.
+#[target_feature(enable = "neon,dotprod")]
+fn tq1_gemv(job: &Job<'_>, rows: Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
+    let zeros;
+    let no_sums: &[i32] = if sums.len() <= NO_SUMS.len() {
+        &NO_SUMS[..sums.len()]
+    } else {
+        zeros = vec![0; sums.len()];
+        &zeros
+    };
+    let (bias, three) = (vdupq_n_u8(0x80), vdupq_n_u8(3));
+    // Element 240 + 4n + j is digit n of qh[j]: lane 4n + j, its `m` by one `tbl` and a multiply.
+    const IDX: [u8; 16] = [10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13];
+    const MUL: [u8; 16] = [1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27];
+    let (idx, mul) = (ld(&IDX), ld(&MUL));
+    let s8 = vreinterpretq_s8_u8;
+    tq_gemv(job, rows, act, no_sums, dots, |block, a| {
+        // Fixed-length views: the loads below need no bounds checks.
+        let a: &[i8; 256] = a[..256].try_into().expect("a block's activations");
+        let block: &[u8; 54] = block.try_into().expect("a TQ1_0 block");
+        let (mut da, mut db) = ([vdupq_n_s32(0); 2], [vdupq_n_s32(0); 2]);
+        // The five digits of 16 bytes `q`, digit k against the activations at `at[k]`, into
+        // accumulators `i` (a macro: as a closure LLVM did not inline all three).
+        macro_rules! chain {
+            ($q:expr, [$($at:literal),*], $i:literal) => {{
+                let x = [$(ld_i8(&a[$at..])),*];
+                let mut y = veorq_u8($q, bias);
+                da[$i] = mac(da[$i], s8(y), x[0]);
+                macro_rules! digit {
+                    ($k:literal) => {
+                        y = vmulq_u8(y, three);
+                        da[$i] = mac(da[$i], s8(y), x[$k]);
+                        db[$i] = mac(db[$i], s8(y), x[$k - 1]);
+                    };
+                }
+                digit!(1);
+                digit!(2);
+                digit!(3);
+                digit!(4);
+                db[$i] = mac(db[$i], s8(vmulq_u8(y, three)), x[4]);
+            }};
+        }
+        chain!(ld(block), [0, 32, 64, 96, 128], 0);
+        chain!(ld(&block[16..]), [16, 48, 80, 112, 144], 1);
+        chain!(ld(&block[32..]), [160, 176, 192, 208, 224], 0);
+        // The qh digits: lane 4n + j holds m = qh[j]·3^n, against elements 240..256 alike.
+        let y = veorq_u8(vmulq_u8(vqtbl1q_u8(ld(&block[38..]), idx), mul), bias);
+        let x = ld_i8(&a[240..]);
+        da[1] = mac(da[1], s8(y), x);
+        db[1] = mac(db[1], s8(vmulq_u8(y, three)), x);
+        let (sa, sb) = (vaddvq_s32(vaddq_s32(da[0], da[1])), vaddvq_s32(vaddq_s32(db[0], db[1])));
+        // An exact multiple of 256 (|3A − B| ≤ 4 · 256 products of at most 2^14: no overflow).
+        (3 * sa - sb) >> 8
+    })
+}
+
 /// `R` rows × `T` tokens of signed values in element order (`Layout::Plain`), over the
 /// elements `k` (a multiple of 16): one multiply-accumulate per row and token per 16.
 /// Rows and tokens are cut to exactly `k` as 16-byte arrays first, so the loop has no

@@ -25,6 +25,20 @@ fn mac2(acc: int32x4_t, c0: int8x16_t, a0: int8x16_t, c1: int8x16_t, a1: int8x16
 
 crate::codes::ternary_loops!("neon");
 
+/// TQ1_0 rows against one token: each block's digits decoded to codes (`tq1_codes`), then
+/// multiplied by `mac`.
+#[target_feature(enable = "neon")]
+fn tq1_gemv(job: &Job<'_>, rows: Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
+    tq_gemv(job, rows, act, sums, dots, |block, a| {
+        let codes = crate::codes::tq1_codes(block);
+        let mut acc = [vdupq_n_s32(0); 4];
+        for (i, &v) in codes.iter().enumerate() {
+            acc[i % 4] = mac(acc[i % 4], vreinterpretq_s8_u8(v), ld_i8(&a[16 * i..]));
+        }
+        vaddvq_s32(vaddq_s32(vaddq_s32(acc[0], acc[1]), vaddq_s32(acc[2], acc[3])))
+    })
+}
+
 /// Rows × tokens of the many-token tile: 8 i16 and 8 i32 accumulators, 2 + 4 loads and 16
 /// multiply-accumulates per 16 elements.
 const R: usize = 2;
