@@ -94,6 +94,12 @@ fn trits(v: uint8x16_t, mul: uint8x16_t) -> uint8x16_t {
 
 const POW3: [u8; 5] = [1, 3, 9, 27, 81];
 
+/// Element 240 + 4n + j of a TQ1_0 block is digit n of qh[j]: lane 4n + j of a vector takes
+/// byte `TQ1_QH_LANES[lane]` of the block's last 16 bytes (its four `qh` bytes are lanes 10..14)
+/// and multiplies it by `TQ1_QH_POW3[lane]` (3^n).
+pub(crate) const TQ1_QH_LANES: [u8; 16] = [10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13];
+pub(crate) const TQ1_QH_POW3: [u8; 16] = [1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27];
+
 /// The 256 codes of a TQ1_0 block (54 bytes) in element order, 16 per vector.
 #[target_feature(enable = "neon")]
 #[inline]
@@ -108,10 +114,7 @@ pub(crate) fn tq1_codes(block: &[u8]) -> [uint8x16_t; 16] {
         out[2 * n + 1] = trits(x1, mul);
         out[10 + n] = trits(x2, mul);
     }
-    // Element 240 + 4n + j is digit n of qh[j]: lane 4n + j.
-    const IDX: [u8; 16] = [10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13];
-    const MUL: [u8; 16] = [1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27];
-    out[15] = trits(vqtbl1q_u8(xq, ld(&IDX)), ld(&MUL));
+    out[15] = trits(vqtbl1q_u8(xq, ld(&TQ1_QH_LANES)), ld(&TQ1_QH_POW3));
     out
 }
 

@@ -54,10 +54,8 @@ fn tq1_gemv(job: &Job<'_>, rows: Range<usize>, act: &[i8], sums: &[i32], dots: &
         &zeros
     };
     let (bias, three) = (vdupq_n_u8(0x80), vdupq_n_u8(3));
-    // Element 240 + 4n + j is digit n of qh[j]: lane 4n + j, its `m` by one `tbl` and a multiply.
-    const IDX: [u8; 16] = [10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13];
-    const MUL: [u8; 16] = [1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27];
-    let (idx, mul) = (ld(&IDX), ld(&MUL));
+    // The qh digits' `m` by one `tbl` and a multiply, as `tq1_codes` spreads them.
+    let (idx, mul) = (ld(&crate::codes::TQ1_QH_LANES), ld(&crate::codes::TQ1_QH_POW3));
     let s8 = vreinterpretq_s8_u8;
     tq_gemv(job, rows, act, no_sums, dots, |block, a| {
         // Fixed-length views: the loads below need no bounds checks.

@@ -581,8 +581,7 @@ unsafe fn decode_triples256(bytes: &[u8], signs: &[u8], panel: &mut [u8], cols: 
     let per_row = cols / 4;
     let p = panel.as_mut_ptr();
     // The codes of magnitudes `mag & 15`, and of the negated triple where `neg`'s top bit is
-    // set. Codes are
-    // at most 2 a byte and the fourth byte is 0, so `2 − c` borrows nowhere.
+    // set. Codes are at most 2 a byte and the fourth byte is 0, so `2 − c` borrows nowhere.
     let codes = |mag: __m256i, neg: __m256i| {
         let pos = lookup16(positive, _mm256_and_si256(mag, m4));
         _mm256_castps_si256(_mm256_blendv_ps(
