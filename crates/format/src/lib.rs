@@ -34,7 +34,7 @@ pub mod value;
 pub mod writer;
 
 pub use error::{GgufError, Result};
-pub use pages::{Pages, map_weights};
+pub use pages::{Pages, WeightBuffer, map_weights};
 pub use reader::{
     Gguf, GgufFile, GgufHeader, MAX_MODEL_DIM, Metadata, RawTensorInfo, ReadOptions, TensorInfo, TensorView, map_file,
 };

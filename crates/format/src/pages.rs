@@ -41,6 +41,53 @@ impl std::fmt::Display for Pages {
     }
 }
 
+/// A zeroed, writable buffer for weights made at load (matrices repacked into another type),
+/// asking for 2 MiB pages like [`map_weights`] (a best-effort `MADV_HUGEPAGE` on a range that
+/// starts on a 2 MiB boundary; a heap `Vec` of the same bytes gets 4 KiB pages where
+/// transparent huge pages are `madvise`-only, as they usually are).
+pub struct WeightBuffer {
+    map: memmap2::MmapMut,
+    start: usize,
+    len: usize,
+}
+
+impl WeightBuffer {
+    /// `len` zero bytes (pages are only allocated as they are written).
+    pub fn zeroed(len: usize) -> std::io::Result<WeightBuffer> {
+        const HUGE: usize = 2 << 20;
+        // Mapped 2 MiB longer so that the buffer can start on a boundary: only whole, aligned
+        // 2 MiB ranges become huge pages. The slack is never touched, so it costs no memory.
+        let pad = if len >= HUGE { HUGE } else { 0 };
+        let map = memmap2::MmapOptions::new().len(len + pad).map_anon()?;
+        let start = if pad > 0 { (HUGE - map.as_ptr() as usize % HUGE) % HUGE } else { 0 };
+        if pad > 0 && !std::env::var("BITNET_HUGE_PAGES").is_ok_and(|v| v == "0") {
+            // Best effort: without it the buffer works the same, in small pages.
+            #[cfg(target_os = "linux")]
+            let _ = map.advise(memmap2::Advice::HugePage);
+        }
+        Ok(WeightBuffer { map, start, len })
+    }
+}
+
+impl std::ops::Deref for WeightBuffer {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for WeightBuffer {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.map[self.start..self.start + self.len]
+    }
+}
+
+impl std::fmt::Debug for WeightBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WeightBuffer({} bytes)", self.len)
+    }
+}
+
 /// Maps `file` read-only for streaming its weights, with 2 MiB pages where the system allows
 /// (see the module docs), populated. Only an error mapping the file itself is an error.
 pub fn map_weights(file: &File) -> std::io::Result<(memmap2::Mmap, Pages)> {

@@ -143,7 +143,9 @@ impl Model {
             Some(k) => k,
             None => Kernels::from_env().map_err(ModelError::Kernel)?,
         };
-        let m = |name: &str, rows, cols| Matrix::load(&file, name, rows, cols)?.suited_to(file.bytes(), &kernels);
+        let threads = if opts.threads == 0 { crate::threads::physical_cores() } else { opts.threads };
+        let m =
+            |name: &str, rows, cols| Matrix::load(&file, name, rows, cols)?.suited_to(file.bytes(), &kernels, threads);
         let embed = m("token_embd.weight", c.vocab_size, c.hidden)?;
         check_block_count(&file, c)?;
         // Never sized from the file's count up front: each layer is pushed once its tensors load.
@@ -195,7 +197,6 @@ impl Model {
                 message: "ternary embeddings are not supported".into(),
             });
         }
-        let threads = if opts.threads == 0 { crate::threads::physical_cores() } else { opts.threads };
         Ok(Model {
             config,
             file,

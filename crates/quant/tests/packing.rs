@@ -313,3 +313,36 @@ fn tl_tiling_choice() {
     let err = tl::choose_tiling(true, 64, 128).unwrap_err().to_string();
     assert!(err.contains("TL2"), "{err}");
 }
+
+/// TQ1_0 → TL2 at load (what the lookup-table kernels run for TQ1_0 files): the same bytes as
+/// packing the unpacked values, on one thread or several; an all-zero block's trits ignored;
+/// blocks with different scales refused.
+#[test]
+fn tq1_0_repacks_to_the_tl2_of_its_values() {
+    for (rows, cols, seed) in [(32, 256, 1), (64, 768, 2), (96, 1280, 3), (256, 2560, 4)] {
+        let t = tl::choose_tiling(true, rows, cols).unwrap();
+        let mut m = formula_matrix(rows, cols, seed);
+        // Row 1's second block all zero: its scale is 0.
+        let mut values = m.values().to_vec();
+        values[cols + 256..cols + 512].fill(0);
+        m = TernaryMatrix::new(rows, cols, values).unwrap();
+        let mut bytes = tq::pack(TqKind::Tq1_0, &m, 0.375).unwrap();
+        // Trits in the zero-scale block must not count.
+        let row_bytes = cols / 256 * 54;
+        bytes[row_bytes + 54 + 3] = 200;
+        let want = tl::pack_tl2(&m, t).unwrap();
+        for threads in [1, 3] {
+            let mut got = vec![0; tl::tl2_bytes(rows, cols).unwrap()];
+            let scale = tl::tq1_to_tl2(&bytes, rows, cols, t, threads, &mut got).unwrap().expect("one shared scale");
+            assert_eq!(scale, 0.375);
+            assert!(got == want, "{rows}x{cols} {t:?} on {threads} threads");
+        }
+        // Another scale in one block: not one TL2 tensor.
+        bytes[row_bytes * 2 + 52..row_bytes * 2 + 54].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+        let mut out = vec![0; want.len()];
+        assert!(tl::tq1_to_tl2(&bytes, rows, cols, t, 2, &mut out).unwrap().is_none());
+    }
+    let t = TlTiling { bm: 32, bk: 96, bmm: 32 };
+    let err = tl::tq1_to_tl2(&[0; 53], 1, 256, t, 1, &mut [0; 64]).unwrap_err().to_string();
+    assert!(err.contains("TQ1_0 bytes"), "{err}");
+}
