@@ -104,17 +104,17 @@ impl Matrix {
     /// scalar set's TL path decodes the whole matrix per call); any other matrix is returned as
     /// it is (the scalar set reads every order).
     ///
-    /// TQ1_0 matrices whose blocks share one scale (every ternarized model's) are repacked to TL2
-    /// on `threads` threads where the set has lookup-table loops: the table walk reads their
-    /// 1.67 bits per weight faster than the base-3 digits decode (2B-4T tg on Zen 3, one thread:
-    /// TL2 1.5× TQ1_0), the resident memory stays the file's size, and the results are the same
-    /// up to float rounding (one scale per row instead of one per block). The cost: about a
-    /// second per two billion weights per thread at load, and the file's pages of those matrices
-    /// stay mapped beside the repacked bytes (clean pages the kernel may reclaim; peak resident
-    /// memory ≈ the file plus its ternary bytes). `BITNET_TQ1_REPACK=0` keeps TQ1_0 as it is.
+    /// TQ1_0 matrices whose blocks share one scale (every ternarized model's) are repacked to
+    /// TL2 on `threads` threads where that is faster ([`Kernels::runs_tq1_0_as_tl2`]): the table
+    /// walk reads their 1.67 bits per weight faster than the base-3 digits decode (2B-4T tg on
+    /// Zen 3: 1.4–1.6× TQ1_0's), with the same results up to float rounding (one scale per row
+    /// instead of one per block). The cost: about a second per two billion weights per thread at
+    /// load, and the file's pages of those matrices stay mapped beside the repacked bytes (clean
+    /// pages the kernel may reclaim; peak resident memory ≈ the file plus its ternary bytes).
+    /// `BITNET_TQ1_REPACK=0` keeps TQ1_0 as it is.
     pub fn suited_to(self, file: &[u8], kernels: &Kernels, threads: usize) -> Result<Matrix> {
         if let MatrixKind::Ternary { format: TernaryFormat::Tq1_0, extra_scale } = self.kind
-            && kernels.lut().is_some()
+            && kernels.runs_tq1_0_as_tl2()
             && !std::env::var("BITNET_TQ1_REPACK").is_ok_and(|v| v == "0")
             && let Ok(tiling) = bitnet_quant::tl::choose_tiling(true, self.rows, self.cols)
         {
@@ -388,7 +388,7 @@ mod tests {
         }
     }
 
-    /// TQ1_0 matrices run as TL2 (repacked at load) where the set has lookup loops, with the
+    /// TQ1_0 matrices run as TL2 (repacked at load) where the set says so, with the
     /// results of the TQ1_0 kernels up to float rounding; blocks with different scales stay TQ1_0.
     #[test]
     fn tq1_0_runs_as_tl2_where_lookup_loops_are() {
@@ -417,7 +417,7 @@ mod tests {
             for kernels in bitnet_kernels::Kernels::available() {
                 let a = Matrix::load(&file, name, rows, cols).unwrap().suited_to(file.bytes(), &kernels, 2).unwrap();
                 let super::MatrixKind::Ternary { format, .. } = a.kind else { panic!("ternary") };
-                let tl2 = kernels.lut().is_some() && name == "u.weight";
+                let tl2 = kernels.runs_tq1_0_as_tl2() && name == "u.weight";
                 assert_eq!(matches!(format, TernaryFormat::Tl2(_)), tl2, "{} {name}: {format:?}", kernels.name());
                 let mut y = vec![0f32; 3 * rows];
                 a.matmul(file.bytes(), &kernels, &pool, &x, None, &mut y).unwrap();
