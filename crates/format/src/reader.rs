@@ -185,6 +185,31 @@ impl Gguf<memmap2::Mmap> {
     }
 }
 
+impl Gguf<memmap2::Mmap> {
+    /// Gives back this process's pages of `range` (bytes of the mapped file) wholly inside it:
+    /// for weights repacked at load, whose file bytes are not read again, so that resident
+    /// memory holds the repacked bytes instead of both. Reading the range later is still correct
+    /// (the same file bytes fault back in); the page cache keeps them for the next load. A no-op
+    /// off Linux.
+    pub fn release_pages(&self, range: std::ops::Range<usize>) {
+        #[cfg(target_os = "linux")]
+        {
+            let page = rustix::param::page_size();
+            let (start, end) = (range.start.next_multiple_of(page), range.end.min(self.data.len()) / page * page);
+            if start < end {
+                // SAFETY: MADV_DONTNEED on a read-only file mapping only drops this process's
+                // page-table entries: the next access maps the same file bytes again (the map is
+                // never written through; a truncated or rewritten file is `map_file`'s caveat,
+                // unchanged). Nothing any reference into the map reads can differ.
+                let _ =
+                    unsafe { self.data.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = range;
+    }
+}
+
 /// Maps a file that should be a GGUF file, with errors naming the path.
 fn map_gguf(path: &Path) -> Result<memmap2::Mmap> {
     map_file(&open_regular(path)?).map_err(|source| GgufError::Io { path: path.to_owned(), source })

@@ -48,3 +48,26 @@ fn a_small_file_is_mapped_as_it_is() {
     assert!(matches!(pages, Pages::Small(_)), "{pages}");
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Pages given back (weights repacked at load) read the same bytes again afterwards.
+#[test]
+fn released_pages_read_back_the_same_bytes() {
+    let path = std::env::temp_dir().join(format!("bitnet-format-release-{}.gguf", std::process::id()));
+    let values: Vec<u8> = (0..(1u32 << 18)).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let mut b = bitnet_format::GgufBuilder::new();
+    b.metadata_mut().insert("general.architecture", "llama");
+    b.add_tensor("w", bitnet_format::TensorType::F32, &[1 << 18]).unwrap();
+    let mut w = b.start(std::io::BufWriter::new(std::fs::File::create(&path).unwrap())).unwrap();
+    w.write_tensor("w", &values).unwrap();
+    w.finish().unwrap();
+    let file = bitnet_format::GgufFile::open(&path).unwrap();
+    let before = file.bytes().to_vec();
+    let start = file.data_offset() as usize;
+    // Unaligned ends, the whole file, and ranges past its end.
+    for range in [start + 100..start + 300_000, 0..before.len(), before.len() - 10..before.len() + 4096] {
+        file.release_pages(range.clone());
+        assert!(file.bytes() == &before[..], "{range:?}");
+    }
+    drop(file);
+    std::fs::remove_file(&path).unwrap();
+}

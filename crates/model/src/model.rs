@@ -144,8 +144,16 @@ impl Model {
             None => Kernels::from_env().map_err(ModelError::Kernel)?,
         };
         let threads = if opts.threads == 0 { crate::threads::physical_cores() } else { opts.threads };
-        let m =
-            |name: &str, rows, cols| Matrix::load(&file, name, rows, cols)?.suited_to(file.bytes(), &kernels, threads);
+        let m = |name: &str, rows, cols| -> Result<Matrix> {
+            let loaded = Matrix::load(&file, name, rows, cols)?;
+            let in_file = loaded.file_range();
+            let suited = loaded.suited_to(file.bytes(), &kernels, threads)?;
+            if let (Some(range), None) = (in_file, suited.file_range()) {
+                // Repacked: its file bytes are not read again.
+                file.release_pages(range);
+            }
+            Ok(suited)
+        };
         let embed = m("token_embd.weight", c.vocab_size, c.hidden)?;
         check_block_count(&file, c)?;
         // Never sized from the file's count up front: each layer is pushed once its tensors load.

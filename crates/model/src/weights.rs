@@ -109,9 +109,8 @@ impl Matrix {
     /// walk reads their 1.67 bits per weight faster than the base-3 digits decode (2B-4T tg on
     /// Zen 3: 1.4–1.6× TQ1_0's), with the same results up to float rounding (one scale per row
     /// instead of one per block). The cost: about a second per two billion weights per thread at
-    /// load, and the file's pages of those matrices stay mapped beside the repacked bytes (clean
-    /// pages the kernel may reclaim; peak resident memory ≈ the file plus its ternary bytes).
-    /// `BITNET_TQ1_REPACK=0` keeps TQ1_0 as it is.
+    /// load (`Model::load` then gives back the file's pages of the matrix, so resident memory
+    /// stays about the file's size). `BITNET_TQ1_REPACK=0` keeps TQ1_0 as it is.
     pub fn suited_to(self, file: &[u8], kernels: &Kernels, threads: usize) -> Result<Matrix> {
         if let MatrixKind::Ternary { format: TernaryFormat::Tq1_0, extra_scale } = self.kind
             && kernels.runs_tq1_0_as_tl2()
@@ -163,6 +162,11 @@ impl Matrix {
             MatrixKind::Ternary { format, .. } => format,
             MatrixKind::Dense(_) => unreachable!("only ternary matrices have a ternary format"),
         }
+    }
+
+    /// Where the matrix's bytes lie in the file, when it reads them there (not repacked).
+    pub(crate) fn file_range(&self) -> Option<Range<usize>> {
+        self.owned.is_none().then(|| self.range.clone())
     }
 
     /// Bytes of the weights one pass reads.
