@@ -238,7 +238,7 @@ pub fn run(args: &Args) -> Result<()> {
                     "threads": r.threads, "kv_type": r.kv.to_string(), "test": r.test, "tokens": r.tokens, "parallel": r.parallel,
                     "tokens_per_second": r.mean(), "stddev": r.stddev(), "samples": r.rates,
                     "load_seconds": model.load_time.as_secs_f64(), "peak_rss_bytes": peak_rss,
-                    "pages": model.pages.to_string(),
+                    "pages": model.pages.to_string(), "repacked": model.repacked.to_string(),
                 });
                 if args.profile {
                     let per = (r.tokens * r.rates.len()).max(1) as f64;
@@ -271,9 +271,10 @@ pub fn run(args: &Args) -> Result<()> {
         );
     }
     println!(
-        "\nloaded in {:.2} s ({}); peak resident memory {}",
+        "\nloaded in {:.2} s ({}{}); peak resident memory {}",
         model.load_time.as_secs_f64(),
         model.pages,
+        repacked(&model),
         peak_rss.map_or("unknown".into(), |b| format!(
             "{:.2} GiB (the mapped weights count once touched)",
             b as f64 / (1u64 << 30) as f64
@@ -318,4 +319,9 @@ pub fn profile_table(parts: &[bitnet_model::profile::Part], tokens: usize) -> St
     let bytes: u64 = parts.iter().filter(|p| p.name != bitnet_model::profile::TOTAL).map(|p| p.bytes).sum();
     row(&mut s, "forward pass", total, bytes);
     s
+}
+
+/// "; 210 TQ1_0 matrices run as TL2, repacked in 0.85 s" when the load repacked any, else "".
+pub(crate) fn repacked(model: &bitnet_model::Model) -> String {
+    if model.repacked.counts.is_empty() { String::new() } else { format!("; {}", model.repacked) }
 }

@@ -258,11 +258,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let rate = |n: usize, t: std::time::Duration| n as f64 / t.as_secs_f64().max(1e-9);
     eprintln!();
     eprintln!(
-        "load:       {:8.2} ms  ({} threads, kernel {}, {})",
+        "load:       {:8.2} ms  ({} threads, kernel {}, {}{})",
         model.load_time.as_secs_f64() * 1e3,
         model.threads(),
         model.kernel_name(),
-        model.pages
+        model.pages,
+        crate::bench::repacked(&model)
     );
     eprintln!(
         "prompt:     {:8.2} ms / {:4} tokens ({:8.2} tokens/s)",

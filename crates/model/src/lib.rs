@@ -42,7 +42,7 @@ pub use embed::{EmbedOptions, Embeddings, embed_texts};
 pub use error::{ModelError, Result};
 pub use eval::{Perplexity, perplexity};
 pub use generate::{Decoder, GenerateOptions, Generation, Piece, Sequence, StopReason};
-pub use model::{KvCache, KvType, LoadOptions, Model, Step};
+pub use model::{KvCache, KvType, LoadOptions, Model, Repacked, Step};
 pub use sampling::{Sampler, SamplingParams, argmax};
 pub use threads::{MAX_THREADS, physical_cores};
 pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -123,6 +123,36 @@ pub struct Model {
     pub load_time: Duration,
     /// How the weights' pages came out (2 MiB pages stream faster: `bitnet_format::pages`).
     pub pages: Pages,
+    /// The matrices repacked at load into a type the kernels run faster (TQ1_0 → TL2, ...).
+    pub repacked: Repacked,
+}
+
+/// Matrices repacked at load, by (file type, type run), and the time it took.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Repacked {
+    pub counts: std::collections::BTreeMap<(&'static str, &'static str), usize>,
+    pub time: Duration,
+}
+
+impl Repacked {
+    fn add(&mut self, from: &'static str, to: &'static str, time: Duration) {
+        *self.counts.entry((from, to)).or_default() += 1;
+        self.time += time;
+    }
+}
+
+impl std::fmt::Display for Repacked {
+    /// "no repacking", or e.g. "210 TQ1_0 matrices run as TL2, repacked in 0.85 s".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.counts.is_empty() {
+            return write!(f, "no repacking");
+        }
+        for (i, ((from, to), n)) in self.counts.iter().enumerate() {
+            let sep = if i > 0 { ", " } else { "" };
+            write!(f, "{sep}{n} {from} matri{} run as {to}", if *n == 1 { "x" } else { "ces" })?;
+        }
+        write!(f, ", repacked in {:.2} s", self.time.as_secs_f64())
+    }
 }
 
 impl std::fmt::Debug for Model {
@@ -144,13 +174,18 @@ impl Model {
             None => Kernels::from_env().map_err(ModelError::Kernel)?,
         };
         let threads = if opts.threads == 0 { crate::threads::physical_cores() } else { opts.threads };
+        let repacked = std::cell::RefCell::new(Repacked::default());
         let m = |name: &str, rows, cols| -> Result<Matrix> {
             let loaded = Matrix::load(&file, name, rows, cols)?;
-            let in_file = loaded.file_range();
+            let (in_file, from) = (loaded.file_range(), loaded.ternary_format());
+            let start = Instant::now();
             let suited = loaded.suited_to(file.bytes(), &kernels, threads)?;
             if let (Some(range), None) = (in_file, suited.file_range()) {
                 // Repacked: its file bytes are not read again.
                 file.release_pages(range);
+                if let (Some(from), Some(to)) = (from, suited.ternary_format()) {
+                    repacked.borrow_mut().add(from.type_name(), to.type_name(), start.elapsed());
+                }
             }
             Ok(suited)
         };
@@ -218,6 +253,7 @@ impl Model {
             profiler: Profiler::default(),
             load_time: start.elapsed(),
             pages,
+            repacked: repacked.into_inner(),
         })
     }
 

@@ -157,6 +157,14 @@ impl Matrix {
         })
     }
 
+    /// The ternary type the kernels read (`None` for dense matrices).
+    pub(crate) fn ternary_format(&self) -> Option<TernaryFormat> {
+        match self.kind {
+            MatrixKind::Ternary { format, .. } => Some(format),
+            MatrixKind::Dense(_) => None,
+        }
+    }
+
     fn kind_format(&self) -> TernaryFormat {
         match self.kind {
             MatrixKind::Ternary { format, .. } => format,

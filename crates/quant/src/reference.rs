@@ -32,6 +32,17 @@ pub enum TernaryFormat {
 }
 
 impl TernaryFormat {
+    /// The GGUF type's name ("I2_S", "TQ1_0", "TQ2_0", "TL1", "TL2").
+    pub fn type_name(self) -> &'static str {
+        match self {
+            TernaryFormat::I2s(_) => "I2_S",
+            TernaryFormat::Tq1_0 => "TQ1_0",
+            TernaryFormat::Tq2_0 => "TQ2_0",
+            TernaryFormat::Tl1(_) => "TL1",
+            TernaryFormat::Tl2(_) => "TL2",
+        }
+    }
+
     /// Bytes of a `rows × cols` matrix in this format.
     pub fn byte_size(self, rows: usize, cols: usize) -> Option<usize> {
         Some(match self {
