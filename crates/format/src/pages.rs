@@ -41,6 +41,14 @@ impl std::fmt::Display for Pages {
     }
 }
 
+/// Bytes of a huge page (x86-64 and aarch64 with 4 KiB base pages).
+const HUGE_PAGE: usize = 2 << 20;
+
+/// `BITNET_HUGE_PAGES=0`: keep 4 KiB pages for the weights (mapped and made at load).
+fn huge_pages_off() -> bool {
+    std::env::var("BITNET_HUGE_PAGES").is_ok_and(|v| v == "0")
+}
+
 /// A zeroed, writable buffer for weights made at load (matrices repacked into another type),
 /// asking for 2 MiB pages like [`map_weights`] (a best-effort `MADV_HUGEPAGE` on a range that
 /// starts on a 2 MiB boundary; a heap `Vec` of the same bytes gets 4 KiB pages where
@@ -54,13 +62,12 @@ pub struct WeightBuffer {
 impl WeightBuffer {
     /// `len` zero bytes (pages are only allocated as they are written).
     pub fn zeroed(len: usize) -> std::io::Result<WeightBuffer> {
-        const HUGE: usize = 2 << 20;
         // Mapped 2 MiB longer so that the buffer can start on a boundary: only whole, aligned
         // 2 MiB ranges become huge pages. The slack is never touched, so it costs no memory.
-        let pad = if len >= HUGE { HUGE } else { 0 };
+        let pad = if len >= HUGE_PAGE { HUGE_PAGE } else { 0 };
         let map = memmap2::MmapOptions::new().len(len + pad).map_anon()?;
-        let start = if pad > 0 { (HUGE - map.as_ptr() as usize % HUGE) % HUGE } else { 0 };
-        if pad > 0 && !std::env::var("BITNET_HUGE_PAGES").is_ok_and(|v| v == "0") {
+        let start = if pad > 0 { (HUGE_PAGE - map.as_ptr() as usize % HUGE_PAGE) % HUGE_PAGE } else { 0 };
+        if pad > 0 && !huge_pages_off() {
             // Best effort: without it the buffer works the same, in small pages.
             #[cfg(target_os = "linux")]
             let _ = map.advise(memmap2::Advice::HugePage);
@@ -109,14 +116,14 @@ mod linux {
     use super::Pages;
     use crate::reader::map_file;
 
-    const HUGE: u64 = 2 << 20;
+    const HUGE: u64 = super::HUGE_PAGE as u64;
     /// Smaller files are mapped as they are: few TLB misses, and a re-read would cost more.
     const MIN_BYTES: u64 = 64 << 20;
 
     pub(super) fn map_weights(file: &File) -> std::io::Result<(Mmap, Pages)> {
         let len = file.metadata()?.len();
         let small = |why| Ok((map_file(file)?, Pages::Small(why)));
-        if std::env::var("BITNET_HUGE_PAGES").is_ok_and(|v| v == "0") {
+        if super::huge_pages_off() {
             return small("BITNET_HUGE_PAGES=0");
         }
         if len < MIN_BYTES {

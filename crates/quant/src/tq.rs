@@ -61,6 +61,27 @@ fn tq1_position(e: usize) -> (usize, usize) {
     }
 }
 
+/// The elements byte `m` of a TQ1_0 block holds, `tq1_position`'s inverse: elements
+/// `first + step·n` for trits `n < trits`.
+fn tq1_byte_elements(m: usize) -> (usize, usize, usize) {
+    match m {
+        0..32 => (m, 32, 5),
+        32..48 => (160 + m - 32, 16, 5),
+        _ => (240 + m - 48, 4, 4),
+    }
+}
+
+/// A block's scale `d`, as f16 bits.
+fn scale_bits(kind: TqKind, block: &[u8]) -> u16 {
+    let d = kind.d_offset();
+    u16::from_le_bytes([block[d], block[d + 1]])
+}
+
+/// Whether f16 bits are ±0 (an all-zero block's scale).
+fn is_zero_scale(bits: u16) -> bool {
+    bits & 0x7fff == 0
+}
+
 /// The element → (byte, bit shift) map of a TQ2_0 block.
 fn tq2_position(e: usize) -> (usize, u32) {
     let (half, j) = (e / 128, e % 128);
@@ -120,22 +141,13 @@ fn trit(byte: u8, n: usize) -> u8 {
     ((u16::from(q) * 3) >> 8) as u8
 }
 
-/// The 256 ternary values of one TQ1_0 block (`tq1_position`'s order written out as loops, so
-/// that they vectorize: loading repacks whole models through this).
-pub(crate) fn tq1_block_values(block: &[u8], out: &mut [i8; QK_K]) {
-    // Bytes 0..32 hold elements m + 32·n, 32..48 hold 160 + m + 16·n, 48..52 (qh) 240 + j + 4·n.
-    let (first, rest) = (&block[..32], &block[32..52]);
-    for n in 0..5 {
-        for m in 0..32 {
-            out[32 * n + m] = trit(first[m], n) as i8 - 1;
-        }
-        for m in 0..16 {
-            out[160 + 16 * n + m] = trit(rest[m], n) as i8 - 1;
-        }
-    }
-    for n in 0..4 {
-        for j in 0..4 {
-            out[240 + 4 * n + j] = trit(rest[16 + j], n) as i8 - 1;
+/// The 256 ternary values of one TQ1_0 block ([`unpack`]; the load's repack reads 32 rows
+/// at once with [`tq1_sub_tile`]).
+fn tq1_block_values(block: &[u8], out: &mut [i8; QK_K]) {
+    for (m, &q) in block[..52].iter().enumerate() {
+        let (first, step, trits) = tq1_byte_elements(m);
+        for n in 0..trits {
+            out[first + step * n] = trit(q, n) as i8 - 1;
         }
     }
 }
@@ -145,29 +157,23 @@ pub(crate) fn tq1_block_values(block: &[u8], out: &mut [i8; QK_K]) {
 /// of its trits written as one 32-value column, so the work is vector-wide (TQ1_0 → TL2 at
 /// load). A row's block whose scale is 0 reads as zeros (its bytes taken as 128: trits 1 1 1 1 1).
 pub(crate) fn tq1_sub_tile(bytes: &[u8], row_bytes: usize, out: &mut [i8]) {
-    const POW3: [u8; 5] = [1, 3, 9, 27, 81];
     let bb = TQ1_0_BLOCK_BYTES;
     // One block of the 32 rows, byte-major: `cols[32·m + r]` (a zero-scale block as 128s).
     let mut cols = [0u8; 32 * 52];
     for j in 0..row_bytes / bb {
         for (r, row) in bytes.chunks_exact(row_bytes).take(32).enumerate() {
             let block = &row[j * bb..(j + 1) * bb];
-            let zero = block[bb - 2] == 0 && block[bb - 1] & 0x7f == 0;
+            let zero = is_zero_scale(scale_bits(TqKind::Tq1_0, block));
             for (m, &q) in block[..52].iter().enumerate() {
                 cols[32 * m + r] = if zero { 128 } else { q };
             }
         }
         for (m, col) in cols.chunks_exact(32).enumerate() {
-            // Element of trit n: tq1_position's inverse.
-            let (first, step, trits) = match m {
-                0..32 => (m, 32, 5),
-                32..48 => (160 + m - 32, 16, 5),
-                _ => (240 + m - 48, 4, 4),
-            };
-            for (n, &p) in POW3.iter().enumerate().take(trits) {
+            let (first, step, trits) = tq1_byte_elements(m);
+            for n in 0..trits {
                 let e = j * QK_K + first + step * n;
                 for (o, &c) in out[32 * e..32 * e + 32].iter_mut().zip(col) {
-                    *o = ((u16::from(c.wrapping_mul(p)) * 3) >> 8) as i8 - 1;
+                    *o = trit(c, n) as i8 - 1;
                 }
             }
         }
@@ -177,11 +183,10 @@ pub(crate) fn tq1_sub_tile(bytes: &[u8], row_bytes: usize, out: &mut [i8]) {
 /// The scale every block of a TQ1_0/TQ2_0 tensor shares, if they share one: blocks whose scale is
 /// zero (all-zero blocks) are left out, and a tensor of only those has scale 0.
 pub(crate) fn shared_scale(kind: TqKind, bytes: &[u8]) -> Option<f32> {
-    let d = kind.d_offset();
     let mut shared = None;
     for block in bytes.chunks_exact(kind.block_bytes()) {
-        let bits = u16::from_le_bytes([block[d], block[d + 1]]);
-        if bits & 0x7fff == 0 {
+        let bits = scale_bits(kind, block);
+        if is_zero_scale(bits) {
             continue;
         }
         match shared {
@@ -223,8 +228,7 @@ pub fn unpack(kind: TqKind, bytes: &[u8], rows: usize, cols: usize) -> Result<(T
                 }
             }
         }
-        let d = kind.d_offset();
-        scales.push(f16::from_le_bytes([block[d], block[d + 1]]).to_f32());
+        scales.push(f16::from_bits(scale_bits(kind, block)).to_f32());
     }
     Ok((TernaryMatrix::new(rows, cols, values)?, scales))
 }
