@@ -42,17 +42,39 @@ pub fn table(kind: Kind, a: &[i8]) -> [i16; 16] {
     t
 }
 
-/// [`table`] for every group of `a` (`a.len() / group` of them), as byte planes: 16 low bytes
-/// then 16 high bytes per group.
-pub fn byte_planes(kind: Kind, a: &[i8], out: &mut Vec<[u8; 32]>) {
+/// How a table's 16-bit entries are kept as two byte planes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// Low byte, then high byte: interleaving the two looked-up planes gives the 16-bit entry.
+    Bytes,
+    /// `v = 31·p + q` with `q` in [−15, 15] and `p` in [−12, 12] (|v| ≤ 384): planes `q` then
+    /// `p`, both small signed bytes, so a sign applies to each plane on its own (`vpsignb`) and
+    /// eight lookups add up in bytes before one `vpmaddubsw` by (1, 31) widens them (the AVX2
+    /// triple walk).
+    Base31,
+}
+
+/// The two planes' bytes of entry `v` kept `how`.
+pub fn split(v: i16, how: Split) -> (u8, u8) {
+    match how {
+        Split::Bytes => (v as u8, (v >> 8) as u8),
+        Split::Base31 => {
+            let p = (v + 15).div_euclid(31);
+            ((v - 31 * p) as i8 as u8, p as i8 as u8)
+        }
+    }
+}
+
+/// [`table`] for every group of `a` (`a.len() / group` of them), as byte planes: 16 bytes of the
+/// first plane then 16 of the second per group.
+pub fn byte_planes(kind: Kind, a: &[i8], how: Split, out: &mut Vec<[u8; 32]>) {
     let g = if kind == Kind::Triples { 3 } else { 2 };
     out.clear();
     out.extend(a.chunks_exact(g).map(|grp| {
         let t = table(kind, grp);
         let mut p = [0u8; 32];
-        for (i, v) in t.iter().enumerate() {
-            p[i] = *v as u8;
-            p[16 + i] = (*v >> 8) as u8;
+        for (i, &v) in t.iter().enumerate() {
+            (p[i], p[16 + i]) = split(v, how);
         }
         p
     }));
@@ -74,5 +96,17 @@ mod tests {
         assert_eq!(t[0], 128 - 127);
         assert_eq!(t[8], -128 + 127);
         assert_eq!(t[4], 0);
+    }
+
+    #[test]
+    fn base31_planes_rebuild_every_entry_within_their_bounds() {
+        for v in -384i16..=384 {
+            let (q, p) = split(v, Split::Base31);
+            let (q, p) = (i16::from(q as i8), i16::from(p as i8));
+            assert!(q.abs() <= 15 && p.abs() <= 12, "{v}: q {q}, p {p}");
+            assert_eq!(31 * p + q, v);
+            let (lo, hi) = split(v, Split::Bytes);
+            assert_eq!(i16::from_le_bytes([lo, hi]), v);
+        }
     }
 }

@@ -7,8 +7,9 @@
 //! with the token is a sum of table entries, looked up 16, 32 or 64 rows at a time with one
 //! `tbl` (NEON), `vpshufb` (AVX2) or `vpshufb` on 512 bits (AVX-512 BW). Sums of three int8
 //! values need 16 bits, so each table is kept as two byte planes (low and high bytes), looked up
-//! separately and interleaved back to 16 bits; sums are exact, so results equal the scalar
-//! reference's (`bitnet_quant::ScalarKernel`) bit for bit.
+//! separately and interleaved back to 16 bits (the AVX2 triple walk splits entries in base 31
+//! instead, [`geometry::Split`]); sums are exact, so results equal the scalar reference's
+//! (`bitnet_quant::ScalarKernel`) bit for bit.
 //!
 //! bitnet.cpp's TL files lay weights out in tiles for its 128/256-bit shuffles (see
 //! [`geometry`]); the kernels read that order as it is, with the tiling the file records (or
@@ -121,6 +122,17 @@ impl Lut {
         }
     }
 
+    /// The tables this variant's loop reads for a plane of `kind`. The AVX2 triple walk keeps
+    /// them in base 31 (see [`geometry::Split::Base31`]); every other loop in low and high bytes.
+    fn layout(self, kind: Kind) -> Layout {
+        let how = match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2(_) if kind == Kind::Triples => geometry::Split::Base31,
+            _ => geometry::Split::Bytes,
+        };
+        (self.width(), how)
+    }
+
     /// Adds the lookups of one column tile's runs to their sub-tiles' sums.
     fn tile(self, plane: &Plane, t: Tile<'_>) {
         let sign = plane.kind == Kind::Triples;
@@ -179,13 +191,14 @@ fn lane_rows(plane: &Plane, width: usize) -> Vec<usize> {
 }
 
 /// One token's tables for `plane` in the layout a `width`-byte loop reads: per column tile, per
-/// vector of a run, four `width`-byte vectors (high-nibble low bytes, high-nibble high bytes,
-/// low-nibble low bytes, low-nibble high bytes), each one 16-byte table per 16-byte lane.
+/// vector of a run, four `width`-byte vectors (high-nibble first plane, high-nibble second plane,
+/// low-nibble first plane, low-nibble second plane: low and high bytes, or what `how` says), each
+/// one 16-byte table per 16-byte lane.
 /// `planes` is scratch for the byte planes of every group.
-fn build_tables(plane: &Plane, a: &[i8], width: usize, planes: &mut Vec<[u8; 32]>, out: &mut Vec<u8>) {
+fn build_tables(plane: &Plane, a: &[i8], (width, how): Layout, planes: &mut Vec<[u8; 32]>, out: &mut Vec<u8>) {
     let g = plane.group();
     let cols = plane.ktiles * plane.bk;
-    geometry::byte_planes(plane.kind, &a[plane.col0..plane.col0 + cols], planes);
+    geometry::byte_planes(plane.kind, &a[plane.col0..plane.col0 + cols], how, planes);
     // The groups each 16-byte lane of a run indexes (the same in every column tile).
     let lanes: Vec<(usize, usize)> = (0..plane.run_bytes() / 16).map(|l| plane.groups_of(16 * l)).collect();
     let per_tile = plane.run_bytes() * 4;
@@ -208,9 +221,13 @@ fn build_tables(plane: &Plane, a: &[i8], width: usize, planes: &mut Vec<[u8; 32]
     }
 }
 
-/// What a plane's tables depend on besides the activations: (kind, first column, column tile,
-/// column tiles).
-type PlaneKey = (Kind, usize, usize, usize);
+/// What a plane's tables depend on besides the activations and the width: (kind, first column,
+/// column tile, column tiles, byte planes).
+type PlaneKey = (Kind, usize, usize, usize, geometry::Split);
+
+/// What a loop's tables look like: its vector width in bytes and how it splits the entries of a
+/// plane of this kind into byte planes.
+type Layout = (usize, geometry::Split);
 
 /// One thread's tables for the last activations it saw: matrices that share an input (q/k/v,
 /// gate/up) build them once.
@@ -219,27 +236,28 @@ struct TableCache {
     /// The activations the tables are for.
     acts: Vec<i8>,
     width: usize,
-    /// Tables per plane shape: (kind, first column, column tile, column tiles) → tables.
+    /// Tables per plane shape and byte planes ([`PlaneKey`]) → tables.
     tables: Vec<(PlaneKey, Vec<u8>)>,
     planes: Vec<[u8; 32]>,
 }
 
 impl TableCache {
-    /// The index in `tables` of `plane`'s tables for activations `a` at `width`, built if not
+    /// The index in `tables` of `plane`'s tables for activations `a` in `layout`, built if not
     /// cached.
-    fn get(&mut self, plane: &Plane, a: &[i8], width: usize) -> usize {
+    fn get(&mut self, plane: &Plane, a: &[i8], layout: Layout) -> usize {
+        let width = layout.0;
         if self.acts != a || self.width != width {
             self.acts.clear();
             self.acts.extend_from_slice(a);
             self.width = width;
             self.tables.clear();
         }
-        let key = (plane.kind, plane.col0, plane.bk, plane.ktiles);
+        let key = (plane.kind, plane.col0, plane.bk, plane.ktiles, layout.1);
         if let Some(i) = self.tables.iter().position(|(k, _)| *k == key) {
             return i;
         }
         let mut t = Vec::new();
-        build_tables(plane, a, width, &mut self.planes, &mut t);
+        build_tables(plane, a, layout, &mut self.planes, &mut t);
         self.tables.push((key, t));
         self.tables.len() - 1
     }
@@ -428,7 +446,7 @@ impl Lut {
         let mut dots = vec![0i32; geo.bm];
         for (t, act) in x.rows.iter().enumerate() {
             let a = x.row(t);
-            let at: Vec<usize> = geo.planes.iter().map(|p| cache.get(p, a, width)).collect();
+            let at: Vec<usize> = geo.planes.iter().map(|p| cache.get(p, a, self.layout(p.kind))).collect();
             for rt in rows.start / geo.bm..rows.end.div_ceil(geo.bm) {
                 let base = rt * geo.bm;
                 dots.iter_mut().for_each(|d| *d = 0);

@@ -111,7 +111,6 @@ unsafe fn widen_add256(a: __m256i, acc: *mut i32) {
 unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
     let n = t.run / 32;
     let m4 = _mm256_set1_epi8(0x0F);
-    let one = _mm256_set1_epi16(1);
     let tab = t.tables.as_ptr();
     // The four table lookups of vector `j` of the run at `b`, as 16-bit sums: (high nibble, rows
     // of the low and high byte interleaves; low nibble, the same).
@@ -158,15 +157,59 @@ unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
             // that the hot loop carries no widening branch.
             let end = n.min(i + FLUSH * V);
             if SIGN {
-                // Four vectors (one 32-byte group of sign words) at a time, so that every shift
-                // is an immediate (a shift by a register count cost three operations; `end − i`
-                // is a multiple of four, checked by the caller). Vector j is 6-column chunk j:
-                // triples 2j mod 8 (high nibble) and the next; the sign of (row r, triple tr) is
-                // bit 15 − (2·tr + r/16) of word r mod 16, so vector i + v's four sums take the
-                // bits at shifts 4v .. 4v + 3.
+                // Four vectors (one 32-byte group of sign words) at a time. Vector j is 6-column
+                // chunk j: triples 2j mod 8 (high nibble) and the next; the sign of (row r,
+                // triple tr) is bit 15 − (2·tr + r/16) of word r mod 16. The tables are in base
+                // 31 (`Split::Base31`): both planes are small signed bytes, so each lookup is
+                // signed in place by `vpsignb` and a row's eight lookups of the group add up in
+                // bytes (|Σq| ≤ 120, |Σp| ≤ 96) before one `vpmaddubsw` by (1, 31) per 16 rows
+                // makes them 16-bit. Byte b of a vector is row b for b < 8 or b ≥ 24, b + 8 for
+                // 8 ≤ b < 16, b − 8 for 16 ≤ b < 24 (the converter's swap), so each 128-bit lane
+                // needs only its own eight words: a shuffle puts the high (triples 0–3) or low
+                // (4–7) byte of the lane's words twice, the second copy (rows r ≥ 16) doubled so
+                // that both halves find triple tr's bit at 7 − 2·tr, and a 16-bit shift by 2·tr
+                // brings it to the byte's sign bit (bit 0, set, keeps the byte non-zero for
+                // `vpsignb`; no sign lives there in either half).
+                let c131 = _mm256_set1_epi16(0x1F01);
+                let ones8 = _mm256_set1_epi8(1);
+                let hib = _mm256_setr_epi8(
+                    1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11,
+                    13, 15,
+                );
+                let lob = _mm256_setr_epi8(
+                    0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10,
+                    12, 14,
+                );
+                macro_rules! sign_bytes {
+                    ($words:expr, $pick:expr) => {{
+                        let mut x = _mm256_shuffle_epi8($words, $pick);
+                        // Hidden from LLVM, which would otherwise double the words first and
+                        // shuffle both copies (two more operations on the shuffle pipes). The
+                        // template is empty: it reads and writes only this register.
+                        std::arch::asm!("/* {0} */", inout(ymm_reg) x, options(pure, nomem, nostack, preserves_flags));
+                        _mm256_or_si256(_mm256_blend_epi32::<0b1100_1100>(x, _mm256_add_epi8(x, x)), ones8)
+                    }};
+                }
+                // Vector j's four lookups, signed: (first plane, second plane), each the high
+                // nibble's lookup plus the low nibble's.
+                macro_rules! signed_vector {
+                    ($j:expr, $sh:expr, $sl:expr) => {{
+                        let j = $j;
+                        let x = _mm256_loadu_si256(b.add(32 * j).cast());
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4);
+                        let lo = _mm256_and_si256(x, m4);
+                        let tj = tab.add(128 * j);
+                        let (sh, sl) = ($sh, $sl);
+                        let hq = _mm256_sign_epi8(_mm256_shuffle_epi8(_mm256_loadu_si256(tj.cast()), hi), sh);
+                        let hp = _mm256_sign_epi8(_mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(32).cast()), hi), sh);
+                        let lq = _mm256_sign_epi8(_mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(64).cast()), lo), sl);
+                        let lp = _mm256_sign_epi8(_mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(96).cast()), lo), sl);
+                        (_mm256_add_epi8(hq, lq), _mm256_add_epi8(hp, lp))
+                    }};
+                }
                 while i < end {
-                    // SAFETY: i + 3 < n; the group's 32 sign bytes (checked by the caller); as
-                    // `lookup!`.
+                    // SAFETY: i + 3 < n; the group's 32 sign bytes (checked by the caller); 32·n
+                    // index bytes and 128·n table bytes per run (checked by the caller).
                     unsafe {
                         prefetch_ahead(b.wrapping_add(32 * i));
                         prefetch_ahead(b.wrapping_add(32 * i + 64));
@@ -174,30 +217,18 @@ unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
                             prefetch_ahead_signs(s.wrapping_add(8 * i));
                         }
                         let words = _mm256_loadu_si256(s.add(8 * i).cast());
-                        // `vpsignw` by `(words | 1) << k`: bit 15 is the sign bit wanted and
-                        // bit k keeps the word non-zero (a zero would zero the sum), except
-                        // for k = 15, whose bit 0 is the sign itself.
-                        let w1 = _mm256_or_si256(words, one);
-                        let last = _mm256_or_si256(_mm256_slli_epi16::<15>(words), one);
-                        macro_rules! signed_group {
-                            ($j:expr, $k0:literal, $k1:literal, $k2:literal, $l3:expr) => {{
-                                let (p0, p1, q0, q1) = lookup!(b, $j);
-                                let s0 = _mm256_add_epi16(
-                                    _mm256_sign_epi16(p0, _mm256_slli_epi16::<$k0>(w1)),
-                                    _mm256_sign_epi16(q0, _mm256_slli_epi16::<$k2>(w1)),
-                                );
-                                let s1 = _mm256_add_epi16(
-                                    _mm256_sign_epi16(p1, _mm256_slli_epi16::<$k1>(w1)),
-                                    _mm256_sign_epi16(q1, $l3),
-                                );
-                                sums[0][0] = _mm256_add_epi16(sums[0][0], s0);
-                                sums[0][1] = _mm256_add_epi16(sums[0][1], s1);
-                            }};
-                        }
-                        signed_group!(i, 0, 1, 2, _mm256_slli_epi16::<3>(w1));
-                        signed_group!(i + 1, 4, 5, 6, _mm256_slli_epi16::<7>(w1));
-                        signed_group!(i + 2, 8, 9, 10, _mm256_slli_epi16::<11>(w1));
-                        signed_group!(i + 3, 12, 13, 14, last);
+                        let x = sign_bytes!(words, hib);
+                        let y = sign_bytes!(words, lob);
+                        let (q0, p0) = signed_vector!(i, x, _mm256_slli_epi16::<2>(x));
+                        let (q1, p1) = signed_vector!(i + 1, _mm256_slli_epi16::<4>(x), _mm256_slli_epi16::<6>(x));
+                        let (q2, p2) = signed_vector!(i + 2, y, _mm256_slli_epi16::<2>(y));
+                        let (q3, p3) = signed_vector!(i + 3, _mm256_slli_epi16::<4>(y), _mm256_slli_epi16::<6>(y));
+                        let q = _mm256_add_epi8(_mm256_add_epi8(q0, q1), _mm256_add_epi8(q2, q3));
+                        let p = _mm256_add_epi8(_mm256_add_epi8(p0, p1), _mm256_add_epi8(p2, p3));
+                        sums[0][0] =
+                            _mm256_add_epi16(sums[0][0], _mm256_maddubs_epi16(c131, _mm256_unpacklo_epi8(q, p)));
+                        sums[0][1] =
+                            _mm256_add_epi16(sums[0][1], _mm256_maddubs_epi16(c131, _mm256_unpackhi_epi8(q, p)));
                     }
                     i += 4;
                 }

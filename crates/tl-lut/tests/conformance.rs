@@ -26,8 +26,14 @@ fn other_formats_go_to_the_reference() {
     }
 }
 
+/// The weight of (row, column) and the activation of a column in a test pattern.
+type Weight = fn(usize, usize) -> i8;
+type Activation = fn(usize) -> i8;
+
 /// The largest sums (every activation −128, every weight the same sign) over long runs and many
-/// column tiles: the 16-bit partial sums must be widened before they overflow.
+/// column tiles: the 16-bit partial sums must be widened before they overflow. Also the largest
+/// sums of both signs side by side (rows of alternating sign, activations alternating −128 and
+/// 127), which the AVX2 triple walk adds up in bytes for eight lookups before widening.
 #[test]
 fn extreme_sums_over_long_runs_stay_exact() {
     use bitnet_quant::tl::{pack_tl1, pack_tl2};
@@ -41,8 +47,14 @@ fn extreme_sums_over_long_runs_stay_exact() {
         (true, 32, 24 * 104, TlTiling { bm: 32, bk: 24, bmm: 32 }),
     ];
     for (tl2, rows, cols, t) in cases {
-        for (w, a) in [(1i8, -128i8), (-1, -128), (1, 127)] {
-            let m = TernaryMatrix::new(rows, cols, vec![w; rows * cols]).unwrap();
+        let patterns: [(Weight, Activation); 4] = [
+            (|_, _| 1, |_| -128),
+            (|_, _| -1, |_| -128),
+            (|_, _| 1, |_| 127),
+            (|r, c| if (r + c % 2) % 2 == 0 { 1 } else { -1 }, |c| if c % 2 == 0 { -128 } else { 127 }),
+        ];
+        for (w, a) in patterns {
+            let m = TernaryMatrix::new(rows, cols, (0..rows * cols).map(|i| w(i / cols, i % cols)).collect()).unwrap();
             let (format, bytes) = if tl2 {
                 (TernaryFormat::Tl2(t), pack_tl2(&m, t).unwrap())
             } else {
@@ -51,11 +63,9 @@ fn extreme_sums_over_long_runs_stay_exact() {
             let w = PackedTernary::new(format, rows, cols, &bytes, Some(1.0)).unwrap();
             // One token (the table walk) and two (the panel where a variant has one).
             for n in [1, 2] {
-                let x = QuantizedActivations {
-                    cols,
-                    codes: vec![a; n * cols],
-                    rows: vec![ActScale { scale: 1.0, sum: i32::from(a) * cols as i32 }; n],
-                };
+                let codes: Vec<i8> = (0..n * cols).map(|i| a(i % cols)).collect();
+                let sum = (0..cols).map(|c| i32::from(a(c))).sum();
+                let x = QuantizedActivations { cols, codes, rows: vec![ActScale { scale: 1.0, sum }; n] };
                 let mut want = vec![0f32; n * rows];
                 ScalarKernel.gemm(&w, &x, &mut want).unwrap();
                 for l in Lut::available() {
