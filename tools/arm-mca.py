@@ -121,13 +121,14 @@ def lut_table(args, tmp):
     lut = ours(tmp, "bitnet-tl-lut")
     # The instances of tile128::<SIGN, V> (their symbols do not name the parameters): TL2
     # triples <true, 2> apply sign bits (cmtst or cmeq + bif/neg, as the compiler chose), TL1
-    # <false, 4> has 16 tbl per iteration.
+    # <false, 4> has the most tbl of the unsigned ones (a group of four steps of four vectors:
+    # 64; TL2's pair runs, <false, 2>, 32).
     # The main loop of each: the one with the most lookups (TL2's signed walk goes eight
     # vectors a step; its instance also holds the unsigned loop, shorter).
     inst = [max((ls for _, ls in loops(lut[n]) if count(ls, "tbl")), key=lambda ls: count(ls, "tbl")) for n in lut if "tile128" in n]
     signed = lambda ls: count(ls, "cmtst") + count(ls, "bif") + count(ls, "neg") > 0
     tl2 = [ls for ls in inst if signed(ls)]
-    tl1 = [ls for ls in inst if not signed(ls) and count(ls, "tbl") == 16]
+    tl1 = sorted((ls for ls in inst if not signed(ls)), key=lambda ls: -count(ls, "tbl"))[:1]
     if not tl2 or not tl1:
         raise SystemExit("tile128 instances not found")
 

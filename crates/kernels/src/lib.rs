@@ -207,10 +207,12 @@ impl Kernels {
     /// decoding base-3 digits for one token, and the TL2 panel GEMMs match the TQ1_0 GEMMs
     /// where both use the same integer dot product: every x86 set (2B-4T tg on Zen 3 1.4–1.6×,
     /// docs/kernels.md) and `neon-dotprod` (llvm-mca cycles per 128 weights, one token: TL2 walk
-    /// 29.8 / 20.2 / 12.8 against TQ1_0's `sdot` loop 40.5 / 37.0 / 15.3 on A76 / N1 / M1).
-    /// Not `neon` (no panel: a prompt would walk the tables once per token, about twice the
-    /// cycles of the TQ1_0 `smlal` GEMM) nor `neon-i8mm` (its `smmla` TQ1_0 GEMM does twice the
-    /// products per cycle of the `sdot` panel, and on V1 / N2 the two one-token loops tie).
+    /// 20.8 / 16.0 / 8.8 against TQ1_0's `sdot` loop 40.5 / 37.0 / 15.3 on A76 / N1 / M1).
+    /// Not `neon` (no panel: a prompt would walk the tables once per token, more cycles than the
+    /// TQ1_0 `smlal` GEMM) nor `neon-i8mm` (its `smmla` TQ1_0 GEMM does twice the products per
+    /// cycle of the `sdot` panel; for one token the walk, 8.1 / 13.8 cycles on V1 / N2, now
+    /// beats TQ1_0's loop, which it tied at 11.1 / 19.7 before the base-31 tables: a trade of
+    /// prompt speed for generation speed that wants a measurement on such a CPU).
     pub fn runs_tq1_0_as_tl2(&self) -> bool {
         self.lut.is_some() && !matches!(self.name, "neon" | "neon-i8mm")
     }

@@ -122,12 +122,14 @@ impl Lut {
         }
     }
 
-    /// The tables this variant's loop reads for a plane of `kind`. The AVX2 triple walk keeps
-    /// them in base 31 (see [`geometry::Split::Base31`]); every other loop in low and high bytes.
-    fn layout(self, kind: Kind) -> Layout {
+    /// The tables this variant's loops read. The AVX2 and NEON walks keep them in base 31 (see
+    /// [`geometry::Split::Base31`]); the AVX-512 and portable ones in low and high bytes.
+    fn layout(self) -> Layout {
         let how = match self.0 {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2(_) if kind == Kind::Triples => geometry::Split::Base31,
+            Isa::Avx2(_) => geometry::Split::Base31,
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon(_) => geometry::Split::Base31,
             _ => geometry::Split::Bytes,
         };
         (self.width(), how)
@@ -446,7 +448,7 @@ impl Lut {
         let mut dots = vec![0i32; geo.bm];
         for (t, act) in x.rows.iter().enumerate() {
             let a = x.row(t);
-            let at: Vec<usize> = geo.planes.iter().map(|p| cache.get(p, a, self.layout(p.kind))).collect();
+            let at: Vec<usize> = geo.planes.iter().map(|p| cache.get(p, a, self.layout())).collect();
             for rt in rows.start / geo.bm..rows.end.div_ceil(geo.bm) {
                 let base = rt * geo.bm;
                 dots.iter_mut().for_each(|d| *d = 0);

@@ -76,6 +76,17 @@ impl Neon {
     }
 }
 
+/// Adds byte sums of base-31 entries (`q` and `p` planes, wrapping bytes whose true values fit
+/// in i8) to a position's two 16-bit sums: `q + 31·p` per lane, low and high eight lanes.
+#[inline]
+#[target_feature(enable = "neon")]
+fn widen31(sum: &mut [int16x8_t; 2], q: uint8x16_t, p: uint8x16_t) {
+    let (q, p) = (vreinterpretq_s8_u8(q), vreinterpretq_s8_u8(p));
+    let c31 = vdupq_n_s8(31);
+    sum[0] = vaddq_s16(sum[0], vmlal_s8(vmovl_s8(vget_low_s8(q)), vget_low_s8(p), vget_low_s8(c31)));
+    sum[1] = vaddq_s16(sum[1], vmlal_high_s8(vmovl_high_s8(q), p, c31));
+}
+
 // Not inlined: one call per column tile costs nothing, and `tools/arm-mca.py --lut` finds each
 // instance's loop by its symbol.
 #[inline(never)]
@@ -84,27 +95,6 @@ unsafe fn tile128<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
     let n = t.run / 16;
     let m4 = vdupq_n_u8(0x0F);
     let tab = t.tables.as_ptr();
-    // The four table lookups of vector `j` of the run at `b`, as 16-bit sums (high nibble: low
-    // and high byte interleaves; low nibble: the same).
-    macro_rules! lookup {
-        ($b:expr, $j:expr) => {{
-            let j = $j;
-            let x = vld1q_u8($b.add(16 * j));
-            let hi = vshrq_n_u8::<4>(x);
-            let lo = vandq_u8(x, m4);
-            let tj = tab.add(64 * j);
-            let hl = vqtbl1q_u8(vld1q_u8(tj), hi);
-            let hh = vqtbl1q_u8(vld1q_u8(tj.add(16)), hi);
-            let ll = vqtbl1q_u8(vld1q_u8(tj.add(32)), lo);
-            let lh = vqtbl1q_u8(vld1q_u8(tj.add(48)), lo);
-            (
-                vreinterpretq_s16_u8(vzip1q_u8(hl, hh)),
-                vreinterpretq_s16_u8(vzip2q_u8(hl, hh)),
-                vreinterpretq_s16_u8(vzip1q_u8(ll, lh)),
-                vreinterpretq_s16_u8(vzip2q_u8(ll, lh)),
-            )
-        }};
-    }
     for sub in 0..t.bytes.len() / t.run {
         // SAFETY: the caller checked `subs` runs of index and sign bytes and 16·V 16- and 32-bit
         // sums per sub-tile.
@@ -129,65 +119,92 @@ unsafe fn tile128<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
             // that the hot loop carries no widening branch.
             let end = n.min(i + FLUSH * V);
             if SIGN {
-                // Eight vectors (one 32-byte group of sign words) at a time, so that every sign
-                // bit is moved by an immediate shift (a mask made per vector from a shifted 1
-                // cost a `dup` each; `end − i` is a multiple of eight, checked by the caller).
-                // Vector j is half (rows 8·(j mod 2) + 0..8 and 16 + that) of 6-column chunk
-                // j/2: triples 2·(j/2) mod 8 and the next; the sign of (row r, triple tr) is bit
-                // 15 − (2·tr + r/16) of word r mod 16, so vector i + 2m + h takes word half h,
-                // bits 15 − 4m .. 12 − 4m.
+                // Eight vectors (one 32-byte group of sign words) at a time. Vector j is half
+                // (rows 8·(j mod 2) + 0..8 and 16 + that) of 6-column chunk j/2: triples
+                // 2·(j/2) mod 8 and the next; the sign of (row r, triple tr) is bit 15 − (2·tr +
+                // r/16) of word r mod 16, so vector i + 2m + h reads word half h. The tables are
+                // in base 31 (`Split::Base31`, as the AVX2 walk's): both planes are small signed
+                // bytes, so a lookup is negated in bytes, `(x ^ m) − m` with the subtraction of
+                // every `m` summed once per group, and a row's eight lookups of the group add up
+                // in bytes (|Σq| ≤ 120, |Σp| ≤ 96) before one `smlal` by 31 per 8 rows widens
+                // them (the 16-bit walk spent a shift, a test, an `eor` and a `sub` per 8 rows
+                // and lookup, and two `zip` per lookup). The high (triples 0–3) or low (4–7)
+                // bytes of a half's eight words, twice (`uzp`), meet one mask per triple: bit
+                // 7 − 2·tr for rows r < 16, 6 − 2·tr for the rest.
+                let bit = |tr: i32| -> uint8x16_t {
+                    let lo = vdup_n_u8(1 << (7 - 2 * tr));
+                    vcombine_u8(lo, vdup_n_u8(1 << (6 - 2 * tr)))
+                };
+                let bits = [bit(0), bit(1), bit(2), bit(3)];
                 while i < end {
-                    // SAFETY: i + 7 < n (vectors of this run), the group's 32 sign bytes; as
-                    // `lookup!`. The `asm!` templates are empty (no instruction, no memory).
+                    // SAFETY: i + 7 < n (vectors of this run), the group's 32 sign bytes; 16·n
+                    // index bytes and 64·n table bytes per run (checked by the caller).
                     unsafe {
-                        let words = [vld1q_u16(s.add(4 * i).cast()), vld1q_u16(s.add(4 * i + 16).cast())];
-                        macro_rules! signed_pair {
-                            ($m:literal, $h:literal) => {{
-                                let (p0, p1, q0, q1) = lookup!(b, i + 2 * $m + $h);
-                                // Bit 15 − k of the words moved to the sign bit, spread to a mask
-                                // (LLVM makes the pair a `cmtst` against a constant).
-                                macro_rules! neg {
-                                    ($v:expr, $k:expr) => {{
-                                        let mut m = vreinterpretq_s16_u16(vcltzq_s16(vreinterpretq_s16_u16(
-                                            vshlq_n_u16::<{ $k }>(words[$h]),
-                                        )));
-                                        // An empty template: it only hides from LLVM that `m` is
-                                        // a mask, which it would turn `(v ^ m) − m` for into
-                                        // `neg` + `bsl` + a copy (registers then spilled: llvm-mca
-                                        // cycles on Neoverse V1 / N2 11.1 / 19.8 → 13.3 / 24.5).
-                                        std::arch::asm!("/* {0:v} */", inout(vreg) m, options(pure, nomem, nostack));
-                                        vsubq_s16(veorq_s16($v, m), m)
-                                    }};
-                                }
-                                let sum = &mut sums[$h];
-                                sum[0] = vaddq_s16(sum[0], vaddq_s16(neg!(p0, 4 * $m), neg!(q0, 4 * $m + 2)));
-                                sum[1] = vaddq_s16(sum[1], vaddq_s16(neg!(p1, 4 * $m + 1), neg!(q1, 4 * $m + 3)));
-                            }};
+                        let mut q = [vdupq_n_u8(0); 2];
+                        let mut p = [vdupq_n_u8(0); 2];
+                        let mut neg = [vdupq_n_u8(0); 2];
+                        for h in 0..2 {
+                            let w = vld1q_u8(s.add(4 * i + 16 * h));
+                            let (hib, lob) = (vuzp2q_u8(w, w), vuzp1q_u8(w, w));
+                            for m in 0..4 {
+                                let j = i + 2 * m + h;
+                                let x = vld1q_u8(b.add(16 * j));
+                                let (hi, lo) = (vshrq_n_u8::<4>(x), vandq_u8(x, m4));
+                                let src = if m < 2 { hib } else { lob };
+                                let mh = vtstq_u8(src, bits[(2 * m) % 4]);
+                                let ml = vtstq_u8(src, bits[(2 * m + 1) % 4]);
+                                let t = vld1q_u8_x4(tab.add(64 * j));
+                                let hq = veorq_u8(vqtbl1q_u8(t.0, hi), mh);
+                                let hp = veorq_u8(vqtbl1q_u8(t.1, hi), mh);
+                                let lq = veorq_u8(vqtbl1q_u8(t.2, lo), ml);
+                                let lp = veorq_u8(vqtbl1q_u8(t.3, lo), ml);
+                                q[h] = vaddq_u8(q[h], vaddq_u8(hq, lq));
+                                p[h] = vaddq_u8(p[h], vaddq_u8(hp, lp));
+                                neg[h] = vaddq_u8(neg[h], vaddq_u8(mh, ml));
+                            }
                         }
-                        signed_pair!(0, 0);
-                        signed_pair!(0, 1);
-                        signed_pair!(1, 0);
-                        signed_pair!(1, 1);
-                        signed_pair!(2, 0);
-                        signed_pair!(2, 1);
-                        signed_pair!(3, 0);
-                        signed_pair!(3, 1);
+                        for (h, sum) in sums.iter_mut().enumerate() {
+                            widen31(sum, vsubq_u8(q[h], neg[h]), vsubq_u8(p[h], neg[h]));
+                        }
                     }
                     i += 8;
                 }
             }
-            // Unsigned runs (TL1 and TL2's pairs), a vector per position at a time.
-            while i < end {
-                for (q, sum) in sums.iter_mut().enumerate() {
-                    let j = i + q;
-                    // SAFETY: j < n; the caller checked 16·n index bytes and 64·n table bytes per run.
-                    unsafe {
-                        let (p0, p1, q0, q1) = lookup!(b, j);
-                        sum[0] = vaddq_s16(sum[0], vaddq_s16(p0, q0));
-                        sum[1] = vaddq_s16(sum[1], vaddq_s16(p1, q1));
+            // Unsigned runs (TL1 and TL2's pairs, base-31 tables as the triples'): up to four
+            // steps of a vector per position (eight lookups per row, |Σq| ≤ 120, |Σp| ≤ 64) add
+            // up in bytes, then one `smlal` by 31 per 8 rows widens them.
+            // One group of `steps` vectors per position (whole groups take a literal 4, which
+            // LLVM unrolls).
+            macro_rules! unsigned_group {
+                ($steps:expr) => {{
+                    let steps = $steps;
+                    let mut q = [vdupq_n_u8(0); V];
+                    let mut p = [vdupq_n_u8(0); V];
+                    for g in 0..steps {
+                        for k in 0..V {
+                            let j = i + g * V + k;
+                            // SAFETY: j < n; the caller checked 16·n index bytes and 64·n table
+                            // bytes per run.
+                            unsafe {
+                                let x = vld1q_u8(b.add(16 * j));
+                                let (hi, lo) = (vshrq_n_u8::<4>(x), vandq_u8(x, m4));
+                                let t = vld1q_u8_x4(tab.add(64 * j));
+                                q[k] = vaddq_u8(q[k], vaddq_u8(vqtbl1q_u8(t.0, hi), vqtbl1q_u8(t.2, lo)));
+                                p[k] = vaddq_u8(p[k], vaddq_u8(vqtbl1q_u8(t.1, hi), vqtbl1q_u8(t.3, lo)));
+                            }
+                        }
                     }
-                }
-                i += V;
+                    for (k, sum) in sums.iter_mut().enumerate() {
+                        widen31(sum, q[k], p[k]);
+                    }
+                    i += steps * V;
+                }};
+            }
+            while end - i >= 4 * V {
+                unsigned_group!(4);
+            }
+            if i < end {
+                unsigned_group!((end - i) / V);
             }
             if end < n || t.flush {
                 for (q, sum) in sums.iter_mut().enumerate() {

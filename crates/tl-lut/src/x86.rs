@@ -38,6 +38,17 @@ fn prefetch_ahead_signs(p: *const u8) {
     }
 }
 
+/// `x` as it is, hidden from LLVM: a byte sum of lookups stays a running sum. Left to itself LLVM
+/// reassociates a group's adds into a tree of all its lookups, which needs more registers than
+/// there are (the AVX2 pair walk spilled 19 vectors a group).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn settled(mut x: __m256i) -> __m256i {
+    // SAFETY: the asm block is empty; it reads and writes only the register holding `x`.
+    unsafe { std::arch::asm!("/* {0} */", inout(ymm_reg) x, options(pure, nomem, nostack, preserves_flags)) };
+    x
+}
+
 /// AVX2 loops; only [`Avx2::detect`] builds one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Avx2(());
@@ -111,28 +122,9 @@ unsafe fn widen_add256(a: __m256i, acc: *mut i32) {
 unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
     let n = t.run / 32;
     let m4 = _mm256_set1_epi8(0x0F);
+    // (1, 31) per 16-bit lane: `vpmaddubsw` of interleaved (q, p) bytes is the entry sum q + 31·p.
+    let c131 = _mm256_set1_epi16(0x1F01);
     let tab = t.tables.as_ptr();
-    // The four table lookups of vector `j` of the run at `b`, as 16-bit sums: (high nibble, rows
-    // of the low and high byte interleaves; low nibble, the same).
-    macro_rules! lookup {
-        ($b:expr, $j:expr) => {{
-            let j = $j;
-            let x = _mm256_loadu_si256($b.add(32 * j).cast());
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4);
-            let lo = _mm256_and_si256(x, m4);
-            let tj = tab.add(128 * j);
-            let hl = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.cast()), hi);
-            let hh = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(32).cast()), hi);
-            let ll = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(64).cast()), lo);
-            let lh = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(96).cast()), lo);
-            (
-                _mm256_unpacklo_epi8(hl, hh),
-                _mm256_unpackhi_epi8(hl, hh),
-                _mm256_unpacklo_epi8(ll, lh),
-                _mm256_unpackhi_epi8(ll, lh),
-            )
-        }};
-    }
     for sub in 0..t.bytes.len() / t.run {
         // SAFETY: the caller checked `subs` runs of index and sign bytes and 32·V 16- and 32-bit
         // sums per sub-tile.
@@ -170,7 +162,6 @@ unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
                 // that both halves find triple tr's bit at 7 − 2·tr, and a 16-bit shift by 2·tr
                 // brings it to the byte's sign bit (bit 0, set, keeps the byte non-zero for
                 // `vpsignb`; no sign lives there in either half).
-                let c131 = _mm256_set1_epi16(0x1F01);
                 let ones8 = _mm256_set1_epi8(1);
                 let hib = _mm256_setr_epi8(
                     1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11,
@@ -233,22 +224,50 @@ unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
                     i += 4;
                 }
             }
-            // Unsigned runs (TL1-style pairs), a vector per position at a time.
-            while i < end {
-                for (q, sum) in sums.iter_mut().enumerate() {
-                    let j = i + q;
-                    if j % 2 == 0 {
-                        prefetch_ahead(b.wrapping_add(32 * j));
+            // Unsigned runs (TL1-style pairs, base-31 tables as the triples'): up to four steps
+            // of a vector per position (eight lookups per row, |Σq| ≤ 120, |Σp| ≤ 64) add up in
+            // bytes, then one `vpunpck` + `vpmaddubsw` per 16 rows widens them.
+            // One group of `steps` vectors per position (whole groups take a literal 4, which
+            // LLVM unrolls).
+            macro_rules! unsigned_group {
+                ($steps:expr) => {{
+                    let steps = $steps;
+                    let mut q = [_mm256_setzero_si256(); V];
+                    let mut p = [_mm256_setzero_si256(); V];
+                    for g in 0..steps {
+                        for k in 0..V {
+                            let j = i + g * V + k;
+                            if j % 2 == 0 {
+                                prefetch_ahead(b.wrapping_add(32 * j));
+                            }
+                            // SAFETY: j < n; the caller checked 32·n index bytes and 128·n table
+                            // bytes per run.
+                            unsafe {
+                                let x = _mm256_loadu_si256(b.add(32 * j).cast());
+                                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4);
+                                let lo = _mm256_and_si256(x, m4);
+                                let tj = tab.add(128 * j);
+                                let hq = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.cast()), hi);
+                                let hp = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(32).cast()), hi);
+                                let lq = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(64).cast()), lo);
+                                let lp = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(96).cast()), lo);
+                                q[k] = settled(_mm256_add_epi8(q[k], _mm256_add_epi8(hq, lq)));
+                                p[k] = settled(_mm256_add_epi8(p[k], _mm256_add_epi8(hp, lp)));
+                            }
+                        }
                     }
-                    // SAFETY: j < n; the caller checked 32·n index bytes and 128·n table bytes per
-                    // run.
-                    unsafe {
-                        let (p0, p1, q0, q1) = lookup!(b, j);
-                        sum[0] = _mm256_add_epi16(sum[0], _mm256_add_epi16(p0, q0));
-                        sum[1] = _mm256_add_epi16(sum[1], _mm256_add_epi16(p1, q1));
+                    for (k, sum) in sums.iter_mut().enumerate() {
+                        sum[0] = _mm256_add_epi16(sum[0], _mm256_maddubs_epi16(c131, _mm256_unpacklo_epi8(q[k], p[k])));
+                        sum[1] = _mm256_add_epi16(sum[1], _mm256_maddubs_epi16(c131, _mm256_unpackhi_epi8(q[k], p[k])));
                     }
-                }
-                i += V;
+                    i += steps * V;
+                }};
+            }
+            while end - i >= 4 * V {
+                unsigned_group!(4);
+            }
+            if i < end {
+                unsigned_group!((end - i) / V);
             }
             if end < n || t.flush {
                 for (q, sum) in sums.iter_mut().enumerate() {
