@@ -1,8 +1,8 @@
 //! Quick GEMV streaming check outside criterion: one matrix larger than the L3 (I2_S, TQ2_0,
-//! TQ1_0, TL2 on the lookup-table loops; STREAM_FORMAT=i2s|tq2|tq1|tl2 picks one).
+//! TQ1_0, TL1 and TL2 on the lookup-table loops; STREAM_FORMAT=i2s|tq2|tq1|tl1|tl2 picks one).
 use std::time::Instant;
 
-use bitnet_benches::{Aligned, I2S, TL2, activations, for_shape, packed, scale_of};
+use bitnet_benches::{Aligned, I2S, TL1, TL2, activations, for_shape, packed, scale_of};
 use bitnet_kernels::Kernels;
 use bitnet_quant::{PackedTernary, TernaryFormat};
 
@@ -14,11 +14,11 @@ fn main() {
     // STREAM_REPS repeats each timing (best of them is printed); STREAM_FORMAT picks one format.
     let reps: usize = std::env::var("STREAM_REPS").ok().and_then(|c| c.parse().ok()).unwrap_or(5);
     let only = std::env::var("STREAM_FORMAT").ok();
-    for format in [I2S, TernaryFormat::Tq2_0, TernaryFormat::Tq1_0, TL2] {
+    for format in [I2S, TernaryFormat::Tq2_0, TernaryFormat::Tq1_0, TL1, TL2] {
         if only.as_ref().is_some_and(|o| !format!("{format:?}").to_lowercase().starts_with(&o.to_lowercase())) {
             continue;
         }
-        // TL2 gets the tiling `bitnet convert` would write for the shape (only when it runs:
+        // TL1/TL2 get the tiling `bitnet convert` would write for the shape (only when it runs:
         // some shapes have none).
         let format = for_shape(format, rows, cols);
         let data = packed(format, rows, cols);

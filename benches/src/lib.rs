@@ -27,6 +27,8 @@ pub const B7: &[Shape] = &[
 
 /// TL2 as a bench parameter; [`for_shape`] picks each shape's tiling.
 pub const TL2: TernaryFormat = TernaryFormat::Tl2(TlTiling { bm: 0, bk: 0, bmm: 0 });
+/// TL1 the same way.
+pub const TL1: TernaryFormat = TernaryFormat::Tl1(TlTiling { bm: 0, bk: 0, bmm: 0 });
 
 /// Deterministic pseudo-random bytes (splitmix64).
 pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
