@@ -10,7 +10,8 @@ with one token (GEMV: 128 weights of one row; GEMM: 128 weight·token products).
     python3 tools/arm-mca.py --lut [--mca llvm-mca-22]
 
 With --lut it compares instead our lookup-table loops (crates/tl-lut's NEON `tile128`: TL2 at
-1.67 bits per weight, TL1 at 2) with our I2_S GEMV loops, per 128 weights (one token).
+1.67 bits per weight, TL1 at 2) with our I2_S GEMV loops and the TQ1_0 `sdot` GEMV loop, per 128
+weights (one token).
 
 Needs Debian's rustc with the arm64 std (../shared/ARM.md), llvm-mca with the Neoverse models
 (LLVM >= 16; bookworm-security has llvm-22) and any clang that targets aarch64. bitnet.cpp's
@@ -143,6 +144,14 @@ def lut_table(args, tmp):
     rows.append(("neon", "I2_S smlal (2 bits)", neon, macs(neon), "+neon"))
     dot = best_loop(pick(f, "dotprod4gemv"), "sdot", 8)
     rows.append(("dotprod", "I2_S sdot (2 bits)", dot, macs(dot), "+neon,+dotprod"))
+    # TQ1_0's own one-token loop (inlined into dotprod::gemv; the loop whose digits take `mul`),
+    # which `Kernels::runs_tq1_0_as_tl2` weighs the TL2 walk against. It runs two `sdot` per 16
+    # weights (3·Σ a·x − Σ a·x', the digit never extracted), so its weights are half its products.
+    cands = [ls for _, ls in loops(pick(f, "dotprod4gemv")) if count(ls, "sdot") and count(ls, "mul")]
+    if not cands:
+        raise SystemExit("the TQ1_0 sdot loop was not found")
+    tq1 = max(cands, key=lambda ls: count(ls, "sdot"))
+    rows.append(("dotprod", "TQ1_0 sdot (1.69 bits)", tq1, macs(tq1) // 2, "+neon,+dotprod"))
     print("| level | loop | weights/iter | " + " | ".join(CPUS) + " |")
     print("|---|---|---|" + "---|" * len(CPUS))
     for level, who, lines, weights, attrs in rows:
