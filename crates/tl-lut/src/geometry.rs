@@ -48,9 +48,9 @@ pub enum Split {
     /// Low byte, then high byte: interleaving the two looked-up planes gives the 16-bit entry.
     Bytes,
     /// `v = 31·p + q` with `q` in [−15, 15] and `p` in [−12, 12] (|v| ≤ 384): planes `q` then
-    /// `p`, both small signed bytes, so a sign applies to each plane on its own (`vpsignb`) and
-    /// eight lookups add up in bytes before one `vpmaddubsw` by (1, 31) widens them (the AVX2
-    /// triple walk).
+    /// `p`, both small signed bytes, so a sign applies to each plane on its own and eight
+    /// lookups add up in bytes before one multiply-add by (1, 31) widens them (the AVX2 and NEON
+    /// walks).
     Base31,
 }
 

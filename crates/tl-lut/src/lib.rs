@@ -7,7 +7,7 @@
 //! with the token is a sum of table entries, looked up 16, 32 or 64 rows at a time with one
 //! `tbl` (NEON), `vpshufb` (AVX2) or `vpshufb` on 512 bits (AVX-512 BW). Sums of three int8
 //! values need 16 bits, so each table is kept as two byte planes (low and high bytes), looked up
-//! separately and interleaved back to 16 bits (the AVX2 triple walk splits entries in base 31
+//! separately and interleaved back to 16 bits (the AVX2 and NEON walks split entries in base 31
 //! instead, [`geometry::Split`]); sums are exact, so results equal the scalar reference's
 //! (`bitnet_quant::ScalarKernel`) bit for bit.
 //!
@@ -223,22 +223,22 @@ fn build_tables(plane: &Plane, a: &[i8], (width, how): Layout, planes: &mut Vec<
     }
 }
 
-/// What a plane's tables depend on besides the activations and the width: (kind, first column,
-/// column tile, column tiles, byte planes).
-type PlaneKey = (Kind, usize, usize, usize, geometry::Split);
+/// What a plane's tables depend on besides the activations and the layout: (kind, first column,
+/// column tile, column tiles).
+type PlaneKey = (Kind, usize, usize, usize);
 
-/// What a loop's tables look like: its vector width in bytes and how it splits the entries of a
-/// plane of this kind into byte planes.
+/// What a loop's tables look like: its vector width in bytes and how it splits table entries
+/// into byte planes.
 type Layout = (usize, geometry::Split);
 
 /// One thread's tables for the last activations it saw: matrices that share an input (q/k/v,
 /// gate/up) build them once.
 #[derive(Default)]
 struct TableCache {
-    /// The activations the tables are for.
+    /// The activations and the layout the tables are for.
     acts: Vec<i8>,
-    width: usize,
-    /// Tables per plane shape and byte planes ([`PlaneKey`]) → tables.
+    layout: Option<Layout>,
+    /// Tables per plane shape ([`PlaneKey`]) → tables.
     tables: Vec<(PlaneKey, Vec<u8>)>,
     planes: Vec<[u8; 32]>,
 }
@@ -247,14 +247,13 @@ impl TableCache {
     /// The index in `tables` of `plane`'s tables for activations `a` in `layout`, built if not
     /// cached.
     fn get(&mut self, plane: &Plane, a: &[i8], layout: Layout) -> usize {
-        let width = layout.0;
-        if self.acts != a || self.width != width {
+        if self.acts != a || self.layout != Some(layout) {
             self.acts.clear();
             self.acts.extend_from_slice(a);
-            self.width = width;
+            self.layout = Some(layout);
             self.tables.clear();
         }
-        let key = (plane.kind, plane.col0, plane.bk, plane.ktiles, layout.1);
+        let key = (plane.kind, plane.col0, plane.bk, plane.ktiles);
         if let Some(i) = self.tables.iter().position(|(k, _)| *k == key) {
             return i;
         }
@@ -427,7 +426,8 @@ impl Lut {
         out: &mut [f32],
     ) -> Result<(), QuantError> {
         let scale = w.scale.unwrap_or(1.0);
-        let width = self.width();
+        let layout = self.layout();
+        let width = layout.0;
         let len = rows.len();
         if len == 0 {
             return Ok(());
@@ -448,7 +448,7 @@ impl Lut {
         let mut dots = vec![0i32; geo.bm];
         for (t, act) in x.rows.iter().enumerate() {
             let a = x.row(t);
-            let at: Vec<usize> = geo.planes.iter().map(|p| cache.get(p, a, self.layout())).collect();
+            let at: Vec<usize> = geo.planes.iter().map(|p| cache.get(p, a, layout)).collect();
             for rt in rows.start / geo.bm..rows.end.div_ceil(geo.bm) {
                 let base = rt * geo.bm;
                 dots.iter_mut().for_each(|d| *d = 0);

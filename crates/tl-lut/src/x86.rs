@@ -49,6 +49,17 @@ fn settled(mut x: __m256i) -> __m256i {
     x
 }
 
+/// Adds byte sums of base-31 entries (`q` and `p` planes, wrapping bytes whose true values fit
+/// in i8) to a position's two 16-bit sums in lane order: `q + 31·p` per lane, by `vpmaddubsw` of
+/// the interleaved bytes against (1, 31).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn widen31(sum: &mut [__m256i; 2], q: __m256i, p: __m256i) {
+    let c131 = _mm256_set1_epi16(0x1F01);
+    sum[0] = _mm256_add_epi16(sum[0], _mm256_maddubs_epi16(c131, _mm256_unpacklo_epi8(q, p)));
+    sum[1] = _mm256_add_epi16(sum[1], _mm256_maddubs_epi16(c131, _mm256_unpackhi_epi8(q, p)));
+}
+
 /// AVX2 loops; only [`Avx2::detect`] builds one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Avx2(());
@@ -122,9 +133,24 @@ unsafe fn widen_add256(a: __m256i, acc: *mut i32) {
 unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
     let n = t.run / 32;
     let m4 = _mm256_set1_epi8(0x0F);
-    // (1, 31) per 16-bit lane: `vpmaddubsw` of interleaved (q, p) bytes is the entry sum q + 31·p.
-    let c131 = _mm256_set1_epi16(0x1F01);
     let tab = t.tables.as_ptr();
+    // Vector `j`'s four table lookups, one per nibble and plane: (high nibble first plane, high
+    // nibble second plane, low nibble first plane, low nibble second plane).
+    macro_rules! lookups {
+        ($b:expr, $j:expr) => {{
+            let j = $j;
+            let x = _mm256_loadu_si256($b.add(32 * j).cast());
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4);
+            let lo = _mm256_and_si256(x, m4);
+            let tj = tab.add(128 * j);
+            (
+                _mm256_shuffle_epi8(_mm256_loadu_si256(tj.cast()), hi),
+                _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(32).cast()), hi),
+                _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(64).cast()), lo),
+                _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(96).cast()), lo),
+            )
+        }};
+    }
     for sub in 0..t.bytes.len() / t.run {
         // SAFETY: the caller checked `subs` runs of index and sign bytes and 32·V 16- and 32-bit
         // sums per sub-tile.
@@ -185,17 +211,12 @@ unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
                 // nibble's lookup plus the low nibble's.
                 macro_rules! signed_vector {
                     ($j:expr, $sh:expr, $sl:expr) => {{
-                        let j = $j;
-                        let x = _mm256_loadu_si256(b.add(32 * j).cast());
-                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4);
-                        let lo = _mm256_and_si256(x, m4);
-                        let tj = tab.add(128 * j);
+                        let (hq, hp, lq, lp) = lookups!(b, $j);
                         let (sh, sl) = ($sh, $sl);
-                        let hq = _mm256_sign_epi8(_mm256_shuffle_epi8(_mm256_loadu_si256(tj.cast()), hi), sh);
-                        let hp = _mm256_sign_epi8(_mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(32).cast()), hi), sh);
-                        let lq = _mm256_sign_epi8(_mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(64).cast()), lo), sl);
-                        let lp = _mm256_sign_epi8(_mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(96).cast()), lo), sl);
-                        (_mm256_add_epi8(hq, lq), _mm256_add_epi8(hp, lp))
+                        (
+                            _mm256_add_epi8(_mm256_sign_epi8(hq, sh), _mm256_sign_epi8(lq, sl)),
+                            _mm256_add_epi8(_mm256_sign_epi8(hp, sh), _mm256_sign_epi8(lp, sl)),
+                        )
                     }};
                 }
                 while i < end {
@@ -216,10 +237,7 @@ unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
                         let (q3, p3) = signed_vector!(i + 3, _mm256_slli_epi16::<4>(y), _mm256_slli_epi16::<6>(y));
                         let q = _mm256_add_epi8(_mm256_add_epi8(q0, q1), _mm256_add_epi8(q2, q3));
                         let p = _mm256_add_epi8(_mm256_add_epi8(p0, p1), _mm256_add_epi8(p2, p3));
-                        sums[0][0] =
-                            _mm256_add_epi16(sums[0][0], _mm256_maddubs_epi16(c131, _mm256_unpacklo_epi8(q, p)));
-                        sums[0][1] =
-                            _mm256_add_epi16(sums[0][1], _mm256_maddubs_epi16(c131, _mm256_unpackhi_epi8(q, p)));
+                        widen31(&mut sums[0], q, p);
                     }
                     i += 4;
                 }
@@ -243,22 +261,14 @@ unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
                             // SAFETY: j < n; the caller checked 32·n index bytes and 128·n table
                             // bytes per run.
                             unsafe {
-                                let x = _mm256_loadu_si256(b.add(32 * j).cast());
-                                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4);
-                                let lo = _mm256_and_si256(x, m4);
-                                let tj = tab.add(128 * j);
-                                let hq = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.cast()), hi);
-                                let hp = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(32).cast()), hi);
-                                let lq = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(64).cast()), lo);
-                                let lp = _mm256_shuffle_epi8(_mm256_loadu_si256(tj.add(96).cast()), lo);
+                                let (hq, hp, lq, lp) = lookups!(b, j);
                                 q[k] = settled(_mm256_add_epi8(q[k], _mm256_add_epi8(hq, lq)));
                                 p[k] = settled(_mm256_add_epi8(p[k], _mm256_add_epi8(hp, lp)));
                             }
                         }
                     }
                     for (k, sum) in sums.iter_mut().enumerate() {
-                        sum[0] = _mm256_add_epi16(sum[0], _mm256_maddubs_epi16(c131, _mm256_unpacklo_epi8(q[k], p[k])));
-                        sum[1] = _mm256_add_epi16(sum[1], _mm256_maddubs_epi16(c131, _mm256_unpackhi_epi8(q[k], p[k])));
+                        widen31(sum, q[k], p[k]);
                     }
                     i += steps * V;
                 }};
