@@ -7,7 +7,7 @@
 //! with the token is a sum of table entries, looked up 16, 32 or 64 rows at a time with one
 //! `tbl` (NEON), `vpshufb` (AVX2) or `vpshufb` on 512 bits (AVX-512 BW). Sums of three int8
 //! values need 16 bits, so each table is kept as two byte planes (low and high bytes), looked up
-//! separately and interleaved back to 16 bits (the AVX2 and NEON walks split entries in base 31
+//! separately and interleaved back to 16 bits (the SIMD walks split entries in base 31
 //! instead, [`geometry::Split`]); sums are exact, so results equal the scalar reference's
 //! (`bitnet_quant::ScalarKernel`) bit for bit.
 //!
@@ -122,12 +122,12 @@ impl Lut {
         }
     }
 
-    /// The tables this variant's loops read. The AVX2 and NEON walks keep them in base 31 (see
-    /// [`geometry::Split::Base31`]); the AVX-512 and portable ones in low and high bytes.
+    /// The tables this variant's loops read. The SIMD walks keep them in base 31 (see
+    /// [`geometry::Split::Base31`]); the portable one in low and high bytes.
     fn layout(self) -> Layout {
         let how = match self.0 {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2(_) => geometry::Split::Base31,
+            Isa::Avx2(_) | Isa::Avx512(_) => geometry::Split::Base31,
             #[cfg(target_arch = "aarch64")]
             Isa::Neon(_) => geometry::Split::Base31,
             _ => geometry::Split::Bytes,

@@ -350,7 +350,9 @@ impl Avx512 {
         let subs = t.bytes.len() / t.run.max(1);
         assert!(t.run.is_multiple_of(64) && t.bytes.len().is_multiple_of(t.run) && t.tables.len() >= n * 256);
         assert!(t.acc16.len() >= subs * 64 && t.acc32.len() >= subs * 64);
-        assert!(!sign || (t.srun >= n.div_ceil(2) * 32 && t.signs.len() >= subs * t.srun));
+        // TL2 column tiles are multiples of 24 columns (`tl::check_tl2`): a run is an even number
+        // of vectors, 32 sign bytes per two.
+        assert!(!sign || (n.is_multiple_of(2) && t.srun >= n / 2 * 32 && t.signs.len() >= subs * t.srun));
         // SAFETY: the token proves AVX-512 F/BW and AVX2; the asserts bound every access.
         unsafe { if sign { tile512::<true>(t) } else { tile512::<false>(t) } }
     }
@@ -375,27 +377,96 @@ unsafe fn tile512<const SIGN: bool>(t: crate::Tile<'_>) {
     }
 }
 
+/// Per byte of a 512-bit vector, the bit of its sign byte (see [`side512`]) that holds the sign
+/// of the triple its high (`hi`) or low nibble indexes: that triple is t = 0 (high) or 1 (low)
+/// of the vector's four in lanes 0-1 and t + 2 in lanes 2-3, its bit 7 − 2·t − h, with h = 1 in
+/// bytes 8-15 of a lane (rows 16-31 of the sub-tile).
+const fn sign_tests(hi: bool) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        let t = if hi { 0 } else { 1 } + if i < 32 { 0 } else { 2 };
+        let h = if i % 16 >= 8 { 1 } else { 0 };
+        out[i] = 1 << (7 - 2 * t - h);
+        i += 1;
+    }
+    out
+}
+
+/// Per byte of a lane, the byte of the lane's eight sign words that holds its row's signs: the
+/// high byte (triples 0-3 of the group, even vectors) or the low byte (triples 4-7, odd ones) of
+/// word `b mod 8`.
+const fn sign_picks(high: bool) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        out[i] = (2 * (i % 8) + if high { 1 } else { 0 }) as u8;
+        i += 1;
+    }
+    out
+}
+
+const SIGN_TESTS: [[u8; 64]; 2] = [sign_tests(true), sign_tests(false)];
+const SIGN_PICKS: [[u8; 64]; 2] = [sign_picks(true), sign_picks(false)];
+
+/// [`settled`] on 512 bits.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn settled512(mut x: __m512i) -> __m512i {
+    // SAFETY: the asm block is empty; it reads and writes only the register holding `x`.
+    unsafe { std::arch::asm!("/* {0} */", inout(zmm_reg) x, options(pure, nomem, nostack, preserves_flags)) };
+    x
+}
+
+/// `x` with the bytes `k` selects negated (`zero` is zero): one masked `vpsubb`. Written as
+/// `_mm512_mask_sub_epi8`, LLVM makes it a subtraction and a masked move (two operations, the
+/// TL2 walk no faster than the 16-bit one it replaced).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn negate_where(mut x: __m512i, k: __mmask64, zero: __m512i) -> __m512i {
+    // SAFETY: one register-only AVX-512 BW instruction (the caller's target features).
+    unsafe {
+        std::arch::asm!(
+            "vpsubb {x}{{{k}}}, {z}, {x}",
+            x = inout(zmm_reg) x,
+            k = in(kreg) k,
+            z = in(zmm_reg) zero,
+            options(pure, nomem, nostack, preserves_flags),
+        )
+    };
+    x
+}
+
+/// [`widen31`] on 512 bits.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn widen31_512(sum: &mut [__m512i; 2], q: __m512i, p: __m512i) {
+    let c131 = _mm512_set1_epi16(0x1F01);
+    sum[0] = _mm512_add_epi16(sum[0], _mm512_maddubs_epi16(c131, _mm512_unpacklo_epi8(q, p)));
+    sum[1] = _mm512_add_epi16(sum[1], _mm512_maddubs_epi16(c131, _mm512_unpackhi_epi8(q, p)));
+}
+
 /// Sub-tiles `first..first + S` of a [`crate::Tile`], side by side: per vector position, the
-/// four table vectors are loaded once for all `S` runs.
+/// four table vectors are loaded once for all `S` runs. The tables are in base 31
+/// (`Split::Base31`, as the AVX2 walk's): a group of four vectors adds its eight lookups per
+/// row in bytes (|Σq| ≤ 120, |Σp| ≤ 96), then one `vpunpck` + `vpmaddubsw` by (1, 31) per
+/// interleave widens them. TL2 signs: AVX-512 has no `vpsignb`, so a byte is
+/// negated under a mask (`vptestmb` of its row's sign byte, one in-lane `vpshufb` of the group's
+/// words per vector) — on Intel's cores 512-bit shuffles have one port, so the walk keeps them
+/// few: 4 lookups, 1 sign shuffle, 2 tests and ½ unpack per vector, against 4 + 4 unpacks + 4
+/// tests in the 16-bit walk it replaced.
 #[target_feature(enable = "avx512f,avx512bw,avx2")]
 unsafe fn side512<const SIGN: bool, const S: usize>(t: &crate::Tile<'_>, first: usize) {
     let n = t.run / 64;
     let m4 = _mm512_set1_epi8(0x0F);
     let zero = _mm512_setzero_si512();
-    // Vector j holds 6-column chunks 2j (lanes 0-1) and 2j+1 (lanes 2-3): the high nibbles index
-    // triples 4j mod 8 and that + 2, the low nibbles the next ones. Element e of an interleave
-    // is row e mod 16 (+16 for the high interleave), from lanes 0-1 when e < 16.
-    let bits = |a: i32, b: i32, h: i32| {
-        _mm512_mask_blend_epi16(
-            0xFFFF_0000,
-            _mm512_set1_epi16(1 << (15 - 2 * a - h)),
-            _mm512_set1_epi16(1 << (15 - 2 * b - h)),
+    // SAFETY: the constants are 64 bytes each.
+    let (tests, picks) = unsafe {
+        (
+            [_mm512_loadu_si512(SIGN_TESTS[0].as_ptr().cast()), _mm512_loadu_si512(SIGN_TESTS[1].as_ptr().cast())],
+            [_mm512_loadu_si512(SIGN_PICKS[0].as_ptr().cast()), _mm512_loadu_si512(SIGN_PICKS[1].as_ptr().cast())],
         )
     };
-    let masks = [
-        [bits(0, 2, 0), bits(0, 2, 1), bits(1, 3, 0), bits(1, 3, 1)],
-        [bits(4, 6, 0), bits(4, 6, 1), bits(5, 7, 0), bits(5, 7, 1)],
-    ];
     let tab = t.tables.as_ptr();
     let mut b = [t.bytes.as_ptr(); S];
     let mut s = [t.signs.as_ptr(); S];
@@ -419,50 +490,76 @@ unsafe fn side512<const SIGN: bool, const S: usize>(t: &crate::Tile<'_>, first: 
         // At most FLUSH vectors between widenings, in a loop of its own (no branch in the hot
         // loop).
         let end = n.min(j + FLUSH);
-        while j < end {
-            // SAFETY: j < n; the caller checked 256·n table bytes.
-            let (t0, t1, t2, t3) = unsafe {
-                let tj = tab.add(256 * j);
-                (
-                    _mm512_loadu_si512(tj.cast()),
-                    _mm512_loadu_si512(tj.add(64).cast()),
-                    _mm512_loadu_si512(tj.add(128).cast()),
-                    _mm512_loadu_si512(tj.add(192).cast()),
-                )
-            };
-            for k in 0..S {
-                prefetch_ahead(b[k].wrapping_add(64 * j));
-                if SIGN && j % 4 == 0 {
-                    // The sign plane is a second stream, a fifth the size of the first.
-                    prefetch_ahead_signs(s[k].wrapping_add(16 * j));
-                }
-                // SAFETY: j < n; the caller checked 64·n index bytes per run and (signs) 32 bytes
-                // per 2 vectors.
-                unsafe {
-                    let x = _mm512_loadu_si512(b[k].add(64 * j).cast());
-                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4);
-                    let lo = _mm512_and_si512(x, m4);
-                    let hl = _mm512_shuffle_epi8(t0, hi);
-                    let hh = _mm512_shuffle_epi8(t1, hi);
-                    let ll = _mm512_shuffle_epi8(t2, lo);
-                    let lh = _mm512_shuffle_epi8(t3, lo);
-                    let mut p0 = _mm512_unpacklo_epi8(hl, hh);
-                    let mut p1 = _mm512_unpackhi_epi8(hl, hh);
-                    let mut q0 = _mm512_unpacklo_epi8(ll, lh);
-                    let mut q1 = _mm512_unpackhi_epi8(ll, lh);
-                    if SIGN {
-                        let words = _mm512_broadcast_i64x4(_mm256_loadu_si256(s[k].add(32 * (j / 2)).cast()));
-                        let m = &masks[j % 2];
-                        p0 = _mm512_mask_sub_epi16(p0, _mm512_test_epi16_mask(words, m[0]), zero, p0);
-                        p1 = _mm512_mask_sub_epi16(p1, _mm512_test_epi16_mask(words, m[1]), zero, p1);
-                        q0 = _mm512_mask_sub_epi16(q0, _mm512_test_epi16_mask(words, m[2]), zero, q0);
-                        q1 = _mm512_mask_sub_epi16(q1, _mm512_test_epi16_mask(words, m[3]), zero, q1);
+        // Vector j + g of every sub-tile, its lookups added to the group's byte sums `q` and
+        // `p`. A group starts at an even vector (signed runs have an even count), so with `g` a
+        // literal both vectors of a sign group read the same words, loaded once.
+        macro_rules! vector {
+            ($g:expr, $q:ident, $p:ident) => {{
+                let g = $g;
+                let v = j + g;
+                // SAFETY: v < n; the caller checked 256·n table bytes.
+                let (t0, t1, t2, t3) = unsafe {
+                    let tv = tab.add(256 * v);
+                    (
+                        _mm512_loadu_si512(tv.cast()),
+                        _mm512_loadu_si512(tv.add(64).cast()),
+                        _mm512_loadu_si512(tv.add(128).cast()),
+                        _mm512_loadu_si512(tv.add(192).cast()),
+                    )
+                };
+                for k in 0..S {
+                    prefetch_ahead(b[k].wrapping_add(64 * v));
+                    if SIGN && g == 0 {
+                        // The sign plane is a second stream, a fifth the size of the first.
+                        prefetch_ahead_signs(s[k].wrapping_add(16 * v));
                     }
-                    acc[k][0] = _mm512_add_epi16(acc[k][0], _mm512_add_epi16(p0, q0));
-                    acc[k][1] = _mm512_add_epi16(acc[k][1], _mm512_add_epi16(p1, q1));
+                    // SAFETY: v < n; the caller checked 64·n index bytes per run and (signs)
+                    // 32 bytes per 2 vectors; j is even.
+                    unsafe {
+                        let x = _mm512_loadu_si512(b[k].add(64 * v).cast());
+                        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4);
+                        let lo = _mm512_and_si512(x, m4);
+                        let mut hq = _mm512_shuffle_epi8(t0, hi);
+                        let mut hp = _mm512_shuffle_epi8(t1, hi);
+                        let mut lq = _mm512_shuffle_epi8(t2, lo);
+                        let mut lp = _mm512_shuffle_epi8(t3, lo);
+                        if SIGN {
+                            let at = s[k].add(16 * j + 32 * (g / 2));
+                            let words = _mm512_broadcast_i64x4(_mm256_loadu_si256(at.cast()));
+                            let signs = _mm512_shuffle_epi8(words, picks[g % 2]);
+                            let kh = _mm512_test_epi8_mask(signs, tests[0]);
+                            let kl = _mm512_test_epi8_mask(signs, tests[1]);
+                            hq = negate_where(hq, kh, zero);
+                            hp = negate_where(hp, kh, zero);
+                            lq = negate_where(lq, kl, zero);
+                            lp = negate_where(lp, kl, zero);
+                        }
+                        $q[k] = settled512(_mm512_add_epi8($q[k], _mm512_add_epi8(hq, lq)));
+                        $p[k] = settled512(_mm512_add_epi8($p[k], _mm512_add_epi8(hp, lp)));
+                    }
+                }
+            }};
+        }
+        // Groups of four vectors (written out, so that LLVM sees the shared sign words), then
+        // what is left before the widening.
+        while j < end {
+            let mut q = [zero; S];
+            let mut p = [zero; S];
+            let steps = (end - j).min(4);
+            if steps == 4 {
+                vector!(0, q, p);
+                vector!(1, q, p);
+                vector!(2, q, p);
+                vector!(3, q, p);
+            } else {
+                for g in 0..steps {
+                    vector!(g, q, p);
                 }
             }
-            j += 1;
+            for k in 0..S {
+                widen31_512(&mut acc[k], q[k], p[k]);
+            }
+            j += steps;
         }
         if end < n || t.flush {
             for k in 0..S {

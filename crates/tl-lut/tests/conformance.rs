@@ -33,7 +33,7 @@ type Activation = fn(usize) -> i8;
 /// The largest sums (every activation −128, every weight the same sign) over long runs and many
 /// column tiles: the 16-bit partial sums must be widened before they overflow. Also the largest
 /// sums of both signs side by side (rows of alternating sign, activations alternating −128 and
-/// 127), which the AVX2 and NEON walks add up in bytes for eight lookups before widening.
+/// 127), which the SIMD walks add up in bytes for eight lookups before widening.
 #[test]
 fn extreme_sums_over_long_runs_stay_exact() {
     use bitnet_quant::tl::{pack_tl1, pack_tl2};
