@@ -74,6 +74,11 @@ impl Lut {
         {
             if let Some(t) = x86::Avx512::detect() {
                 out.push(Lut(Isa::Avx512(t)));
+                // The BW-only walk too (it runs TL2 triples without `vpermb`), so that tests
+                // and benchmarks reach it on CPUs that also have VBMI.
+                if t.vbmi() {
+                    out.push(Lut(Isa::Avx512(t.without_vbmi())));
+                }
             }
             if let Some(t) = x86::Avx2::detect() {
                 out.push(Lut(Isa::Avx2(t)));
@@ -94,8 +99,8 @@ impl Lut {
         Lut::available().swap_remove(0)
     }
 
-    /// The variant for a kernel set of this name ("avx512-vnni" → AVX-512, "avx2" and "avx-vnni*" → AVX2,
-    /// "neon*" → NEON), if this CPU runs it.
+    /// The variant for a kernel set of this name ("avx512-vnni" → AVX-512 (with VBMI where the
+    /// CPU has it), "avx2" and "avx-vnni*" → AVX2, "neon*" → NEON), if this CPU runs it.
     pub fn for_set(set: &str) -> Option<Lut> {
         let want = if set.starts_with("avx512") {
             "lut-avx512"
@@ -106,7 +111,8 @@ impl Lut {
         } else {
             return None;
         };
-        Lut::available().into_iter().find(|l| l.name() == want)
+        // The first of a family is its fastest ("lut-avx512vbmi" before "lut-avx512").
+        Lut::available().into_iter().find(|l| l.name().starts_with(want))
     }
 
     /// Bytes per vector of the lookups (the table layout depends on it).
@@ -123,16 +129,19 @@ impl Lut {
     }
 
     /// The tables this variant's loops read. The SIMD walks keep them in base 31 (see
-    /// [`geometry::Split::Base31`]); the portable one in low and high bytes.
+    /// [`geometry::Split::Base31`]); the portable one in low and high bytes. The AVX-512 VBMI
+    /// walk looks TL2 triples up with `vpermb`, sign included (see [`Layout`]).
     fn layout(self) -> Layout {
-        let how = match self.0 {
+        let (how, negated) = match self.0 {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2(_) | Isa::Avx512(_) => geometry::Split::Base31,
+            Isa::Avx2(_) => (geometry::Split::Base31, false),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(i) => (geometry::Split::Base31, i.vbmi()),
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon(_) => geometry::Split::Base31,
-            _ => geometry::Split::Bytes,
+            Isa::Neon(_) => (geometry::Split::Base31, false),
+            _ => (geometry::Split::Bytes, false),
         };
-        (self.width(), how)
+        (self.width(), how, negated)
     }
 
     /// Adds the lookups of one column tile's runs to their sub-tiles' sums.
@@ -195,9 +204,11 @@ fn lane_rows(plane: &Plane, width: usize) -> Vec<usize> {
 /// One token's tables for `plane` in the layout a `width`-byte loop reads: per column tile, per
 /// vector of a run, four `width`-byte vectors (high-nibble first plane, high-nibble second plane,
 /// low-nibble first plane, low-nibble second plane: low and high bytes, or what `how` says), each
-/// one 16-byte table per 16-byte lane.
+/// one 16-byte table per 16-byte lane; with `negated`, a triple plane's odd lanes hold the
+/// negated table of the lane before (see [`Layout`]).
 /// `planes` is scratch for the byte planes of every group.
-fn build_tables(plane: &Plane, a: &[i8], (width, how): Layout, planes: &mut Vec<[u8; 32]>, out: &mut Vec<u8>) {
+fn build_tables(plane: &Plane, a: &[i8], (width, how, negated): Layout, planes: &mut Vec<[u8; 32]>, out: &mut Vec<u8>) {
+    let negated = negated && plane.kind == Kind::Triples;
     let g = plane.group();
     let cols = plane.ktiles * plane.bk;
     geometry::byte_planes(plane.kind, &a[plane.col0..plane.col0 + cols], how, planes);
@@ -218,6 +229,13 @@ fn build_tables(plane: &Plane, a: &[i8], (width, how): Layout, planes: &mut Vec<
                 dst[width + at..width + at + 16].copy_from_slice(&h[16..]);
                 dst[2 * width + at..2 * width + at + 16].copy_from_slice(&l[..16]);
                 dst[3 * width + at..3 * width + at + 16].copy_from_slice(&l[16..]);
+                if negated && lane % 2 == 1 {
+                    // Both lanes of a pair index the same 6-column chunk (rows 0-15, 16-31).
+                    assert_eq!(lanes[v * width / 16 + lane - 1], (gh, gl), "a triple chunk spans two lanes");
+                    for k in 0..4 {
+                        dst[k * width + at..k * width + at + 16].iter_mut().for_each(|b| *b = b.wrapping_neg());
+                    }
+                }
             }
         }
     }
@@ -227,9 +245,12 @@ fn build_tables(plane: &Plane, a: &[i8], (width, how): Layout, planes: &mut Vec<
 /// column tile, column tiles).
 type PlaneKey = (Kind, usize, usize, usize);
 
-/// What a loop's tables look like: its vector width in bytes and how it splits table entries
-/// into byte planes.
-type Layout = (usize, geometry::Split);
+/// What a loop's tables look like: its vector width in bytes, how it splits table entries into
+/// byte planes, and whether a TL2 triple plane's odd 16-byte lanes hold the negated tables of
+/// the even ones. A 64-byte vector of triple indices holds two 6-column chunks (lanes 0-1, 2-3),
+/// so its four lanes need only two tables: with their negations in the other two, one `vpermb`
+/// over the 64 bytes looks up a signed entry, its index `chunk << 5 | sign << 4 | magnitude`.
+type Layout = (usize, geometry::Split, bool);
 
 /// One thread's tables for the last activations it saw: matrices that share an input (q/k/v,
 /// gate/up) build them once.
@@ -506,12 +527,14 @@ impl Lut {
         Ok(())
     }
 
-    /// "lut-avx512", "lut-avx2", "lut-neon" or "lut-portable".
+    /// "lut-avx512vbmi", "lut-avx512", "lut-avx2", "lut-neon" or "lut-portable".
     pub fn name(self) -> &'static str {
         match self.0 {
             Isa::Portable => "lut-portable",
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2(_) => "lut-avx2",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(i) if i.vbmi() => "lut-avx512vbmi",
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512(_) => "lut-avx512",
             #[cfg(target_arch = "aarch64")]

@@ -299,10 +299,11 @@ unsafe fn tile256<const SIGN: bool, const V: usize>(t: crate::Tile<'_>) {
 }
 
 /// AVX-512 BW loops; only [`Avx512::detect`] builds one. `vnni` says whether the panel GEMM
-/// (which needs `vpdpbusd`) runs too.
+/// (which needs `vpdpbusd`) runs too, `vbmi` whether TL2 triples are looked up by `vpermb`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Avx512 {
     vnni: bool,
+    vbmi: bool,
 }
 
 impl Avx512 {
@@ -310,7 +311,21 @@ impl Avx512 {
         (is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx2"))
-        .then_some(Avx512 { vnni: is_x86_feature_detected!("avx512vnni") })
+        .then_some(Avx512 {
+            vnni: is_x86_feature_detected!("avx512vnni"),
+            vbmi: is_x86_feature_detected!("avx512vbmi"),
+        })
+    }
+
+    /// Whether the TL2 triple walk looks signed entries up with `vpermb` (AVX-512 VBMI): its
+    /// tables then hold negated copies (see `Layout` in lib.rs).
+    pub fn vbmi(self) -> bool {
+        self.vbmi
+    }
+
+    /// The same loops without `vpermb`.
+    pub fn without_vbmi(self) -> Avx512 {
+        Avx512 { vbmi: false, ..self }
     }
 
     /// Whether the many-token panel path runs (AVX-512 VNNI).
@@ -353,29 +368,20 @@ impl Avx512 {
         // TL2 column tiles are multiples of 24 columns (`tl::check_tl2`): a run is an even number
         // of vectors, 32 sign bytes per two.
         assert!(!sign || (n.is_multiple_of(2) && t.srun >= n / 2 * 32 && t.signs.len() >= subs * t.srun));
-        // SAFETY: the token proves AVX-512 F/BW and AVX2; the asserts bound every access.
-        unsafe { if sign { tile512::<true>(t) } else { tile512::<false>(t) } }
+        // SAFETY: the token proves AVX-512 F/BW and AVX2 (and VBMI where it says so); the asserts
+        // bound every access.
+        unsafe {
+            match (sign, self.vbmi) {
+                (true, true) => tile512_vbmi::<true>(t),
+                (true, false) => tile512::<true>(t),
+                (false, _) => tile512::<false>(t),
+            }
+        }
     }
 }
 
 /// Sub-tiles [`tile512`] walks side by side, so each table vector it loads serves that many runs.
 const SIDE: usize = 2;
-
-#[target_feature(enable = "avx512f,avx512bw,avx2")]
-unsafe fn tile512<const SIGN: bool>(t: crate::Tile<'_>) {
-    let subs = t.bytes.len() / t.run;
-    let mut sub = 0;
-    while sub + SIDE <= subs {
-        // SAFETY: sub-tiles sub..sub + SIDE exist (the caller's checks hold for them).
-        unsafe { side512::<SIGN, SIDE>(&t, sub) };
-        sub += SIDE;
-    }
-    while sub < subs {
-        // SAFETY: as above, for one sub-tile.
-        unsafe { side512::<SIGN, 1>(&t, sub) };
-        sub += 1;
-    }
-}
 
 /// Per byte of a 512-bit vector, the bit of its sign byte (see [`side512`]) that holds the sign
 /// of the triple its high (`hi`) or low nibble indexes: that triple is t = 0 (high) or 1 (low)
@@ -408,6 +414,57 @@ const fn sign_picks(high: bool) -> [u8; 64] {
 
 const SIGN_TESTS: [[u8; 64]; 2] = [sign_tests(true), sign_tests(false)];
 const SIGN_PICKS: [[u8; 64]; 2] = [sign_picks(true), sign_picks(false)];
+
+/// The VBMI walk's index bits 4-5 (sign, chunk) come from a row's sign byte (`SIGN_PICKS`),
+/// `(byte & KEEP) | MARK`, rotated right per dword by `ROT` (high nibble, low nibble): the
+/// triple's sign bit (7 − 2·t − h, as in `sign_tests`) lands on bit 4 and bit 5 becomes 0 in
+/// lanes 0-1, 1 in lanes 2-3, because KEEP clears and MARK sets the bits that the rotations
+/// bring to bit 5 (none of them a sign these bytes need). A dword's four bytes share a lane and
+/// `h`, so a 32-bit rotation moves each byte's own bits; only rotations by 3 take bit 5 from the
+/// next byte's bit 0, cleared in all of them.
+const fn vbmi_byte(i: usize, mark: bool) -> u8 {
+    let h = i % 16 >= 8;
+    match (i < 32, h, mark) {
+        (true, false, false) => !0x41,
+        (true, true, false) => !0xA0,
+        (false, _, false) => 0xFF,
+        (true, _, true) => 0,
+        (false, false, true) => 0x14,
+        (false, true, true) => 0x0A,
+    }
+}
+
+const fn vbmi_bytes(mark: bool) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        out[i] = vbmi_byte(i, mark);
+        i += 1;
+    }
+    out
+}
+
+/// Per dword, the right rotation bringing the sign of the high (`hi`) or low nibble's triple
+/// to bit 4: lanes 0-1 by 3 − h (high) or 1 − h (low), lanes 2-3 left by 1 + h or 3 + h.
+const fn vbmi_rotations(hi: bool) -> [u32; 16] {
+    let mut out = [0u32; 16];
+    let mut d = 0;
+    while d < 16 {
+        let h = if d % 4 >= 2 { 1 } else { 0 };
+        out[d] = match (d < 8, hi) {
+            (true, true) => 3 - h,
+            (true, false) => 1 - h,
+            (false, true) => 31 - h,
+            (false, false) => 29 - h,
+        };
+        d += 1;
+    }
+    out
+}
+
+const VBMI_KEEP: [u8; 64] = vbmi_bytes(false);
+const VBMI_MARK: [u8; 64] = vbmi_bytes(true);
+const VBMI_ROT: [[u32; 16]; 2] = [vbmi_rotations(true), vbmi_rotations(false)];
 
 /// [`settled`] on 512 bits.
 #[inline]
@@ -446,142 +503,201 @@ fn widen31_512(sum: &mut [__m512i; 2], q: __m512i, p: __m512i) {
     sum[1] = _mm512_add_epi16(sum[1], _mm512_maddubs_epi16(c131, _mm512_unpackhi_epi8(q, p)));
 }
 
-/// Sub-tiles `first..first + S` of a [`crate::Tile`], side by side: per vector position, the
-/// four table vectors are loaded once for all `S` runs. The tables are in base 31
-/// (`Split::Base31`, as the AVX2 walk's): a group of four vectors adds its eight lookups per
-/// row in bytes (|Σq| ≤ 120, |Σp| ≤ 96), then one `vpunpck` + `vpmaddubsw` by (1, 31) per
-/// interleave widens them. TL2 signs: AVX-512 has no `vpsignb`, so a byte is
-/// negated under a mask (`vptestmb` of its row's sign byte, one in-lane `vpshufb` of the group's
-/// words per vector) — on Intel's cores 512-bit shuffles have one port, so the walk keeps them
-/// few: 4 lookups, 1 sign shuffle, 2 tests and ½ unpack per vector, against 4 + 4 unpacks + 4
-/// tests in the 16-bit walk it replaced.
-#[target_feature(enable = "avx512f,avx512bw,avx2")]
-unsafe fn side512<const SIGN: bool, const S: usize>(t: &crate::Tile<'_>, first: usize) {
-    let n = t.run / 64;
-    let m4 = _mm512_set1_epi8(0x0F);
-    let zero = _mm512_setzero_si512();
-    // SAFETY: the constants are 64 bytes each.
-    let (tests, picks) = unsafe {
-        (
-            [_mm512_loadu_si512(SIGN_TESTS[0].as_ptr().cast()), _mm512_loadu_si512(SIGN_TESTS[1].as_ptr().cast())],
-            [_mm512_loadu_si512(SIGN_PICKS[0].as_ptr().cast()), _mm512_loadu_si512(SIGN_PICKS[1].as_ptr().cast())],
-        )
-    };
-    let tab = t.tables.as_ptr();
-    let mut b = [t.bytes.as_ptr(); S];
-    let mut s = [t.signs.as_ptr(); S];
-    let mut p16 = [t.acc16.as_ptr().cast_mut(); S];
-    let mut p32 = [t.acc32.as_ptr().cast_mut(); S];
-    let mut acc = [[zero; 2]; S];
-    for k in 0..S {
-        let sub = first + k;
-        // SAFETY: the caller checked `subs` runs of index and sign bytes and 64 16- and 32-bit
-        // sums per sub-tile; sub < subs.
-        unsafe {
-            b[k] = t.bytes.as_ptr().add(sub * t.run);
-            s[k] = t.signs.as_ptr().wrapping_add(sub * t.srun);
-            p16[k] = t.acc16.as_ptr().add(sub * 64).cast_mut();
-            p32[k] = t.acc32.as_ptr().add(sub * 64).cast_mut();
-            acc[k] = [_mm512_loadu_si512(p16[k].cast()), _mm512_loadu_si512(p16[k].add(32).cast())];
+/// The 512-bit walk ([`side512`]'s doc) as two functions: one for AVX-512 BW, one that also
+/// enables VBMI and looks TL2 triples up with `vpermb` (`$vbmi`). One body, so that both keep the
+/// same loop; `$d` is `$` for the inner macro.
+macro_rules! walk512 {
+    ($d:tt, $tile:ident, $side:ident, $features:literal, $vbmi:literal) => {
+        #[target_feature(enable = $features)]
+                unsafe fn $tile<const SIGN: bool>(t: crate::Tile<'_>) {
+            let subs = t.bytes.len() / t.run;
+            let mut sub = 0;
+            while sub + SIDE <= subs {
+                // SAFETY: sub-tiles sub..sub + SIDE exist (the caller's checks hold for them).
+                unsafe { $side::<SIGN, SIDE>(&t, sub) };
+                sub += SIDE;
+            }
+            while sub < subs {
+                // SAFETY: as above, for one sub-tile.
+                unsafe { $side::<SIGN, 1>(&t, sub) };
+                sub += 1;
+            }
         }
-    }
-    let mut j = 0;
-    while j < n {
-        // At most FLUSH vectors between widenings, in a loop of its own (no branch in the hot
-        // loop).
-        let end = n.min(j + FLUSH);
-        // Vector j + g of every sub-tile, its lookups added to the group's byte sums `q` and
-        // `p`. A group starts at an even vector (signed runs have an even count), so with `g` a
-        // literal both vectors of a sign group read the same words, loaded once.
-        macro_rules! vector {
-            ($g:expr, $q:ident, $p:ident) => {{
-                let g = $g;
-                let v = j + g;
-                // SAFETY: v < n; the caller checked 256·n table bytes.
-                let (t0, t1, t2, t3) = unsafe {
-                    let tv = tab.add(256 * v);
-                    (
-                        _mm512_loadu_si512(tv.cast()),
-                        _mm512_loadu_si512(tv.add(64).cast()),
-                        _mm512_loadu_si512(tv.add(128).cast()),
-                        _mm512_loadu_si512(tv.add(192).cast()),
-                    )
-                };
-                for k in 0..S {
-                    prefetch_ahead(b[k].wrapping_add(64 * v));
-                    if SIGN && g == 0 {
-                        // The sign plane is a second stream, a fifth the size of the first.
-                        prefetch_ahead_signs(s[k].wrapping_add(16 * v));
-                    }
-                    // SAFETY: v < n; the caller checked 64·n index bytes per run and (signs)
-                    // 32 bytes per 2 vectors; j is even.
-                    unsafe {
-                        let x = _mm512_loadu_si512(b[k].add(64 * v).cast());
-                        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4);
-                        let lo = _mm512_and_si512(x, m4);
-                        let mut hq = _mm512_shuffle_epi8(t0, hi);
-                        let mut hp = _mm512_shuffle_epi8(t1, hi);
-                        let mut lq = _mm512_shuffle_epi8(t2, lo);
-                        let mut lp = _mm512_shuffle_epi8(t3, lo);
-                        if SIGN {
-                            let at = s[k].add(16 * j + 32 * (g / 2));
-                            let words = _mm512_broadcast_i64x4(_mm256_loadu_si256(at.cast()));
-                            let signs = _mm512_shuffle_epi8(words, picks[g % 2]);
-                            let kh = _mm512_test_epi8_mask(signs, tests[0]);
-                            let kl = _mm512_test_epi8_mask(signs, tests[1]);
-                            hq = negate_where(hq, kh, zero);
-                            hp = negate_where(hp, kh, zero);
-                            lq = negate_where(lq, kl, zero);
-                            lp = negate_where(lp, kl, zero);
+
+        /// Sub-tiles `first..first + S` of a [`crate::Tile`], side by side: per vector position, the
+        /// four table vectors are loaded once for all `S` runs. The tables are in base 31
+        /// (`Split::Base31`, as the AVX2 walk's): a group of four vectors adds its eight lookups per
+        /// row in bytes (|Σq| ≤ 120, |Σp| ≤ 96), then one `vpunpck` + `vpmaddubsw` by (1, 31) per
+        /// interleave widens them. TL2 signs: AVX-512 has no `vpsignb`, so a byte is
+        /// negated under a mask (`vptestmb` of its row's sign byte, one in-lane `vpshufb` of the group's
+        /// words per vector) — on Intel's cores 512-bit shuffles have one port, so the walk keeps them
+        /// few: 4 lookups, 1 sign shuffle, 2 tests and ½ unpack per vector, against 4 + 4 unpacks + 4
+        /// tests in the 16-bit walk it replaced.
+        #[target_feature(enable = $features)]
+                unsafe fn $side<const SIGN: bool, const S: usize>(t: &crate::Tile<'_>, first: usize) {
+            let n = t.run / 64;
+            let m4 = _mm512_set1_epi8(0x0F);
+            let zero = _mm512_setzero_si512();
+            // SAFETY: the constants are 64 bytes each.
+            let (tests, picks) = unsafe {
+                (
+                    [_mm512_loadu_si512(SIGN_TESTS[0].as_ptr().cast()), _mm512_loadu_si512(SIGN_TESTS[1].as_ptr().cast())],
+                    [_mm512_loadu_si512(SIGN_PICKS[0].as_ptr().cast()), _mm512_loadu_si512(SIGN_PICKS[1].as_ptr().cast())],
+                )
+            };
+            // SAFETY: the constants are 64 bytes each.
+            let (vbmi_keep, vbmi_mark, vbmi_rot) = unsafe {
+                (
+                    _mm512_loadu_si512(VBMI_KEEP.as_ptr().cast()),
+                    _mm512_loadu_si512(VBMI_MARK.as_ptr().cast()),
+                    [_mm512_loadu_si512(VBMI_ROT[0].as_ptr().cast()), _mm512_loadu_si512(VBMI_ROT[1].as_ptr().cast())],
+                )
+            };
+            let tab = t.tables.as_ptr();
+            let mut b = [t.bytes.as_ptr(); S];
+            let mut s = [t.signs.as_ptr(); S];
+            let mut p16 = [t.acc16.as_ptr().cast_mut(); S];
+            let mut p32 = [t.acc32.as_ptr().cast_mut(); S];
+            let mut acc = [[zero; 2]; S];
+            for k in 0..S {
+                let sub = first + k;
+                // SAFETY: the caller checked `subs` runs of index and sign bytes and 64 16- and 32-bit
+                // sums per sub-tile; sub < subs.
+                unsafe {
+                    b[k] = t.bytes.as_ptr().add(sub * t.run);
+                    s[k] = t.signs.as_ptr().wrapping_add(sub * t.srun);
+                    p16[k] = t.acc16.as_ptr().add(sub * 64).cast_mut();
+                    p32[k] = t.acc32.as_ptr().add(sub * 64).cast_mut();
+                    acc[k] = [_mm512_loadu_si512(p16[k].cast()), _mm512_loadu_si512(p16[k].add(32).cast())];
+                }
+            }
+            let mut j = 0;
+            while j < n {
+                // At most FLUSH vectors between widenings, in a loop of its own (no branch in the hot
+                // loop).
+                let end = n.min(j + FLUSH);
+                // Vector j + g of every sub-tile, its lookups added to the group's byte sums `q` and
+                // `p`. A group starts at an even vector (signed runs have an even count), so with `g` a
+                // literal both vectors of a sign group read the same words, loaded once.
+                macro_rules! vector {
+                    ($d g:expr, $d q:ident, $d p:ident) => {{
+                        let g = $d g;
+                        let v = j + g;
+                        // SAFETY: v < n; the caller checked 256·n table bytes.
+                        let (t0, t1, t2, t3) = unsafe {
+                            let tv = tab.add(256 * v);
+                            (
+                                _mm512_loadu_si512(tv.cast()),
+                                _mm512_loadu_si512(tv.add(64).cast()),
+                                _mm512_loadu_si512(tv.add(128).cast()),
+                                _mm512_loadu_si512(tv.add(192).cast()),
+                            )
+                        };
+                        for k in 0..S {
+                            prefetch_ahead(b[k].wrapping_add(64 * v));
+                            if SIGN && g == 0 {
+                                // The sign plane is a second stream, a fifth the size of the first.
+                                prefetch_ahead_signs(s[k].wrapping_add(16 * v));
+                            }
+                            // SAFETY: v < n; the caller checked 64·n index bytes per run and (signs)
+                            // 32 bytes per 2 vectors; j is even.
+                            unsafe {
+                                let x = _mm512_loadu_si512(b[k].add(64 * v).cast());
+                                let (hq, hp, lq, lp) = if SIGN && $vbmi {
+                                    // Signed lookups by `vpermb`: the index's magnitude from
+                                    // the nibble, its sign (bit 4) and chunk (bit 5) from the
+                                    // row's sign byte, marked and rotated (`VBMI_*`).
+                                    let at = s[k].add(16 * j + 32 * (g / 2));
+                                    let words = _mm512_broadcast_i64x4(_mm256_loadu_si256(at.cast()));
+                                    let signs = _mm512_shuffle_epi8(words, picks[g % 2]);
+                                    let marked = _mm512_ternarylogic_epi32::<0xEA>(signs, vbmi_keep, vbmi_mark);
+                                    let ih = _mm512_ternarylogic_epi32::<0xE4>(
+                                        _mm512_srli_epi16::<4>(x),
+                                        _mm512_rorv_epi32(marked, vbmi_rot[0]),
+                                        m4,
+                                    );
+                                    let il = _mm512_ternarylogic_epi32::<0xE4>(x, _mm512_rorv_epi32(marked, vbmi_rot[1]), m4);
+                                    (
+                                        _mm512_permutexvar_epi8(ih, t0),
+                                        _mm512_permutexvar_epi8(ih, t1),
+                                        _mm512_permutexvar_epi8(il, t2),
+                                        _mm512_permutexvar_epi8(il, t3),
+                                    )
+                                } else {
+                                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4);
+                                    let lo = _mm512_and_si512(x, m4);
+                                    (
+                                        _mm512_shuffle_epi8(t0, hi),
+                                        _mm512_shuffle_epi8(t1, hi),
+                                        _mm512_shuffle_epi8(t2, lo),
+                                        _mm512_shuffle_epi8(t3, lo),
+                                    )
+                                };
+                                let (mut hq, mut hp, mut lq, mut lp) = (hq, hp, lq, lp);
+                                if SIGN && !$vbmi {
+                                    let at = s[k].add(16 * j + 32 * (g / 2));
+                                    let words = _mm512_broadcast_i64x4(_mm256_loadu_si256(at.cast()));
+                                    let signs = _mm512_shuffle_epi8(words, picks[g % 2]);
+                                    let kh = _mm512_test_epi8_mask(signs, tests[0]);
+                                    let kl = _mm512_test_epi8_mask(signs, tests[1]);
+                                    hq = negate_where(hq, kh, zero);
+                                    hp = negate_where(hp, kh, zero);
+                                    lq = negate_where(lq, kl, zero);
+                                    lp = negate_where(lp, kl, zero);
+                                }
+                                $d q[k] = settled512(_mm512_add_epi8($d q[k], _mm512_add_epi8(hq, lq)));
+                                $d p[k] = settled512(_mm512_add_epi8($d p[k], _mm512_add_epi8(hp, lp)));
+                            }
                         }
-                        $q[k] = settled512(_mm512_add_epi8($q[k], _mm512_add_epi8(hq, lq)));
-                        $p[k] = settled512(_mm512_add_epi8($p[k], _mm512_add_epi8(hp, lp)));
-                    }
+                    }};
                 }
-            }};
-        }
-        // Groups of four vectors (written out, so that LLVM sees the shared sign words), then
-        // what is left before the widening.
-        while j < end {
-            let mut q = [zero; S];
-            let mut p = [zero; S];
-            let steps = (end - j).min(4);
-            if steps == 4 {
-                vector!(0, q, p);
-                vector!(1, q, p);
-                vector!(2, q, p);
-                vector!(3, q, p);
-            } else {
-                for g in 0..steps {
-                    vector!(g, q, p);
+                // Groups of four vectors (written out, so that LLVM sees the shared sign words), then
+                // what is left before the widening.
+                while j < end {
+                    let mut q = [zero; S];
+                    let mut p = [zero; S];
+                    let steps = (end - j).min(4);
+                    if steps == 4 {
+                        vector!(0, q, p);
+                        vector!(1, q, p);
+                        vector!(2, q, p);
+                        vector!(3, q, p);
+                    } else {
+                        for g in 0..steps {
+                            vector!(g, q, p);
+                        }
+                    }
+                    for k in 0..S {
+                        widen31_512(&mut acc[k], q[k], p[k]);
+                    }
+                    j += steps;
+                }
+                if end < n || t.flush {
+                    for k in 0..S {
+                        for (h, a) in acc[k].iter_mut().enumerate() {
+                            // SAFETY: within sub-tile first + k's 64 32-bit sums.
+                            unsafe {
+                                widen_add256(_mm512_castsi512_si256(*a), p32[k].add(32 * h));
+                                widen_add256(_mm512_extracti64x4_epi64::<1>(*a), p32[k].add(32 * h + 16));
+                            }
+                            *a = zero;
+                        }
+                    }
                 }
             }
             for k in 0..S {
-                widen31_512(&mut acc[k], q[k], p[k]);
-            }
-            j += steps;
-        }
-        if end < n || t.flush {
-            for k in 0..S {
-                for (h, a) in acc[k].iter_mut().enumerate() {
-                    // SAFETY: within sub-tile first + k's 64 32-bit sums.
-                    unsafe {
-                        widen_add256(_mm512_castsi512_si256(*a), p32[k].add(32 * h));
-                        widen_add256(_mm512_extracti64x4_epi64::<1>(*a), p32[k].add(32 * h + 16));
-                    }
-                    *a = zero;
+                // SAFETY: within sub-tile first + k's 64 16-bit sums.
+                unsafe {
+                    _mm512_storeu_si512(p16[k].cast(), acc[k][0]);
+                    _mm512_storeu_si512(p16[k].add(32).cast(), acc[k][1]);
                 }
             }
         }
-    }
-    for k in 0..S {
-        // SAFETY: within sub-tile first + k's 64 16-bit sums.
-        unsafe {
-            _mm512_storeu_si512(p16[k].cast(), acc[k][0]);
-            _mm512_storeu_si512(p16[k].add(32).cast(), acc[k][1]);
-        }
-    }
+    };
 }
+
+walk512!($, tile512, side512, "avx512f,avx512bw,avx2", false);
+walk512!($, tile512_vbmi, side512_vbmi, "avx512f,avx512bw,avx512vbmi,avx2", true);
 
 /// Decodes a TL2 triple run: per pair of 6-column chunks and per lane (row group), the 16 rows'
 /// four triples become `sign << 4 | magnitude` indices (the sign rotated into bit 4 from the

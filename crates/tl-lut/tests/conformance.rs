@@ -7,7 +7,7 @@ use bitnet_tl_lut::Lut;
 #[test]
 fn every_lut_variant_matches_the_reference() {
     let available = Lut::available();
-    for name in ["lut-avx512", "lut-avx2", "lut-neon", "lut-portable"] {
+    for name in ["lut-avx512vbmi", "lut-avx512", "lut-avx2", "lut-neon", "lut-portable"] {
         match available.iter().find(|l| l.name() == name) {
             Some(l) => {
                 bitnet_quant::testkit::tl(l, 48);
