@@ -509,7 +509,7 @@ fn widen31_512(sum: &mut [__m512i; 2], q: __m512i, p: __m512i) {
 macro_rules! walk512 {
     ($d:tt, $tile:ident, $side:ident, $features:literal, $vbmi:literal) => {
         #[target_feature(enable = $features)]
-                unsafe fn $tile<const SIGN: bool>(t: crate::Tile<'_>) {
+        unsafe fn $tile<const SIGN: bool>(t: crate::Tile<'_>) {
             let subs = t.bytes.len() / t.run;
             let mut sub = 0;
             while sub + SIDE <= subs {
@@ -532,9 +532,10 @@ macro_rules! walk512 {
         /// negated under a mask (`vptestmb` of its row's sign byte, one in-lane `vpshufb` of the group's
         /// words per vector) — on Intel's cores 512-bit shuffles have one port, so the walk keeps them
         /// few: 4 lookups, 1 sign shuffle, 2 tests and ½ unpack per vector, against 4 + 4 unpacks + 4
-        /// tests in the 16-bit walk it replaced.
+        /// tests in the 16-bit walk it replaced. With `$vbmi` (`side512_vbmi`), TL2 triples are
+        /// looked up signed by `vpermb` instead: no tests, no negations (`VBMI_*`).
         #[target_feature(enable = $features)]
-                unsafe fn $side<const SIGN: bool, const S: usize>(t: &crate::Tile<'_>, first: usize) {
+        unsafe fn $side<const SIGN: bool, const S: usize>(t: &crate::Tile<'_>, first: usize) {
             let n = t.run / 64;
             let m4 = _mm512_set1_epi8(0x0F);
             let zero = _mm512_setzero_si512();
