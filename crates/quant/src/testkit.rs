@@ -285,7 +285,8 @@ fn extremes(kernel: &dyn TernaryKernel) {
 pub fn tl(kernel: &dyn TernaryKernel, cases: u32) {
     use crate::tl::{TlTiling, pack_tl1, pack_tl2};
     let fail = |what: &str, e: String| panic!("{} ({what}): {e}", kernel.name());
-    let shape = (0usize..3, 1usize..4, 1usize..7, 1usize..5, 1usize..5, 0usize..PAD, any::<u64>());
+    // Up to 19 tokens: the panel products take blocks of up to 16.
+    let shape = (0usize..3, 1usize..4, 1usize..7, 1usize..5, 1usize..20, 0usize..PAD, any::<u64>());
     runner(cases)
         .run(&shape, |(sub, tiles_m, sub_per_tile, tiles_k, n, offset, seed)| {
             let mut rng = Rng(seed);
