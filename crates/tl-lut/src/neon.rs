@@ -336,11 +336,11 @@ const TOKENS: usize = 4;
 
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn gemm_panel128(panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &mut [i32]) {
-    crate::panel::token_blocks(groups, acts.len() / cols, TOKENS, |g, t0, wide| {
+    crate::panel::token_blocks(groups, acts.len() / cols, &[TOKENS, 1], |g, t0, w| {
         // SAFETY: the tokens of the block exist, the caller checked the panel, acts and dots
         // sizes, and the enclosing function's target features hold.
         unsafe {
-            if wide {
+            if w == TOKENS {
                 gemm_tokens128::<TOKENS>(panel, g, groups, cols, acts, t0, dots)
             } else {
                 gemm_tokens128::<1>(panel, g, groups, cols, acts, t0, dots)

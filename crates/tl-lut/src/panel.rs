@@ -111,16 +111,17 @@ pub(crate) fn decode_run(plane: &Plane, bytes: &[u8], signs: &[u8], panel: &mut 
     }
 }
 
-/// The order a panel product visits its work in: per row group `g`, tokens in blocks of `block`
-/// (their sums kept in registers), the last ones one at a time: `f(g, t0, wide)` runs tokens
-/// `t0..t0 + block` when `wide`, else token `t0` alone.
-pub(crate) fn token_blocks(groups: usize, n: usize, block: usize, mut f: impl FnMut(usize, usize, bool)) {
+/// The order a panel product visits its work in: per row group `g`, tokens in blocks (their
+/// sums kept in registers), each block as wide as the first of `widths` (widest first, the last
+/// 1) that the tokens left fill: `f(g, t0, w)` runs tokens `t0..t0 + w`.
+pub(crate) fn token_blocks(groups: usize, n: usize, widths: &[usize], mut f: impl FnMut(usize, usize, usize)) {
+    debug_assert_eq!(widths.last(), Some(&1));
     for g in 0..groups {
         let mut t0 = 0;
         while t0 < n {
-            let wide = n - t0 >= block;
-            f(g, t0, wide);
-            t0 += if wide { block } else { 1 };
+            let w = widths.iter().copied().find(|&w| w <= n - t0).unwrap_or(1);
+            f(g, t0, w);
+            t0 += w;
         }
     }
 }

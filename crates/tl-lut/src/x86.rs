@@ -604,13 +604,18 @@ macro_rules! walk512 {
                             // 32 bytes per 2 vectors; j is even.
                             unsafe {
                                 let x = _mm512_loadu_si512(b[k].add(64 * v).cast());
-                                let (hq, hp, lq, lp) = if SIGN && $vbmi {
+                                // Each row's sign byte (TL2 triples).
+                                let signs = if SIGN {
+                                    let at = s[k].add(16 * j + 32 * (g / 2));
+                                    let words = _mm512_broadcast_i64x4(_mm256_loadu_si256(at.cast()));
+                                    _mm512_shuffle_epi8(words, picks[g % 2])
+                                } else {
+                                    zero
+                                };
+                                let (mut hq, mut hp, mut lq, mut lp) = if SIGN && $vbmi {
                                     // Signed lookups by `vpermb`: the index's magnitude from
                                     // the nibble, its sign (bit 4) and chunk (bit 5) from the
                                     // row's sign byte, marked and rotated (`VBMI_*`).
-                                    let at = s[k].add(16 * j + 32 * (g / 2));
-                                    let words = _mm512_broadcast_i64x4(_mm256_loadu_si256(at.cast()));
-                                    let signs = _mm512_shuffle_epi8(words, picks[g % 2]);
                                     let marked = _mm512_ternarylogic_epi32::<0xEA>(signs, vbmi_keep, vbmi_mark);
                                     let ih = _mm512_ternarylogic_epi32::<0xE4>(
                                         _mm512_srli_epi16::<4>(x),
@@ -634,11 +639,7 @@ macro_rules! walk512 {
                                         _mm512_shuffle_epi8(t3, lo),
                                     )
                                 };
-                                let (mut hq, mut hp, mut lq, mut lp) = (hq, hp, lq, lp);
                                 if SIGN && !$vbmi {
-                                    let at = s[k].add(16 * j + 32 * (g / 2));
-                                    let words = _mm512_broadcast_i64x4(_mm256_loadu_si256(at.cast()));
-                                    let signs = _mm512_shuffle_epi8(words, picks[g % 2]);
                                     let kh = _mm512_test_epi8_mask(signs, tests[0]);
                                     let kl = _mm512_test_epi8_mask(signs, tests[1]);
                                     hq = negate_where(hq, kh, zero);
@@ -777,22 +778,17 @@ const TOKENS: usize = 16;
 
 #[target_feature(enable = "avx512f,avx512vnni")]
 unsafe fn gemm_panel(panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &mut [i32]) {
-    let n = acts.len() / cols;
-    for g in 0..groups {
-        let mut t0 = 0;
-        while t0 < n {
-            // SAFETY: tokens t0..t0 + step exist; the caller checked the panel, acts and dots
-            // sizes, and the enclosing function's target features hold.
-            let step = unsafe {
-                match n - t0 {
-                    left if left >= TOKENS => gemm_tokens::<TOKENS>(panel, g, groups, cols, acts, t0, dots),
-                    left if left >= 4 => gemm_tokens::<4>(panel, g, groups, cols, acts, t0, dots),
-                    _ => gemm_tokens::<1>(panel, g, groups, cols, acts, t0, dots),
-                }
-            };
-            t0 += step;
+    crate::panel::token_blocks(groups, acts.len() / cols, &[TOKENS, 4, 1], |g, t0, w| {
+        // SAFETY: the tokens of the block exist, the caller checked the panel, acts and dots
+        // sizes, and the enclosing function's target features hold.
+        unsafe {
+            match w {
+                TOKENS => gemm_tokens::<TOKENS>(panel, g, groups, cols, acts, t0, dots),
+                4 => gemm_tokens::<4>(panel, g, groups, cols, acts, t0, dots),
+                _ => gemm_tokens::<1>(panel, g, groups, cols, acts, t0, dots),
+            }
         }
-    }
+    });
 }
 
 /// Tokens `t0..t0 + T` over row group `g`.
@@ -805,7 +801,7 @@ unsafe fn gemm_tokens<const T: usize>(
     acts: &[i8],
     t0: usize,
     dots: &mut [i32],
-) -> usize {
+) {
     let mut acc = [_mm512_setzero_si512(); T];
     let per_row = cols / 4;
     // SAFETY: the caller checked per_row·64 bytes per row group, T tokens of
@@ -824,7 +820,6 @@ unsafe fn gemm_tokens<const T: usize>(
             _mm512_storeu_si512(dots.as_mut_ptr().add(((t0 + t) * groups + g) * 16).cast(), *s);
         }
     }
-    T
 }
 
 /// Entry `i & 15` of a 16-entry dword table held as two registers (entries 0-7, 8-15), for
@@ -939,11 +934,11 @@ const TOKENS256: usize = 4;
 
 #[target_feature(enable = "avx2")]
 unsafe fn gemm_panel256(panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &mut [i32]) {
-    crate::panel::token_blocks(groups, acts.len() / cols, TOKENS256, |g, t0, wide| {
+    crate::panel::token_blocks(groups, acts.len() / cols, &[TOKENS256, 1], |g, t0, w| {
         // SAFETY: the tokens of the block exist, the caller checked the panel, acts and dots
         // sizes, and the enclosing function's target features hold.
         unsafe {
-            if wide {
+            if w == TOKENS256 {
                 gemm_tokens256::<TOKENS256>(panel, g, groups, cols, acts, t0, dots)
             } else {
                 gemm_tokens256::<1>(panel, g, groups, cols, acts, t0, dots)
