@@ -5,7 +5,8 @@
 //! magnitude and a sign bit, 1.67 bits per weight). For one token, every group of activations
 //! gets a 16-entry table of the signed sums its indices can stand for; then the product of a row
 //! with the token is a sum of table entries, looked up 16, 32 or 64 rows at a time with one
-//! `tbl` (NEON), `vpshufb` (AVX2) or `vpshufb` on 512 bits (AVX-512 BW). Sums of three int8
+//! `tbl` (NEON), `vpshufb` (AVX2), `vpshufb` on 512 bits (AVX-512 BW) or `vpermb` (AVX-512 VBMI,
+//! TL2 triples, sign included). Sums of three int8
 //! values need 16 bits, so each table is kept as two byte planes (low and high bytes), looked up
 //! separately and interleaved back to 16 bits (the SIMD walks split entries in base 31
 //! instead, [`geometry::Split`]); sums are exact, so results equal the scalar reference's
