@@ -15,6 +15,8 @@
 //! = Σ t·a`), the same integer as the reference's; an index no weight can have decodes to three
 //! zero weights, as the lookup tables give it 0.
 
+use bitnet_quant::ActScale;
+
 use crate::geometry::{Kind, Plane};
 
 /// Row groups of one sub-tile.
@@ -152,6 +154,48 @@ pub(crate) fn gemm(panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: 
                 }
                 dots[(t * groups + g) * 16 + k] = s;
             }
+        }
+    }
+}
+
+/// A row's result from its dot product (codes times activations): the reference's formula and
+/// operation order, so every placement gives the same bits.
+pub(crate) fn result(dot: i32, act: &ActScale, scale: f32) -> f32 {
+    (dot - act.sum) as f32 / act.scale * scale
+}
+
+/// Where one whole sub-tile's results go: row `r` of token `t` (at `out[t·len + at + r]`) comes
+/// from dot `order[r]` of the token's `order.len()` dots (16, 32 or 64: the sub-tile's rows, a
+/// permutation), with the token's activation scale and sum and the tensor's `scale`.
+pub(crate) struct Place<'a> {
+    pub order: &'a [u32],
+    pub acts: &'a [ActScale],
+    pub scale: f32,
+    pub len: usize,
+    pub at: usize,
+}
+
+impl Place<'_> {
+    /// The bounds every placement relies on: the sub-tile's size, its permutation, `dots`
+    /// holding its dots for every token and `out` its rows of every token.
+    pub(crate) fn check(&self, dots: &[i32], out: &[f32]) {
+        let (g, n) = (self.order.len(), self.acts.len());
+        assert!(matches!(g, 16 | 32 | 64) && self.order.iter().all(|&l| (l as usize) < g));
+        assert!(dots.len() >= n * g && self.at + g <= self.len && out.len() >= n * self.len);
+    }
+}
+
+/// The portable placement: results computed in dot order first (a plain loop LLVM vectorizes,
+/// divisions included), then placed in row order (`vals` holds one token's).
+pub(crate) fn place(p: &Place<'_>, dots: &[i32], out: &mut [f32], vals: &mut [f32]) {
+    p.check(dots, out);
+    let g = p.order.len();
+    let vals = &mut vals[..g];
+    for (t, act) in p.acts.iter().enumerate() {
+        vals.iter_mut().zip(&dots[t * g..(t + 1) * g]).for_each(|(v, &dot)| *v = result(dot, act, p.scale));
+        let at = t * p.len + p.at;
+        for (o, &l) in out[at..at + g].iter_mut().zip(p.order) {
+            *o = vals[l as usize];
         }
     }
 }

@@ -350,6 +350,14 @@ impl Avx512 {
         }
     }
 
+    /// Writes one whole sub-tile's results for every token (see [`crate::panel::Place`]),
+    /// permuted into row order in registers.
+    pub(crate) fn place(self, p: &crate::panel::Place<'_>, dots: &[i32], out: &mut [f32]) {
+        p.check(dots, out);
+        // SAFETY: the token proves AVX-512 F; the check bounds every access.
+        unsafe { place512(p, dots, out) }
+    }
+
     /// The panel product (see [`crate::panel::gemm`]).
     pub(crate) fn gemm(self, panel: &[u8], groups: usize, cols: usize, acts: &[i8], dots: &mut [i32]) {
         assert!(self.vnni);
@@ -767,6 +775,46 @@ unsafe fn decode_pairs(plane: &Plane, bytes: &[u8], panel: &mut [u8], cols: usiz
             let lo = _mm512_permutexvar_epi32(x, tp);
             let d = _mm512_or_si512(hi, _mm512_slli_epi32::<16>(lo));
             _mm512_storeu_si512(p.add((group * per_row + col / 4 + cg) * 64).cast(), d);
+        }
+    }
+}
+
+/// [`Avx512::place`]: per 16 rows one permutation of the token's dots (`vpermd` over 16,
+/// `vpermi2d` over 32, two of them and a blend on index bit 5 over 64), then the reference's
+/// subtraction, conversion, division and multiplication, and one store.
+#[target_feature(enable = "avx512f")]
+unsafe fn place512(p: &crate::panel::Place<'_>, dots: &[i32], out: &mut [f32]) {
+    let order = p.order;
+    let g = order.len();
+    let chunks = g / 16;
+    let mut idx = [_mm512_setzero_si512(); 4];
+    let mut upper = [0u16; 4];
+    for (c, i) in idx.iter_mut().enumerate().take(chunks) {
+        // SAFETY: c < chunks = order.len() / 16.
+        *i = unsafe { _mm512_loadu_si512(order.as_ptr().add(16 * c).cast()) };
+        upper[c] = _mm512_test_epi32_mask(*i, _mm512_set1_epi32(32));
+    }
+    let ws = _mm512_set1_ps(p.scale);
+    for (t, act) in p.acts.iter().enumerate() {
+        // SAFETY: the caller checked g dots per token and rows at..at + g of each token's `len`.
+        unsafe {
+            let d = dots.as_ptr().add(t * g);
+            let src = |c: usize| _mm512_loadu_si512(d.add(16 * c).cast());
+            let o = out.as_mut_ptr().add(t * p.len + p.at);
+            let (sum, s) = (_mm512_set1_epi32(act.sum), _mm512_set1_ps(act.scale));
+            for c in 0..chunks {
+                let v = match chunks {
+                    1 => _mm512_permutexvar_epi32(idx[c], src(0)),
+                    2 => _mm512_permutex2var_epi32(src(0), idx[c], src(1)),
+                    _ => _mm512_mask_blend_epi32(
+                        upper[c],
+                        _mm512_permutex2var_epi32(src(0), idx[c], src(1)),
+                        _mm512_permutex2var_epi32(src(2), idx[c], src(3)),
+                    ),
+                };
+                let f = _mm512_mul_ps(_mm512_div_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v, sum)), s), ws);
+                _mm512_storeu_ps(o.add(16 * c), f);
+            }
         }
     }
 }
