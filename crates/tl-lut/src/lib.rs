@@ -386,57 +386,76 @@ impl Lut {
         let mut panel = vec![0u8; groups * cols / 4 * 64];
         let mut dots = vec![0i32; n * groups * 16];
         let mut vals = vec![0f32; groups * 16];
-        for rt in rows.start / geo.bm..rows.end.div_ceil(geo.bm) {
+        // The sub-tiles in the range, as (row tile, sub-tile), and each one's runs: (index bytes,
+        // sign bytes, first column) per plane and column tile.
+        let tiles: Vec<(usize, usize)> = (rows.start / geo.bm..rows.end.div_ceil(geo.bm))
+            .flat_map(|rt| {
+                let base = rt * geo.bm;
+                let subs = (rows.start.max(base) - base) / sub..(rows.end.min(base + geo.bm) - base).div_ceil(sub);
+                subs.map(move |st| (rt, st))
+            })
+            .collect();
+        let runs = |rt: usize, st: usize| {
+            geo.planes.iter().flat_map(move |plane| {
+                let (run, srun) = (plane.run_bytes(), plane.run_sign_bytes());
+                (0..plane.ktiles).map(move |kt| {
+                    let i = plane.run_index(rt, kt, st);
+                    let bytes = &w.data[plane.offset + i * run..plane.offset + (i + 1) * run];
+                    let signs = &w.data[plane.signs + i * srun..plane.signs + (i + 1) * srun];
+                    (plane, bytes, signs, plane.col0 + kt * plane.bk)
+                })
+            })
+        };
+        for (ti, &(rt, st)) in tiles.iter().enumerate() {
             let base = rt * geo.bm;
-            let subs = (rows.start.max(base) - base) / sub..(rows.end.min(base + geo.bm) - base).div_ceil(sub);
-            for st in subs {
-                for plane in &geo.planes {
-                    let (run, srun) = (plane.run_bytes(), plane.run_sign_bytes());
-                    for kt in 0..plane.ktiles {
-                        let i = plane.run_index(rt, kt, st);
-                        let bytes = &w.data[plane.offset + i * run..plane.offset + (i + 1) * run];
-                        let signs = &w.data[plane.signs + i * srun..plane.signs + (i + 1) * srun];
-                        let col = plane.col0 + kt * plane.bk;
-                        match self.0 {
-                            #[cfg(target_arch = "x86_64")]
-                            Isa::Avx512(i) if i.panel() => i.decode(plane, bytes, signs, &mut panel, cols, col),
-                            #[cfg(target_arch = "x86_64")]
-                            Isa::Avx2(i) => i.decode(plane, bytes, signs, &mut panel, cols, col),
-                            #[cfg(target_arch = "aarch64")]
-                            Isa::Neon(i) if i.panel() => i.decode(plane, bytes, signs, &mut panel, cols, col),
-                            _ => panel::decode_run(plane, bytes, signs, &mut panel, cols, col),
-                        }
-                    }
-                }
+            for (plane, bytes, signs, col) in runs(rt, st) {
                 match self.0 {
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512(i) if i.panel() => i.gemm(&panel, groups, cols, &x.codes, &mut dots),
+                    Isa::Avx512(i) if i.panel() => i.decode(plane, bytes, signs, &mut panel, cols, col),
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2(i) => i.gemm(&panel, groups, cols, &x.codes, &mut dots),
+                    Isa::Avx2(i) => i.decode(plane, bytes, signs, &mut panel, cols, col),
                     #[cfg(target_arch = "aarch64")]
-                    Isa::Neon(i) if i.panel() => i.gemm(&panel, groups, cols, &x.codes, &mut dots),
-                    _ => panel::gemm(&panel, groups, cols, &x.codes, &mut dots),
+                    Isa::Neon(i) if i.panel() => i.decode(plane, bytes, signs, &mut panel, cols, col),
+                    _ => panel::decode_run(plane, bytes, signs, &mut panel, cols, col),
                 }
-                let first = base + st * sub;
-                if rows.start <= first && first + sub <= rows.end {
-                    let p = panel::Place { order: &order, acts: &x.rows, scale, len, at: first - rows.start };
-                    match self.0 {
-                        // Permuted into row order in registers, two or four stores per token
-                        // (placed one value at a time, the results were 11% of a TL2 prompt on a
-                        // Xeon).
-                        #[cfg(target_arch = "x86_64")]
-                        Isa::Avx512(i) => i.place(&p, &dots, out),
-                        _ => panel::place(&p, &dots, out, &mut vals),
-                    }
-                } else {
-                    // A sub-tile cut by the row range (only at its ends).
-                    for (t, act) in x.rows.iter().enumerate() {
-                        let d = &dots[t * groups * 16..(t + 1) * groups * 16];
-                        let o = &mut out[t * len..(t + 1) * len];
-                        for (&r, &dot) in group_rows.iter().zip(d) {
-                            if rows.contains(&(first + r)) {
-                                o[first + r - rows.start] = panel::result(dot, act, scale);
-                            }
+            }
+            // Each run is read once, by its decode: the next sub-tile's runs (a column tile's
+            // sub-tiles apart in the file) are requested while this one's products run.
+            // Unrequested, the decode waited on memory for most of its time (Xeon, perf).
+            if let Some(&(rt, st)) = tiles.get(ti + 1) {
+                for (_, bytes, signs, _) in runs(rt, st) {
+                    prefetch_l2(bytes);
+                    prefetch_l2(signs);
+                }
+            }
+            match self.0 {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512(i) if i.panel() => i.gemm(&panel, groups, cols, &x.codes, &mut dots),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2(i) => i.gemm(&panel, groups, cols, &x.codes, &mut dots),
+                #[cfg(target_arch = "aarch64")]
+                Isa::Neon(i) if i.panel() => i.gemm(&panel, groups, cols, &x.codes, &mut dots),
+                _ => panel::gemm(&panel, groups, cols, &x.codes, &mut dots),
+            }
+            let first = base + st * sub;
+            if rows.start <= first && first + sub <= rows.end {
+                let p = panel::Place { order: &order, acts: &x.rows, scale, len, at: first - rows.start };
+                match self.0 {
+                    // Permuted into row order in registers, two or four stores per token
+                    // (placed one value at a time, the results were 11% of a TL2 prompt on a
+                    // Xeon).
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512(i) => i.place(&p, &dots, out),
+                    _ => panel::place(&p, &dots, out, &mut vals),
+                }
+            } else {
+                // A sub-tile cut by the row range (only at its ends).
+                for (t, act) in x.rows.iter().enumerate() {
+                    let d = &dots[t * groups * 16..(t + 1) * groups * 16];
+                    let o = &mut out[t * len..(t + 1) * len];
+                    for (&r, &dot) in group_rows.iter().zip(d) {
+                        if rows.contains(&(first + r)) {
+                            o[first + r - rows.start] = panel::result(dot, act, scale);
                         }
                     }
                 }
@@ -577,6 +596,14 @@ impl TernaryKernel for Lut {
             self.tl_gemm_rows(&geo, w, x, rows, out)
         }
     }
+}
+
+/// Asks for `bytes` to be brought into L2 (a hint; x86 only, nothing elsewhere).
+fn prefetch_l2(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    x86::prefetch_l2(bytes);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }
 
 #[cfg(test)]

@@ -28,6 +28,15 @@ fn prefetch_ahead(p: *const u8) {
     }
 }
 
+/// Prefetch hints into L2 for every cache line of `s`.
+pub(crate) fn prefetch_l2(s: &[u8]) {
+    let p = s.as_ptr();
+    for off in (0..s.len()).step_by(64).chain(s.len().checked_sub(1)) {
+        // SAFETY: prefetches are hints that never fault; SSE is part of x86-64.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(off).cast()) }
+    }
+}
+
 /// [`prefetch_ahead`] for the sign plane, at the same distance in weights.
 #[inline(always)]
 fn prefetch_ahead_signs(p: *const u8) {
@@ -343,7 +352,11 @@ impl Avx512 {
         unsafe {
             if plane.kind == Kind::Triples {
                 assert!(bytes.len() == plane.run_bytes() && signs.len() >= plane.run_sign_bytes());
-                decode_triples(bytes, signs, panel, cols, col);
+                if self.vbmi {
+                    decode_triples_vbmi(bytes, signs, panel, cols, col);
+                } else {
+                    decode_triples(bytes, signs, panel, cols, col);
+                }
             } else {
                 decode_pairs(plane, bytes, panel, cols, col);
             }
@@ -752,6 +765,116 @@ unsafe fn decode_triples(bytes: &[u8], signs: &[u8], panel: &mut [u8], cols: usi
                 _mm512_storeu_si512(at.cast(), d0);
                 _mm512_storeu_si512(at.add(64).cast(), d1);
                 _mm512_storeu_si512(at.add(128).cast(), d2);
+            }
+        }
+    }
+}
+
+/// The VBMI triple decode's constants (see [`decode_triples_vbmi`]), per row group `h` or sign
+/// word parity or 4-column group `m` of a 12-column pair of chunks:
+/// * `rows[h]`: `vpermi2b` indices over (64 index bytes, 32 sign-word bytes) making row `k`'s
+///   dword `[xa_k, xb_k, w_(k mod 8)]`: its byte in each half of the chunk pair and its sign word;
+/// * `nibbles`: `vpmultishiftqb` controls bringing triple `j`'s magnitude nibble to byte
+///   `4k + j`'s bits 0-3 (high, low nibble of `xa_k`, then of `xb_k`);
+/// * `signs[parity]`: controls bringing its sign bit (word bit 15 − 2·tr for rows 0-7, 14 − 2·tr
+///   for rows 8-15, tr = 4·parity + j) to bit 4;
+/// * `picks[m]`, `digits[m]`: byte `4k + i` (column 4m + i of row k) takes triple (4m + i) / 3's
+///   index, and digit (4m + i) mod 3 goes to its bits 5-6;
+/// * `codes`: 128 entries `digit << 5 | sign << 4 | magnitude` → that digit's code
+///   ([`crate::panel::TRIPLES`]).
+struct VbmiDecode {
+    rows: [[u8; 64]; 2],
+    nibbles: [u8; 64],
+    signs: [[u8; 64]; 2],
+    picks: [[u8; 64]; 3],
+    digits: [[u8; 64]; 3],
+    codes: [[u8; 64]; 2],
+}
+
+const VBMI_DECODE: VbmiDecode = {
+    let mut d = VbmiDecode {
+        rows: [[0; 64]; 2],
+        nibbles: [0; 64],
+        signs: [[0; 64]; 2],
+        picks: [[0; 64]; 3],
+        digits: [[0; 64]; 3],
+        codes: [[0; 64]; 2],
+    };
+    let mut b = 0;
+    while b < 64 {
+        let (k, j) = (b / 4, b % 4);
+        let half = (k % 2 * 32) as u8;
+        let mut h = 0;
+        while h < 2 {
+            d.rows[h][b] = match j {
+                0 => 16 * h + k,
+                1 => 32 + 16 * h + k,
+                _ => 64 + 16 * h + 2 * (k % 8) + (j - 2),
+            } as u8;
+            let tr = 4 * h + j;
+            let bit = if k < 8 { 15 - 2 * tr } else { 14 - 2 * tr };
+            d.signs[h][b] = half + (16 + bit - 4) as u8;
+            h += 1;
+        }
+        d.nibbles[b] = half + [4, 0, 12, 8][j];
+        let mut m = 0;
+        while m < 3 {
+            let c = 4 * m + j;
+            d.picks[m][b] = (4 * k + c / 3) as u8;
+            d.digits[m][b] = ((c % 3) << 5) as u8;
+            m += 1;
+        }
+        b += 1;
+    }
+    let mut e = 0;
+    while e < 128 {
+        let digit = e >> 5;
+        if digit < 3 {
+            d.codes[e / 64][e % 64] = (crate::panel::TRIPLES[e & 31] >> (8 * digit)) as u8;
+        }
+        e += 1;
+    }
+    d
+};
+
+/// [`decode_triples`] with VBMI byte permutes: per chunk pair one 64-byte load holds both row
+/// groups' index bytes; per row group one `vpermi2b` gathers each row's two index bytes and sign
+/// word into its dword, two `vpmultishiftqb` and one `vpternlogd` make each (row, triple) byte
+/// `sign << 4 | magnitude`, and each 4-column output is one `vpermb` (the column's triple), one
+/// `vpternlogd` (its digit) and one `vpermi2b` into the code table: 13 operations per 16 rows ×
+/// 12 columns against ~27 (`vpermi2d` per triple, then shifts to merge dwords).
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni,avx2")]
+unsafe fn decode_triples_vbmi(bytes: &[u8], signs: &[u8], panel: &mut [u8], cols: usize, col: usize) {
+    let c = &VBMI_DECODE;
+    // SAFETY: every constant is 64 bytes.
+    let ld = |v: &[u8; 64]| unsafe { _mm512_loadu_si512(v.as_ptr().cast()) };
+    let (tlo, thi) = (ld(&c.codes[0]), ld(&c.codes[1]));
+    let rows = [ld(&c.rows[0]), ld(&c.rows[1])];
+    let nibbles = ld(&c.nibbles);
+    let sign_at = [ld(&c.signs[0]), ld(&c.signs[1])];
+    let picks = [ld(&c.picks[0]), ld(&c.picks[1]), ld(&c.picks[2])];
+    let digits = [ld(&c.digits[0]), ld(&c.digits[1]), ld(&c.digits[2])];
+    let (m4, m5) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x1F));
+    let per_row = cols / 4;
+    let p = panel.as_mut_ptr();
+    for cp in 0..bytes.len() / 64 {
+        // SAFETY: cp < run / 64: 64 index bytes and (32 per 4 chunks) 16 sign bytes each; the
+        // caller checked the run's row groups and column groups inside the panel.
+        unsafe {
+            let a = _mm512_loadu_si512(bytes.as_ptr().add(64 * cp).cast());
+            let w = _mm512_zextsi256_si512(_mm256_loadu_si256(signs.as_ptr().add(32 * (cp / 2)).cast()));
+            for (h, &gather) in rows.iter().enumerate() {
+                let r = _mm512_permutex2var_epi8(a, gather, w);
+                let x = _mm512_ternarylogic_epi32::<0xE4>(
+                    _mm512_multishift_epi64_epi8(nibbles, r),
+                    _mm512_multishift_epi64_epi8(sign_at[cp % 2], r),
+                    m4,
+                );
+                let at = p.add((h * per_row + col / 4 + 3 * cp) * 64);
+                for (m, (&pick, &digit)) in picks.iter().zip(&digits).enumerate() {
+                    let sel = _mm512_ternarylogic_epi32::<0xEA>(_mm512_permutexvar_epi8(pick, x), m5, digit);
+                    _mm512_storeu_si512(at.add(64 * m).cast(), _mm512_permutex2var_epi8(tlo, sel, thi));
+                }
             }
         }
     }
