@@ -418,6 +418,8 @@ macro_rules! avx2_family {
             _mm256_loadu_ps,
             _mm256_storeu_ps,
             $max;
+            $($t)*;
+            $max;
             $($t)*
         );
 

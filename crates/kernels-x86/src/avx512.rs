@@ -164,8 +164,11 @@ const GEMM_ROWS: usize = 16;
 
 /// Many tokens (prompt processing) on every format, through [`crate::ternary::interleaved_gemm`]: 16 rows
 /// decoded once (I2_S and TQ2_0 into the prepared activations' order, TQ1_0 into element
-/// order), interleaved by [`transpose16`], then up to eight tokens per load of the interleaved
-/// codes, one `vpdpbusd` per token against four broadcast activations. I2_S keeps one integer
+/// order), interleaved by [`transpose16`], then up to 16 tokens (TQ, and rows of whole 4 KiB:
+/// 8) per load of the interleaved codes, one `vpdpbusd` per token against four broadcast
+/// activations. 16 read a group half as often as 8 (`benches/examples/gemm.rs`, Xeon VM, I2_S
+/// 6912 × 2560: 213-226 -> 222-240 G multiply-adds/s, 2560 × 6912: 215-231 -> 228-250);
+/// TQ2_0, whose float sums take 16 more registers, gained nothing. I2_S keeps one integer
 /// sum per row and token; TQ subtracts each block's activation sum, applies the 16 rows' scales
 /// and adds the products lane by lane in block order (the reference's roundings).
 ///
@@ -221,6 +224,8 @@ crate::ternary::interleaved_parts!(
     _mm512_mul_ps,
     _mm512_loadu_ps,
     _mm512_storeu_ps,
+    16;
+    1 2 3 4 5 6 7 8 9 10 11 12 13 14 15;
     8;
     1 2 3 4 5 6 7
 );
