@@ -16,8 +16,9 @@
 //! the mapping is populated, so the first token does not page the weights in one fault at a time,
 //! and its 2 MiB pages are counted (`/proc/self/smaps`): a file cached partly in small folios
 //! (read while free memory was fragmented, or partly written) is read back too when more than 5%
-//! of it maps with 4 KiB pages, and the load message states what share still does. On a 24 GiB
-//! VM, 12% of a 70B I2_S file in 4 KiB pages made its tokens 6% slower (0.64 → 0.60 tokens/s).
+//! of it maps with 4 KiB pages, and the load message states what share still does (a 70B I2_S
+//! file loaded after other large files on a 24 GiB VM mapped 6–17% in 4 KiB pages while the
+//! window said 2 MiB).
 //! `BITNET_HUGE_PAGES=0` maps the file as it is.
 
 use std::fs::File;
@@ -30,8 +31,7 @@ pub enum Pages {
     /// and read it back, when that was needed. `small` is the part of the file's whole 2 MiB
     /// ranges that the kernel still mapped with 4 KiB pages, from 0 to 1: where free memory was
     /// too fragmented when the file was read, the page cache holds those parts in small folios
-    /// (on a 24 GiB VM, 12–17% of a 70B file right after other large files, and the token
-    /// 6–20% slower for it, docs/kernels.md).
+    /// (on a 24 GiB VM, 6–17% of a 70B file read right after other large files).
     Huge { reread: Option<Duration>, small: f64 },
     /// Mapped with 4 KiB pages, and why.
     Small(&'static str),
@@ -70,7 +70,8 @@ impl std::fmt::Display for Pages {
 const SMALL_SHARE_SHOWN: f64 = 0.01;
 
 /// The share of a file in 4 KiB pages above which it is dropped from the page cache and read
-/// again (seconds for a 70B file; 12% of such a file in 4 KiB pages made its tokens 6% slower).
+/// again (9 s for a 70B file here; a whole token in 4 KiB pages ran 10–15% slower, so 5% of it
+/// costs under 1%).
 const REREAD_SHARE: f64 = 0.05;
 
 /// Bytes of a huge page (x86-64 and aarch64 with 4 KiB base pages).
