@@ -151,9 +151,18 @@ impl std::fmt::Display for Repacked {
             let sep = if i > 0 { ", " } else { "" };
             write!(f, "{sep}{n} {from} matri{} run as {to}", if *n == 1 { "x" } else { "ces" })?;
         }
-        write!(f, ", repacked in {:.2} s", self.time.as_secs_f64())
+        write!(f, ", repacked in {:.2} s", self.time.as_secs_f64())?;
+        // A file in the type the kernels run loads without the wait (seconds for 7B, 20–60 s for
+        // a 70B TQ1_0 file on a 2-vCPU VM).
+        if self.time >= REPACK_HINT && self.counts.keys().all(|&(_, to)| to == "TL2") {
+            write!(f, " (a file written by `bitnet convert --outtype tl2` loads without it)")?;
+        }
+        Ok(())
     }
 }
+
+/// The repacking time from which the load message says how to do without it.
+const REPACK_HINT: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1168,5 +1177,22 @@ impl KvCache {
     /// Forgets positions from `len` on (e.g. to restart a conversation).
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_repack_says_how_to_skip_it() {
+        let mut r = Repacked::default();
+        assert_eq!(r.to_string(), "no repacking");
+        r.add("TQ1_0", "TL2", Duration::from_millis(850));
+        assert_eq!(r.to_string(), "1 TQ1_0 matrix run as TL2, repacked in 0.85 s");
+        r.add("TQ1_0", "TL2", Duration::from_secs(20));
+        let s = r.to_string();
+        assert!(s.starts_with("2 TQ1_0 matrices run as TL2, repacked in 20.85 s ("), "{s}");
+        assert!(s.contains("bitnet convert --outtype tl2"), "{s}");
     }
 }
