@@ -43,11 +43,13 @@ impl std::fmt::Display for Pages {
             Pages::Huge { reread, small } => {
                 match reread {
                     None => write!(f, "weights in 2 MiB pages")?,
-                    Some(t) => write!(
-                        f,
-                        "weights re-read from disk into 2 MiB pages in {:.2} s (once per file)",
-                        t.as_secs_f64()
-                    )?,
+                    Some(t) => {
+                        write!(f, "weights re-read from disk into 2 MiB pages in {:.2} s", t.as_secs_f64())?;
+                        // Later loads find it so, unless memory was too fragmented this time.
+                        if *small < SMALL_SHARE_SHOWN {
+                            write!(f, " (once per file)")?;
+                        }
+                    }
                 }
                 if *small >= SMALL_SHARE_SHOWN {
                     write!(

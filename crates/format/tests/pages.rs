@@ -73,6 +73,11 @@ fn the_load_message_states_a_share_in_small_pages() {
     assert!(some.to_string().contains("compact_memory"), "{some}");
     let noise = Pages::Huge { reread: Some(std::time::Duration::from_millis(1500)), small: 0.001 };
     assert_eq!(noise.to_string(), "weights re-read from disk into 2 MiB pages in 1.50 s (once per file)");
+    let fragmented = Pages::Huge { reread: Some(std::time::Duration::from_secs(9)), small: 0.08 };
+    assert!(
+        fragmented.to_string().starts_with("weights re-read from disk into 2 MiB pages in 9.00 s, except 8%"),
+        "{fragmented}"
+    );
 }
 
 #[test]
