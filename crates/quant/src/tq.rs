@@ -189,7 +189,8 @@ pub(crate) fn tq1_sub_tile(bytes: &[u8], row_bytes: usize, out: &mut [i8]) {
         for (m, col) in cols.chunks_exact(32).enumerate() {
             let (first, step, trits) = tq1_byte_elements(m);
             // Each trit from the previous one's byte ([`next_trit`]): byte operations that
-            // vectorize, where `trit`'s 16-bit products did not (a third of a 70B load).
+            // vectorize, where `trit`'s 16-bit products did not (with the strided first reads, a third
+            // of a TQ1_0 load).
             let mut x: [u8; 32] = col.try_into().expect("32 rows");
             for n in 0..trits {
                 let e = j * QK_K + first + step * n;
