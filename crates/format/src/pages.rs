@@ -184,6 +184,8 @@ mod linux {
             if small < super::REREAD_SHARE {
                 return Ok((map, Pages::Huge { reread: None, small }));
             }
+            // Dirty pages cannot be dropped: write them back first.
+            let _ = file.sync_data();
         } else {
             // Dirty pages cannot be dropped: write them back first (a just-converted file).
             let _ = file.sync_data();
@@ -192,7 +194,6 @@ mod linux {
                 return Ok((populated(file)?, Pages::Small("the file system caches this file in small folios")));
             }
         }
-        let _ = file.sync_data();
         let start = Instant::now();
         let _ = fadvise(file, 0, None, FileAdvice::DontNeed);
         let map = populated(file)?;
