@@ -14,6 +14,8 @@ fn main() {
     // STREAM_REPS repeats each timing (best of them is printed); STREAM_FORMAT picks one format.
     let reps: usize = std::env::var("STREAM_REPS").ok().and_then(|c| c.parse().ok()).unwrap_or(5);
     let only = std::env::var("STREAM_FORMAT").ok();
+    // STREAM_PROBE=1 also times a pure read of each copy (the ratio shows what the loop leaves).
+    let probe = std::env::var("STREAM_PROBE").is_ok_and(|p| p == "1");
     for format in [I2S, TernaryFormat::Tq2_0, TernaryFormat::Tq1_0, TL1, TL2] {
         if only.as_ref().is_some_and(|o| !format!("{format:?}").to_lowercase().starts_with(&o.to_lowercase())) {
             continue;
@@ -36,6 +38,19 @@ fn main() {
                     best = best.min(t.elapsed().as_secs_f64());
                 }
                 println!("{format:?} offset {offset} {}: {:.2} GB/s", set.name(), data.len() as f64 / best / 1e9);
+            }
+            if probe {
+                // A pure read of the same bytes right after: the roofline this copy of the
+                // matrix allows, in the same minute (the VM's bandwidth drifts between runs).
+                let bytes = buf.bytes();
+                let words: &[u64] = bytemuck::cast_slice(&bytes[..bytes.len() / 8 * 8]);
+                let mut best = f64::MAX;
+                for _ in 0..reps {
+                    let t = Instant::now();
+                    std::hint::black_box(bitnet_kernels::stream_sum(words));
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                println!("{format:?} offset {offset} read probe: {:.2} GB/s", (words.len() * 8) as f64 / best / 1e9);
             }
         }
     }

@@ -330,14 +330,15 @@ pub fn run(opts: &Options) -> Result<()> {
     let mut md = report(&rows, &bw, opts, pp, tg);
     md.push_str(&against_bitnet_cpp(&rows, pp, tg));
     md.push_str(&head_section(&rows, &heads));
-    // The peers, serving, embedding and KV sections belong to `bench --peer` / `bench-serve` /
-    // `bench-embed` / `bench-kv`: kept.
+    // The peers, serving, embedding, KV and large-shape sections belong to `bench --peer` /
+    // `bench-serve` / `bench-embed` / `bench-kv` / `bench --large`: kept.
     let old = std::fs::read_to_string(opts.out_dir.join("bench.md")).unwrap_or_default();
     let kept = [
         crate::marked::section(&old, crate::bench_peers::BEGIN, crate::bench_peers::END),
         crate::bench_serve::section(&old),
         crate::marked::section(&old, crate::bench_embed::BEGIN, crate::bench_embed::END),
         crate::marked::section(&old, crate::bench_kv::BEGIN, crate::bench_kv::END),
+        crate::marked::section(&old, crate::bench_large::BEGIN, crate::bench_large::END),
     ];
     for section in kept.into_iter().flatten() {
         md.push('\n');
@@ -393,7 +394,7 @@ fn against_bitnet_cpp(rows: &[Row], pp: usize, tg: usize) -> String {
 /// a weight type, `+HEAD` for a head type other than F16 (`i2_s+q8_0`, as `bitnet convert`
 /// writes by default).
 pub fn dummy_file(size: &str, outtype: &str) -> Result<PathBuf> {
-    let path = root().join(format!("target/dummy/dummy-{size}-{outtype}.gguf"));
+    let path = dummy_file_path(size, outtype);
     if !path.exists() {
         eprintln!("writing {}", path.display());
         std::fs::create_dir_all(path.parent().expect("target/dummy"))?;
@@ -407,6 +408,11 @@ pub fn dummy_file(size: &str, outtype: &str) -> Result<PathBuf> {
         }
     }
     Ok(path)
+}
+
+/// Where [`dummy_file`] keeps the dummy of `size` and `outtype`.
+pub fn dummy_file_path(size: &str, outtype: &str) -> PathBuf {
+    root().join(format!("target/dummy/dummy-{size}-{outtype}.gguf"))
 }
 
 /// Weight types `cargo xtask dummy` writes itself; others are re-encoded from its I2_S file.

@@ -5,6 +5,7 @@
 mod bench;
 mod bench_embed;
 mod bench_kv;
+mod bench_large;
 mod bench_peers;
 mod bench_serve;
 mod dummy;
@@ -89,6 +90,23 @@ enum Command {
         /// Shapes of the side-by-side table.
         #[arg(long, value_delimiter = ',', default_value = "125M,2B-4T,7B")]
         peer_sizes: Vec<String>,
+        /// Also the 70B shape in I2_S, TL2 and TQ1_0, each ~1.6-bit type in rounds alternating
+        /// with the I2_S file (pp32, tg16; ~14-17 GB per file, written and deleted in turn, at
+        /// most two on disk at a time; needs the I2_S file's size in memory; ~40 min on 2 cores).
+        #[arg(long)]
+        large: bool,
+        /// Only the large-shape section (the rest of bench.md is kept).
+        #[arg(long)]
+        large_only: bool,
+        /// The shape `--large` measures.
+        #[arg(long, default_value = "70B")]
+        large_size: String,
+        /// Rounds per type for `--large` (each an I2_S run and a run of the type).
+        #[arg(long, default_value_t = 2)]
+        large_rounds: usize,
+        /// Keep the dummy files `--large` wrote (target/dummy/) instead of deleting them.
+        #[arg(long)]
+        keep_large: bool,
     },
     /// Prompt processing of the embedding models' shapes (emb-0.6B, emb-270M) at 128…4096 tokens;
     /// write the table into docs/bench.md.
@@ -185,7 +203,22 @@ fn main() -> Result<()> {
             }
             dummy::write_arch(&size, &outtype, &arch, &out)
         }
-        Command::Bench { quick, threads, reps, out, reuse, mut peer, bitnet_cpp, peers_only, peer_sizes } => {
+        Command::Bench {
+            quick,
+            threads,
+            reps,
+            out,
+            reuse,
+            mut peer,
+            bitnet_cpp,
+            peers_only,
+            peer_sizes,
+            large,
+            large_only,
+            large_size,
+            large_rounds,
+            keep_large,
+        } => {
             let out_dir = out.unwrap_or_else(|| root().join(if quick { "target/bench-quick" } else { "docs" }));
             let reps = reps.unwrap_or(if quick { 1 } else { 3 });
             if let Some(bench) = bitnet_cpp {
@@ -201,11 +234,22 @@ fn main() -> Result<()> {
                 reuse,
                 out: out_dir.join("bench.md"),
             };
-            if !peers_only {
+            let large_opts = bench_large::Options {
+                size: large_size,
+                threads: threads.clone(),
+                reps,
+                rounds: large_rounds,
+                keep: keep_large,
+                out: out_dir.join("bench.md"),
+            };
+            if !peers_only && !large_only {
                 bench::run(&bench::Options { quick, threads, reps, out_dir, reuse })?;
             }
-            if peers_only || !peers.peers.is_empty() {
+            if peers_only || (!large_only && !peers.peers.is_empty()) {
                 bench_peers::run(&peers, &bench::build_cli()?)?;
+            }
+            if large || large_only {
+                bench_large::run(&large_opts, &bench::build_cli()?)?;
             }
             Ok(())
         }
