@@ -227,7 +227,8 @@ fn section(
          {rounds} rounds alternating with the I2_S file (which goes first every other round). × I2_S: each run \
          of the type against the I2_S run of its round (median, and the range over rounds); target: 0.95 × the \
          ratio of bytes per token (issue 16). Read probe before: {}; after: {}; the higher is the roofline. \
-         Load: seconds to a usable model (the repack included), after the previous run evicted the file.\n",
+         Load: `bitnet bench`'s load time (mapping, checks and any repack; the file's pages come in from \
+         disk during the untimed warm-up).\n",
         probe(before),
         probe(after),
         size = opts.size,
