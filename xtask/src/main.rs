@@ -92,7 +92,7 @@ enum Command {
         peer_sizes: Vec<String>,
         /// Also the 70B shape in I2_S, TL2 and TQ1_0, each ~1.6-bit type in rounds alternating
         /// with the I2_S file (pp32, tg16; ~14-17 GB per file, written and deleted in turn, at
-        /// most two on disk at a time; needs the I2_S file's size in memory; ~40 min on 2 cores).
+        /// most two on disk at a time; needs the I2_S file's size in memory; ~50 min on 2 cores).
         #[arg(long)]
         large: bool,
         /// Only the large-shape section (the rest of bench.md is kept).
