@@ -2,7 +2,8 @@
 //! `DENSE_COLS` (default 2560) columns, `DENSE_ROWS` rows (default: a 2B-4T head, 128256; a few
 //! hundred keep the matrix in L2, which shows the loop's own speed), `DENSE_TOKENS` tokens
 //! (default 1; a server's batch is several), on every kernel set; `DENSE_TYPE` picks one type,
-//! `DENSE_REPS` the number of timed runs (default 5; the best is printed).
+//! `DENSE_REPS` the number of timed runs (default 5; the best is printed). `DENSE_PROBE=1` also
+//! times a pure read of the same bytes after each set (the roofline of that minute).
 use std::time::Instant;
 
 use bitnet_benches::Aligned;
@@ -39,6 +40,9 @@ fn main() {
             }
             let macs = (rows * cols * tokens) as f64 / best / 1e9;
             println!("{ty} {}: {:.2} GB/s, {macs:.1} G multiply-adds/s", set.name(), w.len() as f64 / best / 1e9);
+            if std::env::var("DENSE_PROBE").is_ok_and(|p| p == "1") {
+                println!("{ty} read probe: {:.2} GB/s", bitnet_benches::read_probe(w, reps));
+            }
         }
     }
 }

@@ -1,8 +1,9 @@
-//! Quick GEMV streaming check outside criterion: one matrix larger than the L3 (I2_S, TQ2_0,
-//! TQ1_0, TL1 and TL2 on the lookup-table loops; STREAM_FORMAT=i2s|tq2|tq1|tl1|tl2 picks one).
+//! Quick GEMV streaming check outside criterion: one matrix larger than the L3 (I2_S, I2_S in the
+//! four-row order the model's AVX-512 loads use, TQ2_0, TQ1_0, TL1 and TL2 on the lookup-table
+//! loops; STREAM_FORMAT=i2s|i2s4|tq2|tq1|tl1|tl2 picks one).
 use std::time::Instant;
 
-use bitnet_benches::{Aligned, I2S, TL1, TL2, activations, for_shape, packed, scale_of};
+use bitnet_benches::{Aligned, I2S, I2S4, TL1, TL2, activations, for_shape, packed, read_probe, scale_of};
 use bitnet_kernels::Kernels;
 use bitnet_quant::{PackedTernary, TernaryFormat};
 
@@ -16,8 +17,15 @@ fn main() {
     let only = std::env::var("STREAM_FORMAT").ok();
     // STREAM_PROBE=1 also times a pure read of each copy (the ratio shows what the loop leaves).
     let probe = std::env::var("STREAM_PROBE").is_ok_and(|p| p == "1");
-    for format in [I2S, TernaryFormat::Tq2_0, TernaryFormat::Tq1_0, TL1, TL2] {
-        if only.as_ref().is_some_and(|o| !format!("{format:?}").to_lowercase().starts_with(&o.to_lowercase())) {
+    let short = [(I2S, "i2s"), (I2S4, "i2s4"), (TernaryFormat::Tq2_0, "tq2"), (TernaryFormat::Tq1_0, "tq1")];
+    for format in [I2S, I2S4, TernaryFormat::Tq2_0, TernaryFormat::Tq1_0, TL1, TL2] {
+        let name = short
+            .iter()
+            .find(|s| s.0 == format)
+            .map_or_else(|| format!("{format:?}")[..3].to_lowercase(), |s| s.1.into());
+        if only.as_ref().is_some_and(|o| !o.eq_ignore_ascii_case(&name))
+            || (format == I2S4 && (!cols.is_multiple_of(256) || !rows.is_multiple_of(4)))
+        {
             continue;
         }
         // TL1/TL2 get the tiling `bitnet convert` would write for the shape (only when it runs:
@@ -42,15 +50,7 @@ fn main() {
             if probe {
                 // A pure read of the same bytes right after: the roofline this copy of the
                 // matrix allows, in the same minute (the VM's bandwidth drifts between runs).
-                let bytes = buf.bytes();
-                let words: &[u64] = bytemuck::cast_slice(&bytes[..bytes.len() / 8 * 8]);
-                let mut best = f64::MAX;
-                for _ in 0..reps {
-                    let t = Instant::now();
-                    std::hint::black_box(bitnet_kernels::stream_sum(words));
-                    best = best.min(t.elapsed().as_secs_f64());
-                }
-                println!("{format:?} offset {offset} read probe: {:.2} GB/s", (words.len() * 8) as f64 / best / 1e9);
+                println!("{format:?} offset {offset} read probe: {:.2} GB/s", read_probe(buf.bytes(), reps));
             }
         }
     }

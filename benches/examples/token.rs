@@ -6,19 +6,22 @@
 //! memory map, as the model does: how the page cache holds the file then shows (4 KiB pages or
 //! huge pages; docs/kernels.md). Otherwise the matrices lie one after another in one buffer of
 //! 2 MiB pages, as a file's tensors do. `TOKEN_ONE=1` first reads that whole buffer as one matrix
-//! in one call (against the calls per matrix: what starting each matrix costs).
+//! in one call (against the calls per matrix: what starting each matrix costs). `TOKEN_ROWS4=1`
+//! puts I2_S matrices in the four-row order the model's AVX-512 loads use (`I2sLayout::X86Rows4`).
 use std::time::Instant;
 
 use bitnet_benches::{Aligned, B2B4T, B7, I2S, activations, packed};
 use bitnet_kernels::Kernels;
-use bitnet_quant::{PackedTernary, TernaryFormat};
+use bitnet_quant::{I2sLayout, PackedTernary, TernaryFormat, i2s};
 
 fn main() {
     let shape = std::env::var("TOKEN_SHAPE").unwrap_or_else(|_| "2B-4T".into());
     let layers: usize = std::env::var("TOKEN_LAYERS").ok().and_then(|c| c.parse().ok()).unwrap_or(30);
+    let rows4 = std::env::var("TOKEN_ROWS4").is_ok_and(|v| v == "1");
     let format = match std::env::var("TOKEN_FORMAT").as_deref() {
         Ok("tq2_0") => TernaryFormat::Tq2_0,
         Ok("tq1_0") => TernaryFormat::Tq1_0,
+        _ if rows4 => TernaryFormat::I2s(I2sLayout::X86Rows4),
         _ => I2S,
     };
     // Matrices of one layer in the model's order, by index into the shape table.
@@ -29,9 +32,16 @@ fn main() {
     let mats: Vec<(usize, Vec<u8>)> = (0..layers)
         .flat_map(|l| {
             let file = file.as_ref();
-            order.iter().zip(names).map(move |(&i, n)| match file {
-                Some(f) => (i, f.tensor(&format!("blk.{l}.{n}.weight")).unwrap().data.to_vec()),
-                None => (i, packed(format, shapes[i].1, shapes[i].2)),
+            order.iter().zip(names).map(move |(&i, n)| {
+                let (rows, cols) = (shapes[i].1, shapes[i].2);
+                let data = match file {
+                    Some(f) => f.tensor(&format!("blk.{l}.{n}.weight")).unwrap().data.to_vec(),
+                    None => packed(if rows4 { I2S } else { format }, rows, cols),
+                };
+                match rows4 {
+                    true => (i, i2s::repack(&data, rows, cols, I2sLayout::X86, I2sLayout::X86Rows4).unwrap()),
+                    false => (i, data),
+                }
             })
         })
         .collect();
@@ -46,7 +56,7 @@ fn main() {
     let whole = Aligned::new(&whole, 0);
     let mut mapped: Vec<(usize, &[u8])> =
         mats.iter().zip(spans).map(|((i, _), span)| (*i, &whole.bytes()[span])).collect();
-    if let (Some(f), Ok(_)) = (file.as_ref(), std::env::var("TOKEN_MAPPED")) {
+    if let (Some(f), Ok(_), false) = (file.as_ref(), std::env::var("TOKEN_MAPPED"), rows4) {
         let mut k = 0;
         for l in 0..layers {
             for n in names {

@@ -71,6 +71,19 @@ pub fn packed(format: TernaryFormat, rows: usize, cols: usize) -> Vec<u8> {
     }
 }
 
+/// GB/s of a pure read of `bytes` (`bitnet_kernels::stream_sum`, the best of `reps`): the
+/// roofline a kernel streaming the same copy has in the same minute (the VM's bandwidth drifts).
+pub fn read_probe(bytes: &[u8], reps: usize) -> f64 {
+    let words: &[u64] = bytemuck::cast_slice(&bytes[..bytes.len() / 8 * 8]);
+    let mut best = f64::MAX;
+    for _ in 0..reps.max(1) {
+        let t = std::time::Instant::now();
+        std::hint::black_box(bitnet_kernels::stream_sum(words));
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    (words.len() * 8) as f64 / best / 1e9
+}
+
 /// `n` random activation rows quantized to int8.
 pub fn activations(n: usize, cols: usize) -> (Vec<f32>, QuantizedActivations) {
     let x: Vec<f32> = random_bytes(n * cols, 3).into_iter().map(|b| (b as f32 - 127.5) / 64.0).collect();
@@ -92,6 +105,9 @@ pub fn dense(ty: TensorType, rows: usize, cols: usize) -> Vec<u8> {
 
 /// The I2_S x86 format.
 pub const I2S: TernaryFormat = TernaryFormat::I2s(I2sLayout::X86);
+
+/// I2_S in the four-row order the AVX-512 loads use (`I2sLayout::X86Rows4`).
+pub const I2S4: TernaryFormat = TernaryFormat::I2s(I2sLayout::X86Rows4);
 
 /// Bytes placed at a chosen offset from a 64-byte boundary, as tensors sit in a mapped GGUF
 /// file (aligned to 32 bytes: offset 0 or 32).

@@ -163,6 +163,7 @@ pub(crate) fn chunk_codes(job: &Job<'_>, row: &[u8], c: usize) -> ([uint8x16_t; 
             out = tq1_codes(&row[c * 54..(c + 1) * 54]);
             16
         }
+        Codes::I2sRows4 => unreachable!("not accepted: rows in fours"),
     };
     (out, count)
 }
@@ -422,6 +423,7 @@ macro_rules! ternary_loops {
                 }),
                 // The level's own (digits, or the digit-free identity where `mac` is `sdot`).
                 Codes::Tq1 => tq1_gemv(job, rows, act, sums, dots),
+                Codes::I2sRows4 => unreachable!("not accepted: rows in fours"),
                 Codes::I2s | Codes::I2sArm => {
                     for (r, dot) in rows.zip(dots.iter_mut()) {
                         let row = job.row(r);

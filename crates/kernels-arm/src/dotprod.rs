@@ -130,8 +130,9 @@ pub(crate) unsafe fn gemv_dotprod(job: &Job<'_>, rows: Range<usize>, act: &[i8],
 }
 
 impl TernaryIsa for Dotprod {
-    fn accepts(self, _: Codes) -> bool {
-        true
+    fn accepts(self, codes: Codes) -> bool {
+        // The four-row I2_S order is x86's (the loader keeps the file's order here).
+        codes != Codes::I2sRows4
     }
 
     fn gemv(self, job: &Job<'_>, rows: Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {

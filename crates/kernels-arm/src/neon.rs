@@ -81,8 +81,9 @@ fn tile(w: &[i8], a: &[i8], stride: usize, k: Range<usize>) -> [[i32; T]; R] {
 }
 
 impl TernaryIsa for Neon {
-    fn accepts(self, _: Codes) -> bool {
-        true
+    fn accepts(self, codes: Codes) -> bool {
+        // The four-row I2_S order is x86's (the loader keeps the file's order here).
+        codes != Codes::I2sRows4
     }
 
     fn gemv(self, job: &Job<'_>, rows: Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {

@@ -59,6 +59,7 @@ fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], d
                 *dot = ((hsum(acc) >> 2) - sums[0]) as f32;
             }
         }
+        Codes::I2sRows4 => unreachable!("not accepted: rows in fours"),
         Codes::Tq2 => gemv_tq2(job, rows, act, sums, dots),
         Codes::Tq1 => gemv_tq1(job, rows, act, sums, dots),
     }
@@ -188,7 +189,8 @@ macro_rules! avx2_family {
     ($token:path, $feat:literal, $q8_wide:ident, $q8_wide8:literal, $max:literal; $($t:literal)*) => {
         impl TernaryIsa for $token {
             fn accepts(self, codes: Codes) -> bool {
-                codes != Codes::I2sArm
+                // The four-row I2_S order is AVX-512's (the loader keeps the x86 order for these).
+                !matches!(codes, Codes::I2sArm | Codes::I2sRows4)
             }
 
             fn quantize_row(self, x: &[f32], out: &mut [i8]) -> bitnet_quant::ActScale {
@@ -221,7 +223,7 @@ macro_rules! avx2_family {
             let n = sums.len() / per;
             // TQ1_0's tiles would decode its digits again per token.
             let few = match job.codes {
-                Codes::I2s | Codes::I2sArm => FEW_I2S,
+                Codes::I2s | Codes::I2sArm | Codes::I2sRows4 => FEW_I2S,
                 Codes::Tq2 => FEW_TQ2,
                 Codes::Tq1 => 1,
             };
@@ -323,6 +325,7 @@ macro_rules! avx2_family {
                                 }
                             }
                         }
+                        Codes::I2sRows4 => unreachable!("not accepted: rows in fours"),
                         Codes::Tq2 => {
                             let block = &row[c * 66..c * 66 + 66];
                             let q = [decode(load(block), Codes::Tq2), decode(load(&block[32..]), Codes::Tq2)];
@@ -380,6 +383,7 @@ macro_rules! avx2_family {
                             };
                             std::array::from_fn(|k| if k < 4 { lo[k] } else { hi[k - 4] })
                         }
+                        Codes::I2sRows4 => unreachable!("not accepted: rows in fours"),
                         Codes::Tq2 | Codes::Tq1 => {
                             let block = &row[c * block_bytes..(c + 1) * block_bytes];
                             // Both formats end their blocks with the f16 scale.

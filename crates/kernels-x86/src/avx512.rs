@@ -60,7 +60,7 @@ impl TernaryIsa for Avx512 {
                 // A few tokens (a server's decoding batch): decoded in registers, every row read
                 // once for all of them; the many-token path's stored decode costs more than it
                 // saves until the rows are shared by many tokens.
-                Codes::I2s | Codes::I2sArm if acts.len() / stride <= FEW_TOKENS => {
+                Codes::I2s | Codes::I2sArm | Codes::I2sRows4 if acts.len() / stride <= FEW_TOKENS => {
                     gemm_few(job, rows, acts, stride, sums, dots)
                 }
                 _ => gemm_many(job, rows, acts, stride, sums, dots),
@@ -124,15 +124,14 @@ fn few<const T: usize>(
     let zero = _mm512_setzero_si512();
     for r in rows.clone().step_by(2) {
         let pair = (rows.end - r).min(2);
-        let w = [job.row(r), job.row(r + pair - 1)];
+        let w = [r, r + pair - 1];
         let mut acc = [[zero; T]; 2];
         for c in 0..job.chunks {
-            let q: [[__m512i; 4]; 2] = std::array::from_fn(|i| {
-                let v = if c < full { load(&w[i][c * 64..]) } else { load_half(&w[i][c * 64..]) };
-                decode(v, Codes::I2s)
-            });
-            x256::prefetch_ahead(w[0], c * 64);
-            x256::prefetch_ahead(w[1], c * 64);
+            let q: [[__m512i; 4]; 2] = std::array::from_fn(|i| decode(i2s_chunk(job, w[i], c, full), Codes::I2s));
+            for &r in &w {
+                let (first, step) = job.chunk_at(r);
+                x256::prefetch_ahead(job.data, first + c * step);
+            }
             for g in 0..4 {
                 for t in 0..T {
                     let x = load_i8(&acts[t * stride + c * 256 + g * 64..]);
@@ -190,7 +189,7 @@ fn gemm_many(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: u
         };
         let inter = |first: usize, _: &[u8], out: &mut [u8]| {
             let n = GEMM_ROWS.min(rows.end - first);
-            let group: [&[u8]; GEMM_ROWS] = std::array::from_fn(|i| if i < n { job.row(first + i) } else { &[] });
+            let group: [Option<usize>; GEMM_ROWS] = std::array::from_fn(|i| (i < n).then_some(first + i));
             interleave_packed(&group, out, job, full)
         };
         return gemm_interleaved(job, rows.clone(), acts, stride, sums, dots, (scales_of, Some(inter)));
@@ -238,14 +237,13 @@ crate::ternary::interleaved_parts!(
 /// chunks are 64 code bytes apart (the last `full..` one half, zero-padded: its activations are
 /// zero); TQ2_0's blocks start with their 64.
 #[target_feature(enable = "avx512f,avx512bw")]
-fn interleave_packed(group: &[&[u8]; GEMM_ROWS], out: &mut [u8], job: &Job<'_>, full: usize) {
+fn interleave_packed(group: &[Option<usize>; GEMM_ROWS], out: &mut [u8], job: &Job<'_>, full: usize) {
     let block_bytes = job.row_bytes / job.chunks;
     for c in 0..job.chunks {
         let t = transpose16(std::array::from_fn(|i| match group[i] {
-            [] => _mm512_setzero_si512(),
-            row if job.codes == Codes::Tq2 => load(&row[c * block_bytes..]),
-            row if c < full => load(&row[c * 64..]),
-            row => load_half(&row[c * 64..]),
+            None => _mm512_setzero_si512(),
+            Some(r) if job.codes == Codes::Tq2 => load(&job.row(r)[c * block_bytes..]),
+            Some(r) => i2s_chunk(job, r, c, full),
         }));
         for (j, &w) in t.iter().enumerate() {
             for (g, v) in decode(w, job.codes).into_iter().enumerate() {
@@ -331,6 +329,14 @@ fn load_half(s: &[u8]) -> __m512i {
     // SAFETY: only the 32 bytes selected by the mask are read (AVX-512 masked loads do not
     // touch masked-off memory), and the slice holds them.
     unsafe { _mm512_maskz_loadu_epi8(0xFFFF_FFFF, s.as_ptr().cast()) }
+}
+
+/// The codes of 256-chunk `c` of I2_S row `r` (in either x86 order; a chunk at or past `full`,
+/// the row's last half one, zero-padded).
+#[target_feature(enable = "avx512f,avx512bw")]
+fn i2s_chunk(job: &Job<'_>, r: usize, c: usize, full: usize) -> __m512i {
+    let (first, step) = job.chunk_at(r);
+    if c >= full { load_half(&job.data[first + c * step..]) } else { load(&job.data[first + c * step..]) }
 }
 
 crate::ternary::decode_2bit!("avx512f,avx512bw", __m512i, _mm512_set1_epi8, _mm512_srli_epi16, _mm512_and_si512);

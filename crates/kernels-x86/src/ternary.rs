@@ -12,7 +12,7 @@ macro_rules! decode_2bit {
             let m = $set1_epi8(3);
             let (s2, s4, s6) = ($srli_epi16::<2>(v), $srli_epi16::<4>(v), $srli_epi16::<6>(v));
             match codes {
-                Codes::I2s | Codes::I2sArm => [$and(s6, m), $and(s4, m), $and(s2, m), $and(v, m)],
+                Codes::I2s | Codes::I2sArm | Codes::I2sRows4 => [$and(s6, m), $and(s4, m), $and(s2, m), $and(v, m)],
                 Codes::Tq2 => [$and(v, m), $and(s2, m), $and(s4, m), $and(s6, m)],
                 Codes::Tq1 => unreachable!("TQ1_0 is decoded by x256::tq1_codes"),
             }
@@ -194,23 +194,15 @@ pub(crate) struct Ahead<'a> {
 impl Ahead<'_> {
     /// Requests part `part` of `parts` of the rows' cache lines into L1.
     pub(crate) fn fetch(&self, part: usize, parts: usize) {
-        let per_row = self.job.row_bytes.div_ceil(64);
-        let total = per_row * self.rows.len();
-        let (mut line, end) = (total * part / parts, total * (part + 1) / parts);
-        while line < end {
-            let (r, first) = (line / per_row, line % per_row);
-            let row = self.job.row(self.rows.start + r).as_ptr();
-            let last = per_row.min(first + end - line);
-            for l in first..last {
-                // SAFETY: SSE is part of x86-64's baseline, and a prefetch reads nothing
-                // architecturally (the address is the row's, `l` < its lines).
-                unsafe {
-                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                        row.wrapping_add(64 * l).cast(),
-                    )
-                };
-            }
-            line += last - first;
+        let span = self.job.span(self.rows.clone());
+        let lines = span.len().div_ceil(64);
+        let base = self.job.data.as_ptr().wrapping_add(span.start);
+        for l in lines * part / parts..lines * (part + 1) / parts {
+            // SAFETY: SSE is part of x86-64's baseline, and a prefetch reads nothing
+            // architecturally (the address is inside the rows' bytes).
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(base.wrapping_add(64 * l).cast())
+            };
         }
     }
 }
@@ -254,7 +246,9 @@ pub(crate) fn interleaved_gemm<const R: usize>(
         let Interleaved { decoded, inter_buf, scales, row_scales, .. } = &mut s;
         for (i, (dst, sc)) in decoded.chunks_exact_mut(cols).zip(row_scales.chunks_exact_mut(per)).enumerate() {
             if i < nb {
-                decode(job.row(b0 + i), dst, sc);
+                // Rows in fours are read by the interleaving (I2_S: nothing to decode).
+                let row = if job.codes == bitnet_quant::isa::Codes::I2sRows4 { &[][..] } else { job.row(b0 + i) };
+                decode(row, dst, sc);
             } else {
                 dst.fill(0);
                 sc.fill(0.0);

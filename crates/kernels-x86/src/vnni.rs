@@ -37,6 +37,51 @@ macro_rules! tq1_digits {
 }
 pub(crate) use tq1_digits;
 
+/// What the I2_S one-token loop (`i2s_rows` of [`vnni_gemv`]) needs for a range of rows, with
+/// every load it makes from them checked once: per 256-chunk `step` bytes from one to the next
+/// ([`bitnet_quant::isa::Job::chunk_at`]), `full` whole chunks and maybe a half one (`half_tail`, row-major only),
+/// the prefetch distances `fetch` (L1, L2), and `acts` activations read.
+pub(crate) struct I2sPlan {
+    pub(crate) rows: std::ops::Range<usize>,
+    pub(crate) step: usize,
+    pub(crate) full: usize,
+    pub(crate) half_tail: bool,
+    pub(crate) fetch: (usize, usize),
+    pub(crate) acts: usize,
+}
+
+impl I2sPlan {
+    /// The plan for rows `rows` (not empty) of `job` read `n` at a time against `act`: panics if
+    /// a load would leave the codes or the activations.
+    pub(crate) fn new(job: &bitnet_quant::isa::Job<'_>, rows: std::ops::Range<usize>, act: &[i8], n: usize) -> I2sPlan {
+        let (full, blocks) = (job.row_bytes / 64, job.row_bytes / 32);
+        let step = job.chunk_at(rows.start).1;
+        let half_tail = blocks % 2 == 1;
+        assert!(blocks > 0 && !rows.is_empty() && rows.end <= job.rows && (!half_tail || step == 64));
+        // Row starts grow with the row in both orders: the last row's last byte read (its half
+        // chunk's, or its last whole chunk's) bounds every row's.
+        let f = job.chunk_at(rows.end - 1).0;
+        let end = if half_tail { f + full * step + 32 } else { f + (full - 1) * step + 64 };
+        assert!(end <= job.data.len());
+        let acts = blocks * 128;
+        assert!(act.len() >= acts);
+        // Prefetch distances. Row-major: the same place in the next group of rows while a group
+        // is under 4 KiB; beyond, that line is used a whole group later and L1 (which also holds
+        // the activations, 28 KiB for 70B's FFN down) loses it first: a fixed distance within
+        // each row instead (70B FFN down streamed 21.3 -> 26.7 GB/s in a token, 22 -> 29 in
+        // stream.rs). Four-row order: one stream, short fixed distances.
+        let next = n * job.row_bytes;
+        let fetch = if job.codes == bitnet_quant::isa::Codes::I2sRows4 {
+            crate::x256::PREFETCH_STREAM
+        } else if next > 4096 {
+            (crate::x256::PREFETCH, crate::x256::PREFETCH_L2)
+        } else {
+            (next, next + crate::x256::PREFETCH_L2 / 2)
+        };
+        I2sPlan { rows, step, full, half_tail, fetch, acts }
+    }
+}
+
 /// The one-token loops on 256-bit `vpdpbusd` (`gemv`: I2_S through `i2s_rows`, TQ2_0 through
 /// `tq2_block_dot` and [`crate::ternary::tq_gemv`], TQ1_0 through [`crate::ternary::tq1_gemv`]) and the Q8_0
 /// head's block dot products (`q8_dot`, `dot_q8_0_wide`), for an instruction set whose features
@@ -57,17 +102,19 @@ macro_rules! vnni_gemv {
         #[target_feature(enable = $feat)]
         fn gemv(job: &Job<'_>, rows: std::ops::Range<usize>, act: &[i8], sums: &[i32], dots: &mut [f32]) {
             match job.codes {
-                Codes::I2s | Codes::I2sArm => {
+                Codes::I2s | Codes::I2sArm | Codes::I2sRows4 if !rows.is_empty() => {
+                    let plan = $crate::vnni::I2sPlan::new(job, rows.clone(), act, I2S_ROWS);
                     for (i, dots) in dots[..rows.len()].chunks_mut(I2S_ROWS).enumerate() {
                         let r0 = rows.start + I2S_ROWS * i;
                         match dots.len() {
-                            4 => i2s_rows::<4>(job, r0, act, sums[0], dots),
-                            3 => i2s_rows::<3>(job, r0, act, sums[0], dots),
-                            2 => i2s_rows::<2>(job, r0, act, sums[0], dots),
-                            _ => i2s_rows::<1>(job, r0, act, sums[0], dots),
+                            4 => i2s_rows::<4>(job, &plan, r0, act, sums[0], dots),
+                            3 => i2s_rows::<3>(job, &plan, r0, act, sums[0], dots),
+                            2 => i2s_rows::<2>(job, &plan, r0, act, sums[0], dots),
+                            _ => i2s_rows::<1>(job, &plan, r0, act, sums[0], dots),
                         }
                     }
                 }
+                Codes::I2s | Codes::I2sArm | Codes::I2sRows4 => {}
                 Codes::Tq2 => gemv_tq2(job, rows, act, sums, dots),
                 Codes::Tq1 => gemv_tq1(job, rows, act, sums, dots),
             }
@@ -90,85 +137,93 @@ macro_rules! vnni_gemv {
         /// hold their 16 accumulators: one row at a time the loop was bound by its operations (loads,
         /// masks, `vpdpbusd`), not by memory.
         #[target_feature(enable = $feat)]
-        fn i2s_rows<const N: usize>(job: &Job<'_>, r0: usize, act: &[i8], sum: i32, dots: &mut [f32]) {
+        fn i2s_rows<const N: usize>(
+            job: &Job<'_>,
+            plan: &$crate::vnni::I2sPlan,
+            r0: usize,
+            act: &[i8],
+            sum: i32,
+            dots: &mut [f32],
+        ) {
+            // The plan checked every load of its rows (once per call: per group of rows the checks
+            // and their set-up were a tenth of the time at 2560 columns); these are its rows.
+            assert!(plan.rows.start <= r0 && r0 + N <= plan.rows.end && act.len() >= plan.acts);
             let masks = [0xC0u8, 0x30, 0x0C, 0x03].map(|m| _mm256_set1_epi8(m as i8));
             let zero = _mm256_setzero_si256();
-            let mut rows: [&[u8]; N] = [&[]; N];
-            for (i, row) in rows.iter_mut().enumerate() {
-                *row = job.row(r0 + i);
-            }
-            let full = job.row_bytes / 64;
-            // Prefetch the same place in the next group of rows while a group is under 4 KiB; beyond,
-            // that line is used a whole group later and L1 (which also holds the activations, 28 KiB
-            // for 70B's FFN down) loses it first: a fixed distance within each row instead. 70B FFN
-            // down (28672 columns) streamed 21.3 -> 26.7 GB/s in a token, 22 -> 29 in stream.rs.
-            let next = N * job.row_bytes;
-            let far = next > 4096;
-            let fetch = |w: &[u8]| {
-                if far {
-                    $crate::x256::prefetch_ahead(w, 0);
-                } else {
-                    $crate::x256::prefetch_rows(w, next);
-                }
+            let (step, full, (d1, d2)) = (plan.step, plan.full, plan.fetch);
+            // Chunk `c` of row `r0 + i` starts at byte `first[i] + c·step`.
+            let first: [usize; N] = std::array::from_fn(|i| job.chunk_at(r0 + i).0);
+            let (w, a) = (job.data.as_ptr(), act.as_ptr());
+            // Every `load` below is of a 128-block of one of the plan's rows or of 32 of its
+            // `plan.acts` activations.
+            let load = |p: *const u8, off: usize| {
+                // SAFETY: `off` starts 32 bytes inside `job.data` (checked by `I2sPlan::new` for
+                // the plan's rows, which `r0 .. r0 + N` are) or inside `act` (`plan.acts` long);
+                // the load is unaligned, and the `$feat` features are this function's.
+                unsafe { _mm256_loadu_si256(p.add(off).cast()) }
             };
             let mut acc = [[zero; 4]; N];
             for c in 0..full {
-                let a = &act[c * 256..c * 256 + 256];
                 if $acts_in_regs {
                     // 32 registers: the chunk's eight activation vectors loaded once for every
                     // row, each row's loads and multiply-adds together (with the rows
                     // interleaved per activation vector instead, the loop read 10% slower from
                     // memory, 18.5-22.1 against 20.7-24.5 GB/s, although as fast in cache).
-                    let mut x = [zero; 8];
-                    for (k, x) in x.iter_mut().enumerate() {
-                        *x = $crate::x256::load_i8(&a[32 * k..]);
-                    }
-                    for (row, acc) in rows.iter().zip(acc.iter_mut()) {
-                        let w = &row[c * 64..c * 64 + 64];
-                        fetch(w);
+                    let x: [__m256i; 8] = std::array::from_fn(|k| load(a.cast(), c * 256 + 32 * k));
+                    for (i, acc) in acc.iter_mut().enumerate() {
+                        $crate::x256::prefetch_two(w, first[i] + c * step, d1, d2);
                         for half in 0..2 {
-                            let v = $crate::x256::load(&w[half * 32..]);
+                            let v = load(w, first[i] + c * step + 32 * half);
                             for g in 0..4 {
                                 acc[g] = $dpbusd(acc[g], _mm256_and_si256(v, masks[g]), x[$slot(g, half)]);
                             }
                         }
                     }
                 } else {
-                    for row in &rows {
-                        fetch(&row[c * 64..c * 64 + 64]);
+                    for &f in &first {
+                        $crate::x256::prefetch_two(w, f + c * step, d1, d2);
                     }
                     // 16 registers: each activation vector loaded where the rows use it (loaded
                     // all at the start of the chunk, the eight of them went through the stack).
                     for half in 0..2 {
                         for g in 0..4 {
-                            let x = $crate::x256::load_i8(&a[32 * $slot(g, half)..]);
-                            for (row, acc) in rows.iter().zip(acc.iter_mut()) {
-                                let v = $crate::x256::load(&row[c * 64 + half * 32..]);
+                            let x = load(a.cast(), c * 256 + 32 * $slot(g, half));
+                            for (i, acc) in acc.iter_mut().enumerate() {
+                                let v = load(w, first[i] + c * step + 32 * half);
                                 acc[g] = $dpbusd(acc[g], _mm256_and_si256(v, masks[g]), x);
                             }
                         }
                     }
                 }
             }
-            if job.half_tail {
-                let a = &act[full * 256..];
-                for (row, acc) in rows.iter().zip(acc.iter_mut()) {
-                    let v = $crate::x256::load(&row[full * 64..]);
+            if plan.half_tail {
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let v = load(w, first[i] + full * step);
                     for g in 0..4 {
-                        acc[g] = $dpbusd(
-                            acc[g],
-                            _mm256_and_si256(v, masks[g]),
-                            $crate::x256::load_i8(&a[32 * $slot(g, 0)..]),
-                        );
+                        let x = load(a.cast(), full * 256 + 32 * $slot(g, 0));
+                        acc[g] = $dpbusd(acc[g], _mm256_and_si256(v, masks[g]), x);
                     }
                 }
             }
-            for (acc, dot) in acc.iter().zip(dots.iter_mut()) {
-                let s = _mm256_add_epi32(
+            // Each row's groups shifted back (exact), then the rows' lanes summed together.
+            let s: [__m256i; N] = std::array::from_fn(|i| {
+                let acc = &acc[i];
+                _mm256_add_epi32(
                     _mm256_add_epi32(_mm256_srai_epi32::<6>(acc[0]), _mm256_srai_epi32::<4>(acc[1])),
                     _mm256_add_epi32(_mm256_srai_epi32::<2>(acc[2]), acc[3]),
-                );
-                *dot = ($crate::x256::hsum(s) - sum) as f32;
+                )
+            });
+            if N == 4 {
+                let t = $crate::x256::hsum4([s[0], s[1 % N], s[2 % N], s[3 % N]]);
+                let d = _mm_cvtepi32_ps(_mm_sub_epi32(t, _mm_set1_epi32(sum)));
+                let mut out = [0f32; 4];
+                // SAFETY: `out` holds four f32; the store is unaligned.
+                unsafe { _mm_storeu_ps(out.as_mut_ptr(), d) };
+                dots[..4].copy_from_slice(&out);
+            } else {
+                for (s, dot) in s.iter().zip(dots.iter_mut()) {
+                    *dot = ($crate::x256::hsum(*s) - sum) as f32;
+                }
             }
         }
 

@@ -161,6 +161,9 @@ impl std::fmt::Display for Repacked {
     }
 }
 
+/// How the load message names I2_S moved to the four-row order.
+const ROWS4: &str = "I2_S in the four-row order";
+
 /// The repacking time from which the load message says how to do without it.
 const REPACK_HINT: Duration = Duration::from_secs(2);
 
@@ -236,6 +239,24 @@ impl Model {
                 w_down: m(&p("ffn_down"), c.hidden, c.ff)?,
                 ffn_sub_norm: sub("ffn_sub_norm", c.ff)?,
             });
+        }
+        // I2_S in the order the set reads fastest, all in one buffer (see `to_rows4`).
+        let mut rows4: Vec<&mut Matrix> = layers
+            .iter_mut()
+            .flat_map(|l: &mut Layer| {
+                [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down]
+            })
+            .filter(|m| crate::weights::wants_rows4(m, &kernels))
+            .collect();
+        if !rows4.is_empty() {
+            let start = Instant::now();
+            let from = rows4[0].ternary_format().map_or("I2_S", |f| f.type_name());
+            crate::weights::to_rows4(&mut rows4, file.bytes(), threads, |range| file.release_pages(range))?;
+            let mut r = repacked.borrow_mut();
+            for _ in 1..rows4.len() {
+                r.add(from, ROWS4, Duration::ZERO);
+            }
+            r.add(from, ROWS4, start.elapsed());
         }
         let output_norm = vector(&file, "output_norm.weight", c.hidden)?;
         let head = if file.tensor_info("output.weight").is_some() {

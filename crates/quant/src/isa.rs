@@ -28,6 +28,9 @@ pub enum Codes {
     I2s,
     /// I2_S ARM order: per 64 weights 16 bytes, group `g` of 16 at shift `6 − 2g`.
     I2sArm,
+    /// I2_S x86 256-chunks, four rows' in turn ([`I2sLayout::X86Rows4`]): read through
+    /// [`Job::chunk_at`], never [`Job::row`].
+    I2sRows4,
     /// TQ2_0: per 256 weights 64 code bytes (two 128-halves, group `g` at shift `2g`) + f16 `d`.
     Tq2,
     /// TQ1_0: per 256 weights 48 bytes of five base-3 digits, 4 bytes of four, f16 `d`.
@@ -37,7 +40,7 @@ pub enum Codes {
 impl Codes {
     /// The I2_S orders (one tensor scale) as opposed to the TQ formats (a scale per block).
     pub fn is_i2s(self) -> bool {
-        matches!(self, Codes::I2s | Codes::I2sArm)
+        matches!(self, Codes::I2s | Codes::I2sArm | Codes::I2sRows4)
     }
 }
 
@@ -76,6 +79,7 @@ impl<'a> Job<'a> {
         let job = match w.format {
             TernaryFormat::I2s(I2sLayout::X86) if cols % 128 == 0 => i2s(Codes::I2s),
             TernaryFormat::I2s(I2sLayout::Arm) if cols % 64 == 0 => i2s(Codes::I2sArm),
+            TernaryFormat::I2s(I2sLayout::X86Rows4) if cols % 256 == 0 && rows % 4 == 0 => i2s(Codes::I2sRows4),
             TernaryFormat::Tq2_0 | TernaryFormat::Tq1_0 if cols % QK_K == 0 => {
                 let (codes, block) = if w.format == TernaryFormat::Tq2_0 {
                     (Codes::Tq2, TQ2_0_BLOCK_BYTES)
@@ -100,10 +104,34 @@ impl<'a> Job<'a> {
         (cols > 0 && w.data.len() >= need).then_some(job)
     }
 
-    /// Row `r`'s bytes.
+    /// Row `r`'s bytes (every order but [`Codes::I2sRows4`], whose rows are not contiguous:
+    /// [`Job::chunk_at`]).
     #[inline]
     pub fn row(&self, r: usize) -> &'a [u8] {
+        debug_assert!(self.codes != Codes::I2sRows4, "rows in fours are read by chunks");
         &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// The x86 I2_S orders' 64-byte 256-chunks of row `r`: chunk `c` (the last one of a row that
+    /// ends in half a chunk: 32 bytes) starts at byte `first + c·step` of [`Job::data`], `(first,
+    /// step)` returned. Row-major: the row's bytes; four-row order: the group's chunks in turn.
+    #[inline]
+    pub fn chunk_at(&self, r: usize) -> (usize, usize) {
+        match self.codes {
+            Codes::I2sRows4 => ((r / 4) * 4 * self.row_bytes + (r % 4) * 64, 256),
+            _ => (r * self.row_bytes, 64),
+        }
+    }
+
+    /// The bytes of rows `rows` (those of their whole groups of four in the four-row order).
+    pub fn span(&self, rows: Range<usize>) -> Range<usize> {
+        match self.codes {
+            Codes::I2sRows4 => {
+                let end = rows.end.next_multiple_of(4).min(self.rows);
+                (rows.start / 4) * 4 * self.row_bytes..end * self.row_bytes
+            }
+            _ => rows.start * self.row_bytes..rows.end * self.row_bytes,
+        }
     }
 
     /// Code sums per token: 1 for I2_S (the whole row), one per 256-chunk for the TQ formats.
@@ -198,6 +226,7 @@ pub fn supports<I: TernaryIsa>(isa: I, format: TernaryFormat) -> bool {
     match format {
         TernaryFormat::I2s(I2sLayout::X86) => isa.accepts(Codes::I2s),
         TernaryFormat::I2s(I2sLayout::Arm) => isa.accepts(Codes::I2sArm),
+        TernaryFormat::I2s(I2sLayout::X86Rows4) => isa.accepts(Codes::I2sRows4),
         TernaryFormat::Tq2_0 => isa.accepts(Codes::Tq2),
         TernaryFormat::Tq1_0 => isa.accepts(Codes::Tq1),
         TernaryFormat::I2s(I2sLayout::X86Interleaved4) | TernaryFormat::Tl1(_) | TernaryFormat::Tl2(_) => false,

@@ -183,7 +183,7 @@ pub fn quantize(kernel: &dyn TernaryKernel, cases: u32) {
 }
 
 /// Checks a ternary kernel against [`ScalarKernel`] over `cases` random cases per format: I2_S
-/// (x86 order with whole and half 256-chunks; the ARM and interleaved orders and rows that are
+/// (x86 order with whole and half 256-chunks, and in the four-row order; the ARM and interleaved orders and rows that are
 /// not whole blocks, which fast kernels hand to the reference), TQ2_0 and TQ1_0 with real
 /// per-block scales; then that bad arguments are errors, not panics.
 pub fn ternary(kernel: &dyn TernaryKernel, cases: u32) {
@@ -198,6 +198,11 @@ pub fn ternary(kernel: &dyn TernaryKernel, cases: u32) {
             let m = ternary_matrix(&mut rng, rows, cols);
             let bytes = i2s::pack(&m, scale, I2sLayout::X86).expect("packable");
             ternary_case(kernel, TernaryFormat::I2s(I2sLayout::X86), rows, cols, &bytes, n, offset, &mut rng)?;
+            // The four-row order (what AVX-512 reads; rows in whole fours, whole 256-chunks).
+            let (r4, c4) = (rows.next_multiple_of(4), cols.next_multiple_of(256));
+            let m = ternary_matrix(&mut rng, r4, c4);
+            let bytes = i2s::pack(&m, scale, I2sLayout::X86Rows4).expect("packable");
+            ternary_case(kernel, TernaryFormat::I2s(I2sLayout::X86Rows4), r4, c4, &bytes, n, offset, &mut rng)?;
             // Rows of 64 (not whole 128-blocks) and the other I2_S orders.
             let small = ternary_matrix(&mut rng, rows * 2, 64);
             let bytes = i2s::pack(&small, 1.5, I2sLayout::X86).expect("packable");

@@ -105,6 +105,7 @@ fn all_packings_agree_on_gemv() {
         (TernaryFormat::I2s(I2sLayout::X86), i2s::pack(&m, scale, I2sLayout::X86).unwrap()),
         (TernaryFormat::I2s(I2sLayout::Arm), i2s::pack(&m, scale, I2sLayout::Arm).unwrap()),
         (TernaryFormat::I2s(I2sLayout::X86Interleaved4), i2s::pack(&m, scale, I2sLayout::X86Interleaved4).unwrap()),
+        (TernaryFormat::I2s(I2sLayout::X86Rows4), i2s::pack(&m, scale, I2sLayout::X86Rows4).unwrap()),
         (TernaryFormat::Tq1_0, tq::pack(TqKind::Tq1_0, &m, scale).unwrap()),
         (TernaryFormat::Tq2_0, tq::pack(TqKind::Tq2_0, &m, scale).unwrap()),
         (TernaryFormat::Tl1(t1), tl::pack_tl1(&m, t1).unwrap()),
@@ -161,6 +162,16 @@ fn bad_shapes_and_codes_are_clear_errors() {
     assert!(matches!(i2s::unpack(&bytes, 1, 128, I2sLayout::X86), Err(QuantError::InvalidCode { byte: 5, .. })));
     assert!(matches!(i2s::unpack(&bytes[..10], 1, 128, I2sLayout::X86), Err(QuantError::Length { .. })));
     assert!(TernaryMatrix::new(1, 2, vec![0, 2]).is_err());
+    // The four-row order: whole groups of four rows, whole blocks, groups that exist.
+    let e = i2s::pack(&formula_matrix(6, 256, 1), 1.0, I2sLayout::X86Rows4).unwrap_err();
+    assert!(e.to_string().contains("multiple of 4"), "{e}");
+    let e = i2s::pack(&formula_matrix(8, 128, 1), 1.0, I2sLayout::X86Rows4).unwrap_err();
+    assert!(e.to_string().contains("multiple of 256"), "{e}");
+    let x86 = i2s::pack(&formula_matrix(8, 256, 1), 1.0, I2sLayout::X86).unwrap();
+    let e = i2s::x86_to_rows4(&x86, 8, 256, 0..3, &mut [0u8; 3 * 256]).unwrap_err();
+    assert!(e.to_string().contains("groups up to 3"), "{e}");
+    assert!(i2s::x86_to_rows4(&x86, 8, 256, 0..2, &mut [0u8; 100]).is_err());
+    assert!(i2s::x86_to_rows4(&x86[..50], 8, 256, 0..2, &mut [0u8; 512]).is_err());
 }
 
 fn arb_matrix(
@@ -189,6 +200,23 @@ proptest! {
         let x86 = i2s::pack(&m, scale, I2sLayout::X86).unwrap();
         let arm = i2s::repack(&x86, m.rows(), m.cols(), I2sLayout::X86, I2sLayout::Arm).unwrap();
         prop_assert_eq!(i2s::repack(&arm, m.rows(), m.cols(), I2sLayout::Arm, I2sLayout::X86).unwrap(), x86);
+    }
+
+    /// The four-row order: the block copy (`x86_to_rows4`, what the loader runs) gives the bytes
+    /// the per-element packing does, over any split of the groups, and it round-trips.
+    #[test]
+    fn i2_s_rows_in_fours(m in arb_matrix(4, 256, 12, 1280), scale in 1e-4f32..10.0, split in 0usize..4) {
+        let (rows, cols) = (m.rows(), m.cols());
+        let packed = i2s::pack(&m, scale, I2sLayout::X86Rows4).unwrap();
+        prop_assert_eq!(i2s::unpack(&packed, rows, cols, I2sLayout::X86Rows4).unwrap(), (m.clone(), scale));
+        let x86 = i2s::pack(&m, scale, I2sLayout::X86).unwrap();
+        prop_assert_eq!(&i2s::repack(&x86, rows, cols, I2sLayout::X86, I2sLayout::X86Rows4).unwrap(), &packed);
+        let (groups, at) = (rows / 4, split.min(rows / 4));
+        let mut parts = vec![0u8; rows * cols / 4];
+        let (a, b) = parts.split_at_mut(at * cols);
+        i2s::x86_to_rows4(&x86, rows, cols, 0..at, a).unwrap();
+        i2s::x86_to_rows4(&x86, rows, cols, at..groups, b).unwrap();
+        prop_assert_eq!(&parts[..], &packed[..rows * cols / 4]);
     }
 
     #[test]
@@ -261,7 +289,7 @@ fn tq_bytes_match_llama_cpp() {
 fn layout_is_recorded_in_metadata() {
     let mut m = bitnet_format::Metadata::new();
     assert_eq!(I2sLayout::of_file(&m).unwrap(), I2sLayout::X86, "bitnet.cpp files carry no key");
-    for l in [I2sLayout::X86, I2sLayout::Arm, I2sLayout::X86Interleaved4] {
+    for l in [I2sLayout::X86, I2sLayout::Arm, I2sLayout::X86Interleaved4, I2sLayout::X86Rows4] {
         m.insert(i2s::LAYOUT_KEY, l.as_str());
         assert_eq!(I2sLayout::of_file(&m).unwrap(), l);
     }
