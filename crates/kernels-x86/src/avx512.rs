@@ -234,8 +234,8 @@ crate::ternary::interleaved_parts!(
 /// four bytes whose codes `g` are columns `4j .. 4j + 4` of the chunk's decoded vector `g`, so
 /// decoding the transposed words gives what transposing the decoded vectors would, at a quarter
 /// of the shuffles. Step `64c + 16g + j` of `out` (64 bytes: four codes of each row). I2_S
-/// chunks are 64 code bytes apart (the last `full..` one half, zero-padded: its activations are
-/// zero); TQ2_0's blocks start with their 64.
+/// chunks come from [`i2s_chunk`] (either x86 order; the last `full..` one half, zero-padded: its
+/// activations are zero); TQ2_0's blocks start with their 64.
 #[target_feature(enable = "avx512f,avx512bw")]
 fn interleave_packed(group: &[Option<usize>; GEMM_ROWS], out: &mut [u8], job: &Job<'_>, full: usize) {
     let block_bytes = job.row_bytes / job.chunks;
