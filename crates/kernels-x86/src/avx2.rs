@@ -369,7 +369,8 @@ macro_rules! avx2_family {
         #[target_feature(enable = $feat)]
         fn gemm_many(job: &Job<'_>, rows: Range<usize>, acts: &[i8], stride: usize, sums: &[i32], dots: &mut [f32]) {
             let (chunks, block_bytes) = (job.chunks, job.row_bytes / job.chunks);
-            let decode_row = |row: &[u8], dst: &mut [u8], scales: &mut [f32]| {
+            let decode_row = |r: usize, dst: &mut [u8], scales: &mut [f32]| {
+                let row = job.row(r);
                 for c in 0..chunks {
                     let out = &mut dst[c * 256..(c + 1) * 256];
                     let codes: [__m256i; 8] = match job.codes {

@@ -124,12 +124,11 @@ fn few<const T: usize>(
     let zero = _mm512_setzero_si512();
     for r in rows.clone().step_by(2) {
         let pair = (rows.end - r).min(2);
-        let w = [r, r + pair - 1];
+        let w = [job.chunk_at(r), job.chunk_at(r + pair - 1)];
         let mut acc = [[zero; T]; 2];
         for c in 0..job.chunks {
             let q: [[__m512i; 4]; 2] = std::array::from_fn(|i| decode(i2s_chunk(job, w[i], c, full), Codes::I2s));
-            for &r in &w {
-                let (first, step) = job.chunk_at(r);
+            for (first, step) in w {
                 x256::prefetch_ahead(job.data, first + c * step);
             }
             for g in 0..4 {
@@ -180,9 +179,9 @@ fn gemm_many(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: u
     let full = if job.half_tail { chunks - 1 } else { chunks };
     if job.codes != Codes::Tq1 {
         // Nothing to decode but TQ2_0's scales: the interleaving reads the rows.
-        let scales_of = |row: &[u8], _: &mut [u8], scales: &mut [f32]| {
+        let scales_of = |r: usize, _: &mut [u8], scales: &mut [f32]| {
             if job.codes == Codes::Tq2 {
-                for (d, block) in scales.iter_mut().zip(row.chunks_exact(block_bytes)) {
+                for (d, block) in scales.iter_mut().zip(job.row(r).chunks_exact(block_bytes)) {
                     *d = half::f16::from_le_bytes([block[block_bytes - 2], block[block_bytes - 1]]).to_f32();
                 }
             }
@@ -195,8 +194,8 @@ fn gemm_many(job: &Job<'_>, rows: std::ops::Range<usize>, acts: &[i8], stride: u
         return gemm_interleaved(job, rows.clone(), acts, stride, sums, dots, (scales_of, Some(inter)));
     }
     // TQ1_0: base-3 digits decoded to codes in element order, then interleaved.
-    let decode_row = |row: &[u8], dst: &mut [u8], scales: &mut [f32]| {
-        for (c, (out, block)) in dst.chunks_exact_mut(256).zip(row.chunks_exact(block_bytes)).enumerate() {
+    let decode_row = |r: usize, dst: &mut [u8], scales: &mut [f32]| {
+        for (c, (out, block)) in dst.chunks_exact_mut(256).zip(job.row(r).chunks_exact(block_bytes)).enumerate() {
             for (g, q) in x256::tq1_codes(block).into_iter().enumerate() {
                 x256::store(&mut out[g * 32..], q);
             }
@@ -243,7 +242,7 @@ fn interleave_packed(group: &[Option<usize>; GEMM_ROWS], out: &mut [u8], job: &J
         let t = transpose16(std::array::from_fn(|i| match group[i] {
             None => _mm512_setzero_si512(),
             Some(r) if job.codes == Codes::Tq2 => load(&job.row(r)[c * block_bytes..]),
-            Some(r) => i2s_chunk(job, r, c, full),
+            Some(r) => i2s_chunk(job, job.chunk_at(r), c, full),
         }));
         for (j, &w) in t.iter().enumerate() {
             for (g, v) in decode(w, job.codes).into_iter().enumerate() {
@@ -331,11 +330,11 @@ fn load_half(s: &[u8]) -> __m512i {
     unsafe { _mm512_maskz_loadu_epi8(0xFFFF_FFFF, s.as_ptr().cast()) }
 }
 
-/// The codes of 256-chunk `c` of I2_S row `r` (in either x86 order; a chunk at or past `full`,
-/// the row's last half one, zero-padded).
+/// The codes of 256-chunk `c` of the I2_S row whose chunks start at `(first, step)`
+/// ([`Job::chunk_at`], either x86 order; a chunk at or past `full`, the row's last half one,
+/// zero-padded).
 #[target_feature(enable = "avx512f,avx512bw")]
-fn i2s_chunk(job: &Job<'_>, r: usize, c: usize, full: usize) -> __m512i {
-    let (first, step) = job.chunk_at(r);
+fn i2s_chunk(job: &Job<'_>, (first, step): (usize, usize), c: usize, full: usize) -> __m512i {
     if c >= full { load_half(&job.data[first + c * step..]) } else { load(&job.data[first + c * step..]) }
 }
 

@@ -209,7 +209,7 @@ impl Ahead<'_> {
 
 /// The driver of both x86 many-token GEMMs (prompt processing is compute-bound, so each row is
 /// decoded once for every token, not in the inner loop). Rows go `R` at a time: each row is
-/// decoded by `decode(row, codes, scales)` into `job.chunks · 256` codes in the activations'
+/// decoded by `decode(r, codes, scales)` (`r`: the row's index in `job`) into `job.chunks · 256` codes in the activations'
 /// order (and a TQ row's block scales), the group is interleaved by `interleave(first, decoded,
 /// inter)` (`first`: the group's first row, for an interleaving that reads the rows itself),
 /// then `tiles(scratch, first, count, next)` computes rows `first .. first + count` (counted from
@@ -224,7 +224,7 @@ pub(crate) fn interleaved_gemm<const R: usize>(
     rows: std::ops::Range<usize>,
     n: usize,
     sums: &[i32],
-    mut decode: impl FnMut(&[u8], &mut [u8], &mut [f32]),
+    mut decode: impl FnMut(usize, &mut [u8], &mut [f32]),
     mut interleave: impl FnMut(usize, &[u8], &mut [u8]),
     mut tiles: impl FnMut(&Interleaved, usize, usize, &Ahead<'_>),
 ) {
@@ -246,9 +246,7 @@ pub(crate) fn interleaved_gemm<const R: usize>(
         let Interleaved { decoded, inter_buf, scales, row_scales, .. } = &mut s;
         for (i, (dst, sc)) in decoded.chunks_exact_mut(cols).zip(row_scales.chunks_exact_mut(per)).enumerate() {
             if i < nb {
-                // Rows in fours are read by the interleaving (I2_S: nothing to decode).
-                let row = if job.codes == bitnet_quant::isa::Codes::I2sRows4 { &[][..] } else { job.row(b0 + i) };
-                decode(row, dst, sc);
+                decode(b0 + i, dst, sc);
             } else {
                 dst.fill(0);
                 sc.fill(0.0);
@@ -299,7 +297,7 @@ macro_rules! interleaved_parts {
             stride: usize,
             sums: &[i32],
             dots: &mut [f32],
-            (decode, mut inter): (impl FnMut(&[u8], &mut [u8], &mut [f32]), Option<impl FnMut(usize, &[u8], &mut [u8])>),
+            (decode, mut inter): (impl FnMut(usize, &mut [u8], &mut [f32]), Option<impl FnMut(usize, &[u8], &mut [u8])>),
         ) {
             let (n, len, tq) = (acts.len() / stride, rows.len(), !job.codes.is_i2s());
             $crate::ternary::interleaved_gemm::<{ $rows }>(

@@ -217,6 +217,13 @@ impl Kernels {
         self.lut.is_some() && !matches!(self.name, "neon" | "neon-i8mm")
     }
 
+    /// Whether this set's own loops (not the reference it falls back to) read I2_S in the
+    /// four-row order (`I2sLayout::X86Rows4`), which a model then moves its I2_S matrices to at
+    /// load: the AVX-512 set. The scalar set reads every order at the same speed.
+    pub fn reads_i2s_rows4(&self) -> bool {
+        self.ternary.name() != "scalar" && self.ternary.supports(TernaryFormat::I2s(bitnet_quant::I2sLayout::X86Rows4))
+    }
+
     /// Ternary weights × int8 activations.
     pub fn ternary(&self) -> &dyn TernaryKernel {
         self.ternary.as_ref()

@@ -135,8 +135,8 @@ pub struct Repacked {
 }
 
 impl Repacked {
-    fn add(&mut self, from: &'static str, to: &'static str, time: Duration) {
-        *self.counts.entry((from, to)).or_default() += 1;
+    fn add(&mut self, from: &'static str, to: &'static str, count: usize, time: Duration) {
+        *self.counts.entry((from, to)).or_default() += count;
         self.time += time;
     }
 }
@@ -196,7 +196,7 @@ impl Model {
                 // Repacked: its file bytes are not read again.
                 file.release_pages(range);
                 if let (Some(from), Some(to)) = (from, suited.ternary_format()) {
-                    repacked.borrow_mut().add(from.type_name(), to.type_name(), start.elapsed());
+                    repacked.borrow_mut().add(from.type_name(), to.type_name(), 1, start.elapsed());
                 }
             }
             Ok(suited)
@@ -250,13 +250,8 @@ impl Model {
             .collect();
         if !rows4.is_empty() {
             let start = Instant::now();
-            let from = rows4[0].ternary_format().map_or("I2_S", |f| f.type_name());
             crate::weights::to_rows4(&mut rows4, file.bytes(), threads, |range| file.release_pages(range))?;
-            let mut r = repacked.borrow_mut();
-            for _ in 1..rows4.len() {
-                r.add(from, ROWS4, Duration::ZERO);
-            }
-            r.add(from, ROWS4, start.elapsed());
+            repacked.borrow_mut().add("I2_S", ROWS4, rows4.len(), start.elapsed());
         }
         let output_norm = vector(&file, "output_norm.weight", c.hidden)?;
         let head = if file.tensor_info("output.weight").is_some() {
@@ -1209,9 +1204,9 @@ mod tests {
     fn a_long_repack_says_how_to_skip_it() {
         let mut r = Repacked::default();
         assert_eq!(r.to_string(), "no repacking");
-        r.add("TQ1_0", "TL2", Duration::from_millis(850));
+        r.add("TQ1_0", "TL2", 1, Duration::from_millis(850));
         assert_eq!(r.to_string(), "1 TQ1_0 matrix run as TL2, repacked in 0.85 s");
-        r.add("TQ1_0", "TL2", Duration::from_secs(20));
+        r.add("TQ1_0", "TL2", 1, Duration::from_secs(20));
         let s = r.to_string();
         assert!(s.starts_with("2 TQ1_0 matrices run as TL2, repacked in 20.85 s ("), "{s}");
         assert!(s.contains("bitnet convert --outtype tl2"), "{s}");

@@ -299,10 +299,12 @@ impl Acts {
 /// tokens at 128 tokens, hence the eighth.
 const TOKENS_PER_THREAD: usize = 32;
 
-/// Whether `m` is I2_S that `kernels` read faster in the four-row order ([`to_rows4`]).
+/// Whether `m` is I2_S in the x86 order (where [`Matrix::suited_to`] leaves every I2_S order a
+/// set with the four-row order does not read) that `kernels` read faster in the four-row order
+/// ([`to_rows4`]).
 pub(crate) fn wants_rows4(m: &Matrix, kernels: &Kernels) -> bool {
-    matches!(m.kind, MatrixKind::Ternary { format: TernaryFormat::I2s(l), .. } if l != I2sLayout::X86Rows4)
-        && kernels.ternary().supports(TernaryFormat::I2s(I2sLayout::X86Rows4))
+    matches!(m.kind, MatrixKind::Ternary { format: TernaryFormat::I2s(I2sLayout::X86), .. })
+        && kernels.reads_i2s_rows4()
         && m.rows > 0
         && m.rows.is_multiple_of(4)
         && m.cols.is_multiple_of(256)
@@ -322,7 +324,7 @@ impl std::ops::Deref for ArenaSlice {
     }
 }
 
-/// Moves I2_S `matrices` (each [`wants_rows4`]) into the four-row order
+/// Moves x86-order I2_S `matrices` (each [`wants_rows4`]) into the four-row order
 /// ([`I2sLayout::X86Rows4`]), all in one buffer of 2 MiB pages, copying the groups of rows on
 /// `threads` threads; `release(range)` is called with each file range once copied (resident
 /// memory then stays about the file's size).
@@ -350,14 +352,7 @@ pub(crate) fn to_rows4(
         ModelError::Invalid(format!("no memory for {total} bytes of I2_S weights in the four-row order: {e}"))
     })?;
     for (m, place) in matrices.iter().zip(&places) {
-        let MatrixKind::Ternary { format: TernaryFormat::I2s(layout), .. } = m.kind else {
-            unreachable!("only I2_S matrices are moved");
-        };
-        let x86 = match layout {
-            I2sLayout::X86 => std::borrow::Cow::Borrowed(m.bytes(file)),
-            _ => bitnet_quant::i2s::repack(m.bytes(file), m.rows, m.cols, layout, I2sLayout::X86)?.into(),
-        };
-        rows4_into(&x86, m.rows, m.cols, threads, &mut arena[place.clone()])?;
+        rows4_into(m.bytes(file), m.rows, m.cols, threads, &mut arena[place.clone()])?;
         if let Some(range) = m.file_range() {
             release(range);
         }
@@ -569,7 +564,8 @@ mod tests {
                         .unwrap();
                     // What `Model::load` does next: the four-row order where the set reads it.
                     let rows4 = super::wants_rows4(&a, &kernels);
-                    let fast = kernels.ternary().supports(TernaryFormat::I2s(I2sLayout::X86Rows4));
+                    let fast = kernels.reads_i2s_rows4();
+                    assert_eq!(fast, kernels.name() == "avx512-vnni", "only AVX-512 reads the four-row order");
                     assert_eq!(rows4, fast && cols % 256 == 0 && layout != I2sLayout::X86Rows4);
                     if rows4 {
                         let in_file = a.file_range();
