@@ -471,7 +471,9 @@ macro_rules! avx2_family {
             $feat,
             q8_dot,
             $q8_wide,
-            $q8_wide8
+            $q8_wide8,
+            dot_f16,
+            false
         );
 
         /// The reference's float step after the integer products ([`bitnet_quant::isa::scale_dots`],

@@ -391,6 +391,76 @@ fn transpose16_ps(r: [__m512; 16]) -> [__m512; 16] {
     std::array::from_fn(|i| _mm512_castsi512_ps(t[i]))
 }
 
+/// The sum of a vector's 16 lanes: the halves added, then [`x256::hsum_ps`] (the same order as
+/// `_mm512_reduce_add_ps`, checked on a million random vectors; written out so that
+/// [`dot_f16_stream`] can repeat it on the halves).
+#[target_feature(enable = "avx512f,avx2")]
+fn reduce16(v: __m512) -> f32 {
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    x256::hsum_ps(_mm256_add_ps(_mm512_castps512_ps256(v), hi))
+}
+
+/// Σ w·x over an F16 row for one token (`w` holds at least `x.len()` little-endian halves; the
+/// shorter decides), bit-identical to the 512-bit `dot_f16_many` (the lanes 0–7 and 8–15 of each
+/// of its four accumulators are two 256-bit ones here; every multiply-add is per lane; the final
+/// sum adds the halves first, as [`reduce16`]).
+///
+/// Why 256-bit and one row with prefetch hints: the head is the largest matrix of a small model
+/// (55% of a 2B-4T token with an F16 head), and on the Xeon VM (AVX-512 F16C, 2 MiB pages, 1 GB of
+/// rows, alternated with a pure read of the same bytes) a loop of 512-bit float operations read
+/// 0.73–0.85 of a pure read whatever its layout, rows or hints (a bare `vfmadd` sum of the bytes
+/// 0.73), the two-row 512-bit loop 0.78–0.85, and this loop, one row after another (one stream)
+/// with the I2_S four-row loop's hints, 0.97–1.07 at 2560, 4096 and 8192 columns
+/// (docs/kernels.md, "2026-12-08").
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+pub(crate) fn dot_f16_stream(w: &[u8], x: &[f32]) -> f32 {
+    let n = x.len().min(w.len() / 2);
+    // acc[2k + h]: lanes 8h .. 8h + 8 of the 512-bit loop's accumulator k (elements 16k + 8h ..
+    // of each 64).
+    let mut acc = [_mm256_setzero_ps(); 8];
+    let (d1, d2) = x256::PREFETCH_STREAM;
+    // Pointers bumped per 64 elements and each line's hints ahead of its loads: written with
+    // indices and the hints of two lines at once, the same loop read 0.88 of a pure read, not
+    // 0.97 (the harness of the doc comment above).
+    let (mut wp, mut xp) = (w.as_ptr(), x.as_ptr());
+    for _ in 0..n / 64 {
+        for line in 0..2 {
+            // SAFETY: 64 elements are left from `wp` (2 bytes each) and `xp` (n / 64 rounds of
+            // 64 from the starts of `w`, at least 2n bytes, and `x`, at least n floats), so the
+            // 64 bytes of this line and its 32 floats are inside; unaligned loads; the features
+            // are this function's.
+            unsafe {
+                let (lw, lx) = (wp.add(64 * line), xp.add(32 * line));
+                x256::prefetch_two(lw, 0, d1, d2);
+                for h in 0..4 {
+                    let v = _mm256_cvtph_ps(_mm_loadu_si128(lw.add(16 * h).cast()));
+                    acc[4 * line + h] = _mm256_fmadd_ps(v, _mm256_loadu_ps(lx.add(8 * h)), acc[4 * line + h]);
+                }
+            }
+        }
+        // SAFETY: still inside or one past the end of `w` and `x` (as above).
+        unsafe {
+            wp = wp.add(128);
+            xp = xp.add(64);
+        }
+    }
+    let mut i = n / 64 * 64;
+    while i + 16 <= n {
+        for (h, acc) in acc[..2].iter_mut().enumerate() {
+            // SAFETY: `i + 16 <= n`: 16 bytes of `w` and 8 floats of `x` at `8h` past `i`;
+            // unaligned loads.
+            unsafe {
+                let v = _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(2 * (i + 8 * h)).cast()));
+                *acc = _mm256_fmadd_ps(v, _mm256_loadu_ps(x.as_ptr().add(i + 8 * h)), *acc);
+            }
+        }
+        i += 16;
+    }
+    let half = |h: usize| _mm256_add_ps(_mm256_add_ps(acc[h], acc[2 + h]), _mm256_add_ps(acc[4 + h], acc[6 + h]));
+    x256::hsum_ps(_mm256_add_ps(half(0), half(1))) + bitnet_quant::isa::tail_f16(&w[2 * i..2 * n], &x[i..n])
+}
+
 crate::vecops::f32_kernels!(
     crate::Avx512,
     "avx512f",
@@ -404,7 +474,7 @@ crate::vecops::f32_kernels!(
     _mm512_fmadd_ps,
     _mm512_add_ps,
     _mm512_storeu_ps,
-    _mm512_reduce_add_ps,
+    reduce16,
     sum_lanes16,
     transpose16_ps,
     8,
@@ -419,6 +489,8 @@ crate::vecops::f32_kernels!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     q8_dot,
     dot_q8_0_wide,
+    true,
+    dot_f16_stream,
     true
 );
 

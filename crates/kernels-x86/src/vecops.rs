@@ -9,7 +9,10 @@ pub use bitnet_quant::vecops::F32Ops;
 /// `$set1_half` broadcasts one, `$cvtph` widens it), `$load_q8` loads at least `$w` bytes into the
 /// low lanes of an `__m128i`, `$cvt_i8` widens `$w` signed bytes to i32 lanes, `$reduce` sums a
 /// vector's lanes and `$sum_lanes` the lanes of each of `$w` vectors at once, `$transpose_ps`
-/// transposes `$w` vectors, `$mr` is the rows of a `matmul_add` tile. The invoking
+/// transposes `$w` vectors, `$mr` is the rows of a `matmul_add` tile, `$f16_one` is the one-token
+/// F16 row dot product (the macro's own `dot_f16`, or AVX-512's `dot_f16_stream`, bit-identical
+/// to it) and `$f16_by_row` whether one token's F16 rows go through it one after another rather
+/// than two side by side. The invoking
 /// module provides only `widen_q6(__m256i, j)` (the `j`-th vector's worth of 32 signed bytes, as
 /// f32). The macro writes the loads, the dense row dot products (F32, F16, Q8_0, Q6_K, and the
 /// `bitnet_quant::isa::DenseIsa` impl on them), `axpy`, attention `scores` and `weighted_sum`, and `ops()`
@@ -18,7 +21,8 @@ pub use bitnet_quant::vecops::F32Ops;
 macro_rules! f32_kernels {
     ($token:ty, $feat:literal, $label:literal, $w:literal, $tok:literal, $vec:ty, $zero:ident, $set1:ident, $mul:ident, $fma:ident,
      $add:ident, $store:ident, $reduce:ident, $sum_lanes:ident, $transpose_ps:ident, $mr:literal, $loadu:ident, $half:ty, $load_half:ident, $set1_half:ident,
-     $cvtph:ident, $load_q8:ident, $cvt_i8:ident, $cvt_i32:ident, $q8feat:literal, $q8_dot:ident, $q8_wide:ident, $q8_wide8:literal) => {
+     $cvtph:ident, $load_q8:ident, $cvt_i8:ident, $cvt_i32:ident, $q8feat:literal, $q8_dot:ident, $q8_wide:ident, $q8_wide8:literal,
+     $f16_one:ident, $f16_by_row:literal) => {
         #[target_feature(enable = $feat)]
         fn load_f32(s: &[f32]) -> $vec {
             assert!(s.len() >= $w);
@@ -144,6 +148,17 @@ macro_rules! f32_kernels {
             })
         }
 
+        /// One token against consecutive F16 rows with `$f16_one`, one row after another, in one
+        /// function (`$q8feat` holds `$f16_one`'s features, so it inlines: no call per row).
+        #[target_feature(enable = $q8feat)]
+        fn gemv_f16_by_row(w: &[u8], cols: usize, x: &[f32], out: &mut [f32]) {
+            for (row, o) in w.chunks_exact(2 * cols.max(1)).zip(out) {
+                *o = $f16_one(row, x);
+            }
+        }
+
+        // (AVX-512 reads one token's F16 rows with its own `dot_f16_stream` instead.)
+        #[allow(dead_code)]
         #[target_feature(enable = $feat)]
         fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
             dot_f16_many([w], [x])[0][0]
@@ -263,7 +278,7 @@ macro_rules! f32_kernels {
 
             fn dot_f16(self, w: &[u8], x: &[f32]) -> f32 {
                 // SAFETY: as for `dot_f32`.
-                unsafe { dot_f16(w, x) }
+                unsafe { $f16_one(w, x) }
             }
 
             fn dot_q8_0(self, w: &[u8], x: bitnet_quant::Q8Row<'_>) -> f32 {
@@ -284,8 +299,24 @@ macro_rules! f32_kernels {
             }
 
             fn dots_f16(self, w: &[&[u8]], x: &[f32], cols: usize, out: &mut [f32]) {
+                // One token with `$f16_by_row`: `$f16_one` row after row (AVX-512's 256-bit loop
+                // with hints: one stream through consecutive rows, `avx512::dot_f16_stream`).
+                if $f16_by_row && x.len() == cols {
+                    for (row, o) in w.iter().zip(out.iter_mut()) {
+                        *o = self.dot_f16(row, x);
+                    }
+                    return;
+                }
                 // SAFETY: as for `dot_f32`.
                 crate::vecops::dense_rows!(w, x, cols, out, $tok, |w, xs| unsafe { dot_f16_many(w, xs) });
+            }
+
+            fn gemv_f16(self, w: &[u8], cols: usize, x: &[f32], out: &mut [f32]) {
+                if !$f16_by_row {
+                    return bitnet_quant::isa::gemv_f16_in_pairs(self, w, cols, x, out);
+                }
+                // SAFETY: as for `dot_f32`.
+                unsafe { gemv_f16_by_row(w, cols, x, out) }
             }
 
             fn dots_q8_0(self, w: &[u8], row_bytes: usize, x: &bitnet_quant::Q8Activations, out: &mut [f32]) {

@@ -365,6 +365,13 @@ pub trait DenseIsa: Copy {
     fn dots_f16(self, w: &[&[u8]], x: &[f32], cols: usize, out: &mut [f32]) {
         dots_by(w, x, cols, out, |w, x| self.dot_f16(w, x));
     }
+    /// One token against consecutive F16 rows (decoding through an F16 head): `out[r]` =
+    /// [`DenseIsa::dot_f16`] of row `r` of `w` (`2·cols` bytes each, `out.len()` rows) and `x`
+    /// (`cols`). By default two rows side by side through [`DenseIsa::dots_f16`]
+    /// ([`gemv_f16_in_pairs`]); a set that streams better one row after another overrides it.
+    fn gemv_f16(self, w: &[u8], cols: usize, x: &[f32], out: &mut [f32]) {
+        gemv_f16_in_pairs(self, w, cols, x, out);
+    }
     /// `out[r·n + t]` = [`DenseIsa::dot_q8_0`] of row `r` of `w` (one to eight consecutive rows
     /// of `row_bytes`) and token `t` of `x`, bit-identical to one row and token at a time.
     fn dots_q8_0(self, w: &[u8], row_bytes: usize, x: &Q8Activations, out: &mut [f32]) {
@@ -376,6 +383,18 @@ pub trait DenseIsa: Copy {
     /// [`DenseIsa::dots_f32`] over Q6_K rows.
     fn dots_q6_k(self, w: &[&[u8]], x: &[f32], cols: usize, out: &mut [f32]) {
         dots_by(w, x, cols, out, |w, x| self.dot_q6_k(w, x));
+    }
+}
+
+/// [`DenseIsa::gemv_f16`] two rows at a time through [`DenseIsa::dots_f16`] (the default).
+pub fn gemv_f16_in_pairs<I: DenseIsa>(isa: I, w: &[u8], cols: usize, x: &[f32], out: &mut [f32]) {
+    let rb = 2 * cols;
+    for (rows, out) in w.chunks(2 * rb).zip(out.chunks_mut(2)) {
+        match (rows.get(..rb), rows.get(rb..2 * rb)) {
+            (Some(a), Some(b)) if out.len() == 2 => isa.dots_f16(&[a, b], x, cols, out),
+            (Some(a), _) => isa.dots_f16(&[a], x, cols, &mut out[..1]),
+            _ => {}
+        }
     }
 }
 
@@ -451,6 +470,11 @@ pub fn dense_gemm_rows<I: DenseIsa>(
 ) -> Result<(), QuantError> {
     let rb = check_dense(ty, w, cols, x, &rows, out)?;
     let (len, n) = (rows.len(), x.len() / cols);
+    if ty == TensorType::F16 && n == 1 {
+        // One token: `out` is row-major already, and the set picks how it streams the rows.
+        isa.gemv_f16(&w[rows.start * rb..rows.end * rb], cols, x, out);
+        return Ok(());
+    }
     let mut scratch = [vec![0f32; cols], vec![0f32; cols]];
     // Q8_0 rows multiply activations quantized once per call.
     let q8 = (ty == TensorType::Q8_0).then(|| Q8Activations::quantize(x, cols));
@@ -458,11 +482,11 @@ pub fn dense_gemm_rows<I: DenseIsa>(
     let mut dots = vec![0f32; 8 * n];
     let mut r = rows.start;
     while r < rows.end {
-        // One token reads F16 rows two at a time too (with the kernels' prefetch for two rows):
-        // over 2 MiB pages the 2B-4T F16 head read 28.8-29.8 GB/s so against 23.8-27.5 one row at
-        // a time (2026-12-06, Zen 4). Q8_0 rows go eight at a time (each block of activations
-        // loaded once for the eight); Q6_K does more work per byte and reads one row at a time
-        // faster at one token.
+        // Several tokens read F16 rows two at a time (one token went to `gemv_f16` above, whose
+        // default does the same: over 2 MiB pages the 2B-4T F16 head read 28.8-29.8 GB/s so
+        // against 23.8-27.5 one row at a time with the 512-bit loop, 2026-12-06, Zen 4). Q8_0
+        // rows go eight at a time (each block of activations loaded once for the eight); Q6_K
+        // does more work per byte and reads one row at a time faster at one token.
         let most = match ty {
             TensorType::Q8_0 => 8,
             TensorType::Q6_K if n == 1 => 1,
