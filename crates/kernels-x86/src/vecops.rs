@@ -11,8 +11,8 @@ pub use bitnet_quant::vecops::F32Ops;
 /// vector's lanes and `$sum_lanes` the lanes of each of `$w` vectors at once, `$transpose_ps`
 /// transposes `$w` vectors, `$mr` is the rows of a `matmul_add` tile, `$f16_one` is the one-token
 /// F16 row dot product (the macro's own `dot_f16`, or AVX-512's `dot_f16_stream`, bit-identical
-/// to it) and `$f16_by_row` whether one token's F16 rows go through it one after another rather
-/// than two side by side. The invoking
+/// to it) and `$by_row` whether one token's F16 and Q8_0 rows go one after another (through
+/// `$f16_one` and `dot_q8_0_stream`) rather than two (F16) or eight (Q8_0) side by side. The invoking
 /// module provides only `widen_q6(__m256i, j)` (the `j`-th vector's worth of 32 signed bytes, as
 /// f32). The macro writes the loads, the dense row dot products (F32, F16, Q8_0, Q6_K, and the
 /// `bitnet_quant::isa::DenseIsa` impl on them), `axpy`, attention `scores` and `weighted_sum`, and `ops()`
@@ -22,7 +22,7 @@ macro_rules! f32_kernels {
     ($token:ty, $feat:literal, $label:literal, $w:literal, $tok:literal, $vec:ty, $zero:ident, $set1:ident, $mul:ident, $fma:ident,
      $add:ident, $store:ident, $reduce:ident, $sum_lanes:ident, $transpose_ps:ident, $mr:literal, $loadu:ident, $half:ty, $load_half:ident, $set1_half:ident,
      $cvtph:ident, $load_q8:ident, $cvt_i8:ident, $cvt_i32:ident, $q8feat:literal, $q8_dot:ident, $q8_wide:ident, $q8_wide8:literal,
-     $f16_one:ident, $f16_by_row:literal) => {
+     $f16_one:ident, $by_row:literal) => {
         #[target_feature(enable = $feat)]
         fn load_f32(s: &[f32]) -> $vec {
             assert!(s.len() >= $w);
@@ -164,6 +164,83 @@ macro_rules! f32_kernels {
             dot_f16_many([w], [x])[0][0]
         }
 
+        /// Σ w·q of one Q8_0 row and one token's quantized activations, bit-identical to that
+        /// row's lane of [`dot_q8_0_eight`] (per block the exact integer sum from `$q8_dot`,
+        /// converted, times `d_w·d_x`, added with one fused multiply-add, blocks in order):
+        /// blocks eight at a time, their sums made one vector by `x256::transpose_sum8`, their
+        /// eight f16 scales read one by one (a gather read 2% slower), the hints of the F16
+        /// stream (`x256::PREFETCH_STREAM`, five lines per eight blocks). Read one row after
+        /// another this is one stream: 0.95–0.96 of a pure read of a 2B-4T Q8_0 head where
+        /// the eight rows side by side read 0.77 (Xeon VM; docs/kernels.md, "2026-12-08").
+        #[inline]
+        #[target_feature(enable = $q8feat)]
+        fn dot_q8_0_stream(w: &[u8], x: bitnet_quant::Q8Row<'_>) -> f32 {
+            let blocks = (w.len() / 34).min(x.scales.len()).min(x.sums.len()).min(x.codes.len() / 32);
+            let (p, (d1, d2)) = (w.as_ptr(), crate::x256::PREFETCH_STREAM);
+            // Block `b`'s 32 codes; `b < blocks`, so its 34 bytes are inside `w`.
+            let codes = |b: usize| {
+                debug_assert!(b < blocks);
+                // SAFETY: bytes `34b + 2 .. 34b + 34` of `w` (`34·blocks ≤ w.len()`); unaligned.
+                unsafe { _mm256_loadu_si256(p.add(34 * b + 2).cast()) }
+            };
+            let scale = |b: usize| {
+                debug_assert!(b < blocks);
+                // SAFETY: bytes `34b .. 34b + 2` of `w`, as above.
+                unsafe { p.add(34 * b).cast::<i16>().read_unaligned() }
+            };
+            // Block `b`'s activations, code sum and scale, from `blocks` of each (`blocks` is at
+            // most their lengths, 32 codes a block): no bounds test per block (with them the
+            // loop read a sixth slower).
+            let (qp, sp, dp) = (x.codes.as_ptr(), x.sums.as_ptr(), x.scales.as_ptr());
+            let block = |b: usize| {
+                debug_assert!(b < blocks);
+                // SAFETY: `b < blocks`: the 32 codes at `32b` and the sum at `b` are inside `x`;
+                // unaligned load.
+                let (q, sum) = unsafe { (_mm256_loadu_si256(qp.add(32 * b).cast()), sp.add(b).read()) };
+                $q8_dot(codes(b), q, _mm256_set1_epi32(sum.wrapping_mul(-16)))
+            };
+            let dx = |b: usize| {
+                debug_assert!(b < blocks);
+                // SAFETY: `b < blocks ≤ x.scales.len()`.
+                unsafe { dp.add(b).read() }
+            };
+            let mut acc = 0f32;
+            for g in 0..blocks / 8 {
+                for k in 0..5 {
+                    crate::x256::prefetch_two(p, 34 * 8 * g + 64 * k, d1, d2);
+                }
+                let v: [__m256i; 8] = std::array::from_fn(|j| block(8 * g + j));
+                let d = _mm256_cvtepi32_ps(crate::x256::transpose_sum8(v));
+                let h: [i16; 8] = std::array::from_fn(|j| scale(8 * g + j));
+                // SAFETY: `h` is 16 readable bytes; the load is unaligned.
+                let dw = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(h.as_ptr().cast()) });
+                debug_assert!(8 * g + 8 <= blocks);
+                // SAFETY: scales `8g .. 8g + 8` of `x`, below `blocks`; unaligned load.
+                let c = _mm256_mul_ps(dw, unsafe { _mm256_loadu_ps(dp.add(8 * g)) });
+                let (mut ds, mut cs) = ([0f32; 8], [0f32; 8]);
+                crate::x256::store_f32x8(&mut ds, d);
+                crate::x256::store_f32x8(&mut cs, c);
+                for (d, c) in ds.into_iter().zip(cs) {
+                    acc = d.mul_add(c, acc);
+                }
+            }
+            for b in blocks / 8 * 8..blocks {
+                let s = crate::x256::hsum(block(b)) as f32;
+                let dw = half::f16::from_bits(scale(b) as u16).to_f32();
+                acc = s.mul_add(dw * dx(b), acc);
+            }
+            acc
+        }
+
+        /// One token against consecutive Q8_0 rows of `row_bytes`, [`dot_q8_0_stream`] one row
+        /// after another in one function.
+        #[target_feature(enable = $q8feat)]
+        fn gemv_q8_0_by_row(w: &[u8], row_bytes: usize, x: bitnet_quant::Q8Row<'_>, out: &mut [f32]) {
+            for (row, o) in w.chunks_exact(row_bytes.max(1)).zip(out) {
+                *o = dot_q8_0_stream(row, x);
+            }
+        }
+
         /// Σ w·q of eight consecutive Q8_0 rows (`w`: `row_bytes` each, 34-byte blocks of f16 d
         /// and 32 int8) and one token's activations quantized per block
         /// (`bitnet_quant::Q8Row`), block by block: `$q8_dot` gives each row eight i32 lanes
@@ -299,9 +376,9 @@ macro_rules! f32_kernels {
             }
 
             fn dots_f16(self, w: &[&[u8]], x: &[f32], cols: usize, out: &mut [f32]) {
-                // One token with `$f16_by_row`: `$f16_one` row after row (AVX-512's 256-bit loop
+                // One token with `$by_row`: `$f16_one` row after row (AVX-512's 256-bit loop
                 // with hints: one stream through consecutive rows, `avx512::dot_f16_stream`).
-                if $f16_by_row && x.len() == cols {
+                if $by_row && x.len() == cols {
                     for (row, o) in w.iter().zip(out.iter_mut()) {
                         *o = self.dot_f16(row, x);
                     }
@@ -312,11 +389,19 @@ macro_rules! f32_kernels {
             }
 
             fn gemv_f16(self, w: &[u8], cols: usize, x: &[f32], out: &mut [f32]) {
-                if !$f16_by_row {
+                if !$by_row {
                     return bitnet_quant::isa::gemv_f16_in_pairs(self, w, cols, x, out);
                 }
                 // SAFETY: as for `dot_f32`.
                 unsafe { gemv_f16_by_row(w, cols, x, out) }
+            }
+
+            fn gemv_q8_0(self, w: &[u8], row_bytes: usize, x: &bitnet_quant::Q8Activations, out: &mut [f32]) {
+                if !$by_row || x.len() != 1 {
+                    return bitnet_quant::isa::gemv_q8_0_in_eights(self, w, row_bytes, x, out);
+                }
+                // SAFETY: as for `dot_f32`.
+                unsafe { gemv_q8_0_by_row(w, row_bytes, x.row(0), out) }
             }
 
             fn dots_q8_0(self, w: &[u8], row_bytes: usize, x: &bitnet_quant::Q8Activations, out: &mut [f32]) {

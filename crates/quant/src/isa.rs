@@ -380,6 +380,13 @@ pub trait DenseIsa: Copy {
             out.iter_mut().enumerate().for_each(|(t, o)| *o = self.dot_q8_0(row, x.row(t)));
         }
     }
+    /// One token (`x` holds one) against consecutive Q8_0 rows of `row_bytes`: `out[r]` =
+    /// [`DenseIsa::dot_q8_0`] of row `r` (`out.len()` rows). By default eight rows side by side
+    /// through [`DenseIsa::dots_q8_0`] ([`gemv_q8_0_in_eights`]); a set that streams better one
+    /// row after another overrides it.
+    fn gemv_q8_0(self, w: &[u8], row_bytes: usize, x: &Q8Activations, out: &mut [f32]) {
+        gemv_q8_0_in_eights(self, w, row_bytes, x, out);
+    }
     /// [`DenseIsa::dots_f32`] over Q6_K rows.
     fn dots_q6_k(self, w: &[&[u8]], x: &[f32], cols: usize, out: &mut [f32]) {
         dots_by(w, x, cols, out, |w, x| self.dot_q6_k(w, x));
@@ -394,6 +401,17 @@ pub fn gemv_f16_in_pairs<I: DenseIsa>(isa: I, w: &[u8], cols: usize, x: &[f32], 
             (Some(a), Some(b)) if out.len() == 2 => isa.dots_f16(&[a, b], x, cols, out),
             (Some(a), _) => isa.dots_f16(&[a], x, cols, &mut out[..1]),
             _ => {}
+        }
+    }
+}
+
+/// [`DenseIsa::gemv_q8_0`] eight rows at a time through [`DenseIsa::dots_q8_0`] (the default).
+pub fn gemv_q8_0_in_eights<I: DenseIsa>(isa: I, w: &[u8], row_bytes: usize, x: &Q8Activations, out: &mut [f32]) {
+    let rb = row_bytes.max(1);
+    for (rows, out) in w.chunks(8 * rb).zip(out.chunks_mut(8)) {
+        let n = (rows.len() / rb).min(out.len());
+        if n > 0 {
+            isa.dots_q8_0(&rows[..n * rb], rb, x, &mut out[..n]);
         }
     }
 }
@@ -470,14 +488,24 @@ pub fn dense_gemm_rows<I: DenseIsa>(
 ) -> Result<(), QuantError> {
     let rb = check_dense(ty, w, cols, x, &rows, out)?;
     let (len, n) = (rows.len(), x.len() / cols);
-    if ty == TensorType::F16 && n == 1 {
-        // One token: `out` is row-major already, and the set picks how it streams the rows.
-        isa.gemv_f16(&w[rows.start * rb..rows.end * rb], cols, x, out);
-        return Ok(());
-    }
-    let mut scratch = [vec![0f32; cols], vec![0f32; cols]];
     // Q8_0 rows multiply activations quantized once per call.
     let q8 = (ty == TensorType::Q8_0).then(|| Q8Activations::quantize(x, cols));
+    if n == 1 {
+        // One token: `out` is row-major already, and the set picks how it streams the rows.
+        let w = &w[rows.start * rb..rows.end * rb];
+        match (ty, &q8) {
+            (TensorType::F16, _) => {
+                isa.gemv_f16(w, cols, x, out);
+                return Ok(());
+            }
+            (_, Some(q8)) => {
+                isa.gemv_q8_0(w, rb, q8, out);
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
+    let mut scratch = [vec![0f32; cols], vec![0f32; cols]];
     // A few rows against every token (each row is read once), then scattered to token-major `out`.
     let mut dots = vec![0f32; 8 * n];
     let mut r = rows.start;
