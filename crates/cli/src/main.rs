@@ -27,6 +27,8 @@ use clap::{Parser, Subcommand};
                        BITNET_KERNEL     force a kernel set: avx512-vnni, avx-vnni, avx-vnni-evex, avx2, \
                        neon-i8mm, neon-dotprod, neon or scalar (default: the fastest this CPU runs)\n  \
                        BITNET_HUGE_PAGES=0  map model files as they are (no re-read into 2 MiB pages)\n  \
+                       BITNET_DENSE_STREAM=0  AVX-512: read an F16 or Q8_0 head's rows side by side, as before \
+                       2026-12-07 (to compare on your CPU)\n  \
                        BITNET_API_KEY    the key `serve` requires (as --api-key)\n  \
                        HF_HUB_CACHE, HF_HOME, HF_HUB_OFFLINE  the Hugging Face cache `--hf-repo` uses"
 )]

@@ -411,7 +411,7 @@ fn reduce16(v: __m512) -> f32 {
 /// 0.73–0.85 of a pure read whatever its layout, rows or hints (a bare `vfmadd` sum of the bytes
 /// 0.73), the two-row 512-bit loop 0.78–0.85, and this loop, one row after another (one stream)
 /// with the I2_S four-row loop's hints, 0.97–1.07 at 2560, 4096 and 8192 columns
-/// (docs/kernels.md, "2026-12-08").
+/// (docs/kernels.md, "2026-12-07 (night)").
 #[inline]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 pub(crate) fn dot_f16_stream(w: &[u8], x: &[f32]) -> f32 {

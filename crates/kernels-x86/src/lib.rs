@@ -88,6 +88,19 @@ bitnet_quant::kernel_token!(
     avx2::ops
 );
 
+/// The environment variable that puts the AVX-512 set's one-token F16 and Q8_0 heads back to
+/// rows side by side (`0`), as they were read before one row after another measured faster on
+/// the Xeon VM (docs/kernels.md, "2026-12-07 (night)"): for comparing both in one binary on
+/// another CPU.
+pub const DENSE_STREAM_ENV: &str = "BITNET_DENSE_STREAM";
+
+/// Whether one token's F16 and Q8_0 rows are read one after another where a set can
+/// ([`DENSE_STREAM_ENV`], read once).
+pub(crate) fn dense_stream() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var(DENSE_STREAM_ENV).map_or(true, |v| v != "0"))
+}
+
 /// The wrapping sum of `buf`, read with the widest loads this CPU has (AVX2 when present): a
 /// memory read-bandwidth probe for benchmarks (`cargo xtask bench`'s roofline). A scalar loop of
 /// 8-byte loads under-reads the machine by 10–25% on this machine kind, which had put token

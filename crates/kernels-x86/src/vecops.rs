@@ -171,7 +171,7 @@ macro_rules! f32_kernels {
         /// eight f16 scales read one by one (a gather read 2% slower), the hints of the F16
         /// stream (`x256::PREFETCH_STREAM`, five lines per eight blocks). Read one row after
         /// another this is one stream: 0.95–0.96 of a pure read of a 2B-4T Q8_0 head where
-        /// the eight rows side by side read 0.77 (Xeon VM; docs/kernels.md, "2026-12-08").
+        /// the eight rows side by side read 0.77 (Xeon VM; docs/kernels.md, "2026-12-07 (night)").
         #[inline]
         #[target_feature(enable = $q8feat)]
         fn dot_q8_0_stream(w: &[u8], x: bitnet_quant::Q8Row<'_>) -> f32 {
@@ -378,7 +378,7 @@ macro_rules! f32_kernels {
             fn dots_f16(self, w: &[&[u8]], x: &[f32], cols: usize, out: &mut [f32]) {
                 // One token with `$by_row`: `$f16_one` row after row (AVX-512's 256-bit loop
                 // with hints: one stream through consecutive rows, `avx512::dot_f16_stream`).
-                if $by_row && x.len() == cols {
+                if $by_row && x.len() == cols && crate::dense_stream() {
                     for (row, o) in w.iter().zip(out.iter_mut()) {
                         *o = self.dot_f16(row, x);
                     }
@@ -389,7 +389,7 @@ macro_rules! f32_kernels {
             }
 
             fn gemv_f16(self, w: &[u8], cols: usize, x: &[f32], out: &mut [f32]) {
-                if !$by_row {
+                if !$by_row || !crate::dense_stream() {
                     return bitnet_quant::isa::gemv_f16_in_pairs(self, w, cols, x, out);
                 }
                 // SAFETY: as for `dot_f32`.
@@ -397,7 +397,7 @@ macro_rules! f32_kernels {
             }
 
             fn gemv_q8_0(self, w: &[u8], row_bytes: usize, x: &bitnet_quant::Q8Activations, out: &mut [f32]) {
-                if !$by_row || x.len() != 1 {
+                if !$by_row || x.len() != 1 || !crate::dense_stream() {
                     return bitnet_quant::isa::gemv_q8_0_in_eights(self, w, row_bytes, x, out);
                 }
                 // SAFETY: as for `dot_f32`.
