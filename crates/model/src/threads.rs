@@ -152,6 +152,66 @@ impl Pool {
         }
     }
 
+    /// One token against several matrices in one parallel region: matrix `i` has `rows[i]`
+    /// output rows into `outs[i]`, and `f(i, range, part)` fills `part`, the rows `range` of
+    /// matrix `i`. The matrices' rows, taken one after another, are split into one contiguous
+    /// range per thread (multiples of 8, as [`Pool::rows`] splits one matrix), so a thread reads
+    /// one stream across the pieces it owns where the matrices lie one after another in memory,
+    /// and small matrices (2B-4T's 640-row K and V) are not a region of their own each. A matrix
+    /// whose rows are not a multiple of 8 would break the row tiles at its neighbour's start: then
+    /// each matrix goes through [`Pool::rows`] in turn.
+    pub fn rows_many<E: Send>(
+        &self,
+        rows: &[usize],
+        outs: &mut [&mut [f32]],
+        f: impl Fn(usize, Range<usize>, &mut [f32]) -> Result<(), E> + Sync,
+    ) -> Result<(), E> {
+        let total: usize = rows.iter().sum();
+        let threads = self.threads().min(total / MIN_ROWS_PER_THREAD).max(1);
+        let odd = rows.iter().any(|r| r % 8 != 0) || outs.iter().zip(rows).any(|(o, &r)| o.len() < r);
+        if threads == 1 || odd || outs.len() != rows.len() {
+            for (i, (&r, out)) in rows.iter().zip(outs.iter_mut()).enumerate() {
+                self.rows(r, 1, out, |range, part| f(i, range, part))?;
+            }
+            return Ok(());
+        }
+        let chunk = total.div_ceil(threads).next_multiple_of(8);
+        // Each thread's pieces: (matrix, its rows, that part of its output).
+        type Piece<'a> = (usize, Range<usize>, &'a mut [f32]);
+        let mut pieces: Vec<Vec<Piece<'_>>> = (0..threads).map(|_| Vec::new()).collect();
+        let mut start = 0;
+        for (i, (&r, out)) in rows.iter().zip(outs.iter_mut()).enumerate() {
+            let mut rest: &mut [f32] = &mut out[..r];
+            let mut at = 0;
+            while at < r {
+                let t = (start + at) / chunk;
+                let end = ((t + 1) * chunk - start).min(r);
+                let (head, tail) = rest.split_at_mut(end - at);
+                pieces[t].push((i, at..end, head));
+                rest = tail;
+                at = end;
+            }
+            start += r;
+        }
+        let pieces: Vec<Mutex<Vec<Piece<'_>>>> = pieces.into_iter().map(Mutex::new).collect();
+        let errors: Mutex<Option<E>> = Mutex::new(None);
+        self.pool.run(&|t| {
+            if t < threads {
+                let mut mine = pieces[t].lock().unwrap_or_else(|p| p.into_inner());
+                for (i, range, part) in mine.iter_mut() {
+                    if let Err(e) = f(*i, range.clone(), part) {
+                        *errors.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        return;
+                    }
+                }
+            }
+        });
+        match errors.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// Computes an `n × width` output (row-major, one row a token) in pieces of whole tokens, one
     /// per thread: `f(tokens, part)` fills `part`, the rows of `tokens`. For prompts: each
     /// thread's output is one piece of `out` (split by output rows, every thread's part of every
@@ -226,5 +286,50 @@ impl Pool {
             }
         });
         slots.into_iter().map(|s| s.into_inner().unwrap_or_else(|p| p.into_inner()).expect("every job ran")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pool;
+
+    /// Every row of every matrix is computed once, into its own place, whatever the split.
+    #[test]
+    fn rows_many_covers_each_row_once() {
+        for threads in [1, 2, 3] {
+            let pool = Pool::try_new(threads).unwrap();
+            for rows in [&[640, 2560, 640][..], &[8, 16, 24], &[12, 16], &[2560, 2560], &[16]] {
+                let mut outs: Vec<Vec<f32>> = rows.iter().map(|&r| vec![f32::NAN; r]).collect();
+                let mut parts: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[..]).collect();
+                pool.rows_many(rows, &mut parts, |i, range, part| -> Result<(), ()> {
+                    assert_eq!(part.len(), range.len());
+                    for (j, p) in part.iter_mut().enumerate() {
+                        assert!(p.is_nan(), "row {} of matrix {i} written twice", range.start + j);
+                        *p = (i * 100_000 + range.start + j) as f32;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+                for (i, out) in outs.iter().enumerate() {
+                    for (j, &v) in out.iter().enumerate() {
+                        assert_eq!(v, (i * 100_000 + j) as f32, "{threads} threads, rows {rows:?}: matrix {i} row {j}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// An error of any piece is the call's.
+    #[test]
+    fn rows_many_passes_errors_on() {
+        let pool = Pool::try_new(2).unwrap();
+        let mut outs = [vec![0f32; 64], vec![0f32; 64]];
+        let mut parts: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[..]).collect();
+        let r = pool.rows_many(
+            &[64, 64],
+            &mut parts,
+            |i, range, _| if i == 1 && range.start == 0 { Err("bad") } else { Ok(()) },
+        );
+        assert_eq!(r, Err("bad"));
     }
 }

@@ -247,6 +247,38 @@ impl Matrix {
     }
 }
 
+/// One token through several ternary matrices that share its quantized input (`acts`), in one
+/// parallel region ([`Pool::rows_many`]): `outs[i]` gets matrix `i`'s rows.
+pub fn matmul_one_token(
+    ms: &[&Matrix],
+    file: &[u8],
+    kernels: &Kernels,
+    pool: &Pool,
+    acts: &Acts,
+    outs: &mut [&mut [f32]],
+) -> Result<()> {
+    let packed = ms
+        .iter()
+        .map(|m| match m.kind {
+            MatrixKind::Ternary { format, .. } => {
+                Ok(PackedTernary::new(format, m.rows, m.cols, m.bytes(file), m.tl_scale)?)
+            }
+            MatrixKind::Dense(ty) => {
+                Err(ModelError::Invalid(format!("{ty} matrix among the ternary ones of one matmul")))
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let acts = acts.whole()?;
+    let rows: Vec<usize> = ms.iter().map(|m| m.rows).collect();
+    pool.rows_many(&rows, outs, |i, range, part| kernels.ternary().gemm_rows(&packed[i], acts, range, part))?;
+    for (m, out) in ms.iter().zip(outs.iter_mut()) {
+        if let MatrixKind::Ternary { extra_scale: Some(s), .. } = m.kind {
+            out.iter_mut().for_each(|v| *v *= s);
+        }
+    }
+    Ok(())
+}
+
 /// One input quantized for the ternary matrices that share it, as consecutive batches of tokens
 /// (one per thread when a prompt is quantized on several, split as [`Pool::tokens`] splits a
 /// matmul's tokens): a matmul split by tokens takes each thread's batch as it is, and only one
@@ -490,6 +522,57 @@ mod tests {
             }
             std::fs::remove_file(&path).ok();
         }
+    }
+
+    /// One token through several I2_S matrices in one parallel region gives each matrix's own
+    /// matmul, bit for bit, on every set at one and two threads.
+    #[test]
+    fn one_region_for_several_matrices_matches_each_alone() {
+        let cols = 512;
+        let shapes = [("q.weight", 64), ("k.weight", 16), ("v.weight", 16)];
+        let path = std::env::temp_dir().join(format!("qkv-{}.gguf", std::process::id()));
+        let mut b = GgufBuilder::new();
+        b.metadata_mut().insert("general.architecture", "bitnet");
+        let packed: Vec<Vec<u8>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, rows))| i2s::pack(&ternary(rows, cols), 0.5 + i as f32, I2sLayout::X86).unwrap())
+            .collect();
+        for &(name, rows) in &shapes {
+            b.add_tensor(name, TensorType::I2_S, &[cols as u64, rows as u64]).unwrap();
+        }
+        let mut w = b.start(BufWriter::new(std::fs::File::create(&path).unwrap())).unwrap();
+        for (&(name, _), bytes) in shapes.iter().zip(&packed) {
+            w.write_tensor(name, bytes).unwrap();
+        }
+        w.finish().unwrap();
+        let file = GgufFile::open(&path).unwrap();
+        let x: Vec<f32> = (0..cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        for threads in [1, 2] {
+            let pool = Pool::try_new(threads).unwrap();
+            for kernels in bitnet_kernels::Kernels::available() {
+                let ms: Vec<Matrix> = shapes
+                    .iter()
+                    .map(|&(name, rows)| {
+                        Matrix::load(&file, name, rows, cols)
+                            .unwrap()
+                            .suited_to(file.bytes(), &kernels, threads)
+                            .unwrap()
+                    })
+                    .collect();
+                let acts = super::Acts::new(vec![kernels.ternary().quantize(&x, cols).unwrap()]);
+                let mut outs: Vec<Vec<f32>> = ms.iter().map(|m| vec![f32::NAN; m.rows]).collect();
+                let mut parts: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[..]).collect();
+                let refs: Vec<&Matrix> = ms.iter().collect();
+                super::matmul_one_token(&refs, file.bytes(), &kernels, &pool, &acts, &mut parts).unwrap();
+                for (m, got) in ms.iter().zip(&outs) {
+                    let mut want = vec![0f32; m.rows];
+                    m.matmul(file.bytes(), &kernels, &pool, &x, Some(&acts), &mut want).unwrap();
+                    assert_eq!(got, &want, "{} at {threads} threads", kernels.name());
+                }
+            }
+        }
+        std::fs::remove_file(&path).ok();
     }
 
     /// TQ1_0 matrices run as TL2 (repacked at load) where the set says so, with the
