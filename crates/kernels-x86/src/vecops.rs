@@ -376,14 +376,6 @@ macro_rules! f32_kernels {
             }
 
             fn dots_f16(self, w: &[&[u8]], x: &[f32], cols: usize, out: &mut [f32]) {
-                // One token with `$by_row`: `$f16_one` row after row (AVX-512's 256-bit loop
-                // with hints: one stream through consecutive rows, `avx512::dot_f16_stream`).
-                if $by_row && x.len() == cols && crate::dense_stream() {
-                    for (row, o) in w.iter().zip(out.iter_mut()) {
-                        *o = self.dot_f16(row, x);
-                    }
-                    return;
-                }
                 // SAFETY: as for `dot_f32`.
                 crate::vecops::dense_rows!(w, x, cols, out, $tok, |w, xs| unsafe { dot_f16_many(w, xs) });
             }

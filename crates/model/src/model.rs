@@ -416,7 +416,10 @@ impl Model {
         self.profiler.record("quantize", t, 0);
         let mut outs: [Buf<'_>; K] = std::array::from_fn(|i| self.bufs.overwritten(x.len() / ws[i].cols * ws[i].rows));
         let all_ternary = ws.iter().all(|w| matches!(w.kind, crate::weights::MatrixKind::Ternary { .. }));
-        if let (true, true, Some(acts)) = (K > 1 && all_ternary, ws.iter().all(|w| w.part == ws[0].part), &acts)
+        if let Some(acts) = &acts
+            && K > 1
+            && all_ternary
+            && ws.iter().all(|w| w.part == ws[0].part)
             && x.len() == ws[0].cols
         {
             // One token through matrices of one profile part (q/k/v, gate/up): one parallel

@@ -86,66 +86,51 @@ impl Pool {
         if threads == 1 {
             return f(0..rows, out);
         }
+        if n == 1 {
+            // One token: each thread's rows are a contiguous piece of the output.
+            return self.rows_many(&[rows], &mut [out], |_, range, part| f(range, part));
+        }
         // Multiples of 8 rows keep the kernels' row tiles whole.
         let chunk = rows.div_ceil(threads).next_multiple_of(8);
         let ranges: Vec<Range<usize>> =
             (0..threads).map(|t| (t * chunk).min(rows)..((t + 1) * chunk).min(rows)).collect();
         let errors: Mutex<Option<E>> = Mutex::new(None);
         let fail = |e| *errors.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-        if n == 1 {
-            // One token: each thread's rows are a contiguous piece of the output.
-            let mut pieces = Vec::with_capacity(threads);
-            let mut rest = out;
-            for r in &ranges {
+        // Several tokens: each thread computes its rows for every token into its own buffer,
+        // then copies them into its columns of `out` (split here, per token and thread), in
+        // the parallel region: copied afterwards on one thread, a 125M-shape prompt's outputs
+        // were a tenth of its time at two threads.
+        let mut pieces: Vec<Vec<&mut [f32]>> = (0..threads).map(|_| Vec::with_capacity(n)).collect();
+        for token in out.chunks_exact_mut(rows) {
+            let mut rest = token;
+            for (piece, r) in pieces.iter_mut().zip(&ranges) {
                 let (head, tail) = rest.split_at_mut(r.len());
-                pieces.push(Mutex::new(head));
+                piece.push(head);
                 rest = tail;
             }
-            self.pool.run(&|t| {
-                if t < threads {
-                    let mut piece = pieces[t].lock().unwrap_or_else(|p| p.into_inner());
-                    if let Err(e) = f(ranges[t].clone(), &mut piece) {
-                        fail(e);
-                    }
+        }
+        let pieces: Vec<Mutex<Vec<&mut [f32]>>> = pieces.into_iter().map(Mutex::new).collect();
+        let parts = &self.parts;
+        self.pool.run(&|t| {
+            if t < threads {
+                let mut part = parts[t].lock().unwrap_or_else(|p| p.into_inner());
+                let len = ranges[t].len();
+                // Only ever grown: shrinking and growing back zeroed the difference on
+                // every call that followed a smaller matrix (4% of a two-thread prompt).
+                if part.len() < n * len {
+                    part.resize(n * len, 0.0);
                 }
-            });
-        } else {
-            // Several tokens: each thread computes its rows for every token into its own buffer,
-            // then copies them into its columns of `out` (split here, per token and thread), in
-            // the parallel region: copied afterwards on one thread, a 125M-shape prompt's outputs
-            // were a tenth of its time at two threads.
-            let mut pieces: Vec<Vec<&mut [f32]>> = (0..threads).map(|_| Vec::with_capacity(n)).collect();
-            for token in out.chunks_exact_mut(rows) {
-                let mut rest = token;
-                for (piece, r) in pieces.iter_mut().zip(&ranges) {
-                    let (head, tail) = rest.split_at_mut(r.len());
-                    piece.push(head);
-                    rest = tail;
+                let part = &mut part[..n * len];
+                if let Err(e) = f(ranges[t].clone(), part) {
+                    fail(e);
+                    return;
+                }
+                let mut dst = pieces[t].lock().unwrap_or_else(|p| p.into_inner());
+                for (d, src) in dst.iter_mut().zip(part.chunks_exact(len.max(1))) {
+                    d.copy_from_slice(src);
                 }
             }
-            let pieces: Vec<Mutex<Vec<&mut [f32]>>> = pieces.into_iter().map(Mutex::new).collect();
-            let parts = &self.parts;
-            self.pool.run(&|t| {
-                if t < threads {
-                    let mut part = parts[t].lock().unwrap_or_else(|p| p.into_inner());
-                    let len = ranges[t].len();
-                    // Only ever grown: shrinking and growing back zeroed the difference on
-                    // every call that followed a smaller matrix (4% of a two-thread prompt).
-                    if part.len() < n * len {
-                        part.resize(n * len, 0.0);
-                    }
-                    let part = &mut part[..n * len];
-                    if let Err(e) = f(ranges[t].clone(), part) {
-                        fail(e);
-                        return;
-                    }
-                    let mut dst = pieces[t].lock().unwrap_or_else(|p| p.into_inner());
-                    for (d, src) in dst.iter_mut().zip(part.chunks_exact(len.max(1))) {
-                        d.copy_from_slice(src);
-                    }
-                }
-            });
-        }
+        });
         match errors.into_inner().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => Err(e),
             None => Ok(()),
@@ -159,7 +144,7 @@ impl Pool {
     /// one stream across the pieces it owns where the matrices lie one after another in memory,
     /// and small matrices (2B-4T's 640-row K and V) are not a region of their own each. A matrix
     /// whose rows are not a multiple of 8 would break the row tiles at its neighbour's start: then
-    /// each matrix goes through [`Pool::rows`] in turn.
+    /// each matrix has a region of its own. (One matrix this way is [`Pool::rows`]' one token.)
     pub fn rows_many<E: Send>(
         &self,
         rows: &[usize],
@@ -168,13 +153,36 @@ impl Pool {
     ) -> Result<(), E> {
         let total: usize = rows.iter().sum();
         let threads = self.threads().min(total / MIN_ROWS_PER_THREAD).max(1);
-        let odd = rows.iter().any(|r| r % 8 != 0) || outs.iter().zip(rows).any(|(o, &r)| o.len() < r);
-        if threads == 1 || odd || outs.len() != rows.len() {
+        let whole = outs.len() == rows.len() && outs.iter().zip(rows).all(|(o, &r)| o.len() >= r);
+        if threads == 1 || !whole {
             for (i, (&r, out)) in rows.iter().zip(outs.iter_mut()).enumerate() {
-                self.rows(r, 1, out, |range, part| f(i, range, part))?;
+                f(i, 0..r, out)?;
             }
             return Ok(());
         }
+        if rows[..rows.len() - 1].iter().all(|r| r % 8 == 0) {
+            return self.region(threads, rows, outs, &f);
+        }
+        // A matrix after one of odd rows would start mid-tile: one region each.
+        for (i, (&r, out)) in rows.iter().zip(outs.iter_mut()).enumerate() {
+            match self.threads().min(r / MIN_ROWS_PER_THREAD).max(1) {
+                1 => f(i, 0..r, out)?,
+                t => self.region(t, &[r], std::slice::from_mut(out), &|_, range, part| f(i, range, part))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Pool::rows_many`]'s parallel region on `threads` (more than one) threads, the matrices
+    /// before the last whole multiples of 8 rows and each output at least its rows long.
+    fn region<E: Send>(
+        &self,
+        threads: usize,
+        rows: &[usize],
+        outs: &mut [&mut [f32]],
+        f: &(impl Fn(usize, Range<usize>, &mut [f32]) -> Result<(), E> + Sync),
+    ) -> Result<(), E> {
+        let total: usize = rows.iter().sum();
         let chunk = total.div_ceil(threads).next_multiple_of(8);
         // Each thread's pieces: (matrix, its rows, that part of its output).
         type Piece<'a> = (usize, Range<usize>, &'a mut [f32]);

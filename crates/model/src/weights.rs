@@ -184,6 +184,23 @@ impl Matrix {
         self.owned.as_ref().map_or(self.range.len(), |b| b.0.len())
     }
 
+    /// The ternary weights as the kernels take them (an error for a dense matrix).
+    fn packed<'a>(&'a self, file: &'a [u8]) -> Result<PackedTernary<'a>> {
+        match self.kind {
+            MatrixKind::Ternary { format, .. } => {
+                Ok(PackedTernary::new(format, self.rows, self.cols, self.bytes(file), self.tl_scale)?)
+            }
+            MatrixKind::Dense(ty) => Err(ModelError::Invalid(format!("a {ty} matrix among ternary ones"))),
+        }
+    }
+
+    /// The file's extra scale of a ternary matrix, applied to its kernels' outputs.
+    fn scale_outputs(&self, out: &mut [f32]) {
+        if let MatrixKind::Ternary { extra_scale: Some(s), .. } = self.kind {
+            out.iter_mut().for_each(|v| *v *= s);
+        }
+    }
+
     fn bytes<'a>(&'a self, file: &'a [u8]) -> &'a [u8] {
         match &self.owned {
             Some(bytes) => &bytes.0,
@@ -212,7 +229,7 @@ impl Matrix {
         let n = x.len() / self.cols;
         debug_assert_eq!(out.len(), n * self.rows);
         match self.kind {
-            MatrixKind::Ternary { format, extra_scale } => {
+            MatrixKind::Ternary { .. } => {
                 let owned;
                 let acts = match acts {
                     Some(a) => a,
@@ -221,7 +238,7 @@ impl Matrix {
                         &owned
                     }
                 };
-                let w = PackedTernary::new(format, self.rows, self.cols, self.bytes(file), self.tl_scale)?;
+                let w = self.packed(file)?;
                 if pool.threads() > 1 && n >= (TOKENS_PER_THREAD * pool.threads()).max(self.cols / 8) {
                     // A prompt: each thread runs every row for its share of the tokens.
                     let all = 0..self.rows;
@@ -234,9 +251,7 @@ impl Matrix {
                     let acts = acts.whole()?;
                     pool.rows(self.rows, n, out, |rows, part| kernels.ternary().gemm_rows(&w, acts, rows, part))?;
                 }
-                if let Some(s) = extra_scale {
-                    out.iter_mut().for_each(|v| *v *= s);
-                }
+                self.scale_outputs(out);
             }
             MatrixKind::Dense(ty) => {
                 let w = self.bytes(file);
@@ -257,24 +272,12 @@ pub fn matmul_one_token(
     acts: &Acts,
     outs: &mut [&mut [f32]],
 ) -> Result<()> {
-    let packed = ms
-        .iter()
-        .map(|m| match m.kind {
-            MatrixKind::Ternary { format, .. } => {
-                Ok(PackedTernary::new(format, m.rows, m.cols, m.bytes(file), m.tl_scale)?)
-            }
-            MatrixKind::Dense(ty) => {
-                Err(ModelError::Invalid(format!("{ty} matrix among the ternary ones of one matmul")))
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let packed = ms.iter().map(|m| m.packed(file)).collect::<Result<Vec<_>>>()?;
     let acts = acts.whole()?;
     let rows: Vec<usize> = ms.iter().map(|m| m.rows).collect();
     pool.rows_many(&rows, outs, |i, range, part| kernels.ternary().gemm_rows(&packed[i], acts, range, part))?;
     for (m, out) in ms.iter().zip(outs.iter_mut()) {
-        if let MatrixKind::Ternary { extra_scale: Some(s), .. } = m.kind {
-            out.iter_mut().for_each(|v| *v *= s);
-        }
+        m.scale_outputs(out);
     }
     Ok(())
 }
